@@ -1,0 +1,300 @@
+"""One Flax decoder for Llama, Mistral and Gemma 1/2/3.
+
+Conventions, stated once:
+- Shapes: B batch, S sequence, D d_model, H query heads, K kv heads, G = H // K, Dh head_dim,
+  L blocks, F d_ff, V vocab.
+- Hidden-state indices follow Hugging Face: 0 = embeddings, i = output of block i, and index L is
+  the final-normed output (exactly what `output_hidden_states=True` returns).
+- HF conventions are kept inside the model (split-half RoPE, raw Gemma norm weights with 1 + w
+  applied in f32, kernels = HF weights transposed) so activations equal what a PyTorch hook sees;
+  file-format conventions (GGUF permutations, +1 norms) are undone at load time only.
+- Per-layer differences (sliding window, RoPE table, steering intervention) are arrays scanned
+  alongside the stacked block parameters, so Gemma 2/3 scan like Llama and changing a steering
+  layer, vector or strength never recompiles.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, Callable
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .config import DecoderConfig, rope_inv_freq
+
+_NEG = -1e30  # large finite mask value: fully masked (padded) query rows stay NaN-free
+
+
+@flax.struct.dataclass
+class Intervention:
+    """Edits of the residual stream after each block, as data (no recompiles).
+
+    After block i, at positions where `positions` is nonzero:
+        h <- h + keep[i] * h + add[i] * v_i + norm_match[i] * |h| * v_i / |v_i|
+    Additive steering is add = alpha; replacement keep = -1, add = 1; norm-matched replacement
+    keep = -1, norm_match = 1; blend keep = -alpha, add = alpha. All zeros leave h bit-identical.
+    """
+
+    vectors: jax.Array  # [L, D]
+    add: jax.Array  # [L]
+    keep: jax.Array  # [L]
+    norm_match: jax.Array  # [L]
+    positions: jax.Array  # [B, S] 0/1
+
+    @classmethod
+    def none(cls, n_layers: int, d_model: int, batch: int, seq: int) -> "Intervention":
+        z = jnp.zeros((n_layers,), jnp.float32)
+        return cls(jnp.zeros((n_layers, d_model), jnp.float32), z, z, z, jnp.zeros((batch, seq), jnp.float32))
+
+
+def _rms_norm(x, scale, eps: float, offset: bool):
+    """RMSNorm computed in f32; Gemma's (1 + w) or Llama's w, cast back like transformers does."""
+    xf = x.astype(jnp.float32)
+    xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    if offset:
+        return (xf * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+    return scale * xf.astype(x.dtype)
+
+
+class RMSNorm(nn.Module):
+    eps: float
+    offset: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x):
+        init = nn.initializers.zeros if self.offset else nn.initializers.ones
+        scale = self.param("scale", init, (x.shape[-1],), self.dtype)
+        return _rms_norm(x, scale, self.eps, self.offset)
+
+
+def _rotate(x, cos, sin):
+    """Split-half RoPE (HF `rotate_half`). x: [B, S, N, Dh]; cos, sin: [B, S, Dh]."""
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+    return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+
+
+class Attention(nn.Module):
+    cfg: DecoderConfig
+    dtype: Any
+    precision: Any
+
+    @nn.compact
+    def __call__(self, x, layer, shared):
+        cfg = self.cfg
+        b, s, _ = x.shape
+        dense = partial(nn.Dense, dtype=self.dtype, param_dtype=self.dtype, precision=self.precision,
+                        use_bias=cfg.attention_bias)
+        q = dense(cfg.n_heads * cfg.head_dim, name="q")(x).reshape(b, s, cfg.n_heads, cfg.head_dim)
+        k = dense(cfg.n_kv_heads * cfg.head_dim, name="k")(x).reshape(b, s, cfg.n_kv_heads, cfg.head_dim)
+        v = dense(cfg.n_kv_heads * cfg.head_dim, name="v")(x).reshape(b, s, cfg.n_kv_heads, cfg.head_dim)
+        if cfg.qk_norm:
+            q = RMSNorm(cfg.norm_eps, cfg.norm_offset, self.dtype, name="q_norm")(q)
+            k = RMSNorm(cfg.norm_eps, cfg.norm_offset, self.dtype, name="k_norm")(k)
+        cos = shared["cos"][layer["rope"]].astype(x.dtype)  # [B, S, Dh]
+        sin = shared["sin"][layer["rope"]].astype(x.dtype)
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+        g = cfg.n_heads // cfg.n_kv_heads
+        q = q.reshape(b, s, cfg.n_kv_heads, g, cfg.head_dim)
+        scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, precision=self.precision,
+                            preferred_element_type=jnp.float32) * cfg.query_scale  # [B, K, G, S, S]
+        if cfg.attn_softcap:
+            scores = jnp.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
+        window = layer["window"]
+        allowed = shared["allowed"] & ((window == 0) | (shared["distance"] < window))  # [B, S, S]
+        scores = jnp.where(allowed[:, None, None], scores, _NEG)
+        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
+        out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v, precision=self.precision)
+        out = out.reshape(b, s, cfg.n_heads * cfg.head_dim)
+        return dense(cfg.d_model, name="o")(out)
+
+
+class MLP(nn.Module):
+    cfg: DecoderConfig
+    dtype: Any
+    precision: Any
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        dense = partial(nn.Dense, dtype=self.dtype, param_dtype=self.dtype, precision=self.precision,
+                        use_bias=cfg.mlp_bias)
+        gate = dense(cfg.d_ff, name="gate")(x)
+        act = jax.nn.silu(gate) if cfg.activation == "silu" else jax.nn.gelu(gate, approximate=True)
+        return dense(cfg.d_model, name="down")(act * dense(cfg.d_ff, name="up")(x))
+
+
+def apply_intervention(h, iv: dict, positions):
+    """h: [B, S, D]; iv: this layer's slice of an Intervention; positions: [B, S]."""
+    hf = h.astype(jnp.float32)
+    v = iv["vectors"].astype(jnp.float32)
+    v_unit = v / jnp.maximum(jnp.linalg.norm(v), 1e-12)
+    h_norm = jnp.linalg.norm(hf, axis=-1, keepdims=True)
+    delta = iv["keep"] * hf + iv["add"] * v + iv["norm_match"] * h_norm * v_unit
+    return (hf + positions[..., None] * delta).astype(h.dtype)
+
+
+class Block(nn.Module):
+    """One pre-norm decoder block (+ Gemma 2/3 post-norms), then the steering intervention."""
+
+    cfg: DecoderConfig
+    dtype: Any
+    precision: Any
+    collect: Callable | None
+
+    @nn.compact
+    def __call__(self, h, layer, shared):
+        cfg = self.cfg
+        norm = partial(RMSNorm, cfg.norm_eps, cfg.norm_offset, self.dtype)
+        x = Attention(cfg, self.dtype, self.precision, name="attn")(norm(name="attn_norm")(h), layer, shared)
+        if cfg.post_norms:
+            x = norm(name="post_attn_norm")(x)
+        h = h + x
+        x = MLP(cfg, self.dtype, self.precision, name="mlp")(norm(name="mlp_norm")(h))
+        if cfg.post_norms:
+            x = norm(name="post_mlp_norm")(x)
+        h = h + x
+        if "iv" in layer:
+            h = apply_intervention(h, layer["iv"], shared["iv_positions"])
+        return h, (self.collect(h, shared["mask"]) if self.collect else h)
+
+
+class Decoder(nn.Module):
+    """Runs the first `n_run` blocks; returns (per-block collected states, final h, logits|None)."""
+
+    cfg: DecoderConfig
+    dtype: Any = jnp.float32
+    n_run: int | None = None
+    collect: Callable | None = None
+    logits: bool = False
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask, intervention: Intervention | None = None):
+        cfg = self.cfg
+        n_run = cfg.n_layers if self.n_run is None else self.n_run
+        precision = jax.lax.Precision.HIGHEST if self.dtype == jnp.float32 else None
+        b, s = input_ids.shape
+        mask = attention_mask.astype(bool)
+        positions = jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)  # [B, S], right for left padding too
+
+        embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=self.dtype, param_dtype=self.dtype, name="embed")
+        h = embed(input_ids)
+        if cfg.embed_scale:
+            h = h * jnp.asarray(math.sqrt(cfg.d_model), self.dtype)
+
+        q_idx = jnp.arange(s)[:, None]
+        k_idx = jnp.arange(s)[None, :]
+        tables = []
+        for spec in cfg.ropes:
+            inv = jnp.asarray(rope_inv_freq(spec, cfg.head_dim))
+            freqs = positions[..., None].astype(jnp.float32) * inv  # [B, S, Dh/2]
+            tables.append(jnp.concatenate([freqs, freqs], axis=-1))
+        angles = jnp.stack(tables)  # [n_ropes, B, S, Dh]
+        shared = {
+            "cos": jnp.cos(angles),
+            "sin": jnp.sin(angles),
+            "allowed": (k_idx <= q_idx)[None] & mask[:, None, :],  # [B, S, S]
+            "distance": q_idx - k_idx,  # [S, S]
+            "mask": mask,
+        }
+        per_layer = {
+            "window": jnp.asarray(cfg.layer_window[:n_run], jnp.int32),
+            "rope": jnp.asarray(cfg.layer_rope[:n_run], jnp.int32),
+        }
+        if intervention is not None:
+            shared["iv_positions"] = intervention.positions.astype(jnp.float32)
+            per_layer["iv"] = {
+                "vectors": intervention.vectors[:n_run],
+                "add": intervention.add[:n_run],
+                "keep": intervention.keep[:n_run],
+                "norm_match": intervention.norm_match[:n_run],
+            }
+
+        collect = self.collect or (lambda x, m: x)
+        embedded = collect(h, mask)
+        if n_run > 0:
+            stack = nn.scan(
+                Block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(0, nn.broadcast),
+                length=n_run,
+            )(cfg, self.dtype, precision, self.collect, name="layers")
+            h, per_block = stack(h, per_layer, shared)
+        else:
+            per_block = None
+
+        final = RMSNorm(cfg.norm_eps, cfg.norm_offset, self.dtype, name="final_norm")
+        normed = final(h) if (n_run == cfg.n_layers or self.logits) else None
+        logits = None
+        if self.logits:
+            if cfg.tie_embeddings:
+                logits = embed.attend(normed)
+            else:
+                logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.dtype,
+                                  precision=precision, name="lm_head")(normed)
+            logits = logits.astype(jnp.float32)
+            if cfg.final_softcap:
+                logits = jnp.tanh(logits / cfg.final_softcap) * cfg.final_softcap
+        last = collect(normed, mask) if normed is not None else None
+        return embedded, per_block, last, logits
+
+
+def select_hidden_states(cfg: DecoderConfig, layers: tuple[int, ...], embedded, per_block, last):
+    """Stack HF-indexed states: 0 -> embeddings, i -> block i output, L -> final-normed output."""
+    out = []
+    for i in layers:
+        if i == 0:
+            out.append(embedded)
+        elif i == cfg.n_layers:
+            out.append(last)
+        else:
+            out.append(per_block[i - 1])
+    return jnp.stack(out)
+
+
+def slice_layers(params, n_run: int):
+    """Keep the first n_run blocks of the stacked parameters (the forward stops there)."""
+    params = dict(params)
+    if "layers" in params:
+        params["layers"] = jax.tree_util.tree_map(lambda x: x[:n_run], params["layers"])
+    return params
+
+
+@partial(jax.jit, static_argnames=("cfg", "layers", "dtype", "collect"))
+def hidden_states(params, input_ids, attention_mask, intervention=None, *, cfg: DecoderConfig,
+                  layers: tuple[int, ...], dtype=jnp.float32, collect=None):
+    """[len(layers), B, S, D] (or collect()'s shape per layer); stops after the deepest layer."""
+    n_run = max(layers)
+    model = Decoder(cfg, dtype=dtype, n_run=n_run, collect=collect)
+    p = slice_layers(params, n_run)
+    embedded, per_block, last, _ = model.apply({"params": p}, input_ids, attention_mask, intervention)
+    return select_hidden_states(cfg, layers, embedded, per_block, last)
+
+
+@partial(jax.jit, static_argnames=("cfg", "layers", "dtype"))
+def logits_and_hidden_states(params, input_ids, attention_mask, intervention=None, *, cfg: DecoderConfig,
+                             layers: tuple[int, ...] = (), dtype=jnp.float32):
+    """Full forward: (logits [B, S, V] f32, hidden states [len(layers), B, S, D] or None)."""
+    model = Decoder(cfg, dtype=dtype, n_run=cfg.n_layers, logits=True)
+    embedded, per_block, last, logits = model.apply({"params": params}, input_ids, attention_mask, intervention)
+    states = select_hidden_states(cfg, layers, embedded, per_block, last) if layers else None
+    return logits, states
+
+
+def param_shapes(cfg: DecoderConfig, dtype=jnp.float32):
+    """The parameter tree's shapes (for loaders and sharding), without allocating weights."""
+    model = Decoder(cfg, dtype=dtype, logits=True)
+    ids = jnp.zeros((1, 1), jnp.int32)
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, ids)["params"])
+
+
+def numpy_dtype(dtype) -> np.dtype:
+    return np.dtype(jnp.dtype(dtype))
