@@ -1,0 +1,1 @@
+"""Decoder models: config mapping, the Flax decoder, parameter assembly, loaders, registry."""

@@ -155,3 +155,19 @@ def to_flax(cfg: DecoderConfig, flat: dict[str, np.ndarray], dtype=jnp.float32, 
         _set(layers, path, put(stacked))
     params["layers"] = layers
     return params
+
+
+_CANON_TO_HF_BLOCK = {v: k for k, v in _HF_BLOCK.items()} | {"post_attn_norm": "post_attention_layernorm"}
+
+
+def canonical_to_hf(name: str, cfg: DecoderConfig) -> str:
+    """Inverse of `hf_to_canonical` (used to write converted GGUF weights as a HF directory)."""
+    top = {"embed": "model.embed_tokens.weight", "final_norm": "model.norm.weight", "lm_head": "lm_head.weight"}
+    if name in top:
+        return top[name]
+    _, idx, canon = name.split(".", 2)
+    kind = "weight"
+    if canon.endswith("_bias"):
+        canon, kind = canon[: -len("_bias")], "bias"
+    module = "post_attention_layernorm" if canon == "mlp_norm" and not cfg.post_norms else _CANON_TO_HF_BLOCK[canon]
+    return f"model.layers.{idx}.{module}.{kind}"
