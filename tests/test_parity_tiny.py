@@ -1,0 +1,62 @@
+"""Every hidden state of every layer equals transformers' PyTorch forward on tiny random models."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import stf_jax
+from conftest import TINY, VOCAB, max_rel_error, random_batch, torch_reference
+
+SEQ = 512  # long: short prompts hide RoPE bugs, and it is well past the sliding window (37)
+
+
+@pytest.mark.parametrize("padding", ["left", "right"])
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_hidden_states_and_logits_match_pytorch(name, padding, tiny_model_dir):
+    model_dir = tiny_model_dir(name)
+    ids, mask = random_batch(np.random.default_rng(0), 3, SEQ, VOCAB, padding)
+    ref_states, ref_logits = torch_reference(model_dir, ids, mask)
+
+    model = stf_jax.load_model(model_dir)
+    states = np.asarray(model.hidden_states(ids, mask, "all"))
+    assert states.shape == ref_states.shape
+    errors = [max_rel_error(states[i], ref_states[i], mask) for i in range(len(states))]
+    print(f"{name} {padding}: max rel error per layer {max(errors):.2e}")
+    assert max(errors) <= 1e-4, errors
+
+    logits, _ = model.logits(ids, mask)
+    assert max_rel_error(np.asarray(logits), ref_logits, mask) <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["gemma3_pattern", "llama_gqa_untied_rope3"])
+def test_partial_forward_equals_full(name, tiny_model_dir):
+    """Stopping at the deepest requested layer gives the same states as the full pass."""
+    model = stf_jax.load_model(tiny_model_dir(name))
+    ids, mask = random_batch(np.random.default_rng(1), 2, 64, VOCAB, "left")
+    full = np.asarray(model.hidden_states(ids, mask, "all"))
+    n = model.config.n_layers
+    part = np.asarray(model.hidden_states(ids, mask, [2, -3, 0]))
+    np.testing.assert_array_equal(part[0], full[2])
+    np.testing.assert_array_equal(part[1], full[n - 2])
+    np.testing.assert_array_equal(part[2], full[0])
+
+
+def test_gemma3_layer_pattern_and_rope_bases(tiny_model_dir):
+    cfg = stf_jax.load_model(tiny_model_dir("gemma3_pattern")).config
+    assert cfg.layer_window == (37, 37, 37, 37, 37, 0, 37, 37)
+    assert cfg.layer_rope == (1, 1, 1, 1, 1, 0, 1, 1)
+    assert cfg.ropes[0].rope_type == "linear" and cfg.ropes[1].theta == 10000.0
+
+
+def test_bfloat16_params_within_stated_tolerance(tiny_model_dir):
+    """bf16 parameters: every hidden state within 3% (relative to max |h|) of the f32 run."""
+    model_dir = tiny_model_dir("gemma2_softcap")
+    ids, mask = random_batch(np.random.default_rng(2), 2, 128, VOCAB, "left")
+    f32 = np.asarray(stf_jax.load_model(model_dir).hidden_states(ids, mask, "all"))
+    bf16_model = stf_jax.load_model(model_dir, dtype="bfloat16")
+    assert bf16_model.params["layers"]["attn"]["q"]["kernel"].dtype == jnp.bfloat16
+    bf16 = np.asarray(bf16_model.hidden_states(ids, mask, "all").astype(jnp.float32))
+    errors = [max_rel_error(bf16[i], f32[i], mask) for i in range(len(f32))]
+    print(f"bf16 vs f32 max rel error {max(errors):.3e}")
+    assert max(errors) < 3e-2
+    assert max(errors) > 0  # it really ran in bf16
