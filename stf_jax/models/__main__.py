@@ -1,0 +1,51 @@
+"""`python -m stf_jax.models`: list registry models, print per-layer hidden-state stats, convert GGUF."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stf_jax.models", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="list registry model names and where their weights come from")
+    stats = sub.add_parser("stats", help="load models and print per-layer hidden-state statistics")
+    stats.add_argument("models", nargs="+", help="registry names, HF directories, hub ids or .gguf paths")
+    stats.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="parameter dtype")
+    stats.add_argument("--sentence", action="append", help="sentence to run (repeatable; default: 4 built-in)")
+    convert = sub.add_parser("convert", help="convert a GGUF into a cached HF directory and print its path")
+    convert.add_argument("gguf", help="path to a .gguf file or a registry name of a GGUF model")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        from .registry import registry
+
+        for name, e in sorted(registry().items()):
+            where = e.get("repo") or f"PyPI package {e['package']} ({e['file']})"
+            print(f"{name:24s} {e['source']:14s} {where}")
+        return 0
+    if args.command == "convert":
+        from .loading import convert_gguf
+        from .registry import registry, resolve
+
+        path = resolve(args.gguf) if args.gguf in registry() else args.gguf
+        print(convert_gguf(path))
+        return 0
+
+    from ..models.loading import load_model
+    from .inspect import DEFAULT_SENTENCES, format_stats, layer_stats
+
+    for name in args.models:
+        t0 = time.perf_counter()
+        model = load_model(name, dtype=args.dtype)
+        loaded = time.perf_counter() - t0
+        rows = layer_stats(model, args.sentence or DEFAULT_SENTENCES)
+        print(format_stats(name, model, rows))
+        print(f"(loaded in {loaded:.1f}s, forward + stats in {time.perf_counter() - t0 - loaded:.1f}s)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
