@@ -1,0 +1,164 @@
+"""Loading and saving contrast pairs: the shipped set, JSONL, CSV and Parquet.
+
+Every loader returns pairs sorted by (trait, id), so the same records always come
+back in the same order whatever the file layout.
+Malformed input raises ``PairFormatError`` naming the file and line (row for
+Parquet) of the offending record.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from stf_jax.data.schema import SPLITS, ContrastPair
+
+SHIPPED_DIR = Path(__file__).parent / "contrast_pairs"
+SHIPPED_NAMES: tuple[str, ...] = ("shipped", "stf-26")
+PAIR_SUFFIXES: tuple[str, ...] = (".jsonl", ".csv", ".parquet")
+REQUIRED_FIELDS: tuple[str, ...] = ("id", "trait", "positive", "negative")
+OPTIONAL_FIELDS: tuple[str, ...] = ("prompt", "source", "split")
+
+
+class PairFormatError(ValueError):
+    """A record that cannot become a ContrastPair; the message starts with 'file:line:'."""
+
+
+def load_pairs(name_or_path: str | Path, traits: Sequence[str] | None = None) -> list[ContrastPair]:
+    """Load pairs from the shipped set ("shipped" / "stf-26"), a file, or a directory.
+
+    A directory contributes every .jsonl, .csv and .parquet file directly inside it.
+    ``traits`` keeps only those traits; a trait absent from the data is a ValueError
+    that lists the traits present. Duplicate ids across all files are an error.
+    """
+    pairs = _dedup_ids(_read_all(_pair_files(name_or_path)))
+    if traits is not None:
+        available = sorted({pair.trait for pair in pairs})
+        unknown = sorted(set(traits) - set(available))
+        if unknown:
+            raise ValueError(f"unknown trait(s) {unknown}; available: {', '.join(available)}")
+        wanted = set(traits)
+        pairs = [pair for pair in pairs if pair.trait in wanted]
+    return sorted(pairs, key=lambda pair: (pair.trait, pair.id))
+
+
+def save_pairs(pairs: Sequence[ContrastPair], path: str | Path) -> None:
+    """Write pairs as JSONL, one record per line, UTF-8 kept readable."""
+    with open(path, "w", encoding="utf-8") as handle:
+        for pair in pairs:
+            handle.write(json.dumps(pair.to_dict(), ensure_ascii=False) + "\n")
+
+
+def is_shipped(name_or_path: str | Path) -> bool:
+    """Whether the argument names the shipped set rather than a path."""
+    return str(name_or_path) in SHIPPED_NAMES
+
+
+def _pair_files(name_or_path: str | Path) -> list[Path]:
+    """Resolve a name or path to the data files to read, in a fixed order."""
+    if is_shipped(name_or_path):
+        files = sorted(SHIPPED_DIR.glob("*.jsonl"))
+        if not files:
+            raise FileNotFoundError(f"no shipped contrast-pair files found in {SHIPPED_DIR}")
+        return files
+    path = Path(name_or_path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in PAIR_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"{path}: directory holds no {'/'.join(PAIR_SUFFIXES)} files")
+        return files
+    if path.is_file():
+        if path.suffix not in PAIR_SUFFIXES:
+            raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use {', '.join(PAIR_SUFFIXES)}")
+        return [path]
+    raise FileNotFoundError(
+        f"{name_or_path}: no such file or directory, and not a dataset name ({', '.join(SHIPPED_NAMES)})"
+    )
+
+
+def _read_all(files: list[Path]) -> Iterator[tuple[ContrastPair, str]]:
+    """Every pair of every file, with its 'file:line' location for error messages."""
+    readers = {".jsonl": _jsonl_records, ".csv": _csv_records, ".parquet": _parquet_records}
+    for path in files:
+        for location, record in readers[path.suffix](path):
+            yield _to_pair(record, location), location
+
+
+def _dedup_ids(located: Iterator[tuple[ContrastPair, str]]) -> list[ContrastPair]:
+    """Reject a repeated id, naming both places it occurs."""
+    first_seen: dict[str, str] = {}
+    pairs = []
+    for pair, location in located:
+        if pair.id in first_seen:
+            raise PairFormatError(f"{location}: duplicate id {pair.id!r} (first at {first_seen[pair.id]})")
+        first_seen[pair.id] = location
+        pairs.append(pair)
+    return pairs
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with open(path, encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            location = f"{path}:{line_number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise PairFormatError(f"{location}: malformed JSON ({error.msg} at column {error.colno})") from None
+            if not isinstance(record, dict):
+                raise PairFormatError(f"{location}: expected a JSON object, got {type(record).__name__}")
+            yield location, record
+
+
+def _csv_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [field for field in REQUIRED_FIELDS if field not in (reader.fieldnames or [])]
+        if missing:
+            raise PairFormatError(f"{path}:1: header lacks column(s) {missing}")
+        for record in reader:
+            # line_num is the physical line where the record ended (records may span lines).
+            yield f"{path}:{reader.line_num}", {key: value for key, value in record.items() if value != ""}
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow") from None
+    for row_number, record in enumerate(pq.read_table(path).to_pylist(), start=1):
+        yield f"{path}:row {row_number}", record
+
+
+def _to_pair(record: dict[str, Any], location: str) -> ContrastPair:
+    """Check one raw record against the schema and build the pair."""
+    missing = [field for field in REQUIRED_FIELDS if record.get(field) is None]
+    if missing:
+        raise PairFormatError(f"{location}: missing field(s) {missing}")
+    fields = {}
+    for field in REQUIRED_FIELDS + OPTIONAL_FIELDS:
+        value = record.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise PairFormatError(f"{location}: field {field!r} must be a string, got {type(value).__name__}")
+        fields[field] = value
+    for field in REQUIRED_FIELDS:
+        if not fields[field].strip():
+            raise PairFormatError(f"{location}: field {field!r} is empty")
+    split = fields.get("split") or None
+    if split is not None and split not in SPLITS:
+        raise PairFormatError(f"{location}: split must be one of {SPLITS}, got {split!r}")
+    return ContrastPair(
+        id=fields["id"],
+        trait=fields["trait"],
+        positive=fields["positive"],
+        negative=fields["negative"],
+        prompt=fields.get("prompt", ""),
+        source=fields.get("source", ""),
+        split=split,
+    )
