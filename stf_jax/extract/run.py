@@ -140,16 +140,18 @@ class _Job:
         if bar is not None:
             bar.update(int(keep.sum()))
             bar.tokens += batch.real_tokens
-            bar.set_postfix_str(f"{bar.tokens / max(time.perf_counter() - bar.t0, 1e-9):,.0f} tok/s", refresh=False)
+            elapsed = max(time.perf_counter() - bar.t0, 1e-9)
+            rate = f"{bar.n / 2 / elapsed:,.1f} pairs/s, " if bar.unit == "text" and bar.pairs else ""
+            bar.set_postfix_str(f"{rate}{bar.tokens / elapsed:,.0f} tok/s", refresh=False)
 
 
-def _progress(total: int, desc: str, enabled: bool):
+def _progress(total: int, desc: str, enabled: bool, pairs: bool):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, desc=desc, unit="text", dynamic_ncols=True, leave=True)
-    bar.tokens, bar.t0 = 0, time.perf_counter()
+    bar.tokens, bar.t0, bar.pairs = 0, time.perf_counter(), pairs
     return bar
 
 
@@ -215,7 +217,7 @@ def extract_pairs(models: Sequence[str], pairs: Sequence[ContrastPair], out_dir:
         t0 = time.perf_counter()
         real = computed = 0
         bar = _progress(sum(2 * len(range(c * opts.chunk_size, min((c + 1) * opts.chunk_size, len(pairs))))
-                            for c in mine), f"{name}", opts.progress)
+                            for c in mine), f"{name}", opts.progress, pairs=True)
         with ThreadPoolExecutor(1) as writer:
             for c in mine:
                 lo, hi = c * opts.chunk_size, min((c + 1) * opts.chunk_size, len(pairs))
@@ -314,7 +316,7 @@ def extract_corpus(models: Sequence[str], texts: Sequence[str], out_dir: str | P
         tokenized = tokenize(model.tokenizer, wrapped, job.max_length, opts.truncate)
         mine = [c for c in range(n_chunks) if c % nproc == pid and not run.chunk_path(slug, c).exists()]
         bar = _progress(sum(min((c + 1) * opts.chunk_size, len(texts)) - c * opts.chunk_size for c in mine),
-                        name, opts.progress)
+                        name, opts.progress, pairs=False)
         t0 = time.perf_counter()
         real = computed = 0
         for c in mine:
