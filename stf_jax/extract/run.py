@@ -100,14 +100,97 @@ def _texts_hash(texts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
+class _PairsMode:
+    """Pooled states of both sides of every pair -> positive, negative, diff, unit vectors."""
+
+    kind, file_kind = "pairs", "layer"
+
+    def __init__(self, pairs: Sequence[ContrastPair], pooling: str, chat_template: bool):
+        self.pairs, self.pooling, self.chat_template = pairs, pooling, chat_template
+        self.n_items = len(pairs)
+
+    def texts(self, model: Model) -> list[str]:
+        """Unique texts (a text shared by pairs is computed once); remembers each pair's two."""
+        texts, seen, self.pos_idx, self.neg_idx = [], {}, [], []
+        for p in self.pairs:
+            for side, idx in ((p.positive, self.pos_idx), (p.negative, self.neg_idx)):
+                text = _wrap_chat(model, side, p.prompt or None) if self.chat_template else side
+                if text not in seen:
+                    seen[text] = len(texts)
+                    texts.append(text)
+                idx.append(seen[text])
+        return texts
+
+    def needed(self, lo: int, hi: int) -> list[int]:
+        return sorted(set(self.pos_idx[lo:hi]) | set(self.neg_idx[lo:hi]))
+
+    def row_result(self, text: int, states: np.ndarray, n_real: int) -> np.ndarray:
+        return states  # [n_layers, D] pooled inside the jitted forward
+
+    def chunk_tensors(self, lo: int, hi: int, results: dict) -> dict[str, np.ndarray]:
+        return {"positive": np.stack([results[i] for i in self.pos_idx[lo:hi]], axis=1),  # [n_layers, n, D]
+                "negative": np.stack([results[i] for i in self.neg_idx[lo:hi]], axis=1)}
+
+    def layer_tensors(self, chunks: list[dict], j: int) -> dict[str, np.ndarray]:
+        pos = np.concatenate([c["positive"][j] for c in chunks])
+        neg = np.concatenate([c["negative"][j] for c in chunks])
+        diff = pos - neg
+        vectors = diff / np.maximum(np.linalg.norm(diff, axis=-1, keepdims=True), np.finfo(np.float32).tiny)
+        return {"positive": pos, "negative": neg, "diff": diff, "vectors": vectors}
+
+    def manifest(self) -> dict[str, Any]:
+        return {"pair_ids": [p.id for p in self.pairs], "traits": [p.trait for p in self.pairs],
+                "splits": [p.split for p in self.pairs] if any(p.split for p in self.pairs) else None,
+                "arrays": {"positive": "pooled state of the positive text [n_pairs, d_model]",
+                           "negative": "pooled state of the negative text [n_pairs, d_model]",
+                           "diff": "positive - negative [n_pairs, d_model]",
+                           "vectors": "diff / |diff|, the steering vector [n_pairs, d_model]"}}
+
+
+class _CorpusMode:
+    """Every real token's state (optionally a deterministic subsample per text)."""
+
+    kind, pooling, file_kind = "corpus", "tokens", "tokens_layer"
+
+    def __init__(self, texts: Sequence[str], chat_template: bool, cap: int | None, seed: int):
+        self.raw, self.chat_template, self.cap, self.seed = list(texts), chat_template, cap, seed
+        self.n_items = len(texts)
+
+    def texts(self, model: Model) -> list[str]:
+        return [_wrap_chat(model, t, None) for t in self.raw] if self.chat_template else self.raw
+
+    def needed(self, lo: int, hi: int) -> list[int]:
+        return list(range(lo, hi))
+
+    def row_result(self, text: int, states: np.ndarray, n_real: int):
+        positions = np.arange(n_real)
+        if self.cap and n_real > self.cap:
+            positions = np.sort(np.random.default_rng([self.seed, text]).choice(n_real, self.cap, replace=False))
+        return states[:, positions], positions  # [n_layers, n_kept, D]
+
+    def chunk_tensors(self, lo: int, hi: int, results: dict) -> dict[str, np.ndarray]:
+        order = range(lo, hi)
+        return {"states": np.concatenate([results[t][0] for t in order], axis=1),
+                "text_index": np.concatenate([np.full(len(results[t][1]), t, np.int64) for t in order]),
+                "token_index": np.concatenate([results[t][1].astype(np.int64) for t in order])}
+
+    def layer_tensors(self, chunks: list[dict], j: int) -> dict[str, np.ndarray]:
+        return {"states": np.concatenate([c["states"][j] for c in chunks]),
+                "text_index": np.concatenate([c["text_index"] for c in chunks]),
+                "token_index": np.concatenate([c["token_index"] for c in chunks])}
+
+    def manifest(self) -> dict[str, Any]:
+        return {"max_tokens_per_text": self.cap, "seed": self.seed,
+                "arrays": {"states": "hidden state of each kept token [n_tokens, d_model]",
+                           "text_index": "index of the token's text in the corpus [n_tokens]",
+                           "token_index": "position of the token in its tokenized text [n_tokens]"}}
+
+
 class _Job:
-    """Per-model machinery shared by the pair and corpus modes."""
+    """One model's forward machinery: sharded pooled forward, batch size, context, pad id."""
 
     def __init__(self, model: Model, layers: tuple[int, ...], pooling: str, opts: ExtractOptions):
-        self.model = model
-        self.layers = layers
-        mesh = make_mesh(opts.model_parallel)
-        self.forward = PooledForward(model, layers, pooling, mesh)
+        self.forward = PooledForward(model, layers, pooling, make_mesh(opts.model_parallel))
         data = self.forward.data_size
         self.batch_size = -(-opts.batch_size // data) * data
         self.max_length = min(opts.max_length or model.config.max_position_embeddings,
@@ -115,48 +198,44 @@ class _Job:
         tok = model.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
 
-    def run_batches(self, tokenized, indices, on_result, bar) -> tuple[int, int]:
-        """Dispatch every batch (async), hand each finished one to on_result(rows, host_array)."""
+    def run(self, tokenized, indices, mode, results: dict, bar) -> tuple[int, int]:
+        """Dispatch every batch (asynchronously) and store each finished row via mode.row_result."""
         real = computed = 0
         pending = None
         for batch in make_batches(tokenized, indices, self.batch_size, self.max_length, self.pad_id,
                                   row_multiple=self.forward.data_size):
-            out = self.forward(batch.input_ids, batch.attention_mask)  # dispatched; runs while we continue
+            out = self.forward(batch.input_ids, batch.attention_mask)  # runs while the host moves on
             if pending is not None:
-                self._finish(pending, on_result, bar)
+                self._collect(*pending, mode, results, bar)
             pending = (batch, out)
             real += batch.real_tokens
             computed += batch.computed_tokens
         if pending is not None:
-            self._finish(pending, on_result, bar)
+            self._collect(*pending, mode, results, bar)
         return real, computed
 
     @staticmethod
-    def _finish(pending, on_result, bar):
-        batch, out = pending
-        host = np.asarray(out)  # [n_layers, B, D] (or [n_layers, B, S, D])
-        keep = batch.rows >= 0
-        on_result(batch, host, keep)
+    def _collect(batch, out, mode, results, bar):
+        host = np.asarray(out)  # [n_layers, B, D] or [n_layers, B, S, D]
+        for r in np.nonzero(batch.rows >= 0)[0]:
+            text = int(batch.rows[r])
+            results[text] = mode.row_result(text, host[:, r], int(batch.attention_mask[r].sum()))
         if bar is not None:
-            bar.update(int(keep.sum()))
+            bar.update(int((batch.rows >= 0).sum()))
             bar.tokens += batch.real_tokens
             elapsed = max(time.perf_counter() - bar.t0, 1e-9)
-            rate = f"{bar.n / 2 / elapsed:,.1f} pairs/s, " if bar.unit == "text" and bar.pairs else ""
+            rate = f"{bar.n / 2 / elapsed:,.1f} pairs/s, " if mode.kind == "pairs" else ""
             bar.set_postfix_str(f"{rate}{bar.tokens / elapsed:,.0f} tok/s", refresh=False)
 
 
-def _progress(total: int, desc: str, enabled: bool, pairs: bool):
+def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, desc=desc, unit="text", dynamic_ncols=True, leave=True)
-    bar.tokens, bar.t0, bar.pairs = 0, time.perf_counter(), pairs
+    bar.tokens, bar.t0 = 0, time.perf_counter()
     return bar
-
-
-def _process_info() -> tuple[int, int]:
-    return jax.process_index(), jax.process_count()
 
 
 def _barrier(name: str) -> None:
@@ -166,128 +245,89 @@ def _barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def _run_args(kind: str, models: Sequence[str], source: dict, opts: ExtractOptions, dtype: str) -> dict:
-    return {
-        "kind": kind, "models": list(models), "source": source,
-        "layers": list(parse_layer_spec(opts.layers)), "pooling": opts.pooling if kind == "pairs" else "tokens",
-        "dtype": dtype, "batch_size": opts.batch_size, "chunk_size": opts.chunk_size,
+def _extract(mode, models: Sequence[str], out_dir: str | Path, opts: ExtractOptions,
+             source: dict[str, Any]) -> list[ModelSummary]:
+    """The shared driver: per model, compute this process's missing chunks, then assemble."""
+    dtype = opts.dtype or default_dtype()
+    layer_spec = parse_layer_spec(opts.layers)
+    run_args = {
+        "kind": mode.kind, "models": list(models), "source": source, "layers": list(layer_spec),
+        "pooling": mode.pooling, "dtype": dtype, "batch_size": opts.batch_size, "chunk_size": opts.chunk_size,
         "max_length": opts.max_length, "truncate": opts.truncate, "chat_template": opts.chat_template,
         "model_parallel": opts.model_parallel, "max_tokens_per_text": opts.max_tokens_per_text, "seed": opts.seed,
     }
+    run = RunDir(out_dir)
+    pid, nproc = jax.process_index(), jax.process_count()
+    if run.prepare(run_args, opts.overwrite, is_writer=pid == 0):
+        print(f"{out_dir}: already complete (manifest.json present); nothing to do")
+        return []
+    _barrier("prepared")
+
+    n_chunks = -(-mode.n_items // opts.chunk_size)
+    bounds = [(c * opts.chunk_size, min((c + 1) * opts.chunk_size, mode.n_items)) for c in range(n_chunks)]
+    summaries, entries = [], []
+    for name in models:
+        model = load_model(name, dtype=dtype, progress=opts.progress)
+        layers = resolve_layers(layer_spec, model.config.n_layers)
+        slug = model_slug(name)
+        job = _Job(model, layers, mode.pooling, opts)
+        tokenized = tokenize(model.tokenizer, mode.texts(model), job.max_length, opts.truncate)
+        mine = [c for c in range(n_chunks) if c % nproc == pid and not run.chunk_path(slug, c).exists()]
+        n_texts = sum(len(mode.needed(*bounds[c])) for c in mine)
+        bar = _progress(n_texts, name, opts.progress)
+        t0 = time.perf_counter()
+        real = computed = 0
+        with ThreadPoolExecutor(1) as writer:  # writing overlaps the next chunk's forwards
+            for c in mine:
+                results: dict = {}
+                r_, c_ = job.run(tokenized, mode.needed(*bounds[c]), mode, results, bar)
+                real, computed = real + r_, computed + c_
+                writer.submit(atomic_save_tensors, run.chunk_path(slug, c), mode.chunk_tensors(*bounds[c], results))
+        if bar is not None:
+            bar.close()
+        summary = ModelSummary(name, n_texts, real, computed, time.perf_counter() - t0, tokenized.truncated,
+                               str(Path(out_dir) / slug))
+        _barrier(f"chunks-{slug}")
+        files = {}
+        if pid == 0:
+            chunks = [run.load_chunk(slug, c) for c in range(n_chunks)]
+            for j, layer in enumerate(layers):
+                path = run.layer_path(slug, layer, kind=mode.file_kind)
+                atomic_save_tensors(path, mode.layer_tensors(chunks, j),
+                                    metadata={"layer": str(layer), "convention": "hf_hidden_states"})
+                files[str(layer)] = str(path.relative_to(run.root))
+        summaries.append(summary)
+        print(summary.line(), flush=True)
+        cfg = model.config
+        entries.append({"name": name, "slug": slug, "family": cfg.family, "config_hash": cfg.config_hash,
+                        "dtype": dtype, "n_layers": cfg.n_layers, "d_model": cfg.d_model, "layers": list(layers),
+                        "files": files, "real_tokens": real, "computed_tokens": computed,
+                        "padding_efficiency": round(summary.padding_efficiency, 4),
+                        "truncated": tokenized.truncated})
+        del model, job
+
+    if pid == 0:
+        run.finish({"format_version": FORMAT_VERSION, "kind": mode.kind,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "models": entries,
+                    "layers_requested": list(layer_spec), "pooling": mode.pooling,
+                    "chat_template": opts.chat_template, "source": source, **mode.manifest(),
+                    "versions": _versions()})
+    _barrier("finished")
+    return summaries
 
 
 def extract_pairs(models: Sequence[str], pairs: Sequence[ContrastPair], out_dir: str | Path,
                   opts: ExtractOptions | None = None, dataset_name: str = "custom") -> list[ModelSummary]:
-    """Pooled positive/negative states, raw differences and unit steering vectors for every pair."""
+    """Pooled positive/negative states, raw differences and unit steering vectors for every pair,
+    the same pairs in the same order for every model."""
     opts = opts or ExtractOptions()
     if not pairs:
         raise ValueError("no contrast pairs to extract")
     ids = [p.id for p in pairs]
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate pair ids: every pair needs a unique id")
-    dtype = opts.dtype or default_dtype()
-    d_hash = dataset_hash(pairs)
-    run = RunDir(out_dir)
-    pid, nproc = _process_info()
-    args = _run_args("pairs", models, {"dataset": dataset_name, "hash": d_hash, "n_pairs": len(pairs)}, opts, dtype)
-    if run.prepare(args, opts.overwrite, is_writer=pid == 0):
-        print(f"{out_dir}: already complete (manifest.json present); nothing to do")
-        return []
-    _barrier("prepared")
-
-    summaries, entries = [], []
-    tokens = parse_layer_spec(opts.layers)
-    n_chunks = -(-len(pairs) // opts.chunk_size)
-    for name in models:
-        model = load_model(name, dtype=dtype, progress=opts.progress)
-        layers = resolve_layers(tokens, model.config.n_layers)
-        slug = model_slug(name)
-        texts, pos_idx, neg_idx = [], [], []
-        seen: dict[str, int] = {}
-        for p in pairs:
-            for side, idx_list in ((p.positive, pos_idx), (p.negative, neg_idx)):
-                text = _wrap_chat(model, side, p.prompt or None) if opts.chat_template else side
-                if text not in seen:
-                    seen[text] = len(texts)
-                    texts.append(text)
-                idx_list.append(seen[text])
-        job = _Job(model, layers, opts.pooling, opts)
-        tokenized = tokenize(model.tokenizer, texts, job.max_length, opts.truncate)
-        mine = [c for c in range(n_chunks) if c % nproc == pid and not run.chunk_path(slug, c).exists()]
-        t0 = time.perf_counter()
-        real = computed = 0
-        bar = _progress(sum(2 * len(range(c * opts.chunk_size, min((c + 1) * opts.chunk_size, len(pairs))))
-                            for c in mine), f"{name}", opts.progress, pairs=True)
-        with ThreadPoolExecutor(1) as writer:
-            for c in mine:
-                lo, hi = c * opts.chunk_size, min((c + 1) * opts.chunk_size, len(pairs))
-                need = sorted(set(pos_idx[lo:hi]) | set(neg_idx[lo:hi]))
-                pooled: dict[int, np.ndarray] = {}
-
-                def keep(batch, host, mask, pooled=pooled):
-                    for r in np.nonzero(mask)[0]:
-                        pooled[int(batch.rows[r])] = host[:, r]
-
-                r_, c_ = job.run_batches(tokenized, need, keep, bar)
-                real, computed = real + r_, computed + c_
-                pos = np.stack([pooled[i] for i in pos_idx[lo:hi]], axis=1)  # [n_layers, n, D]
-                neg = np.stack([pooled[i] for i in neg_idx[lo:hi]], axis=1)
-                writer.submit(atomic_save_tensors, run.chunk_path(slug, c), {"positive": pos, "negative": neg})
-        if bar is not None:
-            bar.close()
-        seconds = time.perf_counter() - t0
-        _barrier(f"chunks-{slug}")
-        files = {}
-        if pid == 0:
-            files = _assemble_pairs(run, slug, layers, n_chunks)
-        summary = ModelSummary(name, sum(2 * (min((c + 1) * opts.chunk_size, len(pairs)) - c * opts.chunk_size)
-                                         for c in mine), real, computed, seconds, tokenized.truncated,
-                               str(Path(out_dir) / slug))
-        summaries.append(summary)
-        print(summary.line(), flush=True)
-        entries.append(_model_entry(name, slug, model, dtype, layers, files, summary))
-        del model, job
-
-    if pid == 0:
-        run.finish({
-            "format_version": FORMAT_VERSION, "kind": "pairs", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "models": entries, "layers_requested": list(tokens), "pooling": opts.pooling,
-            "chat_template": opts.chat_template,
-            "dataset": {"name": dataset_name, "hash": d_hash, "n_pairs": len(pairs)},
-            "pair_ids": ids, "traits": [p.trait for p in pairs],
-            "splits": [p.split for p in pairs] if any(p.split for p in pairs) else None,
-            "arrays": {"positive": "pooled state of the positive text [n_pairs, d_model]",
-                       "negative": "pooled state of the negative text [n_pairs, d_model]",
-                       "diff": "positive - negative [n_pairs, d_model]",
-                       "vectors": "diff / |diff|, the steering vector [n_pairs, d_model]"},
-            "versions": _versions(),
-        })
-    _barrier("finished")
-    return summaries
-
-
-def _model_entry(name, slug, model: Model, dtype, layers, files, summary: ModelSummary) -> dict[str, Any]:
-    cfg = model.config
-    return {"name": name, "slug": slug, "family": cfg.family, "config_hash": cfg.config_hash, "dtype": dtype,
-            "n_layers": cfg.n_layers, "d_model": cfg.d_model, "layers": list(layers), "files": files,
-            "real_tokens": summary.real_tokens, "computed_tokens": summary.computed_tokens,
-            "padding_efficiency": round(summary.padding_efficiency, 4), "truncated": summary.truncated}
-
-
-def _assemble_pairs(run: RunDir, slug: str, layers: tuple[int, ...], n_chunks: int) -> dict[str, str]:
-    chunks = [run.load_chunk(slug, c) for c in range(n_chunks)]
-    pos = np.concatenate([c["positive"] for c in chunks], axis=1)  # [n_layers, n_pairs, D]
-    neg = np.concatenate([c["negative"] for c in chunks], axis=1)
-    files = {}
-    for j, layer in enumerate(layers):
-        diff = pos[j] - neg[j]
-        norm = np.linalg.norm(diff, axis=-1, keepdims=True)
-        vectors = diff / np.maximum(norm, np.finfo(np.float32).tiny)
-        path = run.layer_path(slug, layer)
-        atomic_save_tensors(path, {"positive": pos[j], "negative": neg[j], "diff": diff, "vectors": vectors},
-                            metadata={"layer": str(layer), "convention": "hf_hidden_states"})
-        files[str(layer)] = str(path.relative_to(run.root))
-    return files
+    source = {"dataset": dataset_name, "hash": dataset_hash(pairs), "n_pairs": len(pairs)}
+    return _extract(_PairsMode(pairs, opts.pooling, opts.chat_template), models, out_dir, opts, source)
 
 
 def extract_corpus(models: Sequence[str], texts: Sequence[str], out_dir: str | Path,
@@ -296,83 +336,6 @@ def extract_corpus(models: Sequence[str], texts: Sequence[str], out_dir: str | P
     opts = opts or ExtractOptions()
     if not texts:
         raise ValueError("the corpus has no texts")
-    dtype = opts.dtype or default_dtype()
-    run = RunDir(out_dir)
-    pid, nproc = _process_info()
     source = {"corpus": corpus_name, "hash": _texts_hash(texts), "n_texts": len(texts)}
-    if run.prepare(_run_args("corpus", models, source, opts, dtype), opts.overwrite, is_writer=pid == 0):
-        print(f"{out_dir}: already complete (manifest.json present); nothing to do")
-        return []
-    _barrier("prepared")
-    tokens_spec = parse_layer_spec(opts.layers)
-    n_chunks = -(-len(texts) // opts.chunk_size)
-    summaries, entries = [], []
-    for name in models:
-        model = load_model(name, dtype=dtype, progress=opts.progress)
-        layers = resolve_layers(tokens_spec, model.config.n_layers)
-        slug = model_slug(name)
-        wrapped = [_wrap_chat(model, t, None) for t in texts] if opts.chat_template else list(texts)
-        job = _Job(model, layers, "tokens", opts)
-        tokenized = tokenize(model.tokenizer, wrapped, job.max_length, opts.truncate)
-        mine = [c for c in range(n_chunks) if c % nproc == pid and not run.chunk_path(slug, c).exists()]
-        bar = _progress(sum(min((c + 1) * opts.chunk_size, len(texts)) - c * opts.chunk_size for c in mine),
-                        name, opts.progress, pairs=False)
-        t0 = time.perf_counter()
-        real = computed = 0
-        for c in mine:
-            lo, hi = c * opts.chunk_size, min((c + 1) * opts.chunk_size, len(texts))
-            per_text: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-            def keep(batch, host, mask, per_text=per_text):
-                for r in np.nonzero(mask)[0]:
-                    t = int(batch.rows[r])
-                    n = int(batch.attention_mask[r].sum())
-                    positions = np.arange(n)
-                    if opts.max_tokens_per_text and n > opts.max_tokens_per_text:
-                        rng = np.random.default_rng([opts.seed, t])
-                        positions = np.sort(rng.choice(n, opts.max_tokens_per_text, replace=False))
-                    per_text[t] = (host[:, r, positions], positions)
-
-            r_, c_ = job.run_batches(tokenized, range(lo, hi), keep, bar)
-            real, computed = real + r_, computed + c_
-            order = range(lo, hi)
-            states = np.concatenate([per_text[t][0] for t in order], axis=1)  # [n_layers, n_tok, D]
-            text_index = np.concatenate([np.full(len(per_text[t][1]), t, np.int64) for t in order])
-            token_index = np.concatenate([per_text[t][1].astype(np.int64) for t in order])
-            atomic_save_tensors(run.chunk_path(slug, c), {"states": states, "text_index": text_index,
-                                                          "token_index": token_index})
-        if bar is not None:
-            bar.close()
-        seconds = time.perf_counter() - t0
-        _barrier(f"chunks-{slug}")
-        files = {}
-        if pid == 0:
-            chunks = [run.load_chunk(slug, c) for c in range(n_chunks)]
-            states = np.concatenate([ch["states"] for ch in chunks], axis=1)
-            text_index = np.concatenate([ch["text_index"] for ch in chunks])
-            token_index = np.concatenate([ch["token_index"] for ch in chunks])
-            for j, layer in enumerate(layers):
-                path = run.layer_path(slug, layer, kind="tokens_layer")
-                atomic_save_tensors(path, {"states": states[j], "text_index": text_index, "token_index": token_index},
-                                    metadata={"layer": str(layer), "convention": "hf_hidden_states"})
-                files[str(layer)] = str(path.relative_to(run.root))
-        summary = ModelSummary(name, sum(min((c + 1) * opts.chunk_size, len(texts)) - c * opts.chunk_size
-                                         for c in mine), real, computed, seconds, tokenized.truncated,
-                               str(Path(out_dir) / slug))
-        summaries.append(summary)
-        print(summary.line(), flush=True)
-        entries.append(_model_entry(name, slug, model, dtype, layers, files, summary))
-        del model, job
-    if pid == 0:
-        run.finish({
-            "format_version": FORMAT_VERSION, "kind": "corpus", "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "models": entries, "layers_requested": list(tokens_spec), "pooling": "tokens",
-            "chat_template": opts.chat_template, "corpus": source,
-            "max_tokens_per_text": opts.max_tokens_per_text, "seed": opts.seed,
-            "arrays": {"states": "hidden state of each kept token [n_tokens, d_model]",
-                       "text_index": "index of the token's text in the corpus [n_tokens]",
-                       "token_index": "position of the token in its tokenized text [n_tokens]"},
-            "versions": _versions(),
-        })
-    _barrier("finished")
-    return summaries
+    mode = _CorpusMode(texts, opts.chat_template, opts.max_tokens_per_text, opts.seed)
+    return _extract(mode, models, out_dir, opts, source)
