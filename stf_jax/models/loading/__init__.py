@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -49,10 +50,11 @@ def load_hf_dir(model_dir: str | Path, dtype=jnp.float32, name: str | None = Non
     extra = unknown_keys(hf)
     if extra:
         log.warning("%s: config keys not used by stf_jax: %s", config_path, ", ".join(extra))
-    flat = read_weights(model_dir, cfg)
-    params = to_flax(cfg, flat, dtype, source=str(model_dir))
-    return Model(config=cfg, params=params, tokenizer=load_tokenizer(model_dir), dtype=jnp.dtype(dtype),
-                 name=name or model_dir.name, path=str(model_dir))
+    with ThreadPoolExecutor(1) as pool:  # the tokenizer parses while the weights are placed
+        tokenizer = pool.submit(load_tokenizer, model_dir)
+        params = to_flax(cfg, read_weights(model_dir, cfg), dtype, source=str(model_dir))
+        return Model(config=cfg, params=params, tokenizer=tokenizer.result(), dtype=jnp.dtype(dtype),
+                     name=name or model_dir.name, path=str(model_dir))
 
 
 def _gguf_cache_dir(path: Path) -> Path:
