@@ -16,15 +16,15 @@ from typing import Any
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "gemma", "gemma2", "gemma3_text", "gemma3")
 
-# Keys of a HF config that change nothing in a forward pass; anything else we do not read
-# is reported, so a new feature of a checkpoint never goes silently unimplemented.
-_IGNORED_KEYS = frozenset(
+# Keys of a HF config that we read, or that change nothing in a forward pass; any other key is
+# reported, so a new feature of a checkpoint never goes silently unimplemented.
+_KNOWN_KEYS = frozenset(
     """
     architectures output_hidden_states return_dict dtype torch_dtype chunk_size_feed_forward
     is_encoder_decoder id2label label2id problem_type initializer_range use_cache pad_token_id
     bos_token_id eos_token_id pretraining_tp attention_dropout _name_or_path transformers_version
     output_attentions use_bidirectional_attention _sliding_window_pattern sliding_window_pattern
-    cache_implementation tokenizer_class max_window_layers use_sliding_window mlp_bias_unused
+    cache_implementation tokenizer_class max_window_layers use_sliding_window
     attn_implementation _attn_implementation_autoset quantization_config generation_config
     tie_word_embeddings vocab_size hidden_size intermediate_size num_hidden_layers num_attention_heads
     num_key_value_heads head_dim hidden_act hidden_activation max_position_embeddings rms_norm_eps
@@ -249,7 +249,7 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> DecoderCo
 
 def unknown_keys(hf: dict[str, Any]) -> list[str]:
     """Config keys we neither use nor know to be harmless (logged by the loaders)."""
-    return sorted(k for k in hf if k not in _IGNORED_KEYS)
+    return sorted(k for k in hf if k not in _KNOWN_KEYS)
 
 
 def read_hf_config(path: str | Path) -> DecoderConfig:
@@ -264,7 +264,7 @@ def read_hf_config(path: str | Path) -> DecoderConfig:
 
 
 def rope_inv_freq(spec: RopeSpec, head_dim: int):
-    """Inverse frequencies [head_dim // 2] in float64 numpy, as transformers computes them."""
+    """Inverse frequencies [head_dim // 2] (float32 numpy), computed as transformers does."""
     import numpy as np
 
     inv = 1.0 / (spec.theta ** (np.arange(0, head_dim, 2, dtype=np.int64).astype(np.float32) / head_dim))

@@ -1,0 +1,371 @@
+"""The full protocol over run directories: directed model pairs, trials, methods, baselines, scrambling,
+layer sweep -> one JSON-ready results dict (see report.py for results.json / results.md).
+
+    results = evaluate(["runs/x"], EvalConfig(methods=("procrustes", "trait_mean")), layer=-6)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import __version__
+from . import adapters as adapters_lib
+from .affine import apply_direction, fit_affine, paired_token_states
+from .inputs import (SCRAMBLES, AlignInputError, ModelRef, PairTable, Trials, array_hash, check_k, describe_inputs,
+                     find_models, load_vectors, make_trials, pair_table)
+from .metrics import row_cosines, summarize
+from .ops import map_batched, weighted_mean
+from .pca import PCA, k_for_variance, truncate
+from .protocol import (adapter_trials, affine_trials, baseline_trials, fit_pcas, layer_sweep, procrustes_trials,
+                       project_trials, spectra, train_rows)
+
+ADAPTERS = adapters_lib.KINDS
+BASELINES = ("identity", "mean_target", "trait_mean")
+METHODS = ("procrustes", "affine", *ADAPTERS, *BASELINES)
+ALL_METHODS = (*METHODS, "affine_tokens")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """Protocol settings (recorded in results.json).
+
+    Attributes:
+      methods: any of ALL_METHODS; "affine_tokens" needs `token_run` in evaluate().
+      k / variance: PCA components, or the smallest k explaining `variance` of every model's training
+        vectors (max over models and trials, so all share one k). Exactly one is used; k wins.
+      trials, seed: trial i splits with seed + i. test_fraction: held-out share; val_fraction: share of the
+        training split used to early-stop adapters.
+      rotation_only: Procrustes restricted to det(R) = +1.
+      ridge: relative ridge of the affine map (0: least squares).
+      scramble: methods also fitted on within-trait and cross-trait shuffled training pairs.
+      adapter: training settings shared by the adapters (kind is set per method).
+      array: which stored array to align ("vectors": unit steering vectors; "diff": raw differences).
+      solver: PCA solver ("gram" or "svd"). batch_size: problems per vmapped chunk (None: one vmap).
+      token_pairing: how affine_tokens pairs corpus rows ("token" or "text_mean").
+    """
+
+    methods: tuple[str, ...] = METHODS
+    k: int | None = None
+    variance: float | None = 0.95
+    trials: int = 5
+    seed: int = 0
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    rotation_only: bool = False
+    ridge: float = 0.1
+    scramble: tuple[str, ...] = ("procrustes", "affine")
+    adapter: adapters_lib.AdapterConfig = adapters_lib.AdapterConfig()
+    array: str = "vectors"
+    solver: str = "gram"
+    batch_size: int | None = None
+    token_pairing: str = "text_mean"
+
+    def __post_init__(self):
+        unknown = sorted(set(self.methods) - set(ALL_METHODS))
+        if unknown:
+            raise AlignInputError(f"unknown method(s) {unknown}; choose from {list(ALL_METHODS)}")
+        if self.k is None and self.variance is None:
+            raise AlignInputError("give k or a variance fraction")
+        bad = sorted(set(self.scramble) - {"procrustes", "affine"})
+        if bad:
+            raise AlignInputError(f"scrambling is implemented for procrustes and affine, not {bad}")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _stats(values: np.ndarray) -> dict[str, Any]:
+    """[T] -> mean, std (ddof=1 across trials; 0 for one trial), per-trial values."""
+    v = np.asarray(values, np.float64)
+    ok = v[np.isfinite(v)]
+    mean = float(ok.mean()) if ok.size else float("nan")
+    std = float(ok.std(ddof=1)) if ok.size > 1 else 0.0
+    return {"mean": mean, "std": std, "trials": [float(x) for x in v]}
+
+
+def _summarize_method(m: dict[str, Any], traits: Sequence[str]) -> dict[str, Any]:
+    """Per-trial arrays ([T], per-trait [T, C]) -> JSON-ready summary."""
+    m = jax.tree.map(np.asarray, m)
+    out = {key: _stats(m[key]) for key in ("test", "train", "test_centered", "train_centered")}
+    out["gap"] = _stats(m["train"] - m["test"])
+    out["gap_centered"] = _stats(m["train_centered"] - m["test_centered"])
+    for key in ("per_trait_test", "per_trait_test_centered"):
+        out[key] = {t: _stats(m[key][:, i]) for i, t in enumerate(traits)}
+    if "scale" in m:
+        out["scale"] = _stats(m["scale"])
+    return out
+
+
+def _pick(tree, index):
+    return jax.tree.map(lambda a: a[(slice(None), index)], tree)
+
+
+@dataclasses.dataclass
+class _Device:
+    """Trial arrays on device."""
+
+    train: jax.Array
+    test: jax.Array
+    val: jax.Array
+    fit: jax.Array
+    perms: jax.Array
+    onehot: jax.Array
+    rows: Any
+
+    @classmethod
+    def from_trials(cls, trials: Trials, table: PairTable) -> "_Device":
+        return cls(jnp.asarray(trials.train), jnp.asarray(trials.test), jnp.asarray(trials.val),
+                   jnp.asarray(trials.fit), jnp.asarray(trials.perms), jnp.asarray(table.onehot()),
+                   train_rows(trials.train))
+
+
+def _k_from_spectra(specs: Sequence[tuple[np.ndarray, np.ndarray]], fraction: float) -> int:
+    """Max over models (and trials) of the smallest k explaining `fraction` of the variance."""
+    ks = [k_for_variance(v[t], tot[t], fraction) for v, tot in specs for t in range(v.shape[0])]
+    return max(ks)
+
+
+# ---------------------------------------------------------------- one directed pair
+
+
+def evaluate_direction(x_s: np.ndarray, x_t: np.ndarray, pca_s: PCA | None, pca_t: PCA | None, dev: _Device,
+                       table: PairTable, cfg: EvalConfig, token_map=None) -> tuple[dict, dict, dict]:
+    """All methods of cfg for one directed pair at fixed layers.
+
+    Returns (methods: name -> summary, scrambling: method -> pairing -> summary, trained: adapter name ->
+    TrainResult with leading trial axis)."""
+    traits = table.trait_names
+    x_s, x_t = jnp.asarray(x_s), jnp.asarray(x_t)
+    methods: dict[str, Any] = {}
+    scrambling: dict[str, Any] = {}
+    trained: dict[str, Any] = {}
+    n_pairings = len(SCRAMBLES)
+
+    if "procrustes" in cfg.methods:
+        perms = dev.perms if "procrustes" in cfg.scramble else dev.perms[:, :1]
+        src = project_trials(pca_s, x_s)
+        tgt = project_trials(pca_t, x_t)
+        res, scale = procrustes_trials(src, tgt, dev.train, dev.test, perms, dev.onehot,
+                                       rotation_only=cfg.rotation_only, batch_size=cfg.batch_size)
+        res["scale"] = scale
+        methods["procrustes"] = _summarize_method(_pick(res, 0), traits)
+        if perms.shape[1] == n_pairings:
+            scrambling["procrustes"] = {name: _summarize_method(_pick(res, j), traits)
+                                        for j, name in enumerate(SCRAMBLES)}
+    if "affine" in cfg.methods:
+        perms = dev.perms if "affine" in cfg.scramble else dev.perms[:, :1]
+        res = affine_trials(x_s, x_t, dev.train, dev.test, perms, dev.onehot, ridge=cfg.ridge,
+                            batch_size=cfg.batch_size)
+        methods["affine"] = _summarize_method(_pick(res, 0), traits)
+        if perms.shape[1] == n_pairings:
+            scrambling["affine"] = {name: _summarize_method(_pick(res, j), traits) for j, name in enumerate(SCRAMBLES)}
+    if "affine_tokens" in cfg.methods:
+        if token_map is None:
+            raise AlignInputError("method affine_tokens needs a corpus run (token_run)")
+        pred = apply_direction(token_map, x_s)
+        pred = pred / jnp.maximum(jnp.linalg.norm(pred, axis=-1, keepdims=True), 1e-12)
+
+        def trial(wtr, wte):
+            return summarize(row_cosines(pred, x_t, weighted_mean(x_t, wtr)), wtr, wte, dev.onehot)
+
+        methods["affine_tokens"] = _summarize_method(jax.vmap(trial)(dev.train, dev.test), traits)
+    for kind in ADAPTERS:
+        if kind in cfg.methods:
+            ortho = cfg.adapter.orthogonality if kind != "mlp" else 0.0  # the penalty is defined for linear maps
+            acfg = dataclasses.replace(cfg.adapter, kind=kind, orthogonality=ortho)
+            keys = jax.vmap(lambda s: jax.random.PRNGKey(s))(jnp.asarray(cfg.adapter.seed + np.arange(cfg.trials)))
+            res, result = adapter_trials(acfg, x_s, x_t, dev.fit, dev.val, dev.train, dev.test, dev.onehot, keys,
+                                         batch_size=cfg.batch_size)
+            summary = _summarize_method(res, traits)
+            summary["steps"] = [int(s) for s in np.asarray(result.steps)]
+            methods[kind] = summary
+            trained[kind] = (acfg, result)
+    wanted = [b for b in BASELINES if b in cfg.methods]
+    if wanted:
+        res = baseline_trials(x_s, x_t, dev.train, dev.test, dev.onehot)
+        for name in wanted:
+            methods[name] = _summarize_method(res[name], traits)
+    return methods, scrambling, trained
+
+
+# ---------------------------------------------------------------- the whole protocol
+
+
+def _directions(refs: dict[str, ModelRef], source: str | None, target: str | None) -> list[tuple[str, str]]:
+    if (source is None) != (target is None):
+        raise AlignInputError("give both --source and --target, or neither (all directed pairs)")
+    if source is not None:
+        for name in (source, target):
+            if name not in refs:
+                raise AlignInputError(f"model {name!r} is not in the run(s); they hold {sorted(refs)}")
+        if source == target:
+            raise AlignInputError("source and target are the same model")
+        return [(source, target)]
+    if len(refs) < 2:
+        raise AlignInputError(f"need at least two models; the run(s) hold {sorted(refs)}")
+    return list(itertools.permutations(sorted(refs), 2))
+
+
+def _pca_stack(x: jax.Array, dev: _Device, k: int, cfg: EvalConfig) -> PCA:
+    return fit_pcas(x, dev.rows, k, solver=cfg.solver, batch_size=cfg.batch_size)
+
+
+def evaluate(run_dirs: Sequence[str | Path], cfg: EvalConfig, layer: int = -6, sweep: bool = False,
+             source: str | None = None, target: str | None = None, pairs=None, token_run: str | Path | None = None,
+             out_dir: str | Path | None = None, log=print) -> dict[str, Any]:
+    """Run the protocol; with out_dir, also save adapters (orbax) and their loss curves there."""
+    t_start = time.perf_counter()
+    refs = find_models(run_dirs)
+    directions = _directions(refs, source, target)
+    names = sorted({m for d in directions for m in d})
+    used = [refs[m] for m in names]
+    table, orders = pair_table(used, pairs)
+    trials = make_trials(table, cfg.trials, cfg.seed, cfg.test_fraction, cfg.val_fraction)
+    dev = _Device.from_trials(trials, table)
+    n_train = trials.n_train_min
+    log(f"{table.n} pairs, {len(table.trait_names)} traits, {cfg.trials} trials "
+        f"(train {int(trials.train.sum(1).min())}-{int(trials.train.sum(1).max())}, test "
+        f"{int(trials.test.sum(1).min())}-{int(trials.test.sum(1).max())})")
+
+    def load(name: str, lay: int) -> np.ndarray:
+        ref = refs[name]
+        return load_vectors(ref, lay, orders[ref.run_dir], cfg.array)
+
+    hashes: dict[str, str] = {}
+    results: dict[str, Any] = {
+        "stf_jax": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "config": {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "adapter"},
+                   "adapter": dataclasses.asdict(cfg.adapter), "layer": None if sweep else layer, "sweep": sweep,
+                   "seeds": list(trials.seeds), "token_run": str(token_run) if token_run else None},
+        "inputs": {**describe_inputs(used), "dataset_hash": None, "arrays": hashes},
+        "n_pairs": table.n, "traits": list(table.trait_names),
+        "trait_counts": {t: int(table.traits.count(t)) for t in table.trait_names},
+        "split_sizes": {"train": trials.train.sum(1).astype(int).tolist(), "test": trials.test.sum(1).astype(int).tolist(),
+                        "val": trials.val.sum(1).astype(int).tolist()},
+        "directions": [], "sweep": None,
+    }
+    from ..data import dataset_hash
+
+    results["inputs"]["dataset_hash"] = dataset_hash(table.pairs)
+
+    chosen_layers: dict[tuple[str, str], tuple[int, int]] = {}
+    if sweep:
+        stacks, layer_lists = {}, {}
+        for name in names:
+            layer_lists[name] = list(refs[name].layers)
+            arrays = [load(name, lay) for lay in layer_lists[name]]
+            for lay, a in zip(layer_lists[name], arrays):
+                hashes[f"{name}@{lay}"] = array_hash(a)
+            stacks[name] = jnp.asarray(np.stack(arrays))  # [L, n, d]
+        dims = [refs[m].d_model for m in names]
+        if cfg.k is not None:
+            k = cfg.k
+            check_k(k, n_train, {m: refs[m].d_model for m in names})
+        else:
+            specs = [jax.tree.map(np.asarray, map_batched(lambda x: spectra(x, dev.rows), stacks[m], 4))
+                     for m in names]
+            flat = [(v[l], tot[l]) for v, tot in specs for l in range(v.shape[0])]
+            k = min(_k_from_spectra(flat, cfg.variance), n_train - 1, *dims)
+        log(f"layer sweep with k={k}: " + ", ".join(f"{m} {len(layer_lists[m])} layers" for m in names))
+        t0 = time.perf_counter()
+        proj = {m: map_batched(lambda x: project_trials(_pca_stack(x, dev, k, cfg), x), stacks[m], 4)
+                for m in names}  # Projected [L, T, ...]
+        sweep_out = {}
+        for s_name, t_name in directions:
+            mats = jax.tree.map(np.asarray, layer_sweep(proj[s_name], proj[t_name], dev.train, dev.test,
+                                                        rotation_only=cfg.rotation_only))
+            mean_c = mats["test_centered"].mean(-1)
+            i, j = np.unravel_index(np.nanargmax(mean_c), mean_c.shape)
+            ri, rj = np.unravel_index(np.nanargmax(mats["test"].mean(-1)), mean_c.shape)
+            best = (layer_lists[s_name][i], layer_lists[t_name][j])
+            chosen_layers[(s_name, t_name)] = best
+            sweep_out[f"{s_name}->{t_name}"] = {
+                "source": s_name, "target": t_name, "k": k,
+                "layers_source": layer_lists[s_name], "layers_target": layer_lists[t_name],
+                **{key: mats[key].mean(-1).tolist() for key in ("test", "test_centered", "train", "scale")},
+                "test_centered_std": mats["test_centered"].std(-1, ddof=1 if cfg.trials > 1 else 0).tolist(),
+                "best": {"by": "test_centered", "layer_source": best[0], "layer_target": best[1],
+                         "test_centered": float(mean_c[i, j]), "test": float(mats["test"].mean(-1)[i, j])},
+                "best_raw": {"layer_source": layer_lists[s_name][ri], "layer_target": layer_lists[t_name][rj],
+                             "test": float(mats["test"].mean(-1)[ri, rj])},
+            }
+            log(f"sweep {s_name}->{t_name}: best layers {best} centered {mean_c[i, j]:.3f}")
+        del proj
+        results["sweep"] = {"seconds": time.perf_counter() - t0, "pairs": sweep_out}
+    else:
+        for s_name, t_name in directions:
+            chosen_layers[(s_name, t_name)] = (refs[s_name].resolve_layer(layer), refs[t_name].resolve_layer(layer))
+
+    # one PCA per (model, layer), shared by every direction that uses it
+    needed = sorted({(m, lay) for (s, t), (ls, lt) in chosen_layers.items() for m, lay in ((s, ls), (t, lt))})
+    vectors = {}
+    for m, lay in needed:
+        vectors[(m, lay)] = load(m, lay)
+        hashes[f"{m}@{lay}"] = array_hash(vectors[(m, lay)])
+    k_main = None
+    if "procrustes" in cfg.methods:
+        dims = [refs[m].d_model for m, _ in needed]
+        if cfg.k is not None:
+            k_main = cfg.k
+            check_k(k_main, n_train, {m: refs[m].d_model for m in names})
+        else:
+            specs = [jax.tree.map(np.asarray, spectra(jnp.asarray(vectors[key]), dev.rows)) for key in needed]
+            k_main = min(_k_from_spectra(specs, cfg.variance), n_train - 1, *dims)
+        log(f"procrustes k={k_main}")
+    pcas = {key: _pca_stack(jnp.asarray(x), dev, k_main, cfg) for key, x in vectors.items()} if k_main else {}
+
+    for s_name, t_name in directions:
+        ls, lt = chosen_layers[(s_name, t_name)]
+        t0 = time.perf_counter()
+        token_map = None
+        if "affine_tokens" in cfg.methods:
+            if token_run is None:
+                raise AlignInputError("method affine_tokens needs --token-run (a corpus run of both models)")
+            xs_tok, xt_tok = paired_token_states(token_run, s_name, t_name, ls, lt, cfg.token_pairing)
+            token_map = fit_affine(jnp.asarray(xs_tok), jnp.asarray(xt_tok), jnp.ones(len(xs_tok)), ridge=cfg.ridge)
+        methods, scrambling, trained = evaluate_direction(
+            vectors[(s_name, ls)], vectors[(t_name, lt)], pcas.get((s_name, ls)), pcas.get((t_name, lt)), dev, table,
+            cfg, token_map)
+        entry = {"source": s_name, "target": t_name, "layer_source": ls, "layer_target": lt, "k": k_main,
+                 "methods": methods, "scrambling": scrambling, "seconds": time.perf_counter() - t0}
+        if k_main and "procrustes" in cfg.methods:
+            ratio = lambda p: np.asarray(p.variance.sum(-1) / p.total_variance)  # noqa: E731
+            entry["variance_explained"] = {s_name: _stats(ratio(pcas[(s_name, ls)])),
+                                           t_name: _stats(ratio(pcas[(t_name, lt)]))}
+        if out_dir is not None and trained:
+            entry["adapters"] = _save_trained(Path(out_dir), s_name, t_name, ls, lt, trained, trials)
+        results["directions"].append(entry)
+        best = max(methods, key=lambda m: methods[m]["test_centered"]["mean"])
+        log(f"{s_name}->{t_name} (layers {ls}->{lt}): " + ", ".join(
+            f"{m} {v['test']['mean']:.3f}/{v['test_centered']['mean']:.3f}" for m, v in methods.items())
+            + f"  [raw/centered; best centered: {best}]  {entry['seconds']:.1f}s")
+    results["seconds"] = time.perf_counter() - t_start
+    return results
+
+
+def _save_trained(out: Path, s_name: str, t_name: str, ls: int, lt: int, trained: dict, trials: Trials) -> dict:
+    """Adapters (all trials stacked on axis 0) as orbax checkpoints + loss curves as JSON."""
+    saved = {}
+    for kind, (acfg, res) in trained.items():
+        tag = f"{s_name}__to__{t_name}"
+        path = out / "adapters" / tag / kind
+        adapters_lib.save_adapter(path, adapters_lib.Adapter(acfg, res.params, res.stats),
+                                  extra={"source": s_name, "target": t_name, "layer_source": ls, "layer_target": lt,
+                                         "trial_seeds": list(trials.seeds), "leading_axis": "trial"})
+        curves = {"eval_every": acfg.eval_every, "train": np.asarray(res.train_curve).tolist(),
+                  "val": np.asarray(res.val_curve).tolist(), "best_check": np.asarray(res.best_check).tolist(),
+                  "steps": np.asarray(res.steps).tolist(), "trial_seeds": list(trials.seeds)}
+        curve_path = out / "curves" / tag / f"{kind}.json"
+        curve_path.parent.mkdir(parents=True, exist_ok=True)
+        curve_path.write_text(json.dumps(curves, allow_nan=True) + "\n")
+        saved[kind] = {"checkpoint": str(path.relative_to(out)), "curves": str(curve_path.relative_to(out))}
+    return saved

@@ -1,0 +1,213 @@
+"""The evaluation protocol as batched array programs: every trial, scrambled pairing and layer pair of a
+directed model pair is one problem in a stacked batch, solved by one jitted call.
+
+Shapes: T trials, S pairings (SCRAMBLES: proper, within-trait, cross-trait shuffles of the training
+rows), L_s/L_t layers, C traits. Each trial is a pair of 0/1 row masks (train, test) over the same n
+rows, so splits of slightly different sizes stack. PCA fits gather each trial's training rows
+(`TrainRows`: indices padded to a common length, padding weighted 0), so paper-scale fits do not pay for
+the test rows. Every `batch_size` argument bounds how many problems one vmapped chunk holds
+(`ops.map_batched`); None runs them all in one vmap.
+
+Procrustes is evaluated in k dimensions: with y = s·z_s R the predicted target coordinates,
+T(v)·v_t = μ_t·v_t + y·(v_t W_t) and |T(v)|² = |μ_t|² + 2 y·(μ_t W_t) + |y|² (W_t has orthonormal
+columns), so no [n, d_t] reconstruction is formed.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import adapters as adapters_lib
+from . import baselines
+from .affine import apply as affine_apply
+from .affine import fit_affine
+from .metrics import RowStats, cosines, masked_mean, row_cosines, summarize
+from .ops import map_batched, mm, weighted_mean
+from .pca import PCA, fit_pca, spectrum
+from .procrustes import fit_procrustes
+
+
+class TrainRows(NamedTuple):
+    """Per trial, the training row indices padded to one length: index [T, m], weight [T, m] (0 = pad)."""
+
+    index: jax.Array
+    weight: jax.Array
+
+
+def train_rows(w_train: np.ndarray) -> TrainRows:
+    """From 0/1 masks [T, n]."""
+    w_train = np.asarray(w_train)
+    m = int(w_train.sum(1).max())
+    index = np.zeros((w_train.shape[0], m), np.int32)
+    weight = np.zeros((w_train.shape[0], m), np.float32)
+    for t, row in enumerate(w_train):
+        rows = np.nonzero(row)[0]
+        index[t, : len(rows)] = rows
+        weight[t, : len(rows)] = 1.0
+    return TrainRows(jnp.asarray(index), jnp.asarray(weight))
+
+
+@partial(jax.jit, static_argnames=("k", "solver", "batch_size"))
+def fit_pcas(x: jax.Array, rows: TrainRows, k: int, solver: str = "gram", batch_size: int | None = None) -> PCA:
+    """x: [n, d] -> one PCA per trial (leading axis T)."""
+    return map_batched(lambda r: fit_pca(x[r[0]], r[1], k, solver), tuple(rows), batch_size)
+
+
+@partial(jax.jit, static_argnames=("batch_size",))
+def spectra(x: jax.Array, rows: TrainRows, batch_size: int | None = None) -> tuple[jax.Array, jax.Array]:
+    """Variances [T, min(m, d)] (descending) and totals [T]: for choosing k by explained variance."""
+    return map_batched(lambda r: spectrum(x[r[0]], r[1]), tuple(rows), batch_size)
+
+
+class Projected(NamedTuple):
+    """One model's rows seen from its PCA (per trial): what the k-space evaluation needs.
+
+    z [n, k] = (x − μ) W; x_dot_mu [n] = x·μ; x_sq [n] = |x|²; mu_proj [k] = μ W; mu_sq [] = |μ|².
+    """
+
+    z: jax.Array
+    x_dot_mu: jax.Array
+    x_sq: jax.Array
+    mu_proj: jax.Array
+    mu_sq: jax.Array
+
+
+def project_rows(pca: PCA, x: jax.Array) -> Projected:
+    mu, w = pca.mean, pca.components
+    return Projected(mm(x - mu, w), x @ mu, jnp.sum(x * x, -1), mm(mu, w), jnp.sum(mu * mu))
+
+
+@partial(jax.jit, static_argnames=("batch_size",))
+def project_trials(pcas: PCA, x: jax.Array, batch_size: int | None = None) -> Projected:
+    """Stacked PCAs [T, …] applied to x [n, d] -> Projected with leading axis T."""
+    return map_batched(lambda p: project_rows(p, x), pcas, batch_size)
+
+
+def procrustes_stats(z_s: jax.Array, tgt: Projected, w_fit: jax.Array, perm: jax.Array | None,
+                     rotation_only: bool) -> tuple[RowStats, jax.Array]:
+    """Fit on rows (perm[i] of the source ↔ i of the target) with w_fit = 1; score every row's true pair.
+
+    Returns the per-row stats and the scale s."""
+    fit = fit_procrustes(z_s if perm is None else z_s[perm], tgt.z, w_fit, rotation_only=rotation_only)
+    y = fit.scale * mm(z_s, fit.rotation)  # predicted target coordinates [n, k]
+    y_sq = jnp.sum(y * y, -1)
+    stats = RowStats(
+        dot=tgt.x_dot_mu + jnp.sum(y * (tgt.z + tgt.mu_proj), -1),
+        pred_sq=tgt.mu_sq + 2.0 * (y @ tgt.mu_proj) + y_sq,
+        target_sq=tgt.x_sq,
+        dot_c=jnp.sum(y * tgt.z, -1),
+        pred_c_sq=y_sq,
+        target_c_sq=tgt.x_sq - 2.0 * tgt.x_dot_mu + tgt.mu_sq,
+    )
+    return stats, fit.scale
+
+
+@partial(jax.jit, static_argnames=("rotation_only", "batch_size"))
+def procrustes_trials(src: Projected, tgt: Projected, w_train: jax.Array, w_test: jax.Array, perms: jax.Array,
+                      onehot: jax.Array, rotation_only: bool = False, batch_size: int | None = None):
+    """src, tgt: Projected [T, …]; perms [T, S, n] -> (metrics with leading [T, S], scale [T, S])."""
+
+    def trial(args):
+        s, t, wtr, wte, pm = args
+
+        def pairing(p):
+            stats, scale = procrustes_stats(s.z, t, wtr, p, rotation_only)
+            return summarize(cosines(stats), wtr, wte, onehot), scale
+
+        return jax.vmap(pairing)(pm)
+
+    return map_batched(trial, (src, tgt, w_train, w_test, perms), batch_size)
+
+
+@partial(jax.jit, static_argnames=("rotation_only", "batch_size"))
+def procrustes_pairs(proj: Projected, src_idx: jax.Array, tgt_idx: jax.Array, w_train: jax.Array,
+                     w_test: jax.Array, onehot: jax.Array, rotation_only: bool = False, batch_size: int | None = 1):
+    """Every directed model pair × trial (proper pairing) in one call, after PCA to a common k.
+
+    proj: Projected stacked over models and trials [M, T, …]; src_idx, tgt_idx: [P] model indices.
+    Returns (metrics with leading [P, T], scale [P, T]). Problems are indexed, not gathered, so the
+    stacked coordinates are not copied per pair."""
+    n_pairs, n_trials = src_idx.shape[0], w_train.shape[0]
+    flat = jnp.arange(n_pairs * n_trials)
+
+    def problem(i):
+        p, t = i // n_trials, i % n_trials
+        tgt = jax.tree.map(lambda a: a[tgt_idx[p], t], proj)
+        stats, scale = procrustes_stats(proj.z[src_idx[p], t], tgt, w_train[t], None, rotation_only)
+        return summarize(cosines(stats), w_train[t], w_test[t], onehot), scale
+
+    out = map_batched(problem, flat, batch_size)
+    return jax.tree.map(lambda a: a.reshape(n_pairs, n_trials, *a.shape[1:]), out)
+
+
+@partial(jax.jit, static_argnames=("ridge", "batch_size"))
+def affine_trials(x_s: jax.Array, x_t: jax.Array, w_train: jax.Array, w_test: jax.Array, perms: jax.Array,
+                  onehot: jax.Array, ridge: float = 0.1, batch_size: int | None = None):
+    """Affine map fitted on each trial's (scrambled) training pairs; metrics with leading [T, S]."""
+
+    def trial(args):
+        wtr, wte, pm = args
+        mu_t = weighted_mean(x_t, wtr)
+
+        def pairing(p):
+            m = fit_affine(x_s[p], x_t, wtr, ridge=ridge)
+            return summarize(row_cosines(affine_apply(m, x_s), x_t, mu_t), wtr, wte, onehot)
+
+        return jax.vmap(pairing)(pm)
+
+    return map_batched(trial, (w_train, w_test, perms), batch_size)
+
+
+@partial(jax.jit, static_argnames=("cfg", "batch_size"))
+def adapter_trials(cfg: adapters_lib.AdapterConfig, x_s: jax.Array, x_t: jax.Array, w_fit: jax.Array,
+                   w_val: jax.Array, w_train: jax.Array, w_test: jax.Array, onehot: jax.Array, keys: jax.Array,
+                   batch_size: int | None = None):
+    """One adapter per trial (trained on w_fit, early-stopped on w_val); (metrics [T], TrainResult [T])."""
+
+    def trial(args):
+        wf, wv, wtr, wte, key = args
+        res = adapters_lib.train_adapter(cfg, x_s, x_t, wf, wv, key)
+        pred = adapters_lib.apply(cfg.kind, res.params, res.stats, x_s)
+        return summarize(row_cosines(pred, x_t, weighted_mean(x_t, wtr)), wtr, wte, onehot), res
+
+    return map_batched(trial, (w_fit, w_val, w_train, w_test, keys), batch_size)
+
+
+@jax.jit
+def baseline_trials(x_s: jax.Array, x_t: jax.Array, w_train: jax.Array, w_test: jax.Array, onehot: jax.Array):
+    """identity (pad/truncate), mean_target and trait_mean; each metrics dict with leading [T]."""
+    n, d_t = x_t.shape
+    pad = baselines.identity(x_s, d_t)
+
+    def trial(wtr, wte):
+        mu_t = weighted_mean(x_t, wtr)
+        preds = {"identity": pad, "mean_target": baselines.mean_target(mu_t, n),
+                 "trait_mean": baselines.trait_mean(x_t, wtr, onehot, mu_t)}
+        return {name: summarize(row_cosines(p, x_t, mu_t), wtr, wte, onehot) for name, p in preds.items()}
+
+    return jax.vmap(trial)(w_train, w_test)
+
+
+@partial(jax.jit, static_argnames=("rotation_only", "batch_size"))
+def layer_sweep(src: Projected, tgt: Projected, w_train: jax.Array, w_test: jax.Array,
+                rotation_only: bool = False, batch_size: int | None = 1) -> dict[str, jax.Array]:
+    """Procrustes for every source layer × target layer × trial (proper pairing).
+
+    src: Projected [L_s, T, …], tgt: Projected [L_t, T, …] -> {test, test_centered, train,
+    train_centered, scale}: each [L_s, L_t, T]. Source layers go through map_batched (batch_size
+    source layers per chunk); target layers and trials are vmapped."""
+
+    def pair(s_z, t, wtr, wte):
+        stats, scale = procrustes_stats(s_z, t, wtr, None, rotation_only)
+        c = cosines(stats)
+        return {"test": masked_mean(c.raw, wte), "test_centered": masked_mean(c.centered, wte),
+                "train": masked_mean(c.raw, wtr), "train_centered": masked_mean(c.centered, wtr), "scale": scale}
+
+    over_trials = jax.vmap(pair, in_axes=(0, 0, 0, 0))
+    over_targets = jax.vmap(over_trials, in_axes=(None, 0, None, None))
+    return map_batched(lambda s_z: over_targets(s_z, tgt, w_train, w_test), src.z, batch_size)
