@@ -111,3 +111,70 @@ def test_bad_steering_requests():
         make_intervention(cfg, [3], np.ones(7), 1.0, pos)
     with pytest.raises(ValueError, match="NaN"):
         make_intervention(cfg, [3], np.full(cfg.d_model, np.nan), 1.0, pos)
+
+
+def _hf_generate(model_dir, ids, mask, n, hook_layer=None, vector=None, alpha=0.0):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ref = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    handle = None
+    if hook_layer is not None:
+        unit = torch.as_tensor(vector / np.linalg.norm(vector), dtype=torch.float32)
+
+        def hook(module, args, output):
+            h = output[0] if isinstance(output, tuple) else output
+            new = h + alpha * unit
+            return (new, *output[1:]) if isinstance(output, tuple) else new
+
+        handle = ref.model.layers[hook_layer - 1].register_forward_hook(hook)
+    with torch.no_grad():
+        out = ref.generate(input_ids=torch.as_tensor(ids, dtype=torch.long), attention_mask=torch.as_tensor(mask),
+                           max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=0)
+    if handle:
+        handle.remove()
+    return out[:, ids.shape[1]:].numpy()
+
+
+@pytest.mark.parametrize("name", ["llama_gqa_untied_rope3", "gemma3_pattern", "gemma2_softcap"])
+def test_greedy_generation_with_kv_cache_matches_transformers(name, tiny_model_dir):
+    import jax
+    import jax.numpy as jnp
+
+    from stf_jax.models.generate import generate_tokens
+
+    model_dir = tiny_model_dir(name)
+    model = stf_jax.load_model(model_dir)
+    ids, mask = model.encode(["hello world, this is", "a much longer prompt that goes on and on for a while"],
+                             padding_side="left")
+    v = np.random.default_rng(3).normal(size=model.config.d_model).astype(np.float32)
+    for layer, alpha in ((None, 0.0), (2, 6.0)):  # unsteered, then steered at every position
+        iv = None if layer is None else make_intervention(model.config, [layer], v, alpha, position_mask(mask))
+        tokens, _ = generate_tokens(model.params, jnp.asarray(ids), jnp.asarray(mask), iv, jnp.float32(1.0),
+                                    jnp.asarray([-2]), jnp.float32(0.0), jnp.float32(1.0), jax.random.PRNGKey(0),
+                                    cfg=model.config, dtype=model.dtype, max_new_tokens=48)
+        ref = _hf_generate(model_dir, ids, mask, 48, layer, v, alpha)
+        np.testing.assert_array_equal(np.asarray(tokens), ref)
+
+
+def test_sampling_is_seeded_and_top_p_small_is_greedy(tiny_model_dir):
+    from stf_jax.models.generate import generate
+
+    model = stf_jax.load_model(tiny_model_dir("llama_gqa_untied_rope3"))
+    prompts = ["once upon a time", "the answer is"]
+    a = generate(model, prompts, 24, temperature=1.0, top_p=0.95, seed=7, stop_tokens=[])
+    b = generate(model, prompts, 24, temperature=1.0, top_p=0.95, seed=7, stop_tokens=[])
+    c = generate(model, prompts, 24, temperature=1.0, top_p=0.95, seed=8, stop_tokens=[])
+    assert a == b and a != c
+    greedy = generate(model, prompts, 24, stop_tokens=[])
+    assert generate(model, prompts, 24, temperature=1.0, top_p=1e-6, seed=3, stop_tokens=[]) == greedy
+
+
+def test_generation_stops_at_stop_token(tiny_model_dir):
+    from stf_jax.models.generate import generate
+
+    model = stf_jax.load_model(tiny_model_dir("mistral_window"))
+    full = generate(model, ["abc"], 20, stop_tokens=[])[0]
+    first = model.tokenizer(full, add_special_tokens=False)["input_ids"][3]
+    stopped = generate(model, ["abc"], 20, stop_tokens=[first])[0]
+    assert len(stopped) < len(full) and full.startswith(stopped)

@@ -100,6 +100,11 @@ class Attention(nn.Module):
         cos = shared["cos"][layer["rope"]].astype(x.dtype)  # [B, S, Dh]
         sin = shared["sin"][layer["rope"]].astype(x.dtype)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        if "cache_k" in layer:  # decoding: write this step's keys/values at cache_index, attend to all T
+            at = (0, shared["cache_index"], 0, 0)
+            k = jax.lax.dynamic_update_slice(layer["cache_k"], k.astype(layer["cache_k"].dtype), at)
+            v = jax.lax.dynamic_update_slice(layer["cache_v"], v.astype(layer["cache_v"].dtype), at)
+        new_cache = (k, v)
 
         g = cfg.n_heads // cfg.n_kv_heads
         q = q.reshape(b, s, cfg.n_kv_heads, g, cfg.head_dim)
@@ -108,12 +113,12 @@ class Attention(nn.Module):
         if cfg.attn_softcap:
             scores = jnp.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
         window = layer["window"]
-        allowed = shared["allowed"] & ((window == 0) | (shared["distance"] < window))  # [B, S, S]
+        allowed = shared["allowed"] & ((window == 0) | (shared["distance"] < window))  # [B, S, T]
         scores = jnp.where(allowed[:, None, None], scores, _NEG)
         probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
         out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v, precision=self.precision)
         out = out.reshape(b, s, cfg.n_heads * cfg.head_dim)
-        return dense(cfg.d_model, name="o")(out)
+        return dense(cfg.d_model, name="o")(out), new_cache
 
 
 class MLP(nn.Module):
@@ -153,7 +158,7 @@ class Block(nn.Module):
     def __call__(self, h, layer, shared):
         cfg = self.cfg
         norm = partial(RMSNorm, cfg.norm_eps, cfg.norm_offset, self.dtype)
-        x = Attention(cfg, self.dtype, self.precision, name="attn")(norm(name="attn_norm")(h), layer, shared)
+        x, cache = Attention(cfg, self.dtype, self.precision, name="attn")(norm(name="attn_norm")(h), layer, shared)
         if cfg.post_norms:
             x = norm(name="post_attn_norm")(x)
         h = h + x
@@ -163,7 +168,8 @@ class Block(nn.Module):
         h = h + x
         if "iv" in layer:
             h = apply_intervention(h, layer["iv"], shared["iv_positions"])
-        return h, (self.collect(h, shared["mask"]) if self.collect else h)
+        collected = self.collect(h, shared["mask"]) if self.collect else h
+        return h, ((collected, cache) if "cache_k" in layer else collected)
 
 
 class Decoder(nn.Module):
@@ -174,23 +180,31 @@ class Decoder(nn.Module):
     n_run: int | None = None
     collect: Callable | None = None
     logits: bool = False
+    last_logits_only: bool = False  # generation: the LM head only at the final position
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask, intervention: Intervention | None = None):
+    def __call__(self, input_ids, attention_mask, intervention: Intervention | None = None, cache=None):
+        """cache (decoding): {"k", "v": [L, B, T, K, Dh], "index": write offset, "key_mask": [B, T],
+        "positions": [B, S]}; the updated k/v come back as a 5th output."""
         cfg = self.cfg
         n_run = cfg.n_layers if self.n_run is None else self.n_run
         precision = jax.lax.Precision.HIGHEST if self.dtype == jnp.float32 else None
         b, s = input_ids.shape
         mask = attention_mask.astype(bool)
-        positions = jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)  # [B, S], right for left padding too
+        if cache is None:
+            positions = jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)  # [B, S], right for left padding too
+            q_idx, k_idx, key_mask = jnp.arange(s)[:, None], jnp.arange(s)[None, :], mask
+        else:
+            positions = cache["positions"]
+            q_idx = cache["index"] + jnp.arange(s)[:, None]
+            k_idx = jnp.arange(cache["k"].shape[2])[None, :]
+            key_mask = cache["key_mask"].astype(bool)
 
         embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=self.dtype, param_dtype=self.dtype, name="embed")
         h = embed(input_ids)
         if cfg.embed_scale:
             h = h * jnp.asarray(math.sqrt(cfg.d_model), self.dtype)
 
-        q_idx = jnp.arange(s)[:, None]
-        k_idx = jnp.arange(s)[None, :]
         tables = []
         for spec in cfg.ropes:
             inv = jnp.asarray(rope_inv_freq(spec, cfg.head_dim))
@@ -200,10 +214,12 @@ class Decoder(nn.Module):
         shared = {
             "cos": jnp.cos(angles),
             "sin": jnp.sin(angles),
-            "allowed": (k_idx <= q_idx)[None] & mask[:, None, :],  # [B, S, S]
-            "distance": q_idx - k_idx,  # [S, S]
+            "allowed": (k_idx <= q_idx)[None] & key_mask[:, None, :],  # [B, S, T]
+            "distance": q_idx - k_idx,  # [S, T]
             "mask": mask,
         }
+        if cache is not None:
+            shared["cache_index"] = cache["index"]
         per_layer = {
             "window": jnp.asarray(cfg.layer_window[:n_run], jnp.int32),
             "rope": jnp.asarray(cfg.layer_rope[:n_run], jnp.int32),
@@ -216,6 +232,8 @@ class Decoder(nn.Module):
                 "keep": intervention.keep[:n_run],
                 "norm_match": intervention.norm_match[:n_run],
             }
+        if cache is not None:
+            per_layer["cache_k"], per_layer["cache_v"] = cache["k"][:n_run], cache["v"][:n_run]
 
         collect = self.collect or (lambda x, m: x)
         embedded = collect(h, mask)
@@ -230,20 +248,26 @@ class Decoder(nn.Module):
             h, per_block = stack(h, per_layer, shared)
         else:
             per_block = None
+        new_cache = None
+        if cache is not None:
+            per_block, new_cache = per_block
 
         final = RMSNorm(cfg.norm_eps, cfg.norm_offset, self.dtype, name="final_norm")
         normed = final(h) if (n_run == cfg.n_layers or self.logits) else None
         logits = None
         if self.logits:
+            head_in = normed[:, -1:] if self.last_logits_only else normed
             if cfg.tie_embeddings:
-                logits = embed.attend(normed)
+                logits = embed.attend(head_in)
             else:
                 logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.dtype,
-                                  precision=precision, name="lm_head")(normed)
+                                  precision=precision, name="lm_head")(head_in)
             logits = logits.astype(jnp.float32)
             if cfg.final_softcap:
                 logits = jnp.tanh(logits / cfg.final_softcap) * cfg.final_softcap
         last = collect(normed, mask) if normed is not None else None
+        if cache is not None:
+            return embedded, per_block, last, logits, new_cache
         return embedded, per_block, last, logits
 
 

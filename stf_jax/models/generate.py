@@ -1,0 +1,95 @@
+"""Batched, jitted generation with a KV cache; steering applies during prefill and decoding.
+
+Prompts are left-padded so every row's last prompt token sits in the last column. The cache holds
+[L, B, S + max_new_tokens, K, Dh] keys and values; each decoding step writes one column and
+attends over the valid ones. The whole loop is one `lax.scan` inside one jitted program.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .config import DecoderConfig
+from .decoder import Decoder, Intervention
+from .model import Model
+
+
+def sample_token(logits, key, temperature, top_p):
+    """Greedy when temperature == 0, else temperature + nucleus (top-p) sampling. logits: [B, V]."""
+    greedy = jnp.argmax(logits, axis=-1)
+    scaled = logits / jnp.maximum(temperature, 1e-6)
+    probs = jax.nn.softmax(scaled, axis=-1)
+    sorted_probs = jnp.sort(probs, axis=-1)[:, ::-1]
+    kept = jnp.cumsum(sorted_probs, axis=-1) - sorted_probs < top_p  # always keeps the top token
+    threshold = jnp.min(jnp.where(kept, sorted_probs, jnp.inf), axis=-1, keepdims=True)
+    sampled = jax.random.categorical(key, jnp.where(probs >= threshold, scaled, -jnp.inf), axis=-1)
+    return jnp.where(temperature > 0, sampled, greedy).astype(jnp.int32)
+
+
+@partial(jax.jit, static_argnames=("cfg", "dtype", "max_new_tokens"))
+def generate_tokens(params, input_ids, attention_mask, intervention, steer_generated, stop_ids, temperature,
+                    top_p, key, *, cfg: DecoderConfig, dtype, max_new_tokens: int):
+    """-> tokens [B, max_new_tokens] int32 (pad after a stop token) and lengths [B]."""
+    b, s = input_ids.shape
+    total = s + max_new_tokens
+    model = Decoder(cfg, dtype=dtype, logits=True, last_logits_only=True)
+    mask = attention_mask.astype(jnp.int32)
+    n_real = mask.sum(-1)
+    zeros = jnp.zeros((cfg.n_layers, b, total, cfg.n_kv_heads, cfg.head_dim), dtype)
+    key_mask = jnp.concatenate([mask, jnp.zeros((b, max_new_tokens), jnp.int32)], axis=1)
+    cache = {"k": zeros, "v": zeros, "index": 0, "key_mask": key_mask,
+             "positions": jnp.maximum(jnp.cumsum(mask, -1) - 1, 0)}
+    apply = partial(model.apply, {"params": params})
+    *_, logits, (k, v) = apply(input_ids, mask, intervention, cache)
+    key, sub = jax.random.split(key)
+    first = sample_token(logits[:, -1], sub, temperature, top_p)
+
+    def step(carry, i):
+        k, v, key_mask, token, done, key = carry
+        index = s + i
+        key_mask = key_mask.at[:, index].set(1)
+        iv = None if intervention is None else intervention.replace(
+            positions=jnp.full((b, 1), steer_generated, jnp.float32))
+        step_cache = {"k": k, "v": v, "index": index, "key_mask": key_mask, "positions": (n_real + i)[:, None]}
+        *_, logits, (k, v) = apply(token[:, None], jnp.ones((b, 1), jnp.int32), iv, step_cache)
+        key, sub = jax.random.split(key)
+        nxt = sample_token(logits[:, -1], sub, temperature, top_p)
+        done = done | jnp.isin(token, stop_ids)
+        return (k, v, key_mask, nxt, done, key), jnp.where(done, -1, nxt)
+
+    done0 = jnp.zeros((b,), bool)
+    _, rest = jax.lax.scan(step, (k, v, key_mask, first, done0, key), jnp.arange(max_new_tokens - 1))
+    tokens = jnp.concatenate([first[:, None], rest.T], axis=1)  # [B, max_new]
+    stopped = jnp.isin(tokens, stop_ids) | (tokens < 0)
+    after_stop = jnp.cumsum(stopped, axis=1) - stopped > 0  # positions after the first stop token
+    tokens = jnp.where(after_stop | (tokens < 0), -1, tokens)
+    return tokens, (tokens >= 0).sum(-1)
+
+
+def generate(model: Model, prompts: Sequence[str], max_new_tokens: int = 64, intervention_for=None,
+             steer_prompt: bool = True, steer_generated: bool = True, temperature: float = 0.0,
+             top_p: float = 1.0, seed: int = 0, stop_tokens: Sequence[int] | None = None,
+             chat_template: bool = False) -> list[str]:
+    """Completions for a batch of prompts; `intervention_for(prompt_mask)` builds the steering
+    (its positions cover the prompt when steer_prompt, and every generated token when steer_generated)."""
+    tok = model.tokenizer
+    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+             for p in prompts] if chat_template else list(prompts)
+    ids, mask = model.encode(texts, padding_side="left", add_special_tokens=not chat_template)
+    iv = None
+    if intervention_for is not None:
+        iv = intervention_for(mask)
+        if not steer_prompt:
+            iv = iv.replace(positions=jnp.zeros_like(iv.positions))
+    stops = list(stop_tokens) if stop_tokens is not None else [t for t in (tok.eos_token_id,) if t is not None]
+    tokens, lengths = generate_tokens(
+        model.params, jnp.asarray(ids), jnp.asarray(mask), iv, jnp.float32(steer_generated),
+        jnp.asarray(stops or [-2], jnp.int32), jnp.float32(temperature), jnp.float32(top_p),
+        jax.random.PRNGKey(seed), cfg=model.config, dtype=model.dtype, max_new_tokens=max_new_tokens)
+    tokens, lengths = np.asarray(tokens), np.asarray(lengths)
+    return [tok.decode(row[:n], skip_special_tokens=True) for row, n in zip(tokens, lengths)]
