@@ -23,8 +23,8 @@ def main(argv=None) -> int:
     gen.add_argument("--trait", help="average only this trait's pair vectors (run layer files)")
     gen.add_argument("--layer", type=int, help="HF hidden-state index to steer [the vector file's layer]")
     gen.add_argument("--alpha", type=float, default=0.15,
-                     help="strength: additive with --scale mean-norm adds alpha * mean|h| along v (0.1-0.3 is
-                          "noticeable, >1 overwhelms the model); blend mixes (1 - alpha) h + alpha v [0.15]")
+                     help="strength: with --scale mean-norm, additive adds alpha * mean|h| along v (0.1-0.3 is "
+                          "noticeable, > 1 overwhelms the model); blend mixes (1 - alpha) h + alpha v [0.15]")
     gen.add_argument("--mode", default="additive", choices=["additive", "replace", "replace_norm", "blend"],
                      help="injection mode [additive]")
     gen.add_argument("--scale", choices=["unit", "mean-norm"], default="mean-norm",
