@@ -178,3 +178,17 @@ def test_generation_stops_at_stop_token(tiny_model_dir):
     first = model.tokenizer(full, add_special_tokens=False)["input_ids"][3]
     stopped = generate(model, ["abc"], 20, stop_tokens=[first])[0]
     assert len(stopped) < len(full) and full.startswith(stopped)
+
+
+def test_steer_generate_cli_prints_both_columns(tiny_model_dir, tmp_path, capsys):
+    from stf_jax.steer.__main__ import main
+
+    model_dir = tiny_model_dir("llama_gqa_untied_rope3")
+    vec = tmp_path / "v.npy"
+    np.save(vec, np.random.default_rng(0).normal(size=64).astype(np.float32))
+    assert main(["generate", "--model", str(model_dir), "--vector", str(vec), "--layer", "2", "--alpha", "0.5",
+                 "--max-new-tokens", "8", "hello there"]) == 0
+    out = capsys.readouterr().out
+    assert "unsteered" in out and "steered (additive, alpha 0.5, layer 2" in out
+    with pytest.raises(SystemExit):
+        main(["generate", "--model", str(model_dir), "--vector", str(vec), "hello"])  # .npy needs --layer
