@@ -18,13 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import __version__
+from ..data import dataset_hash
 from . import adapters as adapters_lib
 from .affine import apply_direction, fit_affine, paired_token_states
 from .inputs import (SCRAMBLES, AlignInputError, ModelRef, PairTable, Trials, array_hash, check_k, describe_inputs,
-                     find_models, load_vectors, make_trials, pair_table)
+                     find_models, load_vectors, make_trials, pair_table, zero_rows)
 from .metrics import row_cosines, summarize
 from .ops import map_batched, weighted_mean
-from .pca import PCA, k_for_variance, truncate
+from .pca import PCA, k_for_variance
 from .protocol import (adapter_trials, affine_trials, baseline_trials, fit_pcas, layer_sweep, procrustes_trials,
                        project_trials, spectra, train_rows)
 
@@ -215,8 +216,68 @@ def _directions(refs: dict[str, ModelRef], source: str | None, target: str | Non
     return list(itertools.permutations(sorted(refs), 2))
 
 
-def _pca_stack(x: jax.Array, dev: _Device, k: int, cfg: EvalConfig) -> PCA:
-    return fit_pcas(x, dev.rows, k, solver=cfg.solver, batch_size=cfg.batch_size)
+def _resolve_k(cfg: EvalConfig, specs: list[tuple[np.ndarray, np.ndarray]] | None, n_fit: int,
+               widths: dict[str, int]) -> int:
+    """cfg.k (checked), or the variance rule over `specs`, capped by the training set and the widths."""
+    if cfg.k is not None:
+        check_k(cfg.k, n_fit, widths)
+        return cfg.k
+    return min(_k_from_spectra(specs, cfg.variance), n_fit - 1, *widths.values())
+
+
+def _sweep(names: list[str], refs: dict[str, ModelRef], load, directions: list[tuple[str, str]], trials: Trials,
+           dev: _Device, cfg: EvalConfig, hashes: dict[str, str], log) -> tuple[dict, dict]:
+    """Procrustes over every source × target layer of each direction, as one batched call per direction.
+
+    Returns (best layer pair per direction, the JSON-ready sweep record)."""
+    stacks, valid, layers, zeros = {}, {}, {}, {}
+    for name in names:
+        layers[name] = list(refs[name].layers)
+        arrays = [load(name, lay) for lay in layers[name]]
+        for lay, a in zip(layers[name], arrays):
+            hashes[f"{name}@{lay}"] = array_hash(a)
+        usable = np.stack([~zero_rows(a) for a in arrays]).astype(np.float32)  # [L, n]
+        zeros[name] = {str(lay): int((1 - u).sum()) for lay, u in zip(layers[name], usable) if u.min() == 0}
+        stacks[name], valid[name] = jnp.asarray(np.stack(arrays)), jnp.asarray(usable)  # [L, n, d], [L, n]
+    if any(zeros.values()):
+        log(f"zero steering vectors (left out where they occur): {zeros}")
+    n_fit = int(min((trials.train[None] * np.asarray(valid[m])[:, None]).sum(-1).min() for m in names))
+    specs = None
+    if cfg.k is None:
+        per_model = [jax.tree.map(np.asarray, map_batched(lambda a: spectra(a[0], dev.rows, valid=a[1]),
+                                                          (stacks[m], valid[m]), 4)) for m in names]
+        specs = [(v[i], tot[i]) for v, tot in per_model for i in range(v.shape[0])]
+    k = _resolve_k(cfg, specs, n_fit, {m: refs[m].d_model for m in names})
+    log(f"layer sweep with k={k}: " + ", ".join(f"{m} {len(layers[m])} layers" for m in names))
+    t0 = time.perf_counter()
+    proj = {m: map_batched(lambda a: project_trials(fit_pcas(a[0], dev.rows, k, solver=cfg.solver, valid=a[1]), a[0]),
+                           (stacks[m], valid[m]), 4)
+            for m in names}  # Projected [L, T, ...]
+    chosen, record = {}, {}
+    for s_name, t_name in directions:
+        mats = jax.tree.map(np.asarray, layer_sweep(proj[s_name], proj[t_name], dev.train, dev.test, valid[s_name],
+                                                    valid[t_name], rotation_only=cfg.rotation_only))
+        mean_c, mean_raw = mats["test_centered"].mean(-1), mats["test"].mean(-1)
+        # cosines over different row sets do not compare: the best pair is chosen among layer pairs where every
+        # pair has a direction in both models (all of them, if no such layer pair exists)
+        full = (np.asarray(valid[s_name]).min(1)[:, None] * np.asarray(valid[t_name]).min(1)[None, :]) > 0
+        eligible = full if full.any() else np.ones_like(full)
+        i, j = np.unravel_index(np.nanargmax(np.where(eligible, mean_c, -np.inf)), mean_c.shape)
+        ri, rj = np.unravel_index(np.nanargmax(np.where(eligible, mean_raw, -np.inf)), mean_c.shape)
+        best = chosen[(s_name, t_name)] = (layers[s_name][i], layers[t_name][j])
+        record[f"{s_name}->{t_name}"] = {
+            "source": s_name, "target": t_name, "k": k,
+            "layers_source": layers[s_name], "layers_target": layers[t_name],
+            **{key: mats[key].mean(-1).tolist() for key in ("test", "test_centered", "train", "scale")},
+            "test_centered_std": mats["test_centered"].std(-1, ddof=1 if cfg.trials > 1 else 0).tolist(),
+            "eligible": eligible.tolist(),
+            "best": {"by": "test_centered", "layer_source": best[0], "layer_target": best[1],
+                     "test_centered": float(mean_c[i, j]), "test": float(mean_raw[i, j])},
+            "best_raw": {"layer_source": layers[s_name][ri], "layer_target": layers[t_name][rj],
+                         "test": float(mean_raw[ri, rj])},
+        }
+        log(f"sweep {s_name}->{t_name}: best layers {best} centered {mean_c[i, j]:.3f}")
+    return chosen, {"seconds": time.perf_counter() - t0, "zero_vectors": zeros, "pairs": record}
 
 
 def evaluate(run_dirs: Sequence[str | Path], cfg: EvalConfig, layer: int = -6, sweep: bool = False,
@@ -231,14 +292,12 @@ def evaluate(run_dirs: Sequence[str | Path], cfg: EvalConfig, layer: int = -6, s
     table, orders = pair_table(used, pairs)
     trials = make_trials(table, cfg.trials, cfg.seed, cfg.test_fraction, cfg.val_fraction)
     dev = _Device.from_trials(trials, table)
-    n_train = trials.n_train_min
     log(f"{table.n} pairs, {len(table.trait_names)} traits, {cfg.trials} trials "
         f"(train {int(trials.train.sum(1).min())}-{int(trials.train.sum(1).max())}, test "
         f"{int(trials.test.sum(1).min())}-{int(trials.test.sum(1).max())})")
 
     def load(name: str, lay: int) -> np.ndarray:
-        ref = refs[name]
-        return load_vectors(ref, lay, orders[ref.run_dir], cfg.array)
+        return load_vectors(refs[name], lay, orders[refs[name].run_dir], cfg.array)
 
     hashes: dict[str, str] = {}
     results: dict[str, Any] = {
@@ -246,85 +305,40 @@ def evaluate(run_dirs: Sequence[str | Path], cfg: EvalConfig, layer: int = -6, s
         "config": {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "adapter"},
                    "adapter": dataclasses.asdict(cfg.adapter), "layer": None if sweep else layer, "sweep": sweep,
                    "seeds": list(trials.seeds), "token_run": str(token_run) if token_run else None},
-        "inputs": {**describe_inputs(used), "dataset_hash": None, "arrays": hashes},
+        "inputs": {**describe_inputs(used), "dataset_hash": dataset_hash(table.pairs), "arrays": hashes},
         "n_pairs": table.n, "traits": list(table.trait_names),
         "trait_counts": {t: int(table.traits.count(t)) for t in table.trait_names},
-        "split_sizes": {"train": trials.train.sum(1).astype(int).tolist(), "test": trials.test.sum(1).astype(int).tolist(),
-                        "val": trials.val.sum(1).astype(int).tolist()},
         "directions": [], "sweep": None,
     }
-    from ..data import dataset_hash
 
-    results["inputs"]["dataset_hash"] = dataset_hash(table.pairs)
-
-    chosen_layers: dict[tuple[str, str], tuple[int, int]] = {}
     if sweep:
-        stacks, layer_lists = {}, {}
-        for name in names:
-            layer_lists[name] = list(refs[name].layers)
-            arrays = [load(name, lay) for lay in layer_lists[name]]
-            for lay, a in zip(layer_lists[name], arrays):
-                hashes[f"{name}@{lay}"] = array_hash(a)
-            stacks[name] = jnp.asarray(np.stack(arrays))  # [L, n, d]
-        dims = [refs[m].d_model for m in names]
-        if cfg.k is not None:
-            k = cfg.k
-            check_k(k, n_train, {m: refs[m].d_model for m in names})
-        else:
-            specs = [jax.tree.map(np.asarray, map_batched(lambda x: spectra(x, dev.rows), stacks[m], 4))
-                     for m in names]
-            flat = [(v[l], tot[l]) for v, tot in specs for l in range(v.shape[0])]
-            k = min(_k_from_spectra(flat, cfg.variance), n_train - 1, *dims)
-        log(f"layer sweep with k={k}: " + ", ".join(f"{m} {len(layer_lists[m])} layers" for m in names))
-        t0 = time.perf_counter()
-        proj = {m: map_batched(lambda x: project_trials(_pca_stack(x, dev, k, cfg), x), stacks[m], 4)
-                for m in names}  # Projected [L, T, ...]
-        sweep_out = {}
-        for s_name, t_name in directions:
-            mats = jax.tree.map(np.asarray, layer_sweep(proj[s_name], proj[t_name], dev.train, dev.test,
-                                                        rotation_only=cfg.rotation_only))
-            mean_c = mats["test_centered"].mean(-1)
-            i, j = np.unravel_index(np.nanargmax(mean_c), mean_c.shape)
-            ri, rj = np.unravel_index(np.nanargmax(mats["test"].mean(-1)), mean_c.shape)
-            best = (layer_lists[s_name][i], layer_lists[t_name][j])
-            chosen_layers[(s_name, t_name)] = best
-            sweep_out[f"{s_name}->{t_name}"] = {
-                "source": s_name, "target": t_name, "k": k,
-                "layers_source": layer_lists[s_name], "layers_target": layer_lists[t_name],
-                **{key: mats[key].mean(-1).tolist() for key in ("test", "test_centered", "train", "scale")},
-                "test_centered_std": mats["test_centered"].std(-1, ddof=1 if cfg.trials > 1 else 0).tolist(),
-                "best": {"by": "test_centered", "layer_source": best[0], "layer_target": best[1],
-                         "test_centered": float(mean_c[i, j]), "test": float(mats["test"].mean(-1)[i, j])},
-                "best_raw": {"layer_source": layer_lists[s_name][ri], "layer_target": layer_lists[t_name][rj],
-                             "test": float(mats["test"].mean(-1)[ri, rj])},
-            }
-            log(f"sweep {s_name}->{t_name}: best layers {best} centered {mean_c[i, j]:.3f}")
-        del proj
-        results["sweep"] = {"seconds": time.perf_counter() - t0, "pairs": sweep_out}
+        chosen, results["sweep"] = _sweep(names, refs, load, directions, trials, dev, cfg, hashes, log)
     else:
-        for s_name, t_name in directions:
-            chosen_layers[(s_name, t_name)] = (refs[s_name].resolve_layer(layer), refs[t_name].resolve_layer(layer))
+        chosen = {(s, t): (refs[s].resolve_layer(layer), refs[t].resolve_layer(layer)) for s, t in directions}
 
     # one PCA per (model, layer), shared by every direction that uses it
-    needed = sorted({(m, lay) for (s, t), (ls, lt) in chosen_layers.items() for m, lay in ((s, ls), (t, lt))})
-    vectors = {}
-    for m, lay in needed:
-        vectors[(m, lay)] = load(m, lay)
-        hashes[f"{m}@{lay}"] = array_hash(vectors[(m, lay)])
-    k_main = None
+    needed = sorted({(m, lay) for (s, t), (ls, lt) in chosen.items() for m, lay in ((s, ls), (t, lt))})
+    vectors = {key: load(*key) for key in needed}
+    hashes.update({f"{m}@{lay}": array_hash(x) for (m, lay), x in vectors.items()})
+    # a zero vector (identical pooled states) has no direction: leave such pairs out of every side
+    excluded = np.logical_or.reduce([zero_rows(x) for x in vectors.values()])
+    results["excluded_pairs"] = int(excluded.sum())
+    if excluded.any():
+        log(f"leaving out {int(excluded.sum())} pair(s) with a zero steering vector at the evaluated layers")
+        trials = make_trials(table, cfg.trials, cfg.seed, cfg.test_fraction, cfg.val_fraction, exclude=excluded)
+        dev = _Device.from_trials(trials, table)
+    results["split_sizes"] = {side: getattr(trials, side).sum(1).astype(int).tolist() for side in ("train", "test", "val")}
+    k_main, pcas = None, {}
     if "procrustes" in cfg.methods:
-        dims = [refs[m].d_model for m, _ in needed]
-        if cfg.k is not None:
-            k_main = cfg.k
-            check_k(k_main, n_train, {m: refs[m].d_model for m in names})
-        else:
-            specs = [jax.tree.map(np.asarray, spectra(jnp.asarray(vectors[key]), dev.rows)) for key in needed]
-            k_main = min(_k_from_spectra(specs, cfg.variance), n_train - 1, *dims)
+        specs = None if cfg.k is not None else [
+            jax.tree.map(np.asarray, spectra(jnp.asarray(vectors[key]), dev.rows)) for key in needed]
+        k_main = _resolve_k(cfg, specs, trials.n_train_min, {m: refs[m].d_model for m in names})
         log(f"procrustes k={k_main}")
-    pcas = {key: _pca_stack(jnp.asarray(x), dev, k_main, cfg) for key, x in vectors.items()} if k_main else {}
+        pcas = {key: fit_pcas(jnp.asarray(x), dev.rows, k_main, solver=cfg.solver, batch_size=cfg.batch_size)
+                for key, x in vectors.items()}
 
     for s_name, t_name in directions:
-        ls, lt = chosen_layers[(s_name, t_name)]
+        ls, lt = chosen[(s_name, t_name)]
         t0 = time.perf_counter()
         token_map = None
         if "affine_tokens" in cfg.methods:
@@ -337,7 +351,7 @@ def evaluate(run_dirs: Sequence[str | Path], cfg: EvalConfig, layer: int = -6, s
             cfg, token_map)
         entry = {"source": s_name, "target": t_name, "layer_source": ls, "layer_target": lt, "k": k_main,
                  "methods": methods, "scrambling": scrambling, "seconds": time.perf_counter() - t0}
-        if k_main and "procrustes" in cfg.methods:
+        if pcas:
             ratio = lambda p: np.asarray(p.variance.sum(-1) / p.total_variance)  # noqa: E731
             entry["variance_explained"] = {s_name: _stats(ratio(pcas[(s_name, ls)])),
                                            t_name: _stats(ratio(pcas[(t_name, lt)]))}

@@ -120,9 +120,12 @@ def pair_table(refs: Sequence[ModelRef], pairs: Sequence[ContrastPair] | str | N
         if bad:
             raise AlignInputError(f"{len(bad)} pair id(s) have different traits in {runs[0]} and {run}, e.g. {bad[:3]}")
 
-    source = manifest0.get("source", {})
+    # the dataset record: {"source": {"dataset", "hash"}} (current) or {"dataset": {"name", "hash"}} (earlier runs)
+    record = manifest0.get("source") or {}
+    legacy = manifest0.get("dataset") if isinstance(manifest0.get("dataset"), dict) else {}
+    source = {"dataset": record.get("dataset") or legacy.get("name"), "hash": record.get("hash") or legacy.get("hash")}
     if pairs is None or isinstance(pairs, (str, Path)):
-        name = pairs or source.get("dataset")
+        name = pairs or source["dataset"]
         if not name:
             raise AlignInputError(f"{runs[0]} does not name its dataset; pass the pairs (texts are needed to split)")
         try:
@@ -151,6 +154,11 @@ def load_vectors(ref: ModelRef, layer: int, row_order: np.ndarray, array: str = 
     x = np.asarray(tensors[array], np.float32)[row_order]
     check_finite(x, f"{ref.name} layer {idx} {array!r}")
     return x
+
+
+def zero_rows(x: np.ndarray) -> np.ndarray:
+    """[n] bool: rows with no direction (identical pooled states, e.g. the same last token at layer 0)."""
+    return np.linalg.norm(x, axis=-1) < 1e-6
 
 
 def check_finite(x: np.ndarray, what: str, ids: Sequence[str] | None = None) -> None:
@@ -195,9 +203,12 @@ class Trials:
 
 
 def make_trials(table: PairTable, trials: int = 5, seed: int = 0, test_fraction: float = 0.2,
-                val_fraction: float = 0.1) -> Trials:
+                val_fraction: float = 0.1, exclude: np.ndarray | None = None) -> Trials:
     """Text-disjoint, trait-stratified splits; a text-disjoint validation slice of each train side; and the
-    scrambled pairings of the train rows (within each trait, and across all traits)."""
+    scrambled pairings of the train rows (within each trait, and across all traits).
+
+    `exclude` [n] bool drops rows from every side after splitting (the splits themselves do not change),
+    e.g. pairs whose steering vector is zero in some model."""
     if trials < 1:
         raise AlignInputError(f"trials must be >= 1, got {trials}")
     n = table.n
@@ -215,6 +226,9 @@ def make_trials(table: PairTable, trials: int = 5, seed: int = 0, test_fraction:
         train_pairs = [table.pairs[row[i]] for i in split.train]
         inner = split_pairs(train_pairs, test_fraction=val_fraction, seed=s + 10_000)
         val[t, [row[i] for i in inner.test]] = 1.0
+        if exclude is not None:
+            for side in (train, test, val):
+                side[t, exclude] = 0.0
         rng = np.random.default_rng([s, 1])
         tr = np.nonzero(train[t])[0]
         for trait in table.trait_names:

@@ -53,15 +53,25 @@ def train_rows(w_train: np.ndarray) -> TrainRows:
 
 
 @partial(jax.jit, static_argnames=("k", "solver", "batch_size"))
-def fit_pcas(x: jax.Array, rows: TrainRows, k: int, solver: str = "gram", batch_size: int | None = None) -> PCA:
-    """x: [n, d] -> one PCA per trial (leading axis T)."""
-    return map_batched(lambda r: fit_pca(x[r[0]], r[1], k, solver), tuple(rows), batch_size)
+def fit_pcas(x: jax.Array, rows: TrainRows, k: int, solver: str = "gram", batch_size: int | None = None,
+             valid: jax.Array | None = None) -> PCA:
+    """x: [n, d] -> one PCA per trial (leading axis T); rows with valid = 0 ([n], optional) are left out."""
+    def one(r):
+        w = r[1] if valid is None else r[1] * valid[r[0]]
+        return fit_pca(x[r[0]], w, k, solver)
+
+    return map_batched(one, tuple(rows), batch_size)
 
 
 @partial(jax.jit, static_argnames=("batch_size",))
-def spectra(x: jax.Array, rows: TrainRows, batch_size: int | None = None) -> tuple[jax.Array, jax.Array]:
+def spectra(x: jax.Array, rows: TrainRows, batch_size: int | None = None,
+            valid: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Variances [T, min(m, d)] (descending) and totals [T]: for choosing k by explained variance."""
-    return map_batched(lambda r: spectrum(x[r[0]], r[1]), tuple(rows), batch_size)
+    def one(r):
+        w = r[1] if valid is None else r[1] * valid[r[0]]
+        return spectrum(x[r[0]], w)
+
+    return map_batched(one, tuple(rows), batch_size)
 
 
 class Projected(NamedTuple):
@@ -194,11 +204,12 @@ def baseline_trials(x_s: jax.Array, x_t: jax.Array, w_train: jax.Array, w_test: 
 
 
 @partial(jax.jit, static_argnames=("rotation_only", "batch_size"))
-def layer_sweep(src: Projected, tgt: Projected, w_train: jax.Array, w_test: jax.Array,
-                rotation_only: bool = False, batch_size: int | None = 1) -> dict[str, jax.Array]:
+def layer_sweep(src: Projected, tgt: Projected, w_train: jax.Array, w_test: jax.Array, valid_s: jax.Array,
+                valid_t: jax.Array, rotation_only: bool = False, batch_size: int | None = 1) -> dict[str, jax.Array]:
     """Procrustes for every source layer × target layer × trial (proper pairing).
 
-    src: Projected [L_s, T, …], tgt: Projected [L_t, T, …] -> {test, test_centered, train,
+    src: Projected [L_s, T, …], tgt: Projected [L_t, T, …]; valid_s [L_s, n], valid_t [L_t, n]: rows
+    usable at each layer (a pair counts where both are valid) -> {test, test_centered, train,
     train_centered, scale}: each [L_s, L_t, T]. Source layers go through map_batched (batch_size
     source layers per chunk); target layers and trials are vmapped."""
 
@@ -209,5 +220,10 @@ def layer_sweep(src: Projected, tgt: Projected, w_train: jax.Array, w_test: jax.
                 "train": masked_mean(c.raw, wtr), "train_centered": masked_mean(c.centered, wtr), "scale": scale}
 
     over_trials = jax.vmap(pair, in_axes=(0, 0, 0, 0))
-    over_targets = jax.vmap(over_trials, in_axes=(None, 0, None, None))
-    return map_batched(lambda s_z: over_targets(s_z, tgt, w_train, w_test), src.z, batch_size)
+
+    def per_target(s_z, vs, t, vt):
+        both = vs * vt
+        return over_trials(s_z, t, w_train * both, w_test * both)
+
+    over_targets = jax.vmap(per_target, in_axes=(None, None, 0, 0))
+    return map_batched(lambda a: over_targets(a[0], a[1], tgt, valid_t), (src.z, valid_s), batch_size)

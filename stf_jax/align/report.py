@@ -62,22 +62,27 @@ def markdown(results: dict[str, Any]) -> str:
             out += _table(["method", "proper", "within-trait shuffle", "cross-trait shuffle"], rows)
         out.append("")
 
-    if dirs:
+    for d in dirs:
         for metric, title in (("per_trait_test_centered", "centered"), ("per_trait_test", "raw")):
-            out += [f"## Per-trait test cosine ({title})", ""]
-            cols = [(d, m) for d in dirs for m in ("procrustes", "affine", "linear", "lowrank", "mlp", "trait_mean",
-                                                   "identity") if m in d["methods"]]
-            header = ["trait"] + [f"{d['source'][:8]}→{d['target'][:8]} {m}" for d, m in cols]
-            rows = []
-            for t in results["traits"]:
-                rows.append([t] + [_f(d["methods"][m][metric][t], 2) for d, m in cols])
-            out += _table(header, rows)
+            cols = [m for m in d["methods"] if not (m == "mean_target" and title == "centered")]
+            out += [f"## Per-trait test cosine ({title}), {d['source']} → {d['target']} "
+                    f"(layers {d['layer_source']} → {d['layer_target']})", ""]
+            rows = [[f"{t} ({results['trait_counts'][t]})"] + [_f(d["methods"][m][metric][t], 2) for m in cols]
+                    for t in results["traits"]]
+            out += _table(["trait (pairs)"] + [f"`{m}`" for m in cols], rows)
             out.append("")
 
     if results.get("sweep"):
         out += ["## Layer sweep (Procrustes, centered test cosine, mean over trials)", ""]
         for key, s in results["sweep"]["pairs"].items():
             b = s["best"]
+            ineligible = [(ls, lt) for ls, row in zip(s["layers_source"], s["eligible"])
+                          for lt, ok in zip(s["layers_target"], row) if not ok]
+            if ineligible:
+                zeros = results["sweep"].get("zero_vectors", {})
+                out.append(f"Layer pairs involving a layer with zero steering vectors ({zeros}) are scored on the "
+                           f"remaining pairs only and are not eligible as best ({len(ineligible)} cells).")
+                out.append("")
             out.append(f"**{s['source']} → {s['target']}** (k = {s['k']}): best layers {b['layer_source']} → "
                        f"{b['layer_target']}, centered {b['test_centered']:.3f} (raw {b['test']:.3f}); best by raw "
                        f"cosine: {s['best_raw']['layer_source']} → {s['best_raw']['layer_target']} "
@@ -88,6 +93,14 @@ def markdown(results: dict[str, Any]) -> str:
             out += _table(header, rows)
             out.append("")
     return "\n".join(out) + "\n"
+
+
+def rewrite_markdown(results_json: str | Path) -> Path:
+    """Re-render results.md next to an existing results.json."""
+    path = Path(results_json)
+    md = path.with_name("results.md")
+    md.write_text(markdown(json.loads(path.read_text())))
+    return md
 
 
 def write_results(results: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
