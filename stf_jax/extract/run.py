@@ -238,10 +238,15 @@ def _progress(total: int, desc: str, enabled: bool):
     return bar
 
 
-def _barrier(name: str) -> None:
+def _barrier(name: str, timeout_s: int = 24 * 3600) -> None:
+    """All processes meet here. Processes can arrive minutes apart (uneven chunk shares, a busy
+    host), longer than gloo's 30 s context set-up allows, so they first wait at the coordination
+    service's barrier (generous timeout), then synchronise their devices over the collectives."""
     if jax.process_count() > 1:
+        from jax._src import distributed
         from jax.experimental import multihost_utils
 
+        distributed.global_state.client.wait_at_barrier(f"stf_jax_{name}", timeout_s * 1000)
         multihost_utils.sync_global_devices(name)
 
 
