@@ -238,7 +238,7 @@ def _progress(total: int, desc: str, enabled: bool):
     return bar
 
 
-def _barrier(name: str, timeout_s: int = 24 * 3600) -> None:
+def _barrier(name: str, timeout_s: int = 6 * 3600) -> None:
     """All processes meet here. Processes can arrive minutes apart (uneven chunk shares, a busy
     host), longer than gloo's 30 s context set-up allows, so they first wait at the coordination
     service's barrier (generous timeout), then synchronise their devices over the collectives."""
@@ -263,10 +263,14 @@ def _extract(mode, models: Sequence[str], out_dir: str | Path, opts: ExtractOpti
     }
     run = RunDir(out_dir)
     pid, nproc = jax.process_index(), jax.process_count()
-    if run.prepare(run_args, opts.overwrite, is_writer=pid == 0):
+    # Process 0 creates (or checks) the directory before the others look at it.
+    complete = run.prepare(run_args, opts.overwrite) if pid == 0 else False
+    _barrier("prepared", timeout_s=600)
+    if pid != 0:
+        complete = run.prepare(run_args, overwrite=False, is_writer=False)
+    if complete:
         print(f"{out_dir}: already complete (manifest.json present); nothing to do")
         return []
-    _barrier("prepared")
 
     n_chunks = -(-mode.n_items // opts.chunk_size)
     bounds = [(c * opts.chunk_size, min((c + 1) * opts.chunk_size, mode.n_items)) for c in range(n_chunks)]
