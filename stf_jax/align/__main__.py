@@ -35,8 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--layer", type=int, default=-6, help="HF hidden-state index for every model, negatives count "
                                                              "from the end [-6]")
     where.add_argument("--layer-sweep", action="store_true",
-                       help="Procrustes for every source layer x target layer (one batched computation), then all "
-                            "methods at the best pair by centered test cosine; needs a run with several layers")
+                       help="Procrustes for every source layer x target layer (one batched computation); the pair "
+                            "with the best centered cosine on the validation slice is then evaluated with every "
+                            "method; needs a run with several layers")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--k", type=int, help="PCA components, common to both models")
     size.add_argument("--variance", type=float, default=0.95,
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first split seed [0]")
     p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share per trait [0.2]")
     p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="share of the training split held out to early-stop adapters [0.1]")
+                   help="share of the training split held out to early-stop adapters and pick the sweep's layer "
+                        "pair [0.1]")
     p.add_argument("--rotation-only", action="store_true", help="Procrustes with det(R) = +1 (no reflections)")
     p.add_argument("--ridge", type=float, default=0.1,
                    help="affine ridge, relative to the mean eigenvalue of the source Gram; 0 = least squares [0.1]")

@@ -44,7 +44,7 @@ class EvalConfig:
       k / variance: PCA components, or the smallest k explaining `variance` of every model's training
         vectors (max over models and trials, so all share one k). Exactly one is used; k wins.
       trials, seed: trial i splits with seed + i. test_fraction: held-out share; val_fraction: share of the
-        training split used to early-stop adapters.
+        training split held out to early-stop adapters and to choose the layer pair of a sweep.
       rotation_only: Procrustes restricted to det(R) = +1.
       ridge: relative ridge of the affine map (0: least squares).
       scramble: methods also fitted on within-trait and cross-trait shuffled training pairs.
@@ -250,33 +250,52 @@ def _sweep(names: list[str], refs: dict[str, ModelRef], load, directions: list[t
     k = _resolve_k(cfg, specs, n_fit, {m: refs[m].d_model for m in names})
     log(f"layer sweep with k={k}: " + ", ".join(f"{m} {len(layers[m])} layers" for m in names))
     t0 = time.perf_counter()
-    proj = {m: map_batched(lambda a: project_trials(fit_pcas(a[0], dev.rows, k, solver=cfg.solver, valid=a[1]), a[0]),
-                           (stacks[m], valid[m]), 4)
-            for m in names}  # Projected [L, T, ...]
+
+    def projected(rows) -> dict:  # Projected [L, T, ...] per model, PCA fitted on `rows`
+        return {m: map_batched(lambda a: project_trials(fit_pcas(a[0], rows, k, solver=cfg.solver, valid=a[1]), a[0]),
+                               (stacks[m], valid[m]), 4) for m in names}
+
+    # the layer pair is chosen on the validation slice (maps fitted on train minus validation), so the test
+    # cosine reported at the chosen pair is not selected on the test rows themselves
+    selection = {}
+    proj = projected(train_rows(trials.fit))
+    for s_name, t_name in directions:
+        selection[(s_name, t_name)] = np.asarray(layer_sweep(
+            proj[s_name], proj[t_name], dev.fit, dev.val, valid[s_name], valid[t_name],
+            rotation_only=cfg.rotation_only)["test_centered"]).mean(-1)
+    proj = projected(dev.rows)
     chosen, record = {}, {}
     for s_name, t_name in directions:
         mats = jax.tree.map(np.asarray, layer_sweep(proj[s_name], proj[t_name], dev.train, dev.test, valid[s_name],
                                                     valid[t_name], rotation_only=cfg.rotation_only))
-        mean_c, mean_raw = mats["test_centered"].mean(-1), mats["test"].mean(-1)
+        mean_c, mean_raw, val_c = mats["test_centered"].mean(-1), mats["test"].mean(-1), selection[(s_name, t_name)]
         # cosines over different row sets do not compare: the best pair is chosen among layer pairs where every
         # pair has a direction in both models (all of them, if no such layer pair exists)
         full = (np.asarray(valid[s_name]).min(1)[:, None] * np.asarray(valid[t_name]).min(1)[None, :]) > 0
         eligible = full if full.any() else np.ones_like(full)
-        i, j = np.unravel_index(np.nanargmax(np.where(eligible, mean_c, -np.inf)), mean_c.shape)
-        ri, rj = np.unravel_index(np.nanargmax(np.where(eligible, mean_raw, -np.inf)), mean_c.shape)
+
+        def argbest(score):
+            return np.unravel_index(np.nanargmax(np.where(eligible, score, -np.inf)), score.shape)
+
+        (i, j), (ti, tj), (ri, rj) = argbest(val_c), argbest(mean_c), argbest(mean_raw)
         best = chosen[(s_name, t_name)] = (layers[s_name][i], layers[t_name][j])
         record[f"{s_name}->{t_name}"] = {
             "source": s_name, "target": t_name, "k": k,
             "layers_source": layers[s_name], "layers_target": layers[t_name],
             **{key: mats[key].mean(-1).tolist() for key in ("test", "test_centered", "train", "scale")},
             "test_centered_std": mats["test_centered"].std(-1, ddof=1 if cfg.trials > 1 else 0).tolist(),
+            "validation_centered": val_c.tolist(),
             "eligible": eligible.tolist(),
-            "best": {"by": "test_centered", "layer_source": best[0], "layer_target": best[1],
-                     "test_centered": float(mean_c[i, j]), "test": float(mean_raw[i, j])},
+            "best": {"by": "validation centered cosine", "layer_source": best[0], "layer_target": best[1],
+                     "validation_centered": float(val_c[i, j]), "test_centered": float(mean_c[i, j]),
+                     "test": float(mean_raw[i, j])},
+            "best_on_test": {"layer_source": layers[s_name][ti], "layer_target": layers[t_name][tj],
+                             "test_centered": float(mean_c[ti, tj])},
             "best_raw": {"layer_source": layers[s_name][ri], "layer_target": layers[t_name][rj],
                          "test": float(mean_raw[ri, rj])},
         }
-        log(f"sweep {s_name}->{t_name}: best layers {best} centered {mean_c[i, j]:.3f}")
+        log(f"sweep {s_name}->{t_name}: best layers {best} (validation centered {val_c[i, j]:.3f}, test centered "
+            f"{mean_c[i, j]:.3f}; the best on test would be {record[f'{s_name}->{t_name}']['best_on_test']})")
     return chosen, {"seconds": time.perf_counter() - t0, "zero_vectors": zeros, "pairs": record}
 
 

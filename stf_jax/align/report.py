@@ -73,7 +73,7 @@ def markdown(results: dict[str, Any]) -> str:
             out.append("")
 
     if results.get("sweep"):
-        out += ["## Layer sweep (Procrustes, centered test cosine, mean over trials)", ""]
+        out += ["## Layer sweep (Procrustes; matrix: centered test cosine, mean over trials)", ""]
         for key, s in results["sweep"]["pairs"].items():
             b = s["best"]
             ineligible = [(ls, lt) for ls, row in zip(s["layers_source"], s["eligible"])
@@ -83,10 +83,12 @@ def markdown(results: dict[str, Any]) -> str:
                 out.append(f"Layer pairs involving a layer with zero steering vectors ({zeros}) are scored on the "
                            f"remaining pairs only and are not eligible as best ({len(ineligible)} cells).")
                 out.append("")
+            bt = s["best_on_test"]
             out.append(f"**{s['source']} → {s['target']}** (k = {s['k']}): best layers {b['layer_source']} → "
-                       f"{b['layer_target']}, centered {b['test_centered']:.3f} (raw {b['test']:.3f}); best by raw "
-                       f"cosine: {s['best_raw']['layer_source']} → {s['best_raw']['layer_target']} "
-                       f"({s['best_raw']['test']:.3f}).")
+                       f"{b['layer_target']} by centered cosine on the validation slice ({b['validation_centered']:.3f}); "
+                       f"test centered {b['test_centered']:.3f} (raw {b['test']:.3f}). Picked on test instead: "
+                       f"{bt['layer_source']} → {bt['layer_target']} ({bt['test_centered']:.3f}); by raw test cosine: "
+                       f"{s['best_raw']['layer_source']} → {s['best_raw']['layer_target']} ({s['best_raw']['test']:.3f}).")
             out.append("")
             header = ["src \\ tgt"] + [str(l) for l in s["layers_target"]]
             rows = [[str(ls)] + [f"{v:.2f}" for v in row] for ls, row in zip(s["layers_source"], s["test_centered"])]
