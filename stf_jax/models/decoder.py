@@ -173,7 +173,10 @@ class Block(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Runs the first `n_run` blocks; returns (per-block collected states, final h, logits|None)."""
+    """Runs blocks [start, n_run); returns (per-block collected states, final h, logits|None).
+
+    start > 0 resumes from `h0`, the residual stream entering block `start` (= hidden_states[start]):
+    steering sweeps compute the shared prefix once and rerun only the blocks after the steered layer."""
 
     cfg: DecoderConfig
     dtype: Any = jnp.float32
@@ -181,13 +184,20 @@ class Decoder(nn.Module):
     collect: Callable | None = None
     logits: bool = False
     last_logits_only: bool = False  # generation: the LM head only at the final position
+    start: int = 0
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask, intervention: Intervention | None = None, cache=None):
+    def __call__(self, input_ids, attention_mask, intervention: Intervention | None = None, cache=None,
+                 h0=None, head_index=None):
         """cache (decoding): {"k", "v": [L, B, T, K, Dh], "index": write offset, "key_mask": [B, T],
-        "positions": [B, S]}; the updated k/v come back as a 5th output."""
+        "positions": [B, S]}; the updated k/v come back as a 5th output.
+        h0: [B, S, D] state entering block `start` (required when start > 0).
+        head_index: [B, C] positions whose logits are computed (the LM head only there)."""
         cfg = self.cfg
         n_run = cfg.n_layers if self.n_run is None else self.n_run
+        start = self.start
+        if (start > 0) != (h0 is not None):
+            raise ValueError("Decoder: give h0 exactly when start > 0")
         precision = jax.lax.Precision.HIGHEST if self.dtype == jnp.float32 else None
         b, s = input_ids.shape
         mask = attention_mask.astype(bool)
@@ -201,9 +211,12 @@ class Decoder(nn.Module):
             key_mask = cache["key_mask"].astype(bool)
 
         embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=self.dtype, param_dtype=self.dtype, name="embed")
-        h = embed(input_ids)
-        if cfg.embed_scale:
-            h = h * jnp.asarray(math.sqrt(cfg.d_model), self.dtype)
+        if h0 is None:
+            h = embed(input_ids)
+            if cfg.embed_scale:
+                h = h * jnp.asarray(math.sqrt(cfg.d_model), self.dtype)
+        else:
+            h = h0.astype(self.dtype)
 
         tables = []
         for spec in cfg.ropes:
@@ -221,29 +234,29 @@ class Decoder(nn.Module):
         if cache is not None:
             shared["cache_index"] = cache["index"]
         per_layer = {
-            "window": jnp.asarray(cfg.layer_window[:n_run], jnp.int32),
-            "rope": jnp.asarray(cfg.layer_rope[:n_run], jnp.int32),
+            "window": jnp.asarray(cfg.layer_window[start:n_run], jnp.int32),
+            "rope": jnp.asarray(cfg.layer_rope[start:n_run], jnp.int32),
         }
         if intervention is not None:
             shared["iv_positions"] = intervention.positions.astype(jnp.float32)
             per_layer["iv"] = {
-                "vectors": intervention.vectors[:n_run],
-                "add": intervention.add[:n_run],
-                "keep": intervention.keep[:n_run],
-                "norm_match": intervention.norm_match[:n_run],
+                "vectors": intervention.vectors[start:n_run],
+                "add": intervention.add[start:n_run],
+                "keep": intervention.keep[start:n_run],
+                "norm_match": intervention.norm_match[start:n_run],
             }
         if cache is not None:
-            per_layer["cache_k"], per_layer["cache_v"] = cache["k"][:n_run], cache["v"][:n_run]
+            per_layer["cache_k"], per_layer["cache_v"] = cache["k"][start:n_run], cache["v"][start:n_run]
 
         collect = self.collect or (lambda x, m: x)
         embedded = collect(h, mask)
-        if n_run > 0:
+        if n_run > start:
             stack = nn.scan(
                 Block,
                 variable_axes={"params": 0},
                 split_rngs={"params": True},
                 in_axes=(0, nn.broadcast),
-                length=n_run,
+                length=n_run - start,
             )(cfg, self.dtype, precision, self.collect, name="layers")
             h, per_block = stack(h, per_layer, shared)
         else:
@@ -257,6 +270,8 @@ class Decoder(nn.Module):
         logits = None
         if self.logits:
             head_in = normed[:, -1:] if self.last_logits_only else normed
+            if head_index is not None:
+                head_in = jnp.take_along_axis(normed, head_index[..., None], axis=1)  # [B, C, D]
             if cfg.tie_embeddings:
                 logits = embed.attend(head_in)
             else:
@@ -284,11 +299,11 @@ def select_hidden_states(cfg: DecoderConfig, layers: tuple[int, ...], embedded, 
     return jnp.stack(out)
 
 
-def slice_layers(params, n_run: int):
-    """Keep the first n_run blocks of the stacked parameters (the forward stops there)."""
+def slice_layers(params, n_run: int, start: int = 0):
+    """Keep blocks [start, n_run) of the stacked parameters (the forward runs only those)."""
     params = dict(params)
     if "layers" in params:
-        params["layers"] = jax.tree_util.tree_map(lambda x: x[:n_run], params["layers"])
+        params["layers"] = jax.tree_util.tree_map(lambda x: x[start:n_run], params["layers"])
     return params
 
 

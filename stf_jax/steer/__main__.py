@@ -1,8 +1,14 @@
-"""python -m stf_jax.steer: steer a model with a vector and compare with the unsteered output.
+r"""python -m stf_jax.steer: steer a model, evaluate steering causally, export vectors.
 
-  python -m stf_jax.steer generate --model gemma3-270m \
-      --vector runs/extract/shipped_layer-6/gemma3-270m/layer_013.safetensors --trait verbosity \
-      --alpha 0.3 "Tell me about the moon."
+  generate  steered and unsteered completions side by side
+      python -m stf_jax.steer generate --model gemma3-270m \
+          --vector runs/shipped_all/gemma3-270m/layer_013.safetensors --trait verbosity \
+          --alpha 0.3 "Tell me about the moon."
+  eval      alpha-sweep propensity curves, native vs transferred vectors, controls, bootstrap CIs
+      python -m stf_jax.steer eval runs/shipped_all --sweep runs/align/sweep/results.json --out runs/steer
+  export    a trait vector as a llama.cpp control-vector GGUF (or safetensors)
+      python -m stf_jax.steer export --vector runs/shipped_all/gemma3-270m/layer_013.safetensors \
+          --trait verbosity --out verbosity.gguf
 """
 
 from __future__ import annotations
@@ -36,13 +42,23 @@ def main(argv=None) -> int:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--chat-template", action="store_true", help="wrap prompts in the model's chat template")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+
+    from .evaluate import add_eval_parser, run_eval
+    from .export import add_export_parser, run_export
+
+    add_eval_parser(sub)
+    add_export_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "eval":
+        return run_eval(args)
+    if args.command == "export":
+        return run_export(args)
 
     import numpy as np
 
     from ..models.generate import generate
     from ..models.loading import load_model
-    from .inject import make_intervention, position_mask
+    from .inject import make_intervention, position_mask, residual_norms
     from .vectors import load_steering_vector
 
     model = load_model(args.model, dtype=args.dtype)
@@ -57,8 +73,8 @@ def main(argv=None) -> int:
     scale = None
     if args.mode == "additive" and args.scale == "mean-norm":
         ids, mask = model.encode(args.prompts)
-        h = np.asarray(model.hidden_states(ids, mask, [layer]))[0]
-        scale = float(np.linalg.norm(h[mask.astype(bool)], axis=-1).mean())
+        total, count = residual_norms(np.asarray(model.hidden_states(ids, mask, [layer]))[0], mask)
+        scale = total / max(count, 1)
 
     def steering(mask):
         return make_intervention(model.config, [layer], vector, args.alpha, position_mask(mask),

@@ -71,3 +71,89 @@ def propensity(model: Model, prompts: Sequence[str], positives: Sequence[str], n
     pos = mean_logprobs(model, prompts, positives, intervention_for, batch_size)
     neg = mean_logprobs(model, prompts, negatives, intervention_for, batch_size)
     return pos - neg
+
+
+# ------------------------------------------------------------------ steering sweeps from a cached prefix
+
+
+def encode_scored(model: Model, prompts: Sequence[str], continuations: Sequence[str], max_tokens: int,
+                  width: int | None = None):
+    """Right-padded rows scoring only the first `max_tokens` continuation tokens, at a fixed width so one
+    compiled program serves every batch: ids/mask [B, W], head_index/target_ids/target_mask [B, max_tokens]
+    (head_index[b, c] is the position whose logits predict continuation token c)."""
+    tok = model.tokenizer
+    rows, starts = [], []
+    for prompt, cont in zip(prompts, continuations):
+        p = tok(prompt, add_special_tokens=True)["input_ids"]
+        c = tok((" " if prompt else "") + cont, add_special_tokens=False)["input_ids"]
+        if not p:  # no BOS and no prompt: the first continuation token has no prefix to be scored from
+            p, c = c[:1], c[1:]
+        rows.append(p + c[:max_tokens])
+        starts.append(len(p))
+    need = max(map(len, rows))
+    width = need if width is None else width
+    if need > width:
+        raise ValueError(f"a prompt + continuation needs {need} tokens, more than the width {width}")
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    b = len(rows)
+    ids = np.full((b, width), pad, np.int32)
+    mask = np.zeros_like(ids)
+    head_index = np.zeros((b, max_tokens), np.int32)
+    target_ids = np.zeros((b, max_tokens), np.int32)
+    target_mask = np.zeros((b, max_tokens), np.float32)
+    for i, (r, s) in enumerate(zip(rows, starts)):
+        ids[i, : len(r)], mask[i, : len(r)] = r, 1
+        n = len(r) - s
+        head_index[i, :n] = np.arange(s - 1, len(r) - 1)
+        target_ids[i, :n] = r[s:]
+        target_mask[i, :n] = 1.0
+    return ids, mask, head_index, target_ids, target_mask
+
+
+@partial(jax.jit, static_argnames=("cfg", "start", "dtype"))
+def scored_logprob_from(params, h, ids, mask, head_index, target_ids, target_mask, *, cfg, start: int, dtype):
+    """Mean log-prob of the target tokens [B], running blocks start.. on h [B, S, D] = hidden_states[start]."""
+    model = decoder.Decoder(cfg, dtype=dtype, logits=True, start=start)
+    p = decoder.slice_layers(params, cfg.n_layers, start)
+    *_, logits = model.apply({"params": p}, ids, mask, None, h0=h, head_index=head_index)
+    logp = jax.nn.log_softmax(logits, axis=-1)  # [B, C, V]
+    token_lp = jnp.take_along_axis(logp, target_ids[..., None], axis=-1)[..., 0]
+    return (token_lp * target_mask).sum(-1) / jnp.maximum(target_mask.sum(-1), 1.0)
+
+
+class PrefixScorer:
+    """Propensity of contrast pairs under additive steering at one layer, for many (vector, alpha).
+
+    The blocks before the steered layer do not depend on the steering vector, so their output is
+    computed once; each (vector, alpha) reruns only the blocks after it. Exact: adding alpha * v at
+    hidden_states[layer] and continuing is what the full steered forward computes (tested).
+    Steering covers every real token (prompt and continuation)."""
+
+    def __init__(self, model: Model, layer: int, prompts: Sequence[str], positives: Sequence[str],
+                 negatives: Sequence[str], max_tokens: int = 16, width: int | None = None):
+        layer = model.resolve_layers([layer])[0]
+        if not 1 <= layer < model.config.n_layers:
+            raise ValueError(f"steer a block output 1..{model.config.n_layers - 1}, not hidden-state index {layer} "
+                             "(0 is the embeddings; the last index is after the final norm)")
+        self.model, self.layer, self.n = model, layer, len(prompts)
+        batch = encode_scored(model, list(prompts) * 2, list(positives) + list(negatives), max_tokens, width)
+        self.ids, self.mask, self.head_index, self.target_ids, self.target_mask = (jnp.asarray(a) for a in batch)
+        self.h = decoder.hidden_states(model.params, self.ids, self.mask, cfg=model.config, layers=(layer,),
+                                       dtype=model.dtype)[0]  # [2P, W, D]
+        self.positions = self.mask.astype(self.h.dtype)[..., None]
+
+    def mean_norm(self) -> tuple[float, int]:
+        """(sum of |h|, token count) over the tokens after the first: pooled into the layer's mean norm."""
+        from .inject import residual_norms
+
+        return residual_norms(np.asarray(self.h), np.asarray(self.mask))
+
+    def propensity(self, vector: np.ndarray | None = None, alpha: float = 0.0) -> np.ndarray:
+        """[P] log P(+|prompt) − log P(−|prompt) with h += alpha * vector at every real token."""
+        h = self.h
+        if vector is not None and alpha != 0.0:
+            h = h + jnp.asarray(alpha * np.asarray(vector, np.float32), h.dtype) * self.positions
+        lp = np.asarray(scored_logprob_from(self.model.params, h, self.ids, self.mask, self.head_index,
+                                            self.target_ids, self.target_mask, cfg=self.model.config,
+                                            start=self.layer, dtype=self.model.dtype))
+        return lp[: self.n] - lp[self.n:]

@@ -1,4 +1,4 @@
-"""Steering vectors from extraction runs (or .npy files): which vector, at which layer."""
+"""Steering vectors from extraction runs, .npy files or exported control vectors: which vector, at which layer."""
 
 from __future__ import annotations
 
@@ -10,26 +10,39 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 
-def load_steering_vector(path: str | Path, trait: str | None = None) -> tuple[np.ndarray, int | None]:
+def load_steering_vector(path: str | Path, trait: str | None = None,
+                         layer: int | None = None) -> tuple[np.ndarray, int | None]:
     """(unit vector [d_model], HF layer index or None).
 
     path: a run's `<model>/layer_<idx>.safetensors` (the mean of its per-pair unit vectors, over the
-    pairs of `trait` when given, then normalised: the seed paper's trait vector) or a `.npy` vector.
+    pairs of `trait` when given, then normalised: the seed paper's trait vector), a `.npy` vector, or
+    an exported control vector (`.gguf`, or `.safetensors` with direction.* tensors; see
+    steer.export). `layer` (HF hidden-state index) picks one of a multi-layer control vector; for a
+    run's layer file it must match the file's layer, and a .npy, which records none, gets it.
     """
+    from .export import is_control_vector_file
+
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: steering vector file not found")
-    if path.suffix == ".npy":
-        vector, layer = np.load(path).astype(np.float32), None
+    if is_control_vector_file(path):
+        vector, layer = _from_control_vector(path, trait, layer)
+    elif path.suffix == ".npy":
+        vector = np.load(path).astype(np.float32)
         if trait:
             raise ValueError("--trait selects pairs inside a run's layer file; a .npy holds one vector")
     elif path.suffix == ".safetensors":
         arrays = load_file(str(path))
         if "vectors" not in arrays:
-            raise ValueError(f"{path}: no 'vectors' array (expected an extraction run's layer file)")
+            raise ValueError(f"{path}: no 'vectors' array and no direction.* tensors (expected an extraction "
+                             "run's layer file or an exported control vector)")
         with safe_open(str(path), "numpy") as f:
             meta = f.metadata() or {}
-        layer = int(meta["layer"]) if "layer" in meta else None
+        file_layer = int(meta["layer"]) if "layer" in meta else None
+        if layer is not None and file_layer is not None and layer != file_layer:
+            raise ValueError(f"{path} holds HF layer {file_layer}, not {layer}; use the run's "
+                             f"layer_{layer:03d}.safetensors, or drop the layer argument")
+        layer = file_layer if file_layer is not None else layer
         rows = arrays["vectors"]
         if trait:
             manifest = path.parent.parent / "manifest.json"
@@ -41,8 +54,28 @@ def load_steering_vector(path: str | Path, trait: str | None = None) -> tuple[np
             rows = rows[traits == trait]
         vector = rows.mean(axis=0)
     else:
-        raise ValueError(f"{path}: expected a run's layer_<idx>.safetensors or a .npy vector")
+        raise ValueError(f"{path}: expected a run's layer_<idx>.safetensors, a .npy vector or an exported "
+                         ".gguf/.safetensors control vector")
     norm = float(np.linalg.norm(vector))
     if not np.isfinite(vector).all() or norm == 0:
         raise ValueError(f"{path}: the steering vector is zero or not finite")
     return (vector / norm).astype(np.float32), layer
+
+
+def _from_control_vector(path: Path, trait: str | None, layer: int | None) -> tuple[np.ndarray, int]:
+    """One direction of an exported control vector: the only one, or the one at HF layer `layer`."""
+    from .export import load_control_vector
+
+    cv = load_control_vector(path)
+    file_trait = cv.metadata.get("stf_jax.trait", "unknown")
+    if trait and trait != file_trait:
+        raise ValueError(f"{path} holds a vector for trait {file_trait!r}, not {trait!r}; an exported vector "
+                         "is already one trait's, so drop --trait or pick that trait's file")
+    if layer is None:
+        if len(cv.directions) > 1:
+            raise ValueError(f"{path} holds directions for HF layers {cv.layers}; pick one with layer= (--layer)")
+        layer = cv.layers[0]
+    elif layer not in cv.directions:
+        raise ValueError(f"{path} has no direction for HF layer {layer} (direction.{layer - 1}); it has HF "
+                         f"layers {cv.layers}")
+    return cv.directions[layer], layer

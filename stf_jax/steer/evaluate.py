@@ -1,0 +1,473 @@
+"""Causal evaluation of transfer: does a transferred vector move the target model like its own vector does?
+
+For each directed pair (source → target) at chosen layers, on one text-disjoint split of the run's pairs:
+  1. trait vectors (mean of the training pairs' unit vectors) in both models;
+  2. maps fitted on the training pairs (`stf_jax.align.transfer`), each carrying the source's trait
+     vectors into the target;
+  3. conditions steered into the target: `native` (its own vectors), one per map method, and the
+     controls `zero_shot` (the source vector zero-padded / truncated, seed 001), `random` (random unit
+     directions, the same norm as every other condition) and `shuffled` (the best map's vectors assigned to
+     the wrong traits);
+  4. an alpha sweep of additive steering (alpha in units of the layer's mean residual norm) scored by
+     propensity on held-out pairs (seed 003): per trait a curve, its slope, and — against the native
+     curve — the slope ratio, Pearson r and MSE (seed 003), with bootstrap intervals over pairs;
+  5. paired bootstrap comparisons of per-pair slopes (seed 004), exactness checks (alpha = 0 and
+     self-injection reproduce the unsteered model), and generation lengths for verbosity (seed 001).
+
+`python -m stf_jax.steer eval RUN_DIR` is a thin CLI over `evaluate_steering`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..align import adapters as adapters_lib
+from ..align.inputs import AlignInputError, find_models, load_vectors, make_trials, pair_table, zero_rows
+from ..align.transfer import MAP_METHODS, fit_transfer_maps, trait_vectors, unit
+from . import stats
+
+CONTROLS = ("zero_shot", "random", "shuffled")
+
+
+@dataclasses.dataclass(frozen=True)
+class SteerConfig:
+    """Settings of the causal evaluation (recorded in steer_results.json).
+
+    alphas: additive strengths in units of the steered layer's mean |h| (0 is added if missing).
+    pairs_per_trait: held-out pairs scored per trait; traits: a subset (None: all).
+    max_continuation_tokens: propensity scores the first tokens of each side (cost grows with it).
+    methods: alignment methods whose transferred vectors are steered; controls: any of CONTROLS.
+    k: PCA components for procrustes (capped by the training rows); ridge, adapter: as in alignment.
+    generation_trait / generation_prompts / max_new_tokens / generation_alpha: the seed-001 length check
+    (alpha defaults to the largest alpha); chat_template: wrap generation prompts in the model's template.
+    """
+
+    alphas: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)
+    pairs_per_trait: int = 5
+    traits: tuple[str, ...] | None = None
+    max_continuation_tokens: int = 16
+    methods: tuple[str, ...] = ("procrustes", "affine", "linear")
+    controls: tuple[str, ...] = CONTROLS
+    k: int = 256
+    ridge: float = 0.1
+    adapter: adapters_lib.AdapterConfig = adapters_lib.AdapterConfig()
+    seed: int = 0
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    bootstrap: int = 1000
+    generation_trait: str | None = "verbosity"
+    generation_prompts: int = 6
+    max_new_tokens: int = 40
+    generation_alpha: float | None = None
+    chat_template: bool = True
+    self_injection_pairs: int = 3
+
+    def __post_init__(self):
+        bad = sorted(set(self.methods) - set(MAP_METHODS))
+        if bad:
+            raise ValueError(f"unknown steering method(s) {bad}; choose from {list(MAP_METHODS)}")
+        bad = sorted(set(self.controls) - set(CONTROLS))
+        if bad:
+            raise ValueError(f"unknown control(s) {bad}; choose from {list(CONTROLS)}")
+        if len(set(self.alphas)) < 2:
+            raise ValueError("give at least two distinct alphas for a steering curve")
+        if self.pairs_per_trait < 2:
+            raise ValueError("pairs_per_trait must be >= 2 (intervals resample pairs)")
+
+    @property
+    def alpha_grid(self) -> np.ndarray:
+        return np.unique(np.asarray(tuple(self.alphas) + (0.0,), np.float64))
+
+
+def layers_from_sweep(sweep_results: str | Path | dict, n_layers: dict[str, int]) -> dict[tuple[str, str], tuple[int, int]]:
+    """Best steerable layer pair per direction from an alignment sweep (validation centered cosine).
+
+    Only block outputs 1..n_layers-1 are steerable (the last hidden state is after the final norm), so
+    the best eligible cell among those is taken."""
+    res = json.loads(Path(sweep_results).read_text()) if not isinstance(sweep_results, dict) else sweep_results
+    if not res.get("sweep"):
+        raise AlignInputError(f"{sweep_results}: no layer sweep in these results (python -m stf_jax.align --layer-sweep)")
+    out = {}
+    for s in res["sweep"]["pairs"].values():
+        ls, lt = np.asarray(s["layers_source"]), np.asarray(s["layers_target"])
+        score = np.asarray(s.get("validation_centered", s["test_centered"]), np.float64)
+        ok = np.asarray(s["eligible"], bool)
+        ok &= ((ls >= 1) & (ls < n_layers[s["source"]]))[:, None] & ((lt >= 1) & (lt < n_layers[s["target"]]))[None, :]
+        if not ok.any():
+            raise AlignInputError(f"sweep {s['source']}->{s['target']}: no steerable layer pair was swept")
+        i, j = np.unravel_index(np.nanargmax(np.where(ok, score, -np.inf)), score.shape)
+        out[(s["source"], s["target"])] = (int(ls[i]), int(lt[j]))
+    return out
+
+
+# ---------------------------------------------------------------- vectors per condition
+
+
+def condition_vectors(x_s: np.ndarray, x_t: np.ndarray, traits: Sequence[str], w_train: np.ndarray,
+                      w_val: np.ndarray, cfg: SteerConfig) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+    """{condition: {trait: unit vector [d_t]}} and notes (cosines to native, the shuffle's source)."""
+    names = list(dict.fromkeys(traits))
+    src, tgt = trait_vectors(x_s, w_train, traits), trait_vectors(x_t, w_train, traits)
+    maps = fit_transfer_maps(x_s, x_t, w_train, w_val, cfg.methods, k=cfg.k, ridge=cfg.ridge, adapter=cfg.adapter,
+                             seed=cfg.seed)
+    stacked = np.stack([src[t] for t in names])
+    conds = {"native": {t: unit(tgt[t]) for t in names}}
+    for m in cfg.methods:
+        out = maps[m](stacked)
+        conds[m] = {t: unit(v) for t, v in zip(names, out)}
+    cos = {c: {t: float(conds[c][t] @ conds["native"][t]) for t in names} for c in conds}
+    notes: dict[str, Any] = {}
+    if "zero_shot" in cfg.controls:
+        conds["zero_shot"] = {t: unit(v) for t, v in zip(names, maps["identity"](stacked))}
+    if "random" in cfg.controls:
+        rng = np.random.default_rng([cfg.seed, 7])
+        conds["random"] = {t: unit(rng.standard_normal(x_t.shape[1])) for t in names}
+    if "shuffled" in cfg.controls and cfg.methods:
+        best = max(cfg.methods, key=lambda m: np.mean(list(cos[m].values())))
+        rng = np.random.default_rng([cfg.seed, 11])
+        perm = rng.permutation(len(names))
+        while len(names) > 1 and (perm == np.arange(len(names))).any():  # a derangement: every trait moves
+            perm = rng.permutation(len(names))
+        conds["shuffled"] = {t: conds[best][names[p]] for t, p in zip(names, perm)}
+        notes["shuffled_from"] = best
+        notes["shuffled_assignment"] = {t: names[p] for t, p in zip(names, perm)}
+    for c in conds:
+        cos.setdefault(c, {t: float(conds[c][t] @ conds["native"][t]) for t in names})
+    notes["cosine_to_native"] = cos
+    return conds, notes
+
+
+# ---------------------------------------------------------------- curves and their statistics
+
+
+def _trait_stats(alphas: np.ndarray, curves: np.ndarray, n_boot: int, seed: int) -> dict[str, Any]:
+    """curves: [A, P] propensity per alpha and pair."""
+    per_pair = stats.slopes(alphas, curves)
+    mean_curve = curves.mean(1)
+    return {"curve": stats.curve_ci(curves, n_boot, seed), "slope": stats.mean_ci(per_pair, n_boot, seed),
+            "monotonic": bool(np.all(np.diff(mean_curve) > 0)), "n_pairs": int(curves.shape[1])}
+
+
+def _versus_native(alphas, curves: np.ndarray, native: np.ndarray) -> dict[str, float]:
+    m, n = curves.mean(1), native.mean(1)
+    s_c, s_n = float(stats.slopes(alphas, m[:, None])[0]), float(stats.slopes(alphas, n[:, None])[0])
+    return {"slope_ratio": s_c / s_n if s_n != 0 else float("nan"), "pearson_r": stats.pearson(m, n),
+            "mse": float(np.mean((m - n) ** 2))}
+
+
+def summarize_direction(alphas: np.ndarray, curves: dict[str, dict[str, np.ndarray]], cfg: SteerConfig,
+                        kinds: dict[str, str], cos: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """curves: {condition: {trait: [A, P]}} (the same pairs in every condition) -> conditions + comparisons."""
+    traits = list(curves["native"])
+    out: dict[str, Any] = {}
+    pair_slopes, groups = {}, None
+    for c, per_trait in curves.items():
+        rows = {}
+        for i, t in enumerate(traits):
+            rows[t] = _trait_stats(alphas, per_trait[t], cfg.bootstrap, cfg.seed + i)
+            rows[t].update(_versus_native(alphas, per_trait[t], curves["native"][t]))
+            rows[t]["cosine_to_native"] = cos.get(c, {}).get(t, float("nan"))
+        pair_slopes[c] = np.concatenate([stats.slopes(alphas, per_trait[t]) for t in traits])
+        if groups is None:
+            groups = np.concatenate([np.full(per_trait[t].shape[1], i) for i, t in enumerate(traits)])
+        native_all = pair_slopes["native"] if "native" in pair_slopes else None
+        summary = {key: stats.mean_ci(np.array([rows[t][key] for t in traits]), cfg.bootstrap, cfg.seed)
+                   for key in ("pearson_r", "mse", "slope_ratio")}
+        summary["slope"] = stats.mean_ci(pair_slopes[c], cfg.bootstrap, cfg.seed, groups)
+        if native_all is not None:
+            a, b = pair_slopes[c], native_all
+            # pooled effect ratio: mean slope / mean native slope, pairs resampled within traits
+            summary["effect_ratio"] = stats.bootstrap(lambda ix: a[ix].mean() / b[ix].mean(), len(a), cfg.bootstrap,
+                                                      cfg.seed, groups)
+        summary["n_monotonic"] = int(sum(rows[t]["monotonic"] for t in traits))
+        summary["n_positive_slope"] = int(sum(rows[t]["slope"]["lo"] > 0 for t in traits))
+        out[c] = {"kind": kinds[c], "method": c if kinds[c] == "transferred" else None, "traits": rows,
+                  "summary": summary}
+    comparisons = []
+    transferred = [c for c in curves if kinds[c] == "transferred"]
+    pairs = [(c, ref) for c in transferred for ref in ("native", "zero_shot", "random", "shuffled") if ref in curves]
+    pairs += [(c, "random") for c in ("native", "zero_shot") if c in curves and "random" in curves]
+    for a_name, b_name in pairs:
+        diff = pair_slopes[a_name] - pair_slopes[b_name]
+        comparisons.append({"a": a_name, "b": b_name, "metric": "slope",
+                            "delta": stats.mean_ci(diff, cfg.bootstrap, cfg.seed, groups), "n": int(len(diff))})
+    return {"conditions": out, "comparisons": comparisons}
+
+
+def in_model_summary(alphas, native: dict[str, np.ndarray], cfg: SteerConfig) -> dict[str, Any]:
+    """Seed 001's first check: do the model's own vectors move propensity monotonically with alpha?"""
+    traits = list(native)
+    rows = {t: _trait_stats(alphas, native[t], cfg.bootstrap, cfg.seed + i) for i, t in enumerate(traits)}
+
+    def count_positive(ix_per_trait):
+        return sum(stats.slopes(alphas, native[t][:, ix]).mean() > 0 for t, ix in zip(traits, ix_per_trait))
+
+    rng = np.random.default_rng(cfg.seed)
+    boot = [count_positive([rng.integers(0, native[t].shape[1], native[t].shape[1]) for t in traits])
+            for _ in range(cfg.bootstrap)]
+    return {"traits": rows, "n_traits": len(traits),
+            "n_monotonic": int(sum(r["monotonic"] for r in rows.values())),
+            "n_positive_slope": int(sum(r["slope"]["lo"] > 0 for r in rows.values())),
+            "n_slope_above_zero": stats.interval(np.array(boot, np.float64),
+                                                 sum(r["slope"]["mean"] > 0 for r in rows.values()))}
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def _eval_rows(table, test: np.ndarray, traits: Sequence[str], per_trait: int, seed: int) -> dict[str, np.ndarray]:
+    """Held-out rows per trait (a seeded choice, sorted)."""
+    rng = np.random.default_rng([seed, 3])
+    all_traits = np.asarray(table.traits)
+    out = {}
+    for t in traits:
+        rows = np.nonzero((test > 0) & (all_traits == t))[0]
+        if len(rows) < 2:
+            raise AlignInputError(f"trait {t!r} has {len(rows)} held-out pair(s); need >= 2")
+        out[t] = np.sort(rng.choice(rows, min(per_trait, len(rows)), replace=False))
+    return out
+
+
+def _exactness(model, layer: int, pairs, n: int) -> dict[str, float]:
+    """alpha = 0 through the intervention path, and self-injection (the last prompt token's state replaced by
+    itself, one pair at a time): both must reproduce the unsteered log-probs."""
+    import jax.numpy as jnp
+
+    from ..models import decoder
+    from .inject import make_intervention, position_mask
+    from .propensity import encode_continuations, mean_logprobs
+
+    pairs = list(pairs)[:n]
+    prompts, conts = [p.prompt for p in pairs], [p.positive for p in pairs]
+    plain = mean_logprobs(model, prompts, conts)
+    zero = mean_logprobs(model, prompts, conts, lambda m: make_intervention(
+        model.config, [layer], np.ones(model.config.d_model, np.float32), 0.0, position_mask(m)))
+    diffs = []
+    for prompt, cont, ref in zip(prompts, conts, plain):
+        ids, mask, _ = encode_continuations(model, [prompt], [cont])
+        h = np.asarray(decoder.hidden_states(model.params, jnp.asarray(ids), jnp.asarray(mask), cfg=model.config,
+                                             layers=(layer,), dtype=model.dtype))[0, 0]
+        last = len(model.tokenizer(prompt, add_special_tokens=True)["input_ids"]) - 1
+        pos = np.zeros_like(mask, np.float32)
+        pos[0, last] = 1.0
+        iv = make_intervention(model.config, [layer], h[last], 1.0, pos, mode="replace")
+        got = mean_logprobs(model, [prompt], [cont], lambda m, iv=iv: iv)[0]
+        diffs.append(abs(float(got) - float(ref)))
+    return {"alpha0_max_abs_diff": float(np.abs(zero - plain).max()), "self_injection_max_abs_diff": max(diffs),
+            "n_pairs": len(pairs)}
+
+
+def _generation(model, layer: int, prompts: Sequence[str], conds: dict[str, dict[str, np.ndarray]], trait: str,
+                alpha: float, scale: float, cfg: SteerConfig) -> dict[str, Any]:
+    """Seed 001: output length (words) under +alpha and -alpha steering, per condition, vs unsteered."""
+    from ..models.generate import generate
+    from .inject import make_intervention, position_mask
+
+    chat = cfg.chat_template and getattr(model.tokenizer, "chat_template", None) is not None
+    common = dict(max_new_tokens=cfg.max_new_tokens, chat_template=chat)
+    plain = generate(model, list(prompts), **common)
+    base = np.array([len(t.split()) for t in plain], np.float64)
+    out = {"trait": trait, "alpha": alpha, "max_new_tokens": cfg.max_new_tokens, "chat_template": chat,
+           "n_prompts": len(prompts), "unsteered": {"mean_length": stats.mean_ci(base, cfg.bootstrap, cfg.seed)},
+           "conditions": {}, "examples": {"prompt": prompts[0], "unsteered": plain[0]}}
+    for c, vecs in conds.items():
+        row = {}
+        for sign in (1.0, -1.0):
+            texts = generate(model, list(prompts), intervention_for=lambda m, v=vecs[trait], a=sign * alpha:
+                             make_intervention(model.config, [layer], v, a, position_mask(m), scale=scale), **common)
+            lengths = np.array([len(t.split()) for t in texts], np.float64)
+            key = "plus" if sign > 0 else "minus"
+            row[f"mean_length_{key}"] = stats.mean_ci(lengths, cfg.bootstrap, cfg.seed)
+            row[f"delta_{key}"] = stats.mean_ci(lengths - base, cfg.bootstrap, cfg.seed)
+            if c == "native" or c in cfg.methods[:1]:
+                out["examples"][f"{c}_{key}"] = texts[0]
+        row["mean_length"] = row["mean_length_plus"]
+        out["conditions"][c] = row
+    return out
+
+
+def evaluate_steering(run_dir: str | Path, cfg: SteerConfig = SteerConfig(),
+                      layers: dict[tuple[str, str], tuple[int, int]] | None = None, layer: int = -6,
+                      directions: Sequence[tuple[str, str]] | None = None, models: dict | None = None,
+                      out_dir: str | Path | None = None, log=print) -> dict[str, Any]:
+    """Run the causal evaluation over the directed model pairs of an extraction run.
+
+    layers: {(source, target): (layer_source, layer_target)} (e.g. `layers_from_sweep`); otherwise `layer`
+    (an HF index, negatives from the end) in both models. models: preloaded {name: Model} (else loaded by
+    name). out_dir: also save every condition's vectors there (`vectors/<source>__to__<target>.npz`)."""
+    from ..models.loading import load_model
+    from .propensity import PrefixScorer
+
+    t_start = time.perf_counter()
+    refs = find_models([run_dir])
+    names = sorted(refs)
+    if directions is None:
+        directions = [(s, t) for s in names for t in names if s != t]
+    for s, t in directions:
+        for m in (s, t):
+            if m not in refs:
+                raise AlignInputError(f"model {m!r} is not in {run_dir}; it has {names}")
+    table, orders = pair_table([refs[m] for m in names])
+    traits = list(cfg.traits) if cfg.traits else list(table.trait_names)
+    missing = sorted(set(traits) - set(table.trait_names))
+    if missing:
+        raise AlignInputError(f"trait(s) {missing} are not in the run; it has {list(table.trait_names)}")
+    alphas = cfg.alpha_grid
+    models = dict(models or {})
+    results: dict[str, Any] = {
+        "stf_jax": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run_dir": str(run_dir),
+        "config": {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "adapter"},
+                   "adapter": dataclasses.asdict(cfg.adapter), "mode": "additive", "scale": "mean-norm"},
+        "alphas": alphas.tolist(), "traits": traits, "models": {}, "directions": []}
+    native_by_target: dict[str, tuple[int, dict]] = {}
+
+    for s_name, t_name in directions:
+        t0 = time.perf_counter()
+        ls, lt = (layers or {}).get((s_name, t_name)) or (refs[s_name].resolve_layer(layer),
+                                                          refs[t_name].resolve_layer(layer))
+        x_s = load_vectors(refs[s_name], ls, orders[refs[s_name].run_dir])
+        x_t = load_vectors(refs[t_name], lt, orders[refs[t_name].run_dir])
+        excluded = zero_rows(x_s) | zero_rows(x_t)
+        trials = make_trials(table, 1, cfg.seed, cfg.test_fraction, cfg.val_fraction, exclude=excluded)
+        w_train, w_val, test = trials.train[0], trials.val[0], trials.test[0]
+        keep = np.isin(np.asarray(table.traits), traits)
+        conds, notes = condition_vectors(x_s[keep], x_t[keep], np.asarray(table.traits)[keep], w_train[keep],
+                                         w_val[keep], cfg)
+        kinds = {c: "native" if c == "native" else ("transferred" if c in cfg.methods else "control") for c in conds}
+        log(f"{s_name}->{t_name} (layers {ls}->{lt}): cosine to native "
+            + ", ".join(f"{c} {np.mean(list(v.values())):.3f}" for c, v in notes["cosine_to_native"].items()))
+
+        if t_name not in models:
+            models[t_name] = load_model(t_name)
+        model = models[t_name]
+        rows = _eval_rows(table, test, traits, cfg.pairs_per_trait, cfg.seed)
+        pairs = {t: [table.pairs[i] for i in r] for t, r in rows.items()}
+        scorers = {}
+        width = 0
+        for t, ps in pairs.items():  # one width for every trait: one compiled program per model
+            from .propensity import encode_scored
+            ids = encode_scored(model, [p.prompt for p in ps] * 2, [p.positive for p in ps] + [p.negative for p in ps],
+                                cfg.max_continuation_tokens)[0]
+            width = max(width, ids.shape[1])
+        width = int(np.ceil(width / 16) * 16)
+        norm_sum, norm_count = 0.0, 0
+        for t, ps in pairs.items():
+            scorers[t] = PrefixScorer(model, lt, [p.prompt for p in ps], [p.positive for p in ps],
+                                      [p.negative for p in ps], cfg.max_continuation_tokens, width)
+            a, b = scorers[t].mean_norm()
+            norm_sum, norm_count = norm_sum + a, norm_count + b
+        scale = norm_sum / norm_count  # the layer's mean residual norm over the scored tokens
+
+        base = {t: scorers[t].propensity() for t in traits}
+        curves: dict[str, dict[str, np.ndarray]] = {c: {} for c in conds}
+        todo = len(conds) * len(traits)
+        done = 0
+        for c, vecs in conds.items():
+            for t in traits:
+                rows_a = [base[t] if a == 0 else scorers[t].propensity(vecs[t] * scale, float(a)) for a in alphas]
+                curves[c][t] = np.stack(rows_a)  # [A, P]
+                done += 1
+            log(f"  {c}: {done}/{todo} trait sweeps ({time.perf_counter() - t0:.0f}s)")
+        entry = {"source": s_name, "target": t_name, "layer_source": ls, "layer_target": lt,
+                 "mean_norm": scale, "n_train": int(w_train.sum()), "pairs": {t: [table.pair_ids[i] for i in r]
+                                                                               for t, r in rows.items()},
+                 **summarize_direction(alphas, curves, cfg, kinds, notes["cosine_to_native"]),
+                 "shuffled_from": notes.get("shuffled_from"),
+                 "exactness": _exactness(model, lt, [p for ps in pairs.values() for p in ps], cfg.self_injection_pairs)}
+        gen_trait = cfg.generation_trait
+        if gen_trait and gen_trait in traits:
+            gen_rows = np.nonzero((test > 0) & (np.asarray(table.traits) == gen_trait))[0][: cfg.generation_prompts]
+            prompts = [table.pairs[i].prompt for i in gen_rows]
+            gen_conds = {c: v for c, v in conds.items() if c != "shuffled"}
+            alpha_gen = cfg.generation_alpha if cfg.generation_alpha is not None else float(max(alphas))
+            entry["generation"] = _generation(model, lt, prompts, gen_conds, gen_trait, alpha_gen, scale, cfg)
+        entry["seconds"] = time.perf_counter() - t0
+        results["directions"].append(entry)
+        native_by_target.setdefault(t_name, (lt, scale, curves["native"]))
+        if out_dir is not None:
+            path = Path(out_dir) / "vectors" / f"{s_name}__to__{t_name}.npz"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **{f"{c}/{t}": v for c, vecs in conds.items() for t, v in vecs.items()},
+                     layer_source=ls, layer_target=lt)
+            entry["vectors"] = str(path.relative_to(out_dir))
+        summ = entry["conditions"]
+        log(f"{s_name}->{t_name}: slope native {summ['native']['summary']['slope']['mean']:.3f}; "
+            + ", ".join(f"{c} ratio {summ[c]['summary'].get('effect_ratio', {}).get('mean', float('nan')):.2f} "
+                        f"r {summ[c]['summary']['pearson_r']['mean']:.2f}" for c in summ if c != "native")
+            + f"  ({entry['seconds']:.0f}s)")
+
+    for t_name, (lt, scale, native) in native_by_target.items():
+        results["models"][t_name] = {"layer": lt, "mean_norm": scale, "in_model": in_model_summary(alphas, native, cfg)}
+        im = results["models"][t_name]["in_model"]
+        log(f"in-model {t_name} (layer {lt}): monotonic {im['n_monotonic']}/{im['n_traits']}, slope CI above 0 "
+            f"{im['n_positive_slope']}/{im['n_traits']}")
+    results["seconds"] = time.perf_counter() - t_start
+    return results
+
+
+# ---------------------------------------------------------------- CLI (python -m stf_jax.steer eval)
+
+
+def add_eval_parser(subparsers):
+    p = subparsers.add_parser(
+        "eval", help="alpha-sweep propensity: native vs transferred vectors, controls, bootstrap CIs",
+        description="Steer each target model with its own trait vectors, with vectors transferred from the other "
+                    "model by each alignment method, and with controls; write steer_results.json/.md and curves.csv.")
+    p.add_argument("run_dir", help="an extraction run with >= 2 models (python -m stf_jax.extract)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--sweep", help="an alignment results.json with a layer sweep: use its best steerable layers")
+    where.add_argument("--layer", type=int, default=-6, help="HF hidden-state index in both models [-6]")
+    p.add_argument("--source", help="only this source model"), p.add_argument("--target", help="only this target")
+    p.add_argument("--alphas", type=float, nargs="+", default=list(SteerConfig.alphas),
+                   help="strengths in units of the layer's mean |h| [-0.2 -0.1 0 0.1 0.2]")
+    p.add_argument("--pairs-per-trait", type=int, default=SteerConfig.pairs_per_trait, help="held-out pairs per trait [5]")
+    p.add_argument("--traits", nargs="+", help="a subset of traits [all]")
+    p.add_argument("--methods", nargs="+", default=list(SteerConfig.methods), choices=list(MAP_METHODS),
+                   help="alignment methods to transfer with [procrustes affine linear]")
+    p.add_argument("--controls", nargs="*", default=list(CONTROLS), choices=list(CONTROLS),
+                   help="controls [zero_shot random shuffled]")
+    p.add_argument("--tokens", type=int, default=SteerConfig.max_continuation_tokens,
+                   help="continuation tokens scored per side [16]")
+    p.add_argument("--k", type=int, default=SteerConfig.k, help="procrustes PCA components [256]")
+    p.add_argument("--bootstrap", type=int, default=SteerConfig.bootstrap, help="bootstrap resamples [1000]")
+    p.add_argument("--generation-trait", default=SteerConfig.generation_trait,
+                   help="trait for the generation-length check, '' to skip [verbosity]")
+    p.add_argument("--generation-prompts", type=int, default=SteerConfig.generation_prompts)
+    p.add_argument("--max-new-tokens", type=int, default=SteerConfig.max_new_tokens)
+    p.add_argument("--seed", type=int, default=0, help="split / sampling seed [0]")
+    p.add_argument("--out", required=True, help="output directory")
+    return p
+
+
+def config_from_args(args) -> SteerConfig:
+    return SteerConfig(alphas=tuple(args.alphas), pairs_per_trait=args.pairs_per_trait,
+                       traits=tuple(args.traits) if args.traits else None,
+                       max_continuation_tokens=args.tokens, methods=tuple(args.methods),
+                       controls=tuple(args.controls), k=args.k, bootstrap=args.bootstrap, seed=args.seed,
+                       generation_trait=args.generation_trait or None, generation_prompts=args.generation_prompts,
+                       max_new_tokens=args.max_new_tokens)
+
+
+def run_eval(args) -> int:
+    from .results import write_steer_results
+
+    cfg = config_from_args(args)
+    refs = find_models([args.run_dir])
+    layers = layers_from_sweep(args.sweep, {m: r.n_layers for m, r in refs.items()}) if args.sweep else None
+    names = sorted(refs)
+    directions = [(s, t) for s in names for t in names
+                  if s != t and (args.source in (None, s)) and (args.target in (None, t))]
+    results = evaluate_steering(args.run_dir, cfg, layers=layers, layer=args.layer, directions=directions,
+                                out_dir=args.out)
+    if args.sweep:
+        results["config"]["layers_from"] = str(args.sweep)
+    for path in write_steer_results(results, args.out):
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,372 @@
+"""Steering vectors out of stf_jax and back: llama.cpp control-vector GGUF, and safetensors.
+
+Both formats hold F32 1-D tensors named `direction.{i}` where i is the 0-based decoder block whose
+output is steered, the convention of repeng's `ControlVector.export_gguf` and llama.cpp's
+`--control-vector`. stf_jax indexes layers as Hugging Face `hidden_states` (hidden_states[i+1] is
+the output of block i), so HF layer L is stored as `direction.{L-1}`.
+
+llama.cpp (`common_control_vector_load_one` in common/common.cpp) refuses a whole file that has a
+`direction.0` tensor ("invalid (zero) direction tensor layer index"): its control-vector buffer
+starts at block 1 (`llama_adapter_cvec` in src/llama-adapter.cpp keeps no tensor for block 0), so
+block 0's output (HF layer 1) cannot be steered there. The GGUF exporter therefore refuses HF
+layer 1; the safetensors exporter allows it. HF layer 0 (the embeddings, which no block produces)
+cannot be written in either format.
+
+Besides `general.architecture = "controlvector"`, `controlvector.model_hint` and
+`controlvector.layer_count` (all llama.cpp and repeng write or read), every file carries
+`stf_jax.*` string keys (layer convention, operation, models, transfer method, trait, norms), so
+the file says by itself what its numbers mean. safetensors metadata is str -> str, so the same
+keys are written there, with layer_count as a decimal string.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+ARCH = "controlvector"
+FORMAT_VERSION = "1"
+LAYER_CONVENTION = "hf_hidden_states_index: direction.i steers hidden_states[i+1] (output of block i)"
+OPERATIONS = ("additive",)
+SUFFIXES = (".gguf", ".safetensors")
+UNKNOWN = "unknown"
+_DIRECTION = re.compile(r"direction\.(\d+)")
+_UNIT_TOL = 1e-4
+# Keys derived from the vectors themselves; a caller may repeat them only with the same value.
+_DERIVED = ("layer_convention", "normalization", "norms", "d_model", "format_version", "version")
+
+
+class ControlVector(NamedTuple):
+    """What an exported file holds: directions keyed by HF hidden-state layer, as stored (F32)."""
+
+    directions: dict[int, np.ndarray]
+    model_hint: str
+    metadata: dict[str, str]
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.directions)
+
+    @property
+    def d_model(self) -> int:
+        return next(iter(self.directions.values())).shape[0]
+
+
+def direction_name(hf_layer: int) -> str:
+    """The tensor name of HF layer L: `direction.{L-1}` (hidden_states[i+1] is block i's output)."""
+    return f"direction.{hf_layer - 1}"
+
+
+def _check_format(path: Path) -> str:
+    if path.suffix not in SUFFIXES:
+        raise ValueError(f"{path}: unknown format {path.suffix!r}; name the file *.gguf (llama.cpp control "
+                         "vector) or *.safetensors")
+    return path.suffix
+
+
+def _checked_directions(directions: dict[int, np.ndarray], fmt: str) -> dict[int, np.ndarray]:
+    """Validated F32 copies in layer order: one d_model, finite, non-zero, layers the format can hold."""
+    if not directions:
+        raise ValueError("no directions to export: pass {hf_layer: vector [d_model]}")
+    out: dict[int, np.ndarray] = {}
+    d_model = None
+    for layer in sorted(directions):
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
+            raise ValueError(f"layer {layer!r}: layers are integer HF hidden-state indices")
+        layer = int(layer)
+        if layer < 1:
+            raise ValueError(f"layer {layer}: HF hidden-state index {layer} is "
+                             f"{'the embedding output, which no block produces' if layer == 0 else 'negative'}; "
+                             "a control vector steers a block's output, HF layers >= 1 (resolve negative "
+                             "indices against the model's n_layers first)")
+        if fmt == ".gguf" and layer == 1:
+            raise ValueError("layer 1: HF layer 1 (output of block 0) would be stored as direction.0, which "
+                             "llama.cpp rejects (common_control_vector_load_one: 'invalid (zero) direction tensor "
+                             "layer index'; its control vectors start at block 1) and then skips the whole file; "
+                             "steer HF layer >= 2, or export to .safetensors, which can hold it")
+        v = np.asarray(directions[layer])
+        if v.ndim != 1:
+            raise ValueError(f"layer {layer}: a direction is one vector [d_model], got shape {v.shape}")
+        if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
+            raise ValueError(f"layer {layer}: dtype {v.dtype} is not numeric")
+        v = np.ascontiguousarray(v, dtype=np.float32)
+        if d_model is None:
+            d_model = v.shape[0]
+        elif v.shape[0] != d_model:
+            raise ValueError(f"layer {layer}: d_model {v.shape[0]} differs from {d_model} of layer {min(out)}; "
+                             "one file holds vectors of one model (transfer them to one model first)")
+        if not np.isfinite(v).all():
+            raise ValueError(f"layer {layer}: the vector has {int((~np.isfinite(v)).sum())} NaN/inf entries; "
+                             "fix its source (e.g. an empty trait selection or a failed transfer)")
+        if not v.any():
+            raise ValueError(f"layer {layer}: the vector is all zeros, which steers nothing; check its source")
+        out[layer] = v
+    return out
+
+
+def _metadata(directions: dict[int, np.ndarray], user: dict[str, str] | None) -> dict[str, str]:
+    """The stf_jax.* keys: caller's (bare or `stf_jax.`-prefixed) plus those derived from the vectors."""
+    from .. import __version__
+
+    given: dict[str, str] = {}
+    for key, value in (user or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise ValueError(f"metadata {key!r}: {value!r}: keys and values must be str (safetensors and the "
+                             "GGUF keys written here are str -> str); convert with str() or json.dumps")
+        bare = key.removeprefix("stf_jax.")
+        if key.startswith(("general.", f"{ARCH}.")):
+            raise ValueError(f"metadata {key!r}: general.* and {ARCH}.* are written by the exporter; use model_hint=")
+        given[bare] = value
+    norms = {layer: float(np.linalg.norm(v.astype(np.float64))) for layer, v in directions.items()}
+    unit = all(abs(n - 1.0) <= _UNIT_TOL for n in norms.values())
+    derived = {
+        "layer_convention": LAYER_CONVENTION,
+        "normalization": "unit" if unit else "none",
+        "norms": json.dumps({str(k): round(n, 6) for k, n in norms.items()}),
+        "d_model": str(next(iter(directions.values())).shape[0]),
+        "format_version": FORMAT_VERSION,
+        "version": __version__,
+    }
+    for key in _DERIVED:
+        if key in given and given[key] != derived[key]:
+            raise ValueError(f"metadata stf_jax.{key} = {given[key]!r} disagrees with the vectors "
+                             f"({derived[key]!r}); it is derived on export, drop it from metadata")
+    source = given.get("source_model", UNKNOWN)
+    target = given.get("target_model", source)
+    method = given.get("transfer_method")
+    if method is None:
+        if target != source:
+            raise ValueError(f"target_model {target!r} differs from source_model {source!r}: say how the vector "
+                             "was transferred with metadata transfer_method (e.g. 'procrustes'), or 'native'")
+        method = "native"
+    operation = given.get("operation", "additive")
+    if operation not in OPERATIONS:
+        raise ValueError(f"operation {operation!r}: llama.cpp control vectors are added to the block output; "
+                         f"only {OPERATIONS} can be exported")
+    meta = {**given, "operation": operation, "source_model": source, "target_model": target,
+            "transfer_method": method, "trait": given.get("trait", UNKNOWN),
+            "scale": given.get("scale", "1.0 (stored as computed; llama.cpp adds strength * direction, so the "
+                                        "strength is in residual-stream units: stf_jax --alpha a with --scale "
+                                        "mean-norm corresponds to strength a * mean |h| at that layer)"),
+            **derived}
+    return {f"stf_jax.{k}": v for k, v in sorted(meta.items())}
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def export_control_vector(path: str | Path, directions: dict[int, np.ndarray], *, model_hint: str,
+                          metadata: dict[str, str] | None = None) -> Path:
+    """Write `directions` ({HF layer: [d_model] vector}) as `direction.{layer-1}` F32 tensors.
+
+    The suffix picks the format: `.gguf` is a llama.cpp control vector (llama-cli/llama-server
+    `--control-vector FILE`, `--control-vector-scaled FILE STRENGTH`), `.safetensors` the same
+    tensors and keys for Python tools. `model_hint` is the HF model_type family ("llama",
+    "gemma3"); llama.cpp does not check it, so it is the reader's only clue which model the
+    vectors fit. `metadata` keys (bare or `stf_jax.`-prefixed): source_model, target_model,
+    transfer_method (default "native"), trait, operation ("additive"), scale, and any others.
+    The write is atomic (temporary name, then rename).
+    """
+    path = Path(path)
+    fmt = _check_format(path)
+    if not isinstance(model_hint, str) or not model_hint.strip():
+        raise ValueError("model_hint is empty: pass the model's HF model_type (e.g. 'llama', 'gemma3')")
+    dirs = _checked_directions(directions, fmt)
+    meta = {"general.architecture": ARCH, f"{ARCH}.model_hint": model_hint,
+            f"{ARCH}.layer_count": str(len(dirs)), **_metadata(dirs, metadata)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        if fmt == ".gguf":
+            _write_gguf(tmp, dirs, meta)
+        else:
+            from safetensors.numpy import save_file
+
+            save_file({direction_name(k): v for k, v in dirs.items()}, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write_gguf(path: Path, dirs: dict[int, np.ndarray], meta: dict[str, str]) -> None:
+    """As repeng's export_gguf: arch "controlvector", model_hint, uint32 layer_count, then tensors."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), ARCH)  # writes general.architecture itself
+    writer.add_string(f"{ARCH}.model_hint", meta[f"{ARCH}.model_hint"])
+    writer.add_uint32(f"{ARCH}.layer_count", len(dirs))
+    for key, value in meta.items():
+        if key.startswith("stf_jax."):
+            writer.add_string(key, value)
+    for layer, v in dirs.items():
+        writer.add_tensor(direction_name(layer), v, raw_dtype=gguf.GGMLQuantizationType.F32)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _layer_of(name: str, path: Path) -> int:
+    """HF layer of a `direction.{i}` tensor name (i + 1)."""
+    match = _DIRECTION.fullmatch(name)
+    if not match:
+        raise ValueError(f"{path}: tensor {name!r} is not direction.<block index>; a control vector holds only "
+                         "direction.* tensors (llama.cpp rejects such a file too)")
+    return int(match.group(1)) + 1
+
+
+def _checked_loaded(path: Path, layer: int, v: np.ndarray, dtype_ok: bool, dirs: dict) -> np.ndarray:
+    if not dtype_ok:
+        raise ValueError(f"{path}: {direction_name(layer)} is not F32; control vectors are F32 (llama.cpp "
+                         "rejects other types); re-export it")
+    if v.ndim != 1:
+        raise ValueError(f"{path}: {direction_name(layer)} has shape {tuple(v.shape)}, expected [d_model]")
+    if layer in dirs:
+        raise ValueError(f"{path}: two tensors for {direction_name(layer)}")
+    if dirs and v.shape[0] != next(iter(dirs.values())).shape[0]:
+        raise ValueError(f"{path}: {direction_name(layer)} has d_model {v.shape[0]}, other directions "
+                         f"{next(iter(dirs.values())).shape[0]}")
+    return v
+
+
+def load_control_vector(path: str | Path) -> ControlVector:
+    """Read a control vector written here, by repeng or by llama.cpp's cvector-generator.
+
+    Directions come back keyed by HF layer (`direction.{i}` -> i + 1), exactly as stored (F32).
+    Files without stf_jax metadata (plain llama.cpp/repeng files) load too; their metadata holds
+    only what the file has.
+    """
+    path = Path(path)
+    fmt = _check_format(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: control vector file not found")
+    dirs: dict[int, np.ndarray] = {}
+    if fmt == ".gguf":
+        import gguf
+
+        reader = gguf.GGUFReader(str(path))
+        meta = {k: str(f.contents()) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+        arch = meta.get("general.architecture")
+        if arch is not None and arch != ARCH:
+            raise ValueError(f"{path}: general.architecture is {arch!r}, not {ARCH!r}: this is a model GGUF, not "
+                             "a control vector")
+        for t in reader.tensors:
+            layer = _layer_of(t.name, path)
+            data = np.array(t.data, dtype=np.float32, copy=True)
+            dirs[layer] = _checked_loaded(path, layer, data, t.tensor_type == gguf.GGMLQuantizationType.F32, dirs)
+        del reader
+    else:
+        from safetensors import safe_open
+
+        with safe_open(str(path), "numpy") as f:
+            meta = dict(f.metadata() or {})
+            names = list(f.keys())
+            if "vectors" in names:
+                raise ValueError(f"{path}: an extraction run's layer file (it has 'vectors'), not an exported "
+                                 "control vector; read it with load_steering_vector or export it first")
+            for name in names:
+                layer = _layer_of(name, path)
+                v = f.get_tensor(name)
+                dirs[layer] = _checked_loaded(path, layer, v, v.dtype == np.float32, dirs)
+    if not dirs:
+        raise ValueError(f"{path}: no direction.* tensors (not a control vector)")
+    count = meta.get(f"{ARCH}.layer_count")
+    if count is not None and count != str(len(dirs)):
+        warnings.warn(f"{path}: {ARCH}.layer_count is {count} but the file has {len(dirs)} direction tensors",
+                      stacklevel=2)
+    dirs = dict(sorted(dirs.items()))
+    return ControlVector(dirs, meta.get(f"{ARCH}.model_hint", ""), meta)
+
+
+def is_control_vector_file(path: str | Path) -> bool:
+    """A .gguf, or a .safetensors whose tensors are direction.* (a run's layer file has 'vectors')."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        return True
+    if path.suffix != ".safetensors" or not path.exists():
+        return False
+    from safetensors import safe_open
+
+    with safe_open(str(path), "numpy") as f:
+        names = list(f.keys())
+    return "vectors" not in names and any(_DIRECTION.fullmatch(n) for n in names)
+
+
+# CLI: `python -m stf_jax.steer export` (wired by stf_jax/steer/__main__.py).
+
+def add_export_parser(subparsers) -> argparse.ArgumentParser:
+    """The `export` subcommand on an argparse subparsers object."""
+    exp = subparsers.add_parser(
+        "export", help="write a steering vector as a llama.cpp control vector (.gguf) or .safetensors",
+        description="Write one steering vector (unit norm) as direction.{L-1} for HF layer L, with stf_jax "
+                    "metadata. llama.cpp: llama-cli -m MODEL.gguf --control-vector-scaled OUT.gguf STRENGTH.")
+    exp.add_argument("--vector", required=True,
+                     help="a run's <model>/layer_<idx>.safetensors (with --trait), a .npy (with --layer), or an "
+                          "exported .gguf/.safetensors")
+    exp.add_argument("--trait", help="average only this trait's pair vectors (run layer files)")
+    exp.add_argument("--layer", type=int, help="HF hidden-state index [the vector file's layer; required for .npy]")
+    exp.add_argument("--out", required=True, help="FILE.gguf (llama.cpp control vector) or FILE.safetensors")
+    exp.add_argument("--model-hint", help="HF model_type family, e.g. llama, gemma3 [the run manifest's family]")
+    exp.add_argument("--source-model", help="model the vector was extracted from [the run manifest's model]")
+    exp.add_argument("--target-model", help="model the vector is for [the source model]")
+    exp.add_argument("--method", help="how it was transferred to the target model [native]")
+    exp.add_argument("--operation", default="additive", choices=OPERATIONS, help="injection mode [additive]")
+    return exp
+
+
+def _vector_defaults(path: Path) -> dict[str, str]:
+    """model_hint/source_model (and trait etc.) recorded next to or inside the vector file, if any."""
+    if is_control_vector_file(path) and path.exists():
+        cv = load_control_vector(path)
+        keep = ("source_model", "target_model", "transfer_method", "trait", "operation")
+        found = {k: cv.metadata[f"stf_jax.{k}"] for k in keep if cv.metadata.get(f"stf_jax.{k}", UNKNOWN) != UNKNOWN}
+        return {**found, **({"model_hint": cv.model_hint} if cv.model_hint else {})}
+    manifest = path.parent.parent / "manifest.json"
+    if path.suffix != ".safetensors" or not manifest.exists():
+        return {}
+    for entry in json.loads(manifest.read_text()).get("models", []):
+        if entry.get("slug") == path.parent.name:
+            return {"model_hint": entry.get("family", ""), "source_model": entry.get("name", "")}
+    return {}
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Load the vector (vectors.load_steering_vector), export it, print what was written."""
+    from .vectors import load_steering_vector
+
+    try:
+        path = Path(args.vector)
+        vector, layer = load_steering_vector(path, args.trait, layer=args.layer)
+        if layer is None:
+            raise ValueError(f"{path}: the file records no layer; pass --layer (HF hidden-state index)")
+        found = _vector_defaults(path)
+        model_hint = args.model_hint or found.get("model_hint")
+        if not model_hint:
+            raise ValueError(f"{path}: no run manifest records the model family; pass --model-hint "
+                             "(the HF model_type, e.g. llama, gemma3)")
+        meta = {k: v for k, v in found.items() if k != "model_hint"}
+        models = {"source_model": args.source_model, "target_model": args.target_model, "transfer_method": args.method}
+        if any(v is not None for v in models.values()):  # the file's target/method described other models
+            meta = {k: v for k, v in meta.items() if k not in ("target_model", "transfer_method")}
+        given = {**models, "trait": args.trait, "operation": args.operation}
+        meta.update({k: v for k, v in given.items() if v is not None})
+        out = export_control_vector(args.out, {layer: vector}, model_hint=model_hint, metadata=meta)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    kind = "llama.cpp control vector (GGUF)" if out.suffix == ".gguf" else "safetensors control vector"
+    print(f"wrote {out}: {kind}, HF layer {layer} as {direction_name(layer)}, d_model {vector.shape[0]}, "
+          f"|v| = {float(np.linalg.norm(vector)):.4f}, model_hint {model_hint}, "
+          f"{meta.get('source_model', UNKNOWN)} -> {meta.get('target_model', meta.get('source_model', UNKNOWN))} "
+          f"({meta.get('transfer_method', 'native')})")
+    return 0

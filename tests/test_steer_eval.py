@@ -1,0 +1,173 @@
+"""Causal steering evaluation: the cached-prefix scorer equals the full steered forward and PyTorch, the
+statistics equal NumPy, and the driver recovers a planted exact transfer (ratio 1, r 1) against controls."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import stf_jax
+from conftest import max_rel_error
+from stf_jax.models import decoder
+from stf_jax.steer import make_intervention
+from stf_jax.steer import stats
+from stf_jax.steer.propensity import PrefixScorer
+from test_align import _pairs, write_run
+from test_steer import hooked_reference
+
+PROMPTS = ["Describe the weather.", "Say hi to the team.", "What is a prime?"]
+POS = ["It is sunny and warm today, a fine day.", "Hello everyone, lovely to see you all!", "A number with two divisors."]
+NEG = ["Rain.", "Hi.", "It is a number that only one and itself divide evenly, like seven or thirteen."]
+
+
+def _reference_propensity(model, scorer, logits):
+    """Pos − neg mean log-prob of the scored tokens, from full logits [2P, S, V] (NumPy)."""
+    logp = jax.nn.log_softmax(jnp.asarray(logits), -1)
+    hi, tid, tm = (np.asarray(a) for a in (scorer.head_index, scorer.target_ids, scorer.target_mask))
+    rows = np.arange(len(hi))[:, None]
+    lp = (np.asarray(logp)[rows, hi, tid] * tm).sum(-1) / tm.sum(-1)
+    return lp[: scorer.n] - lp[scorer.n:]
+
+
+@pytest.mark.parametrize("name", ["llama_gqa_untied_rope3", "gemma3_pattern", "gemma2_softcap"])
+def test_prefix_scorer_equals_full_steered_forward_and_pytorch_hook(name, tiny_model_dir):
+    model_dir = tiny_model_dir(name)
+    model = stf_jax.load_model(model_dir)
+    layer = 2
+    scorer = PrefixScorer(model, layer, PROMPTS, POS, NEG, max_tokens=8, width=64)
+    v = np.random.default_rng(0).normal(size=model.config.d_model).astype(np.float32)
+    unit = v / np.linalg.norm(v)
+    total, count = scorer.mean_norm()
+    scale = total / count
+    for alpha in (0.0, 0.5, -1.5):
+        ours = scorer.propensity(unit * scale, alpha)
+        iv = make_intervention(model.config, [layer], v, alpha, np.asarray(scorer.mask, np.float32), scale=scale)
+        logits, _ = decoder.logits_and_hidden_states(model.params, scorer.ids, scorer.mask, iv, cfg=model.config,
+                                                     dtype=model.dtype)
+        np.testing.assert_allclose(ours, _reference_propensity(model, scorer, logits), atol=2e-5)
+        _, ref_logits = hooked_reference(model_dir, np.asarray(scorer.ids), np.asarray(scorer.mask), [layer], [v],
+                                         alpha, "additive", np.asarray(scorer.mask, np.float32), scale=scale)
+        np.testing.assert_allclose(ours, _reference_propensity(model, scorer, ref_logits), atol=1e-4)
+    assert abs(scorer.propensity(unit * scale, 1.5) - scorer.propensity()).max() > 1e-3  # steering does something
+
+
+def test_real_model_steered_states_logits_and_propensity_match_pytorch():
+    """smollm2-135m (real weights): additive steering at layer 25, scaled to the mean residual norm."""
+    from stf_jax.models.loading import convert_gguf
+    from stf_jax.models.registry import resolve
+
+    model_dir = convert_gguf(resolve("smollm2-135m"), progress=False)
+    model = stf_jax.load_model("smollm2-135m")
+    layer = 25
+    scorer = PrefixScorer(model, layer, PROMPTS, POS, NEG, max_tokens=8)
+    total, count = scorer.mean_norm()
+    scale = total / count
+    v = np.random.default_rng(1).normal(size=model.config.d_model).astype(np.float32)
+    alpha = 0.2
+    ids, mask = np.asarray(scorer.ids), np.asarray(scorer.mask)
+    iv = make_intervention(model.config, [layer], v, alpha, mask.astype(np.float32), scale=scale)
+    logits, states = model.logits(ids, mask, iv, layers="all")
+    ref_states, ref_logits = hooked_reference(model_dir, ids, mask, [layer], [v], alpha, "additive",
+                                              mask.astype(np.float32), scale=scale)
+    errors = [max_rel_error(np.asarray(states)[i], ref_states[i], mask) for i in range(len(ref_states))]
+    logit_error = max_rel_error(np.asarray(logits), ref_logits, mask)
+    ours = scorer.propensity(v / np.linalg.norm(v) * scale, alpha)
+    prop_error = np.abs(ours - _reference_propensity(model, scorer, ref_logits)).max()
+    print(f"\nsmollm2-135m steered at layer {layer}: max rel error states {max(errors):.1e}, logits "
+          f"{logit_error:.1e}; propensity max |Δ| {prop_error:.1e}")
+    assert max(errors) <= 1e-4, errors
+    assert logit_error <= 1e-4
+    assert prop_error <= 1e-3
+    assert np.abs(ours - scorer.propensity()).max() > 1e-2
+
+
+def test_slopes_and_intervals_equal_numpy():
+    rng = np.random.default_rng(0)
+    alphas = np.array([-0.2, -0.1, 0.0, 0.1, 0.2])
+    curves = rng.normal(size=(5, 7)) + 3.0 * alphas[:, None]
+    np.testing.assert_allclose(stats.slopes(alphas, curves), [np.polyfit(alphas, curves[:, j], 1)[0] for j in range(7)],
+                               rtol=1e-10)
+    x = rng.normal(size=400) + 1.0
+    ci = stats.mean_ci(x, 2000, 0)
+    se = x.std(ddof=1) / np.sqrt(len(x))
+    assert ci["mean"] == pytest.approx(x.mean())
+    assert ci["lo"] == pytest.approx(x.mean() - 1.96 * se, abs=0.3 * se)
+    assert ci["hi"] == pytest.approx(x.mean() + 1.96 * se, abs=0.3 * se)
+    groups = np.repeat([0, 1, 2], [3, 5, 2])
+    idx = stats.resample_indices(10, 50, 0, groups)
+    assert (groups[idx] == groups[None, :]).all()  # resampled within each group
+
+
+@pytest.fixture(scope="module")
+def exact_transfer_run(tmp_path_factory, tiny_model_dir):
+    """Source and target are one tiny model; target vectors = source vectors · Q (Q orthogonal), so the
+    affine map is exact and its transferred trait vectors equal the target's own."""
+    pairs = _pairs(per_trait=12, n_traits=3)
+    model = stf_jax.load_model(tiny_model_dir("llama_gqa_untied_rope3"))
+    d, n_layers = model.config.d_model, model.config.n_layers
+    rng = np.random.default_rng(0)
+    traits = sorted({p.trait for p in pairs})
+    means = rng.normal(size=(len(traits), d))
+    x_s = np.stack([means[traits.index(p.trait)] + 0.3 * rng.normal(size=d) for p in pairs]).astype(np.float32)
+    q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    x_t = (x_s @ q).astype(np.float32)
+    layers_s = [x_s] * (n_layers + 1)
+    layers_t = [x_t] * (n_layers + 1)
+    root = write_run(tmp_path_factory.mktemp("steer_run"), pairs, {"src": layers_s, "tgt": layers_t})
+    return root, {"src": model, "tgt": model}
+
+
+def test_exact_transfer_matches_native_and_controls_do_not(exact_transfer_run, tmp_path):
+    from stf_jax.steer.evaluate import SteerConfig, evaluate_steering
+    from stf_jax.steer.results import write_steer_results
+
+    root, models = exact_transfer_run
+    cfg = SteerConfig(alphas=(-2.0, -1.0, 0.0, 1.0, 2.0), pairs_per_trait=3, methods=("affine", "procrustes"),
+                      ridge=0.0, k=8, bootstrap=200, generation_trait=None, self_injection_pairs=2)
+    res = evaluate_steering(root, cfg, layer=2, directions=[("src", "tgt")], models=models, out_dir=tmp_path,
+                            log=lambda *_: None)
+    d = res["directions"][0]
+    conds = d["conditions"]
+    for t, row in conds["affine"]["traits"].items():
+        assert row["cosine_to_native"] > 0.9999
+        np.testing.assert_allclose(row["curve"]["mean"], conds["native"]["traits"][t]["curve"]["mean"], atol=1e-3)
+        assert row["slope_ratio"] == pytest.approx(1.0, abs=1e-3)
+        assert row["pearson_r"] == pytest.approx(1.0, abs=1e-5)
+    # alpha = 0 is the same unsteered point for every condition; the native ratio is 1 by definition
+    zero = res["alphas"].index(0.0)
+    curves = {c: [e["traits"][t]["curve"]["mean"][zero] for t in e["traits"]] for c, e in conds.items()}
+    assert all(v == curves["native"] for v in curves.values())
+    assert conds["native"]["summary"]["effect_ratio"]["mean"] == pytest.approx(1.0)
+    # the shuffled control is the best method's vectors on the wrong traits: its cosines to native differ
+    assert d["shuffled_from"] in ("affine", "procrustes")
+    assert all(row["cosine_to_native"] < 0.999 for row in conds["shuffled"]["traits"].values())
+    assert d["exactness"]["alpha0_max_abs_diff"] == 0.0
+    assert d["exactness"]["self_injection_max_abs_diff"] < 1e-5
+    assert res["models"]["tgt"]["in_model"]["n_traits"] == 3
+    comparisons = {(c["a"], c["b"]): c for c in d["comparisons"]}
+    assert comparisons[("affine", "native")]["delta"]["mean"] == pytest.approx(0.0, abs=1e-3)
+    json_path, md_path, csv_path = write_steer_results(res, tmp_path)
+    back = json.loads(json_path.read_text())
+    assert back["directions"][0]["conditions"].keys() == conds.keys()
+    md = md_path.read_text()
+    assert "## src → tgt" in md and "| affine |" in md
+    assert len(csv_path.read_text().splitlines()) == 1 + len(conds) * 3 * len(res["alphas"])
+    saved = np.load(tmp_path / d["vectors"])
+    assert saved["native/" + next(iter(conds["native"]["traits"]))].shape == (models["tgt"].config.d_model,)
+
+
+def test_bad_steering_configs_fail_clearly(exact_transfer_run):
+    from stf_jax.align.inputs import AlignInputError
+    from stf_jax.steer.evaluate import SteerConfig, evaluate_steering
+
+    root, models = exact_transfer_run
+    with pytest.raises(ValueError, match="unknown steering method"):
+        SteerConfig(methods=("rotate",))
+    with pytest.raises(ValueError, match="two distinct alphas"):
+        SteerConfig(alphas=(0.0,))
+    with pytest.raises(AlignInputError, match="not in the run"):
+        evaluate_steering(root, SteerConfig(traits=("nonsense",)), models=models, log=lambda *_: None)
+    with pytest.raises(AlignInputError, match="'ghost' is not in"):
+        evaluate_steering(root, SteerConfig(), directions=[("src", "ghost")], models=models, log=lambda *_: None)
