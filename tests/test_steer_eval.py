@@ -104,7 +104,7 @@ def test_slopes_and_intervals_equal_numpy():
 def exact_transfer_run(tmp_path_factory, tiny_model_dir):
     """Source and target are one tiny model; target vectors = source vectors · Q (Q orthogonal), so the
     affine map is exact and its transferred trait vectors equal the target's own."""
-    pairs = _pairs(per_trait=12, n_traits=3)
+    pairs = _pairs(per_trait=24, n_traits=6)  # enough rows that every leave-one-trait-out fit is determined
     model = stf_jax.load_model(tiny_model_dir("llama_gqa_untied_rope3"))
     d, n_layers = model.config.d_model, model.config.n_layers
     rng = np.random.default_rng(0)
@@ -145,7 +145,7 @@ def test_exact_transfer_matches_native_and_controls_do_not(exact_transfer_run, t
     assert all(row["cosine_to_native"] < 0.999 for row in conds["shuffled"]["traits"].values())
     assert d["exactness"]["alpha0_max_abs_diff"] == 0.0
     assert d["exactness"]["self_injection_max_abs_diff"] < 1e-5
-    assert res["models"]["tgt"]["in_model"]["n_traits"] == 3
+    assert res["models"]["tgt"]["in_model"]["n_traits"] == 6
     comparisons = {(c["a"], c["b"]): c for c in d["comparisons"]}
     assert comparisons[("affine", "native")]["delta"]["mean"] == pytest.approx(0.0, abs=1e-3)
     json_path, md_path, csv_path = write_steer_results(res, tmp_path)
@@ -153,7 +153,7 @@ def test_exact_transfer_matches_native_and_controls_do_not(exact_transfer_run, t
     assert back["directions"][0]["conditions"].keys() == conds.keys()
     md = md_path.read_text()
     assert "## src → tgt" in md and "| affine |" in md
-    assert len(csv_path.read_text().splitlines()) == 1 + len(conds) * 3 * len(res["alphas"])
+    assert len(csv_path.read_text().splitlines()) == 1 + len(conds) * 6 * len(res["alphas"])
     saved = np.load(tmp_path / d["vectors"])
     assert saved["native/" + next(iter(conds["native"]["traits"]))].shape == (models["tgt"].config.d_model,)
 
@@ -171,3 +171,23 @@ def test_bad_steering_configs_fail_clearly(exact_transfer_run):
         evaluate_steering(root, SteerConfig(traits=("nonsense",)), models=models, log=lambda *_: None)
     with pytest.raises(AlignInputError, match="'ghost' is not in"):
         evaluate_steering(root, SteerConfig(), directions=[("src", "ghost")], models=models, log=lambda *_: None)
+
+
+def test_leave_one_trait_out_transfer_equals_numpy_lstsq_without_that_trait():
+    from stf_jax.align.transfer import transferred_trait_vectors
+
+    rng = np.random.default_rng(3)
+    traits = np.repeat(["a", "b", "c", "d"], 30)
+    x_s = rng.normal(size=(120, 10)).astype(np.float32) + (traits == "a")[:, None] * 2.0
+    x_t = (x_s @ rng.normal(size=(10, 12)) + 0.1 * rng.normal(size=(120, 12))).astype(np.float32)
+    w = (rng.random(120) < 0.8).astype(np.float32)
+    out = transferred_trait_vectors(x_s, x_t, w, np.zeros(120, np.float32), traits, ("affine",), ridge=0.0)
+    for t in "abcd":
+        rows = (w > 0) & (traits != t)
+        xs, xt = x_s[rows].astype(np.float64), x_t[rows].astype(np.float64)
+        a = np.linalg.lstsq(xs - xs.mean(0), xt - xt.mean(0), rcond=None)[0]
+        v = x_s[(w > 0) & (traits == t)].mean(0)
+        np.testing.assert_allclose(out["affine"][t], (v - xs.mean(0)) @ a + xt.mean(0), rtol=1e-4, atol=1e-4)
+    full = transferred_trait_vectors(x_s, x_t, w, np.zeros(120, np.float32), traits, ("affine",), holdout=False,
+                                     ridge=0.0)
+    assert np.abs(full["affine"]["a"] - out["affine"]["a"]).max() > 1e-3  # the held-out fit really differs

@@ -1,18 +1,20 @@
-"""Fitted transfer maps for steering: one map per method on one training split, applied to trait vectors.
+"""Transferred trait vectors for steering: each trait's source vector carried into the target by each map.
 
-The protocol (`evaluate`) scores maps by cosine over held-out pairs; steering needs the maps themselves,
-fitted once on the training pairs, to carry each trait's source vector into the target model:
+The protocol (`evaluate`) scores maps by cosine over held-out pairs; steering needs the carried vectors:
 
-    maps = fit_transfer_maps(x_s, x_t, w_train, w_val, methods=("procrustes", "affine", "linear"), k=64)
-    v_t_hat = maps["affine"](trait_vectors(x_s, w_train, traits)["formality"])
+    carried = transferred_trait_vectors(x_s, x_t, w_train, w_val, traits, ("procrustes", "affine"), k=64)
+    v_t_hat = carried["affine"]["formality"]          # [d_t]
 
-Every map takes and returns [..., d] arrays (numpy in, numpy out).
+With holdout=True (the default) trait t's vector goes through maps fitted without any pair of trait t
+(leave-one-trait-out; all folds of a method in one vmapped call), so no transferred vector was a training
+target of the map that carries it: the situation of a user transferring a new trait.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from functools import partial
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,45 +27,6 @@ from .pca import fit_pca
 from .procrustes import fit_procrustes_map, transfer
 
 MAP_METHODS = ("procrustes", "affine", "linear", "lowrank", "mlp")
-
-Map = Callable[[np.ndarray], np.ndarray]
-
-
-def fit_transfer_maps(x_s: np.ndarray, x_t: np.ndarray, w_train: np.ndarray, w_val: np.ndarray | None = None,
-                      methods: Sequence[str] = MAP_METHODS, k: int = 64, ridge: float = 0.1,
-                      rotation_only: bool = False,
-                      adapter: adapters_lib.AdapterConfig = adapters_lib.AdapterConfig(),
-                      seed: int = 0) -> dict[str, Map]:
-    """Maps source vectors [.., d_s] to target vectors [.., d_t], fitted on rows with w_train = 1.
-
-    Adapters train on w_train − w_val and early-stop on w_val (the protocol's split of the training side);
-    procrustes and affine fit on all of w_train. `identity` (zero-pad / truncate) is always included."""
-    unknown = sorted(set(methods) - set(MAP_METHODS))
-    if unknown:
-        raise ValueError(f"unknown transfer method(s) {unknown}; choose from {list(MAP_METHODS)}")
-    xs, xt = jnp.asarray(x_s, jnp.float32), jnp.asarray(x_t, jnp.float32)
-    w = jnp.asarray(w_train, jnp.float32)
-    d_t = xt.shape[1]
-    maps: dict[str, Map] = {"identity": lambda v: np.asarray(identity(jnp.asarray(v), d_t))}
-    if "procrustes" in methods:
-        n = int(w.sum())
-        k = min(k, n - 1, xs.shape[1], xt.shape[1])
-        pm = fit_procrustes_map(fit_pca(xs, w, k), fit_pca(xt, w, k), xs, xt, w, rotation_only=rotation_only)
-        maps["procrustes"] = lambda v, pm=pm: np.asarray(transfer(pm, jnp.asarray(v)))
-    if "affine" in methods:
-        am = affine_lib.fit_affine(xs, xt, w, ridge=ridge)
-        maps["affine"] = lambda v, am=am: np.asarray(affine_lib.apply(am, jnp.asarray(v)))
-    kinds = [m for m in methods if m in adapters_lib.KINDS]
-    if kinds:
-        if w_val is None:
-            raise ValueError("adapters need a validation slice of the training rows (w_val) to early-stop")
-        wv = jnp.asarray(w_val, jnp.float32)
-        for kind in kinds:
-            acfg = dataclasses.replace(adapter, kind=kind, orthogonality=0.0 if kind == "mlp" else adapter.orthogonality)
-            res = adapters_lib.train_adapter(acfg, xs, xt, w - wv, wv, jax.random.PRNGKey(seed))
-            maps[kind] = lambda v, kind=kind, res=res: np.asarray(
-                adapters_lib.apply(kind, res.params, res.stats, jnp.asarray(v)))
-    return maps
 
 
 def trait_vectors(x: np.ndarray, w: np.ndarray, traits: Sequence[str]) -> dict[str, np.ndarray]:
@@ -84,3 +47,53 @@ def unit(v: np.ndarray) -> np.ndarray:
     if not np.isfinite(norm) or norm == 0.0:
         raise ValueError("cannot normalise a zero or non-finite vector")
     return (np.asarray(v, np.float32) / norm).astype(np.float32)
+
+
+def _fit_apply(method: str, x_s, x_t, w, w_val, key, v, *, k: int, ridge: float, rotation_only: bool,
+               adapter: adapters_lib.AdapterConfig):
+    """Fit one map on rows w (adapters: w − w_val, early-stopped on w_val) and apply it to v [m, d_s]."""
+    if method == "identity":
+        return identity(v, x_t.shape[1])
+    if method == "procrustes":
+        pm = fit_procrustes_map(fit_pca(x_s, w, k), fit_pca(x_t, w, k), x_s, x_t, w, rotation_only=rotation_only)
+        return transfer(pm, v)
+    if method == "affine":
+        return affine_lib.apply(affine_lib.fit_affine(x_s, x_t, w, ridge=ridge), v)
+    acfg = dataclasses.replace(adapter, kind=method, orthogonality=0.0 if method == "mlp" else adapter.orthogonality)
+    res = adapters_lib.train_adapter(acfg, x_s, x_t, w - w_val, w_val, key)
+    return adapters_lib.apply(method, res.params, res.stats, v)
+
+
+def transferred_trait_vectors(x_s: np.ndarray, x_t: np.ndarray, w_train: np.ndarray, w_val: np.ndarray,
+                              traits: Sequence[str], methods: Sequence[str] = MAP_METHODS, holdout: bool = True,
+                              k: int = 64, ridge: float = 0.1, rotation_only: bool = False,
+                              adapter: adapters_lib.AdapterConfig = adapters_lib.AdapterConfig(),
+                              seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """{method (+ "identity"): {trait: T(source trait vector) [d_t]}}.
+
+    holdout=True: trait t's vector goes through maps fitted on the training pairs of the other traits
+    (leave-one-trait-out, every fold in one vmapped call per method); False: one map on all training pairs."""
+    unknown = sorted(set(methods) - set(MAP_METHODS))
+    if unknown:
+        raise ValueError(f"unknown transfer method(s) {unknown}; choose from {list(MAP_METHODS)}")
+    traits = np.asarray(traits)
+    names = list(dict.fromkeys(traits.tolist()))
+    src = trait_vectors(x_s, w_train, traits)
+    xs, xt = jnp.asarray(x_s, jnp.float32), jnp.asarray(x_t, jnp.float32)
+    w, wv = np.asarray(w_train, np.float32), np.asarray(w_val, np.float32)
+    stacked = np.stack([src[t] for t in names])  # [T, d_s]
+    if holdout:
+        keep = np.stack([traits != t for t in names]).astype(np.float32)  # [T, n] folds
+        folds_w, folds_v, inputs = keep * w, keep * wv, stacked[:, None, :]  # inputs [T, 1, d_s]
+    else:
+        folds_w, folds_v, inputs = w[None], wv[None], stacked[None]  # [1, T, d_s]
+    n_min = int(folds_w.sum(1).min())
+    k = min(k, n_min - 1, xs.shape[1], xt.shape[1])
+    keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(len(folds_w)) + seed)
+    out = {}
+    for method in ("identity", *methods):
+        fn = partial(_fit_apply, method, xs, xt, k=k, ridge=ridge, rotation_only=rotation_only, adapter=adapter)
+        got = np.asarray(jax.vmap(fn)(jnp.asarray(folds_w), jnp.asarray(folds_v), keys, jnp.asarray(inputs)))
+        got = got[:, 0] if holdout else got[0]  # [T, d_t]
+        out[method] = {t: got[i].astype(np.float32) for i, t in enumerate(names)}
+    return out

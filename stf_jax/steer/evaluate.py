@@ -30,7 +30,7 @@ import numpy as np
 from .. import __version__
 from ..align import adapters as adapters_lib
 from ..align.inputs import AlignInputError, find_models, load_vectors, make_trials, pair_table, zero_rows
-from ..align.transfer import MAP_METHODS, fit_transfer_maps, trait_vectors, unit
+from ..align.transfer import MAP_METHODS, trait_vectors, transferred_trait_vectors, unit
 from . import stats
 
 CONTROLS = ("zero_shot", "random", "shuffled")
@@ -44,6 +44,8 @@ class SteerConfig:
     pairs_per_trait: held-out pairs scored per trait; traits: a subset (None: all).
     max_continuation_tokens: propensity scores the first tokens of each side (cost grows with it).
     methods: alignment methods whose transferred vectors are steered; controls: any of CONTROLS.
+    holdout_trait: carry each trait's vector with maps fitted without that trait's pairs (leave-one-trait-
+    out), so no transferred vector was a training target of its map; False fits one map on all pairs.
     k: PCA components for procrustes (capped by the training rows); ridge, adapter: as in alignment.
     generation_trait / generation_prompts / max_new_tokens / generation_alpha: the seed-001 length check
     (alpha defaults to the largest alpha); chat_template: wrap generation prompts in the model's template.
@@ -54,6 +56,7 @@ class SteerConfig:
     traits: tuple[str, ...] | None = None
     max_continuation_tokens: int = 16
     methods: tuple[str, ...] = ("procrustes", "affine", "linear")
+    holdout_trait: bool = True
     controls: tuple[str, ...] = CONTROLS
     k: int = 256
     ridge: float = 0.1
@@ -114,18 +117,16 @@ def condition_vectors(x_s: np.ndarray, x_t: np.ndarray, traits: Sequence[str], w
                       w_val: np.ndarray, cfg: SteerConfig) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     """{condition: {trait: unit vector [d_t]}} and notes (cosines to native, the shuffle's source)."""
     names = list(dict.fromkeys(traits))
-    src, tgt = trait_vectors(x_s, w_train, traits), trait_vectors(x_t, w_train, traits)
-    maps = fit_transfer_maps(x_s, x_t, w_train, w_val, cfg.methods, k=cfg.k, ridge=cfg.ridge, adapter=cfg.adapter,
-                             seed=cfg.seed)
-    stacked = np.stack([src[t] for t in names])
+    tgt = trait_vectors(x_t, w_train, traits)
+    carried = transferred_trait_vectors(x_s, x_t, w_train, w_val, traits, cfg.methods, holdout=cfg.holdout_trait,
+                                        k=cfg.k, ridge=cfg.ridge, adapter=cfg.adapter, seed=cfg.seed)
     conds = {"native": {t: unit(tgt[t]) for t in names}}
     for m in cfg.methods:
-        out = maps[m](stacked)
-        conds[m] = {t: unit(v) for t, v in zip(names, out)}
+        conds[m] = {t: unit(carried[m][t]) for t in names}
     cos = {c: {t: float(conds[c][t] @ conds["native"][t]) for t in names} for c in conds}
     notes: dict[str, Any] = {}
     if "zero_shot" in cfg.controls:
-        conds["zero_shot"] = {t: unit(v) for t, v in zip(names, maps["identity"](stacked))}
+        conds["zero_shot"] = {t: unit(carried["identity"][t]) for t in names}
     if "random" in cfg.controls:
         rng = np.random.default_rng([cfg.seed, 7])
         conds["random"] = {t: unit(rng.standard_normal(x_t.shape[1])) for t in names}

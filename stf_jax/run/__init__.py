@@ -1,0 +1,350 @@
+"""The main job: contrast pairs → extraction → alignment (+ layer sweep) → causal steering → export → report.
+
+    python -m stf_jax.run configs/experiments/demo.yaml
+
+One YAML drives every stage (see configs/experiments/). Each stage writes `stage.json` with a hash of
+its settings and of the stages it reads; a rerun skips a stage whose hash matches (`--force STAGE` redoes
+it), and a stage that was interrupted resumes (extraction at chunk level). Everything here is a call into
+the library: `stf_jax.extract`, `stf_jax.align`, `stf_jax.steer`, `stf_jax.report`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import yaml
+
+STAGES = ("extract", "corpus", "align", "steer", "export", "report")
+
+
+class ExperimentError(ValueError):
+    """A bad experiment config: says which key, and what is allowed."""
+
+
+@dataclasses.dataclass
+class Experiment:
+    name: str
+    out: Path
+    models: list[str]
+    pairs: str = "shipped"
+    extract: dict[str, Any] = dataclasses.field(default_factory=dict)
+    corpus: dict[str, Any] | None = None
+    align: dict[str, Any] = dataclasses.field(default_factory=dict)
+    steer: dict[str, Any] | None = dataclasses.field(default_factory=dict)
+    export: dict[str, Any] | None = dataclasses.field(default_factory=dict)
+    report: bool = True
+    path: Path | None = None
+
+
+_TOP = {f.name for f in dataclasses.fields(Experiment)} - {"path"}
+
+
+def load_experiment(path: str | Path, out: str | None = None) -> Experiment:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: experiment config not found (shipped ones: configs/experiments/*.yaml)")
+    raw = yaml.safe_load(path.read_text()) or {}
+    unknown = sorted(set(raw) - _TOP)
+    if unknown:
+        raise ExperimentError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(_TOP)}")
+    for key in ("name", "models"):
+        if key not in raw:
+            raise ExperimentError(f"{path}: missing '{key}'")
+    if not isinstance(raw["models"], list) or len(raw["models"]) < 2:
+        raise ExperimentError(f"{path}: 'models' must list at least two models (transfer needs a pair)")
+    raw["out"] = Path(out or raw.get("out") or f"runs/{raw['name']}")
+    return Experiment(**raw, path=path)
+
+
+def _hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class _Stages:
+    """Stage bookkeeping: a stage is done when its stage.json has the same hash (settings + inputs)."""
+
+    def __init__(self, root: Path, force: set[str], log):
+        self.root, self.force, self.log = root, force, log
+        self.hashes: dict[str, str] = {}
+        self.seconds: dict[str, float] = {}
+        self.skipped: list[str] = []
+
+    def run(self, name: str, settings: dict, upstream: list[str], outputs: list[Path], fn: Callable[[], Any]):
+        h = _hash({"settings": settings, "upstream": [self.hashes[u] for u in upstream]})
+        self.hashes[name] = h
+        marker = self.root / name / "stage.json" if name != "report" else self.root / "report.stage.json"
+        if name not in self.force and marker.exists() and all(p.exists() for p in outputs):
+            if json.loads(marker.read_text()).get("hash") == h:
+                self.log(f"[{name}] up to date (stage hash {h}); skipped")
+                self.skipped.append(name)
+                return
+        self.log(f"[{name}] running")
+        t0 = time.perf_counter()
+        fn()
+        self.seconds[name] = time.perf_counter() - t0
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"hash": h, "settings": settings, "upstream": upstream,
+                                      "seconds": self.seconds[name],
+                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1, default=str))
+        self.log(f"[{name}] done in {self.seconds[name]:.0f}s")
+
+
+# ---------------------------------------------------------------- stages
+
+
+def _extract(exp: Experiment, run_dir: Path):
+    from ..extract.inputs import read_pairs
+    from ..extract.run import ExtractOptions, extract_pairs
+
+    cfg = dict(exp.extract)
+    select = {k: cfg.pop(k) for k in ("traits", "per_trait", "split") if k in cfg}
+    fields = {f.name for f in dataclasses.fields(ExtractOptions)}
+    bad = sorted(set(cfg) - fields)
+    if bad:
+        raise ExperimentError(f"extract: unknown key(s) {bad}; allowed: {sorted(fields | {'traits', 'per_trait', 'split'})}")
+    if "layers" in cfg:
+        cfg["layers"] = str(cfg["layers"])
+    pairs, name = read_pairs(exp.pairs, select.get("traits"), select.get("per_trait"), select.get("split"),
+                             cfg.get("seed", 0))
+    extract_pairs(exp.models, pairs, run_dir, ExtractOptions(**cfg), dataset_name=name)
+
+
+def _corpus(exp: Experiment, out: Path):
+    """Token-mode extraction (hidden states of every kept token) for affine maps fitted on hidden states."""
+    from ..extract.inputs import read_corpus
+    from ..extract.run import ExtractOptions, extract_corpus
+
+    cfg = dict(exp.corpus or {})
+    source = cfg.pop("texts", "shipped-pairs")
+    if source == "shipped-pairs":  # every positive and negative text of the experiment's pairs
+        from ..extract.inputs import read_pairs
+
+        pairs, _ = read_pairs(exp.pairs, exp.extract.get("traits"), exp.extract.get("per_trait"))
+        texts = [t for p in pairs for t in (p.positive, p.negative)]
+    else:
+        texts, _ = read_corpus(source)
+    if "layers" in cfg:
+        cfg["layers"] = str(cfg["layers"])
+    extract_corpus(exp.models, texts, out, ExtractOptions(**cfg), corpus_name=str(source))
+
+
+def _align_config(settings: dict):
+    from ..align import adapters as adapters_lib
+    from ..align.evaluate import EvalConfig
+
+    s = dict(settings)
+    if "adapter" in s:
+        s["adapter"] = adapters_lib.AdapterConfig(**s["adapter"])
+    for key in ("methods", "scramble"):
+        if key in s:
+            s[key] = tuple(s[key])
+    fields = {f.name for f in dataclasses.fields(EvalConfig)}
+    bad = sorted(set(s) - fields)
+    if bad:
+        raise ExperimentError(f"align: unknown key(s) {bad}; allowed: {sorted(fields | {'analyses'})}")
+    return EvalConfig(**s)
+
+
+def _align(run_dir: Path, out: Path, cfg, analysis: dict, log):
+    from ..align.evaluate import evaluate
+    from ..align.report import write_results
+
+    token_run = run_dir.parent / "corpus" if analysis.get("token_run") else None
+    if analysis.get("methods"):
+        cfg = dataclasses.replace(cfg, methods=tuple(analysis["methods"]))
+    results = evaluate([run_dir], cfg, layer=analysis.get("layer", -6), sweep=bool(analysis.get("sweep")),
+                       token_run=token_run, out_dir=out, log=log)
+    write_results(results, out)
+
+
+def _steer_config(settings: dict):
+    from ..align import adapters as adapters_lib
+    from ..steer.evaluate import SteerConfig
+
+    s = {k: v for k, v in settings.items() if k != "layers"}
+    if "adapter" in s:
+        s["adapter"] = adapters_lib.AdapterConfig(**s["adapter"])
+    for key in ("alphas", "methods", "controls", "traits"):
+        if s.get(key) is not None:
+            s[key] = tuple(s[key])
+    fields = {f.name for f in dataclasses.fields(SteerConfig)}
+    bad = sorted(set(s) - fields)
+    if bad:
+        raise ExperimentError(f"steer: unknown key(s) {bad}; allowed: {sorted(fields | {'layers'})}")
+    return SteerConfig(**s)
+
+
+def _steer(run_dir: Path, out: Path, cfg, layers_spec, sweep_json: Path | None, log):
+    from ..align.inputs import find_models
+    from ..steer.evaluate import evaluate_steering, layers_from_sweep
+    from ..steer.results import write_steer_results
+
+    refs = find_models([run_dir])
+    layers, layer = None, -6
+    if layers_spec == "sweep":
+        if sweep_json is None or not sweep_json.exists():
+            raise ExperimentError("steer.layers = sweep needs an align analysis with sweep: true")
+        layers = layers_from_sweep(sweep_json, {m: r.n_layers for m, r in refs.items()})
+    else:
+        layer = int(layers_spec)
+    results = evaluate_steering(run_dir, cfg, layers=layers, layer=layer, out_dir=out, log=log)
+    results["config"]["layers_from"] = str(sweep_json) if layers else f"layer {layer}"
+    write_steer_results(results, out)
+
+
+def _export(run_dir: Path, steer_dir: Path, out: Path, settings: dict, log) -> list[Path]:
+    """Trait vectors (native and transferred) as llama.cpp control-vector GGUF / safetensors files."""
+    from ..steer.export import export_control_vector
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    family = {m["name"]: m.get("family", "") for m in manifest["models"]}
+    results = json.loads((steer_dir / "steer_results.json").read_text())
+    fmt = settings.get("format", "gguf")
+    if fmt not in ("gguf", "safetensors"):
+        raise ExperimentError(f"export.format must be gguf or safetensors, not {fmt!r}")
+    written = []
+    for d in results["directions"]:
+        arrays = np.load(steer_dir / d["vectors"])
+        conds = settings.get("conditions") or list(d["conditions"])
+        traits = settings.get("traits") or results["traits"]
+        for c in conds:
+            if c not in d["conditions"]:
+                raise ExperimentError(f"export: condition {c!r} was not steered; have {list(d['conditions'])}")
+            if c in ("random", "shuffled"):
+                continue  # controls are not vectors anyone should load
+            for t in traits:
+                key = f"{c}/{t}"
+                if key not in arrays:
+                    raise ExperimentError(f"export: no vector for trait {t!r}")
+                method = "native" if c == "native" else c
+                source = d["target"] if c == "native" else d["source"]
+                path = out / d["target"] / f"{t}__{c}{'__from_' + d['source'] if c != 'native' else ''}.{fmt}"
+                export_control_vector(path, {d["layer_target"]: arrays[key]}, model_hint=family[d["target"]],
+                                      metadata={"source_model": source, "target_model": d["target"],
+                                                "transfer_method": method, "trait": t, "operation": "additive",
+                                                "source_layer": str(d["layer_source"]) if c != "native" else
+                                                str(d["layer_target"])})
+                written.append(path)
+    log(f"[export] wrote {len(written)} control vector(s) under {out}")
+    return written
+
+
+
+def check_experiment(exp: Experiment) -> None:
+    """Build every stage's settings up front, so a typo fails in a second, not after extraction."""
+    from ..extract.run import ExtractOptions
+
+    fields = {f.name for f in dataclasses.fields(ExtractOptions)} | {"traits", "per_trait", "split"}
+    for section, allowed in (("extract", fields), ("corpus", fields | {"texts"})):
+        bad = sorted(set(getattr(exp, section) or {}) - allowed)
+        if bad:
+            raise ExperimentError(f"{section}: unknown key(s) {bad}; allowed: {sorted(allowed)}")
+    align = dict(exp.align)
+    analyses = align.pop("analyses", {"layer-6": {"layer": -6}})
+    _align_config(align)
+    for name, a in analyses.items():
+        bad = sorted(set(a) - {"layer", "sweep", "token_run", "methods"})
+        if bad:
+            raise ExperimentError(f"align.analyses.{name}: unknown key(s) {bad}; allowed: layer, sweep, token_run, "
+                                  "methods")
+        if a.get("token_run") and exp.corpus is None:
+            raise ExperimentError(f"align.analyses.{name}: token_run needs a 'corpus' section")
+    if exp.steer is not None:
+        _steer_config(exp.steer)
+        spec = exp.steer.get("layers", "sweep")
+        if spec == "sweep" and not any(a.get("sweep") for a in analyses.values()):
+            raise ExperimentError("steer.layers: sweep needs an align analysis with sweep: true (or give an index)")
+    if exp.export is not None:
+        bad = sorted(set(exp.export) - {"traits", "conditions", "format"})
+        if bad:
+            raise ExperimentError(f"export: unknown key(s) {bad}; allowed: traits, conditions, format")
+
+
+def run_experiment(exp: Experiment, force: set[str] | None = None, only: set[str] | None = None, log=print) -> dict:
+    """Run (or resume) every stage; returns {stage: seconds} and the report paths."""
+    force = set(force or ())
+    analyses_names = list(exp.align.get("analyses", {"layer-6": None}))
+    if "align" in force:
+        force |= {f"align/{n}" for n in analyses_names}
+    bad = sorted((force | set(only or ())) - set(STAGES) - {f"align/{n}" for n in analyses_names})
+    if bad:
+        raise ExperimentError(f"unknown stage(s) {bad}; stages: {list(STAGES)}")
+    check_experiment(exp)
+    root = exp.out
+    root.mkdir(parents=True, exist_ok=True)
+    st = _Stages(root, force, log)
+    t0 = time.perf_counter()
+    run_dir = root / "extract"
+
+    def want(stage):
+        return only is None or stage in only
+
+    extract_settings = {"models": exp.models, "pairs": exp.pairs, **exp.extract}
+    if want("extract"):
+        st.run("extract", extract_settings, [], [run_dir / "manifest.json"], lambda: _extract(exp, run_dir))
+    else:
+        st.hashes["extract"] = _hash({"settings": extract_settings, "upstream": []})
+
+    if exp.corpus is not None:
+        corpus_settings = {"models": exp.models, **exp.corpus}
+        if want("corpus"):
+            st.run("corpus", corpus_settings, [], [root / "corpus" / "manifest.json"],
+                   lambda: _corpus(exp, root / "corpus"))
+        else:
+            st.hashes["corpus"] = _hash({"settings": corpus_settings, "upstream": []})
+
+    align_cfg = dict(exp.align)
+    analyses = align_cfg.pop("analyses", {"layer-6": {"layer": -6}})
+    eval_cfg = _align_config(align_cfg)
+    align_dirs = []
+    for name, analysis in analyses.items():
+        out = root / "align" / name
+        align_dirs.append(out)
+        settings = {**align_cfg, **analysis}
+        if want("align"):
+            st.run(f"align/{name}", settings, ["extract"] + (["corpus"] if analysis.get("token_run") else []),
+                   [out / "results.json"],
+                   lambda out=out, analysis=analysis: _align(run_dir, out, eval_cfg, analysis, log))
+        else:
+            up = ["extract"] + (["corpus"] if analysis.get("token_run") else [])
+            st.hashes[f"align/{name}"] = _hash({"settings": settings, "upstream": [st.hashes[u] for u in up]})
+    sweep_names = [n for n, a in analyses.items() if a.get("sweep")]
+
+    steer_dir = root / "steer"
+    if exp.steer is not None:
+        steer_settings = dict(exp.steer)
+        layers_spec = steer_settings.get("layers", "sweep" if sweep_names else -6)
+        upstream = ["extract"] + ([f"align/{sweep_names[0]}"] if layers_spec == "sweep" and sweep_names else [])
+        sweep_json = root / "align" / sweep_names[0] / "results.json" if sweep_names else None
+        if want("steer"):
+            steer_cfg = _steer_config(steer_settings)
+            st.run("steer", steer_settings, upstream, [steer_dir / "steer_results.json"],
+                   lambda: _steer(run_dir, steer_dir, steer_cfg, layers_spec, sweep_json, log))
+        else:
+            st.hashes["steer"] = _hash({"settings": steer_settings, "upstream": [st.hashes[u] for u in upstream]})
+        if exp.export is not None and want("export"):
+            st.run("export", dict(exp.export), ["steer"], [root / "export" / "stage.json"],
+                   lambda: _export(run_dir, steer_dir, root / "export", dict(exp.export), log))
+
+    report = None
+    if exp.report and want("report"):
+        from ..report import write_report
+
+        upstream = [k for k in st.hashes if k != "report"]
+        st.run("report", {"report": True}, upstream, [root / "report.html", root / "report.md"],
+               lambda: write_report(root))
+        report = (root / "report.md", root / "report.html")
+    total = time.perf_counter() - t0
+    (root / "experiment.json").write_text(json.dumps({
+        "name": exp.name, "config_file": str(exp.path) if exp.path else None,
+        "config": {k: getattr(exp, k) for k in sorted(_TOP)}, "stage_hashes": st.hashes,
+        "seconds": {**st.seconds, "total": total}, "skipped": st.skipped,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1, default=str))
+    log(f"experiment {exp.name}: {total:.0f}s" + (f"; report: {report[1]}" if report else ""))
+    return {"seconds": st.seconds, "total": total, "skipped": st.skipped, "report": report}

@@ -1,0 +1,112 @@
+"""python -m stf_jax.run end to end on the shipped models (a small subset), stage skipping, and the
+exported control vectors of transferred vectors loading back bit-identical."""
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from stf_jax.run import ExperimentError, check_experiment, load_experiment
+from stf_jax.run.__main__ import main
+
+SMALL = {
+    "name": "small",
+    "models": ["smollm2-135m", "gemma3-270m"],
+    "pairs": "shipped",
+    "extract": {"traits": ["formality", "verbosity"], "per_trait": 10, "layers": "all", "progress": False},
+    "align": {"trials": 2, "variance": 0.95, "methods": ["procrustes", "affine", "linear", "identity", "trait_mean"],
+              "adapter": {"max_steps": 200}, "analyses": {"layer-6": {"layer": -6}, "sweep": {"sweep": True}}},
+    "steer": {"layers": "sweep", "alphas": [-0.2, 0.0, 0.2], "pairs_per_trait": 2, "methods": ["procrustes", "affine"],
+              "bootstrap": 100, "generation_prompts": 2, "max_new_tokens": 6, "self_injection_pairs": 1},
+    "export": {"traits": ["verbosity"], "conditions": ["native", "affine"], "format": "gguf"},
+    "report": True,
+}
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("exp")
+    cfg = root / "small.yaml"
+    cfg.write_text(yaml.safe_dump(SMALL))
+    assert main([str(cfg), "--out", str(root / "run")]) == 0
+    return cfg, root / "run"
+
+
+def test_every_stage_writes_its_outputs(small_run):
+    _, run = small_run
+    assert (run / "extract" / "manifest.json").exists()
+    for name in ("layer-6", "sweep"):
+        res = json.loads((run / "align" / name / "results.json").read_text())
+        assert {d["source"] for d in res["directions"]} == {"smollm2-135m", "gemma3-270m"}
+    steer = json.loads((run / "steer" / "steer_results.json").read_text())
+    sweep = json.loads((run / "align" / "sweep" / "results.json").read_text())
+    for d in steer["directions"]:  # steered at the sweep's best steerable layers
+        cell = sweep["sweep"]["pairs"][f"{d['source']}->{d['target']}"]
+        assert d["layer_source"] in cell["layers_source"] and 1 <= d["layer_target"] < 31
+        assert set(d["conditions"]) == {"native", "procrustes", "affine", "zero_shot", "random", "shuffled"}
+    html = (run / "report.html").read_text()
+    assert "data:image/png;base64," in html and "src=\"http" not in html
+    exp = json.loads((run / "experiment.json").read_text())
+    assert set(exp["stage_hashes"]) >= {"extract", "align/layer-6", "align/sweep", "steer", "export", "report"}
+
+
+def test_exported_transferred_vector_loads_back_identical(small_run):
+    import gguf
+
+    from stf_jax.steer.export import load_control_vector
+    from stf_jax.steer.vectors import load_steering_vector
+
+    _, run = small_run
+    steer = json.loads((run / "steer" / "steer_results.json").read_text())
+    for d in steer["directions"]:
+        arrays = np.load(run / "steer" / d["vectors"])
+        path = run / "export" / d["target"] / f"verbosity__affine__from_{d['source']}.gguf"
+        cv = load_control_vector(path)
+        np.testing.assert_array_equal(cv.directions[d["layer_target"]], arrays["affine/verbosity"])
+        assert cv.metadata["stf_jax.transfer_method"] == "affine"
+        assert cv.metadata["stf_jax.source_model"] == d["source"]
+        reader = gguf.GGUFReader(str(path))
+        names = [t.name for t in reader.tensors]
+        assert names == [f"direction.{d['layer_target'] - 1}"]
+        assert reader.tensors[0].tensor_type == gguf.GGMLQuantizationType.F32
+        vector, layer = load_steering_vector(path)
+        assert layer == d["layer_target"]
+        np.testing.assert_allclose(vector, arrays["affine/verbosity"], rtol=1e-6)
+
+
+def test_rerun_skips_up_to_date_stages_and_redoes_changed_ones(small_run, capsys):
+    cfg, run = small_run
+    capsys.readouterr()
+    assert main([str(cfg), "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    for stage in ("extract", "align/layer-6", "align/sweep", "steer", "export", "report"):
+        assert f"[{stage}] up to date" in out, out
+    changed = dict(SMALL, steer={**SMALL["steer"], "alphas": [-0.1, 0.0, 0.1]})
+    cfg2 = cfg.parent / "changed.yaml"
+    cfg2.write_text(yaml.safe_dump(changed))
+    assert main([str(cfg2), "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "[extract] up to date" in out and "[align/sweep] up to date" in out
+    assert "[steer] running" in out and "[export] running" in out and "[report] running" in out
+    assert json.loads((run / "steer" / "steer_results.json").read_text())["alphas"] == [-0.1, 0.0, 0.1]
+
+
+def test_shipped_experiment_configs_are_valid_and_typos_fail(tmp_path):
+    from pathlib import Path
+
+    import stf_jax
+
+    configs = sorted((Path(stf_jax.__file__).parent.parent / "configs" / "experiments").glob("*.yaml"))
+    assert {c.stem for c in configs} >= {"demo", "paper", "lrt"}
+    for c in configs:
+        check_experiment(load_experiment(c))
+    bad = tmp_path / "bad.yaml"
+    for change, match in (({"steer": {"alphaz": [1]}}, "steer: unknown key"),
+                          ({"align": {"trails": 3}}, "align: unknown key"),
+                          ({"models": ["smollm2-135m"]}, "at least two models"),
+                          ({"colour": 1}, "unknown key")):
+        bad.write_text(yaml.safe_dump({**SMALL, **change}))
+        with pytest.raises(ExperimentError, match=match):
+            check_experiment(load_experiment(bad))
+    assert main([str(bad)]) == 2
