@@ -17,10 +17,12 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.test: $(VENV)/.base pyproject.toml
 	$(PIP) install -e '.[test]'
+	# headless Chromium for tests/test_report.py (loads report.html like a reader would)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
 	touch $@
 
 demo: $(VENV)/.base
-	$(PY) -m stf_jax.models stats smollm2-135m gemma3-270m
+	$(PY) -m stf_jax.run configs/experiments/demo.yaml
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q

@@ -374,6 +374,8 @@ def evaluate(run_dirs: Sequence[str | Path], cfg: EvalConfig, layer: int = -6, s
             ratio = lambda p: np.asarray(p.variance.sum(-1) / p.total_variance)  # noqa: E731
             entry["variance_explained"] = {s_name: _stats(ratio(pcas[(s_name, ls)])),
                                            t_name: _stats(ratio(pcas[(t_name, lt)]))}
+            curve = lambda p: (np.cumsum(np.asarray(p.variance[0])) / float(p.total_variance[0])).tolist()  # noqa: E731
+            entry["variance_curve"] = {s_name: curve(pcas[(s_name, ls)]), t_name: curve(pcas[(t_name, lt)])}
         if out_dir is not None and trained:
             entry["adapters"] = _save_trained(Path(out_dir), s_name, t_name, ls, lt, trained, trials)
         results["directions"].append(entry)

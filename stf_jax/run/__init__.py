@@ -332,6 +332,14 @@ def run_experiment(exp: Experiment, force: set[str] | None = None, only: set[str
             st.run("export", dict(exp.export), ["steer"], [root / "export" / "stage.json"],
                    lambda: _export(run_dir, steer_dir, root / "export", dict(exp.export), log))
 
+    def write_experiment(total: float) -> None:
+        (root / "experiment.json").write_text(json.dumps({
+            "name": exp.name, "config_file": str(exp.path) if exp.path else None,
+            "config": {k: getattr(exp, k) for k in sorted(_TOP)}, "stage_hashes": st.hashes,
+            "seconds": {**st.seconds, "total": total}, "skipped": st.skipped,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1, default=str))
+
+    write_experiment(time.perf_counter() - t0)  # the report shows the stages run so far
     report = None
     if exp.report and want("report"):
         from ..report import write_report
@@ -341,10 +349,6 @@ def run_experiment(exp: Experiment, force: set[str] | None = None, only: set[str
                lambda: write_report(root))
         report = (root / "report.md", root / "report.html")
     total = time.perf_counter() - t0
-    (root / "experiment.json").write_text(json.dumps({
-        "name": exp.name, "config_file": str(exp.path) if exp.path else None,
-        "config": {k: getattr(exp, k) for k in sorted(_TOP)}, "stage_hashes": st.hashes,
-        "seconds": {**st.seconds, "total": total}, "skipped": st.skipped,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1, default=str))
+    write_experiment(total)
     log(f"experiment {exp.name}: {total:.0f}s" + (f"; report: {report[1]}" if report else ""))
     return {"seconds": st.seconds, "total": total, "skipped": st.skipped, "report": report}
