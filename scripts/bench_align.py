@@ -9,8 +9,9 @@ unit-normalized), 26 traits with the paper's Table 1 counts, a trait-stratified 
 
 (a) reference, as the seed paper's code is written: for each trial, for each directed pair,
     sklearn PCA(k) fitted on the source and the target training vectors, scipy orthogonal_procrustes
-    (s = tr Σ / ‖Z_s‖²), transform + inverse_transform, row cosines with NumPy. sklearn's solver is its
-    default (`--ref-solver`), i.e. randomized SVD at this shape.
+    (s = tr Σ / ‖Z_s‖²), transform + inverse_transform, row cosines with NumPy. `--ref-solver` picks
+    sklearn's PCA solver: `covariance_eigh` (exact, the default here) and/or `auto` (what PCA(k) does
+    by default: randomized SVD at this shape, approximate).
 (b) stf_jax: one PCA per model per trial (fit_pcas over all trials in one call), projections, then all
     6 directed pairs x trials in one batched Procrustes call, scored in k dimensions. Compile time is
     included.

@@ -43,7 +43,7 @@ def test_every_stage_writes_its_outputs(small_run):
     sweep = json.loads((run / "align" / "sweep" / "results.json").read_text())
     for d in steer["directions"]:  # steered at the sweep's best steerable layers
         cell = sweep["sweep"]["pairs"][f"{d['source']}->{d['target']}"]
-        assert d["layer_source"] in cell["layers_source"] and 1 <= d["layer_target"] < 31
+        assert d["layer_source"] in cell["layers_source"] and 2 <= d["layer_target"] < 31
         assert set(d["conditions"]) == {"native", "procrustes", "affine", "zero_shot", "random", "shuffled"}
     html = (run / "report.html").read_text()
     assert "data:image/png;base64," in html and "src=\"http" not in html

@@ -92,8 +92,9 @@ class SteerConfig:
 def layers_from_sweep(sweep_results: str | Path | dict, n_layers: dict[str, int]) -> dict[tuple[str, str], tuple[int, int]]:
     """Best steerable layer pair per direction from an alignment sweep (validation centered cosine).
 
-    Only block outputs 1..n_layers-1 are steerable (the last hidden state is after the final norm), so
-    the best eligible cell among those is taken."""
+    Only block outputs 2..n_layers-1 are taken: the last hidden state is after the final norm, and
+    llama.cpp control vectors cannot hold block 0's output (HF layer 1), so vectors steered there could
+    not be exported. The best eligible cell among those is taken."""
     res = json.loads(Path(sweep_results).read_text()) if not isinstance(sweep_results, dict) else sweep_results
     if not res.get("sweep"):
         raise AlignInputError(f"{sweep_results}: no layer sweep in these results (python -m stf_jax.align --layer-sweep)")
@@ -102,7 +103,7 @@ def layers_from_sweep(sweep_results: str | Path | dict, n_layers: dict[str, int]
         ls, lt = np.asarray(s["layers_source"]), np.asarray(s["layers_target"])
         score = np.asarray(s.get("validation_centered", s["test_centered"]), np.float64)
         ok = np.asarray(s["eligible"], bool)
-        ok &= ((ls >= 1) & (ls < n_layers[s["source"]]))[:, None] & ((lt >= 1) & (lt < n_layers[s["target"]]))[None, :]
+        ok &= ((ls >= 2) & (ls < n_layers[s["source"]]))[:, None] & ((lt >= 2) & (lt < n_layers[s["target"]]))[None, :]
         if not ok.any():
             raise AlignInputError(f"sweep {s['source']}->{s['target']}: no steerable layer pair was swept")
         i, j = np.unravel_index(np.nanargmax(np.where(ok, score, -np.inf)), score.shape)
