@@ -134,21 +134,28 @@ def _corpus(exp: Experiment, out: Path):
     extract_corpus(exp.models, texts, out, ExtractOptions(**cfg), corpus_name=str(source))
 
 
-def _align_config(settings: dict):
+def _dataclass_from(section: str, cls, settings: dict, tuples: tuple[str, ...], extra: set[str]):
+    """cls(**settings) with lists turned into tuples and `adapter` into an AdapterConfig; unknown keys
+    name the section and the allowed keys."""
     from ..align import adapters as adapters_lib
-    from ..align.evaluate import EvalConfig
 
-    s = dict(settings)
+    s = {k: v for k, v in settings.items() if k not in extra}
     if "adapter" in s:
         s["adapter"] = adapters_lib.AdapterConfig(**s["adapter"])
-    for key in ("methods", "scramble"):
-        if key in s:
+    for key in tuples:
+        if s.get(key) is not None:
             s[key] = tuple(s[key])
-    fields = {f.name for f in dataclasses.fields(EvalConfig)}
+    fields = {f.name for f in dataclasses.fields(cls)}
     bad = sorted(set(s) - fields)
     if bad:
-        raise ExperimentError(f"align: unknown key(s) {bad}; allowed: {sorted(fields | {'analyses'})}")
-    return EvalConfig(**s)
+        raise ExperimentError(f"{section}: unknown key(s) {bad}; allowed: {sorted(fields | extra)}")
+    return cls(**s)
+
+
+def _align_config(settings: dict):
+    from ..align.evaluate import EvalConfig
+
+    return _dataclass_from("align", EvalConfig, settings, ("methods", "scramble"), {"analyses"})
 
 
 def _align(run_dir: Path, out: Path, cfg, analysis: dict, log):
@@ -164,20 +171,9 @@ def _align(run_dir: Path, out: Path, cfg, analysis: dict, log):
 
 
 def _steer_config(settings: dict):
-    from ..align import adapters as adapters_lib
     from ..steer.evaluate import SteerConfig
 
-    s = {k: v for k, v in settings.items() if k != "layers"}
-    if "adapter" in s:
-        s["adapter"] = adapters_lib.AdapterConfig(**s["adapter"])
-    for key in ("alphas", "methods", "controls", "traits"):
-        if s.get(key) is not None:
-            s[key] = tuple(s[key])
-    fields = {f.name for f in dataclasses.fields(SteerConfig)}
-    bad = sorted(set(s) - fields)
-    if bad:
-        raise ExperimentError(f"steer: unknown key(s) {bad}; allowed: {sorted(fields | {'layers'})}")
-    return SteerConfig(**s)
+    return _dataclass_from("steer", SteerConfig, settings, ("alphas", "methods", "controls", "traits"), {"layers"})
 
 
 def _steer(run_dir: Path, out: Path, cfg, layers_spec, sweep_json: Path | None, log):
