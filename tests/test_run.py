@@ -45,6 +45,7 @@ def test_every_stage_writes_its_outputs(small_run):
         cell = sweep["sweep"]["pairs"][f"{d['source']}->{d['target']}"]
         assert d["layer_source"] in cell["layers_source"] and 2 <= d["layer_target"] < 31
         assert set(d["conditions"]) == {"native", "procrustes", "affine", "zero_shot", "random", "shuffled"}
+        assert "trait_score_delta_plus" in d["generation"]["conditions"]["native"]
     html = (run / "report.html").read_text()
     assert "data:image/png;base64," in html and "src=\"http" not in html
     exp = json.loads((run / "experiment.json").read_text())

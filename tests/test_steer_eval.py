@@ -125,7 +125,8 @@ def test_exact_transfer_matches_native_and_controls_do_not(exact_transfer_run, t
 
     root, models = exact_transfer_run
     cfg = SteerConfig(alphas=(-2.0, -1.0, 0.0, 1.0, 2.0), pairs_per_trait=3, methods=("affine", "procrustes"),
-                      ridge=0.0, k=8, bootstrap=200, generation_trait=None, self_injection_pairs=2)
+                      ridge=0.0, k=8, bootstrap=200, generation_trait=_pairs(24, 6)[0].trait, generation_prompts=2,
+                      max_new_tokens=4, self_injection_pairs=2)
     res = evaluate_steering(root, cfg, layer=2, directions=[("src", "tgt")], models=models, out_dir=tmp_path,
                             log=lambda *_: None)
     d = res["directions"][0]
@@ -143,6 +144,10 @@ def test_exact_transfer_matches_native_and_controls_do_not(exact_transfer_run, t
     # the shuffled control is the best method's vectors on the wrong traits: its cosines to native differ
     assert d["shuffled_from"] in ("affine", "procrustes")
     assert all(row["cosine_to_native"] < 0.999 for row in conds["shuffled"]["traits"].values())
+    gen = d["generation"]["conditions"]
+    for key in ("mean_length_plus", "trait_score_delta_plus", "trait_score_delta_minus"):
+        assert gen["affine"][key]["mean"] == pytest.approx(gen["native"][key]["mean"], abs=1e-3)
+    assert gen["native"]["trait_score_delta_plus"]["mean"] != 0.0  # steering changed the completions' read-out
     assert d["exactness"]["alpha0_max_abs_diff"] == 0.0
     assert d["exactness"]["self_injection_max_abs_diff"] < 1e-5
     assert res["models"]["tgt"]["in_model"]["n_traits"] == 6

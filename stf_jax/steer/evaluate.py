@@ -266,9 +266,18 @@ def _exactness(model, layer: int, pairs, n: int) -> dict[str, float]:
             "n_pairs": len(pairs)}
 
 
+def _trait_scores(model, layer: int, prompts: Sequence[str], texts: Sequence[str], v: np.ndarray) -> np.ndarray:
+    """The target model's own read-out of the trait in generated text: the unsteered last-token state of
+    prompt + completion at the steered layer, projected on the model's native trait vector (unit)."""
+    ids, mask = model.encode([f"{p} {t}" for p, t in zip(prompts, texts)], padding_side="left")
+    h = np.asarray(model.hidden_states(ids, mask, [layer]))[0][:, -1]  # [B, D] (left padding: last = real)
+    return h @ np.asarray(v, np.float32)
+
+
 def _generation(model, layer: int, prompts: Sequence[str], conds: dict[str, dict[str, np.ndarray]], trait: str,
                 alpha: float, scale: float, cfg: SteerConfig) -> dict[str, Any]:
-    """Seed 001: output length (words) under +alpha and -alpha steering, per condition, vs unsteered."""
+    """Seed 001: output length (words) under +alpha and -alpha steering, per condition, vs unsteered; and
+    the target's own trait read-out of each completion (projection on its native vector), vs unsteered."""
     from ..models.generate import generate
     from .inject import make_intervention, position_mask
 
@@ -276,8 +285,11 @@ def _generation(model, layer: int, prompts: Sequence[str], conds: dict[str, dict
     common = dict(max_new_tokens=cfg.max_new_tokens, chat_template=chat)
     plain = generate(model, list(prompts), **common)
     base = np.array([len(t.split()) for t in plain], np.float64)
+    probe = conds["native"][trait]
+    base_score = _trait_scores(model, layer, prompts, plain, probe)
     out = {"trait": trait, "alpha": alpha, "max_new_tokens": cfg.max_new_tokens, "chat_template": chat,
-           "n_prompts": len(prompts), "unsteered": {"mean_length": stats.mean_ci(base, cfg.bootstrap, cfg.seed)},
+           "n_prompts": len(prompts), "unsteered": {"mean_length": stats.mean_ci(base, cfg.bootstrap, cfg.seed),
+                                                    "trait_score": stats.mean_ci(base_score, cfg.bootstrap, cfg.seed)},
            "conditions": {}, "examples": {"prompt": prompts[0], "unsteered": plain[0]}}
     for c, vecs in conds.items():
         row = {}
@@ -288,6 +300,8 @@ def _generation(model, layer: int, prompts: Sequence[str], conds: dict[str, dict
             key = "plus" if sign > 0 else "minus"
             row[f"mean_length_{key}"] = stats.mean_ci(lengths, cfg.bootstrap, cfg.seed)
             row[f"delta_{key}"] = stats.mean_ci(lengths - base, cfg.bootstrap, cfg.seed)
+            score = _trait_scores(model, layer, prompts, texts, probe)
+            row[f"trait_score_delta_{key}"] = stats.mean_ci(score - base_score, cfg.bootstrap, cfg.seed)
             if c == "native" or c in cfg.methods[:1]:
                 out["examples"][f"{c}_{key}"] = texts[0]
         row["mean_length"] = row["mean_length_plus"]

@@ -78,9 +78,13 @@ def markdown(results: dict[str, Any]) -> str:
             out += [f"### Generation: {gen['trait']} (words, {gen['n_prompts']} prompts, ≤ {gen['max_new_tokens']} "
                     f"new tokens, α = ±{gen['alpha']})", "",
                     f"Unsteered mean length {_ci(gen['unsteered']['mean_length'], 1)}.", ""]
-            out += _table(["condition", "length at +α", "Δ vs unsteered", "length at −α", "Δ vs unsteered"],
+            out += ["Trait read-out = the target's own unsteered last-token state of prompt + completion at the "
+                    "steered layer, projected on its native trait vector; Δ vs the unsteered completion.", ""]
+            out += _table(["condition", "length at +α", "Δ vs unsteered", "length at −α", "Δ vs unsteered",
+                           "Δ read-out at +α", "Δ read-out at −α"],
                           [[c, _ci(g["mean_length_plus"], 1), _ci(g["delta_plus"], 1), _ci(g["mean_length_minus"], 1),
-                            _ci(g["delta_minus"], 1)] for c, g in gen["conditions"].items()])
+                            _ci(g["delta_minus"], 1), _ci(g.get("trait_score_delta_plus"), 1),
+                            _ci(g.get("trait_score_delta_minus"), 1)] for c, g in gen["conditions"].items()])
     return "\n".join(out) + "\n"
 
 
