@@ -192,3 +192,12 @@ def test_steer_generate_cli_prints_both_columns(tiny_model_dir, tmp_path, capsys
     assert "unsteered" in out and "steered (additive, alpha 0.5, layer 2" in out
     with pytest.raises(SystemExit):
         main(["generate", "--model", str(model_dir), "--vector", str(vec), "hello"])  # .npy needs --layer
+
+
+def test_chat_template_without_one_is_a_clear_error(tiny_model_dir):
+    from stf_jax.models.generate import generate
+
+    model = stf_jax.load_model(tiny_model_dir("llama_gqa_untied_rope3"))
+    assert getattr(model.tokenizer, "chat_template", None) is None
+    with pytest.raises(ValueError, match="no chat template"):
+        generate(model, ["hi"], max_new_tokens=2, chat_template=True)

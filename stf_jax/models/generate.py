@@ -78,6 +78,9 @@ def generate(model: Model, prompts: Sequence[str], max_new_tokens: int = 64, int
     """Completions for a batch of prompts; `intervention_for(prompt_mask)` builds the steering
     (its positions cover the prompt when steer_prompt, and every generated token when steer_generated)."""
     tok = model.tokenizer
+    if chat_template and getattr(tok, "chat_template", None) is None:
+        raise ValueError("this model's tokenizer has no chat template (its GGUF/HF files carry none): generate "
+                         "without chat_template / --chat-template, or format the prompts yourself")
     texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
              for p in prompts] if chat_template else list(prompts)
     ids, mask = model.encode(texts, padding_side="left", add_special_tokens=not chat_template)

@@ -62,6 +62,8 @@ def main(argv=None) -> int:
     from .vectors import load_steering_vector
 
     model = load_model(args.model, dtype=args.dtype)
+    if args.chat_template and getattr(model.tokenizer, "chat_template", None) is None:
+        parser.error(f"{args.model}'s tokenizer has no chat template; drop --chat-template")
     vector, file_layer = load_steering_vector(args.vector, args.trait)
     layer = args.layer if args.layer is not None else file_layer
     if layer is None:
