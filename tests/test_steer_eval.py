@@ -193,6 +193,9 @@ def test_leave_one_trait_out_transfer_equals_numpy_lstsq_without_that_trait():
         a = np.linalg.lstsq(xs - xs.mean(0), xt - xt.mean(0), rcond=None)[0]
         v = x_s[(w > 0) & (traits == t)].mean(0)
         np.testing.assert_allclose(out["affine"][t], (v - xs.mean(0)) @ a + xt.mean(0), rtol=1e-4, atol=1e-4)
+    sub = transferred_trait_vectors(x_s, x_t, w, np.zeros(120, np.float32), traits, ("affine",), ridge=0.0, only=["b"])
+    assert list(sub["affine"]) == ["b"]  # a subset is steered, but its maps still use every other trait's rows
+    np.testing.assert_allclose(sub["affine"]["b"], out["affine"]["b"], rtol=1e-4, atol=1e-4)
     full = transferred_trait_vectors(x_s, x_t, w, np.zeros(120, np.float32), traits, ("affine",), holdout=False,
                                      ridge=0.0)
     assert np.abs(full["affine"]["a"] - out["affine"]["a"]).max() > 1e-3  # the held-out fit really differs

@@ -68,16 +68,22 @@ def transferred_trait_vectors(x_s: np.ndarray, x_t: np.ndarray, w_train: np.ndar
                               traits: Sequence[str], methods: Sequence[str] = MAP_METHODS, holdout: bool = True,
                               k: int = 64, ridge: float = 0.1, rotation_only: bool = False,
                               adapter: adapters_lib.AdapterConfig = adapters_lib.AdapterConfig(),
-                              seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
-    """{method (+ "identity"): {trait: T(source trait vector) [d_t]}}.
+                              seed: int = 0, only: Sequence[str] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """{method (+ "identity"): {trait: T(source trait vector) [d_t]}} for the traits in `only` (default all).
 
-    holdout=True: trait t's vector goes through maps fitted on the training pairs of the other traits
-    (leave-one-trait-out, every fold in one vmapped call per method); False: one map on all training pairs."""
+    holdout=True: trait t's vector goes through maps fitted on the training pairs of every other trait
+    (leave-one-trait-out, every fold in one vmapped call per method); False: one map on all training pairs.
+    Maps always use every trait's rows, whatever `only` selects."""
     unknown = sorted(set(methods) - set(MAP_METHODS))
     if unknown:
         raise ValueError(f"unknown transfer method(s) {unknown}; choose from {list(MAP_METHODS)}")
     traits = np.asarray(traits)
     names = list(dict.fromkeys(traits.tolist()))
+    if only is not None:
+        missing = sorted(set(only) - set(names))
+        if missing:
+            raise ValueError(f"trait(s) {missing} have no rows; traits: {names}")
+        names = [t for t in names if t in set(only)]
     src = trait_vectors(x_s, w_train, traits)
     xs, xt = jnp.asarray(x_s, jnp.float32), jnp.asarray(x_t, jnp.float32)
     w, wv = np.asarray(w_train, np.float32), np.asarray(w_val, np.float32)

@@ -41,7 +41,8 @@ class SteerConfig:
     """Settings of the causal evaluation (recorded in steer_results.json).
 
     alphas: additive strengths in units of the steered layer's mean |h| (0 is added if missing).
-    pairs_per_trait: held-out pairs scored per trait; traits: a subset (None: all).
+    pairs_per_trait: held-out pairs scored per trait; traits: a subset to steer (None: all); the maps are
+    still fitted on every trait's pairs (minus the held-out trait).
     max_continuation_tokens: propensity scores the first tokens of each side (cost grows with it).
     methods: alignment methods whose transferred vectors are steered; controls: any of CONTROLS.
     holdout_trait: carry each trait's vector with maps fitted without that trait's pairs (leave-one-trait-
@@ -115,12 +116,14 @@ def layers_from_sweep(sweep_results: str | Path | dict, n_layers: dict[str, int]
 
 
 def condition_vectors(x_s: np.ndarray, x_t: np.ndarray, traits: Sequence[str], w_train: np.ndarray,
-                      w_val: np.ndarray, cfg: SteerConfig) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
-    """{condition: {trait: unit vector [d_t]}} and notes (cosines to native, the shuffle's source)."""
-    names = list(dict.fromkeys(traits))
+                      w_val: np.ndarray, cfg: SteerConfig,
+                      only: Sequence[str] | None = None) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+    """{condition: {trait: unit vector [d_t]}} for the traits in `only` (default all), and notes (cosines to
+    native, the shuffle's source). Maps are fitted on every trait's rows (minus the held-out trait)."""
+    names = [t for t in dict.fromkeys(traits) if only is None or t in set(only)]
     tgt = trait_vectors(x_t, w_train, traits)
     carried = transferred_trait_vectors(x_s, x_t, w_train, w_val, traits, cfg.methods, holdout=cfg.holdout_trait,
-                                        k=cfg.k, ridge=cfg.ridge, adapter=cfg.adapter, seed=cfg.seed)
+                                        k=cfg.k, ridge=cfg.ridge, adapter=cfg.adapter, seed=cfg.seed, only=names)
     conds = {"native": {t: unit(tgt[t]) for t in names}}
     for m in cfg.methods:
         conds[m] = {t: unit(carried[m][t]) for t in names}
@@ -353,9 +356,8 @@ def evaluate_steering(run_dir: str | Path, cfg: SteerConfig = SteerConfig(),
         excluded = zero_rows(x_s) | zero_rows(x_t)
         trials = make_trials(table, 1, cfg.seed, cfg.test_fraction, cfg.val_fraction, exclude=excluded)
         w_train, w_val, test = trials.train[0], trials.val[0], trials.test[0]
-        keep = np.isin(np.asarray(table.traits), traits)
-        conds, notes = condition_vectors(x_s[keep], x_t[keep], np.asarray(table.traits)[keep], w_train[keep],
-                                         w_val[keep], cfg)
+        # maps see every trait's pairs (minus the held-out one); only the chosen traits are steered
+        conds, notes = condition_vectors(x_s, x_t, np.asarray(table.traits), w_train, w_val, cfg, only=traits)
         kinds = {c: "native" if c == "native" else ("transferred" if c in cfg.methods else "control") for c in conds}
         log(f"{s_name}->{t_name} (layers {ls}->{lt}): cosine to native "
             + ", ".join(f"{c} {np.mean(list(v.values())):.3f}" for c, v in notes["cosine_to_native"].items()))
