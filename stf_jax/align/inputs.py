@@ -16,13 +16,14 @@ from typing import Sequence
 
 import numpy as np
 
+from ..errors import UserError
 from ..data import ContrastPair, dataset_hash, load_pairs, split_pairs
 from ..extract.store import load_layer, read_manifest
 
 SCRAMBLES = ("proper", "within_trait", "cross_trait")
 
 
-class AlignInputError(ValueError):
+class AlignInputError(UserError, ValueError):
     """The inputs cannot be aligned as given (mismatched stores, bad values, impossible k)."""
 
 

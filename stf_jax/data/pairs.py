@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stf_jax.data.schema import SPLITS, ContrastPair
+from ..errors import UserError
 
 SHIPPED_DIR = Path(__file__).parent / "contrast_pairs"
 SHIPPED_NAMES: tuple[str, ...] = ("shipped", "stf-26")
@@ -23,7 +24,7 @@ REQUIRED_FIELDS: tuple[str, ...] = ("id", "trait", "positive", "negative")
 OPTIONAL_FIELDS: tuple[str, ...] = ("prompt", "source", "split")
 
 
-class PairFormatError(ValueError):
+class PairFormatError(UserError, ValueError):
     """A record that cannot become a ContrastPair; the message starts with 'file:line:'."""
 
 

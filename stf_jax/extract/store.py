@@ -1,58 +1,170 @@
 """The run directory: chunked, atomic, resumable writes and the documented final format.
 
     RUN/
-      manifest.json                 written last: the run is complete when it exists
+      manifest.json                 written last: the run is complete when it exists (and its checksums hold)
       run_args.json                 what the run was started with (a rerun must match)
+      pairs.jsonl                   pairs runs: the pair texts, in row order (the run is self-contained)
       <model>/layer_<idx>.safetensors   pairs: positive, negative, diff, vectors [n_pairs, d_model]
       <model>/tokens_layer_<idx>.safetensors  corpus: states [n_tokens, d_model], text_index, token_index
       .chunks/<model>/chunk_<i>.safetensors  work in progress (removed once the manifest is written)
+      .lock                         while a writer runs: its pid and host (a second writer is refused)
 
 Every file is written to a temporary name and renamed, so a run killed at any moment leaves only
-complete files; a restart skips every chunk already on disk.
+complete files; a restart skips every chunk already on disk. Safetensors headers are written with sorted
+keys, so the same arrays always give the same bytes. The manifest records the sha256 of every output
+file (`checksums`); a damaged run is recomputed on rerun and reported on load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import struct
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
+
+from ..errors import UserError
+from ..safe_paths import inside, is_safe_name, safe_name
 
 FORMAT_VERSION = 1
+PAIRS_FILE = "pairs.jsonl"
 
 
-class RunDirError(RuntimeError):
+class RunDirError(UserError, RuntimeError):
     """The run directory holds a different run (or something that is not a run)."""
 
 
+class RunNotFoundError(RunDirError, FileNotFoundError):
+    """No finished run where one was expected."""
+
+
+class DamagedRunError(RunDirError):
+    """A file of a finished run is truncated, corrupt or not the file the manifest recorded."""
+
+
+class LayerNotFoundError(RunDirError, KeyError):
+    """A model or layer that the run does not have."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+def atomic_write_json(path: Path, obj: Any, **kw) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False, **kw) + "\n").encode())
+
+
+def safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> bytes:
+    """safetensors serialization with a canonical header (sorted keys, compact): equal arrays and metadata
+    give equal bytes in every process (the library's header order varies from process to process)."""
+    raw = save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata)
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + raw[8 + n:]
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> str:
+    """Write a safetensors file atomically (canonical header); returns its sha256."""
+    data = safetensors_bytes(tensors, metadata)
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a complete safetensors file (None if it is): cheap, reads the header only."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"truncated ({size} bytes)"
+            n = struct.unpack("<Q", head)[0]
+            if n > min(size - 8, 100_000_000):
+                return f"truncated or not safetensors (header of {n} bytes in a {size}-byte file)"
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if size != 8 + n + end:
+            return f"truncated ({size} bytes, the header describes {8 + n + end})"
+    except FileNotFoundError:
+        return "missing"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        return f"not a valid safetensors file ({type(e).__name__})"
+    return None
+
+
+def load_tensors(path: str | Path) -> dict[str, np.ndarray]:
+    """safetensors.numpy.load_file, with a damaged file reported by name (DamagedRunError)."""
+    path = Path(path)
+    problem = safetensors_problem(path)
+    if problem is None:
+        try:
+            return load_file(str(path))
+        except Exception as e:  # SafetensorError and friends: a damaged file
+            problem = f"unreadable ({type(e).__name__}: {e})"
+    raise DamagedRunError(f"{path}: {problem}; rerun the extraction with the same arguments to recompute it")
 
 
 def model_slug(name: str) -> str:
-    """A directory name for a model given as a registry name, path or hub id."""
+    """A directory name for a model given as a registry name, path or hub id (see safe_paths.safe_name)."""
     stem = Path(name).stem if name.endswith(".gguf") else Path(name.rstrip("/")).name
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem) or "model"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", stem)
+    return slug if is_safe_name(slug) else safe_name(name, "model name")
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """JSON from a file the run wrote; a truncated or edited file is a DamagedRunError naming it."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DamagedRunError(f"{path}: {what} is damaged (not valid JSON: {e}); rerun the extraction with the same "
+                              "arguments to recompute it, or pass --overwrite") from None
 
 
 class RunDir:
@@ -63,14 +175,19 @@ class RunDir:
     def manifest_path(self) -> Path:
         return self.root / "manifest.json"
 
-    def prepare(self, run_args: dict[str, Any], overwrite: bool, is_writer: bool = True) -> bool:
-        """Create or reopen the directory. Returns True if the run is already complete.
+    def prepare(self, run_args: dict[str, Any], overwrite: bool, is_writer: bool = True, log=None) -> bool:
+        """Create or reopen the directory. Returns True if the run is already complete (and intact).
 
-        A directory started with other arguments is refused unless `overwrite`.
-        """
+        A directory started with other arguments is refused unless `overwrite`. A finished run whose manifest
+        or output files are damaged is reopened for recomputation (reported through `log`)."""
         args_path = self.root / "run_args.json"
         if args_path.exists():
-            previous = json.loads(args_path.read_text())
+            try:
+                previous = read_json_file(args_path, "run_args.json")
+            except DamagedRunError:
+                if not overwrite:
+                    raise
+                previous = None
             if previous != run_args:
                 if not overwrite:
                     changed = sorted(k for k in set(previous) | set(run_args) if previous.get(k) != run_args.get(k))
@@ -79,10 +196,17 @@ class RunDir:
                         "use another --out directory, or pass --overwrite to discard it"
                     )
                 if is_writer:
-                    shutil.rmtree(self.root)
+                    self._clear()
             elif self.manifest_path.exists():
-                return True
-        elif self.root.exists() and any(self.root.iterdir()) and not overwrite:
+                problems = self.verify()
+                if not problems:
+                    return True
+                if is_writer:
+                    if log:
+                        log(f"{self.root}: finished run is damaged ({'; '.join(problems[:3])}"
+                            f"{'; …' if len(problems) > 3 else ''}); recomputing")
+                    self.manifest_path.unlink(missing_ok=True)
+        elif self.root.exists() and any(p.name != ".lock" for p in self.root.iterdir()) and not overwrite:
             raise RunDirError(f"{self.root} exists and is not an stf_jax run directory; choose an empty --out")
         if is_writer:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -90,16 +214,39 @@ class RunDir:
                 atomic_write_json(args_path, run_args)
         return False
 
+    def _clear(self) -> None:
+        """Everything but the lock (held by this writer)."""
+        for p in self.root.iterdir():
+            if p.name == ".lock":
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+
+    def verify(self) -> list[str]:
+        """Problems of a finished run: an unreadable manifest, missing, truncated or altered files."""
+        try:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+            assert isinstance(manifest, dict) and isinstance(manifest.get("models"), list)
+        except (OSError, UnicodeDecodeError, ValueError, AssertionError):
+            return ["manifest.json is not a valid manifest"]
+        return verify_files(self.root, manifest)
+
     def chunk_path(self, slug: str, index: int) -> Path:
-        path = self.root / ".chunks" / slug / f"chunk_{index:05d}.safetensors"
+        path = inside(self.root, Path(".chunks") / slug / f"chunk_{index:05d}.safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def load_chunk(self, slug: str, index: int) -> dict[str, np.ndarray]:
-        return load_file(str(self.chunk_path(slug, index)))
+        return load_tensors(self.chunk_path(slug, index))
+
+    def chunk_ok(self, slug: str, index: int) -> bool:
+        path = self.root / ".chunks" / slug / f"chunk_{index:05d}.safetensors"
+        return path.exists() and safetensors_problem(path) is None
 
     def layer_path(self, slug: str, layer: int, kind: str = "layer") -> Path:
-        path = self.root / slug / f"{kind}_{layer:03d}.safetensors"
+        path = inside(self.root, Path(slug) / f"{kind}_{layer:03d}.safetensors")
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
@@ -108,22 +255,87 @@ class RunDir:
         shutil.rmtree(self.root / ".chunks", ignore_errors=True)
 
 
+def verify_files(root: Path, manifest: dict[str, Any], only: set[str] | None = None) -> list[str]:
+    """Check the files a manifest lists: sha256 where it records `checksums` (runs written since checksums
+    were added), else that each safetensors file is complete. `only`: these relative paths."""
+    problems = []
+    checksums = manifest.get("checksums") or {}
+    listed = set(checksums)
+    for m in manifest.get("models", []):
+        listed |= set((m.get("files") or {}).values())
+    for rel in sorted(listed):
+        if only is not None and rel not in only:
+            continue
+        path = Path(root) / rel
+        if not path.exists():
+            problems.append(f"{rel} is missing")
+        elif rel in checksums:
+            if _cached_sha256(path) != checksums[rel]:
+                problems.append(f"{rel} does not match its checksum (truncated or altered)")
+        elif rel.endswith(".safetensors") and (why := safetensors_problem(path)):
+            problems.append(f"{rel} is {why}")
+    return problems
+
+
+_VERIFIED: dict[tuple[str, int, int], str] = {}
+
+
+def _cached_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) for this process (a sweep loads every layer)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = file_sha256(path)
+    return _VERIFIED[key]
+
+
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "manifest.json"
     if not path.exists():
-        raise FileNotFoundError(f"{run_dir}: no manifest.json (not a finished extraction run)")
-    manifest = json.loads(path.read_text())
+        hint = " (the extraction has not finished: rerun it with the same arguments)" if (
+            Path(run_dir) / "run_args.json").exists() else ""
+        raise RunNotFoundError(f"{run_dir}: no manifest.json (not a finished extraction run){hint}")
+    manifest = read_json_file(path, "manifest.json")
+    if not isinstance(manifest, dict):
+        raise DamagedRunError(f"{path}: not a manifest (a JSON object was expected)")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise RunDirError(f"{path}: format version {manifest.get('format_version')} (this stf_jax reads {FORMAT_VERSION})")
     return manifest
 
 
 def load_layer(run_dir: str | Path, model: str, layer: int) -> dict[str, np.ndarray]:
-    """One model's arrays at one HF layer index of a finished run (`model` as named in the manifest)."""
+    """One model's arrays at one HF layer index of a finished run (`model` as named in the manifest).
+
+    The file is checked against the manifest's checksum (runs that record one) before it is read."""
     manifest = read_manifest(run_dir)
     for entry in manifest["models"]:
         if model in (entry["name"], entry["slug"]):
             if str(layer) not in entry["files"]:
-                raise KeyError(f"layer {layer} was not extracted for {model}; extracted: {sorted(map(int, entry['files']))}")
-            return load_file(str(Path(run_dir) / entry["files"][str(layer)]))
-    raise KeyError(f"model {model!r} is not in {run_dir}; it has {[e['name'] for e in manifest['models']]}")
+                raise LayerNotFoundError(f"layer {layer} was not extracted for {model} in {run_dir}; extracted: "
+                                         f"{sorted(map(int, entry['files']))}")
+            rel = entry["files"][str(layer)]
+            problems = verify_files(Path(run_dir), manifest, only={rel})
+            if problems:
+                raise DamagedRunError(f"{run_dir}: {problems[0]}; rerun the extraction with the same arguments to "
+                                      "recompute it")
+            return load_tensors(Path(run_dir) / rel)
+    raise LayerNotFoundError(f"model {model!r} is not in {run_dir}; it has {[e['name'] for e in manifest['models']]}")
+
+
+def load_run_pairs(run_dir: str | Path, manifest: dict[str, Any] | None = None):
+    """The pair texts a pairs run was extracted from, in row order (from RUN/pairs.jsonl, checked against
+    its recorded sha256), or None for runs written before runs kept their texts."""
+    from ..data import load_pairs
+
+    manifest = manifest or read_manifest(run_dir)
+    record = manifest.get("pairs_file")
+    if not record:
+        return None
+    path = Path(run_dir) / record["path"]
+    if not path.exists():
+        raise DamagedRunError(f"{path} is missing (the run's copy of its pair texts); rerun the extraction")
+    if file_sha256(path) != record["sha256"]:
+        raise DamagedRunError(f"{path} does not match its checksum in manifest.json (edited or truncated); rerun "
+                              "the extraction")
+    by_id = {p.id: p for p in load_pairs(path)}
+    return [by_id[i] for i in manifest["pair_ids"]]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ..errors import UserError
 
 EXPECTED = """\
 expected at least one of
@@ -20,7 +21,7 @@ expected at least one of
 RUN_DIR may also be a single alignment output directory (holding results.json)."""
 
 
-class ReportInputError(ValueError):
+class ReportInputError(UserError, ValueError):
     """RUN_DIR is missing or holds nothing to report."""
 
 

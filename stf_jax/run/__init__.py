@@ -20,10 +20,12 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
+from ..errors import UserError
+
 STAGES = ("extract", "corpus", "align", "steer", "export", "report")
 
 
-class ExperimentError(ValueError):
+class ExperimentError(UserError, ValueError):
     """A bad experiment config: says which key, and what is allowed."""
 
 
@@ -75,9 +77,14 @@ class _Stages:
         self.seconds: dict[str, float] = {}
         self.skipped: list[str] = []
 
-    def run(self, name: str, settings: dict, upstream: list[str], outputs: list[Path], fn: Callable[[], Any]):
+    def run(self, name: str, settings: dict, upstream: list[str], outputs: list[Path], fn: Callable[[], Any],
+            enabled: bool = True):
+        """Run fn unless up to date; a stage left out (enabled=False, `--only`) still records its hash, so
+        the stages after it see the same inputs as in a full run."""
         h = _hash({"settings": settings, "upstream": [self.hashes[u] for u in upstream]})
         self.hashes[name] = h
+        if not enabled:
+            return
         marker = self.root / name / "stage.json" if name != "report" else self.root / "report.stage.json"
         if name not in self.force and marker.exists() and all(p.exists() for p in outputs):
             if json.loads(marker.read_text()).get("hash") == h:
@@ -282,34 +289,20 @@ def run_experiment(exp: Experiment, force: set[str] | None = None, only: set[str
         return only is None or stage in only
 
     extract_settings = {"models": exp.models, "pairs": exp.pairs, **exp.extract}
-    if want("extract"):
-        st.run("extract", extract_settings, [], [run_dir / "manifest.json"], lambda: _extract(exp, run_dir))
-    else:
-        st.hashes["extract"] = _hash({"settings": extract_settings, "upstream": []})
-
+    st.run("extract", extract_settings, [], [run_dir / "manifest.json"], lambda: _extract(exp, run_dir),
+           want("extract"))
     if exp.corpus is not None:
-        corpus_settings = {"models": exp.models, **exp.corpus}
-        if want("corpus"):
-            st.run("corpus", corpus_settings, [], [root / "corpus" / "manifest.json"],
-                   lambda: _corpus(exp, root / "corpus"))
-        else:
-            st.hashes["corpus"] = _hash({"settings": corpus_settings, "upstream": []})
+        st.run("corpus", {"models": exp.models, **exp.corpus}, [], [root / "corpus" / "manifest.json"],
+               lambda: _corpus(exp, root / "corpus"), want("corpus"))
 
     align_cfg = dict(exp.align)
     analyses = align_cfg.pop("analyses", {"layer-6": {"layer": -6}})
     eval_cfg = _align_config(align_cfg)
-    align_dirs = []
     for name, analysis in analyses.items():
         out = root / "align" / name
-        align_dirs.append(out)
-        settings = {**align_cfg, **analysis}
-        if want("align"):
-            st.run(f"align/{name}", settings, ["extract"] + (["corpus"] if analysis.get("token_run") else []),
-                   [out / "results.json"],
-                   lambda out=out, analysis=analysis: _align(run_dir, out, eval_cfg, analysis, log))
-        else:
-            up = ["extract"] + (["corpus"] if analysis.get("token_run") else [])
-            st.hashes[f"align/{name}"] = _hash({"settings": settings, "upstream": [st.hashes[u] for u in up]})
+        upstream = ["extract"] + (["corpus"] if analysis.get("token_run") else [])
+        st.run(f"align/{name}", {**align_cfg, **analysis}, upstream, [out / "results.json"],
+               lambda out=out, analysis=analysis: _align(run_dir, out, eval_cfg, analysis, log), want("align"))
     sweep_names = [n for n, a in analyses.items() if a.get("sweep")]
 
     steer_dir = root / "steer"
@@ -318,15 +311,12 @@ def run_experiment(exp: Experiment, force: set[str] | None = None, only: set[str
         layers_spec = steer_settings.get("layers", "sweep" if sweep_names else -6)
         upstream = ["extract"] + ([f"align/{sweep_names[0]}"] if layers_spec == "sweep" and sweep_names else [])
         sweep_json = root / "align" / sweep_names[0] / "results.json" if sweep_names else None
-        if want("steer"):
-            steer_cfg = _steer_config(steer_settings)
-            st.run("steer", steer_settings, upstream, [steer_dir / "steer_results.json"],
-                   lambda: _steer(run_dir, steer_dir, steer_cfg, layers_spec, sweep_json, log))
-        else:
-            st.hashes["steer"] = _hash({"settings": steer_settings, "upstream": [st.hashes[u] for u in upstream]})
-        if exp.export is not None and want("export"):
+        st.run("steer", steer_settings, upstream, [steer_dir / "steer_results.json"],
+               lambda: _steer(run_dir, steer_dir, _steer_config(steer_settings), layers_spec, sweep_json, log),
+               want("steer"))
+        if exp.export is not None:
             st.run("export", dict(exp.export), ["steer"], [root / "export" / "stage.json"],
-                   lambda: _export(run_dir, steer_dir, root / "export", dict(exp.export), log))
+                   lambda: _export(run_dir, steer_dir, root / "export", dict(exp.export), log), want("export"))
 
     def write_experiment(total: float) -> None:
         (root / "experiment.json").write_text(json.dumps({

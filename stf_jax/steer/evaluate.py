@@ -127,7 +127,10 @@ def condition_vectors(x_s: np.ndarray, x_t: np.ndarray, traits: Sequence[str], w
     conds = {"native": {t: unit(tgt[t]) for t in names}}
     for m in cfg.methods:
         conds[m] = {t: unit(carried[m][t]) for t in names}
-    cos = {c: {t: float(conds[c][t] @ conds["native"][t]) for t in names} for c in conds}
+
+    def cos_to_native(c: str) -> dict[str, float]:
+        return {t: float(conds[c][t] @ conds["native"][t]) for t in names}
+
     notes: dict[str, Any] = {}
     if "zero_shot" in cfg.controls:
         conds["zero_shot"] = {t: unit(carried["identity"][t]) for t in names}
@@ -135,7 +138,7 @@ def condition_vectors(x_s: np.ndarray, x_t: np.ndarray, traits: Sequence[str], w
         rng = np.random.default_rng([cfg.seed, 7])
         conds["random"] = {t: unit(rng.standard_normal(x_t.shape[1])) for t in names}
     if "shuffled" in cfg.controls and cfg.methods:
-        best = max(cfg.methods, key=lambda m: np.mean(list(cos[m].values())))
+        best = max(cfg.methods, key=lambda m: np.mean(list(cos_to_native(m).values())))
         rng = np.random.default_rng([cfg.seed, 11])
         perm = rng.permutation(len(names))
         while len(names) > 1 and (perm == np.arange(len(names))).any():  # a derangement: every trait moves
@@ -143,9 +146,7 @@ def condition_vectors(x_s: np.ndarray, x_t: np.ndarray, traits: Sequence[str], w
         conds["shuffled"] = {t: conds[best][names[p]] for t, p in zip(names, perm)}
         notes["shuffled_from"] = best
         notes["shuffled_assignment"] = {t: names[p] for t, p in zip(names, perm)}
-    for c in conds:
-        cos.setdefault(c, {t: float(conds[c][t] @ conds["native"][t]) for t in names})
-    notes["cosine_to_native"] = cos
+    notes["cosine_to_native"] = {c: cos_to_native(c) for c in conds}
     return conds, notes
 
 
@@ -206,10 +207,15 @@ def summarize_direction(alphas: np.ndarray, curves: dict[str, dict[str, np.ndarr
     return {"conditions": out, "comparisons": comparisons}
 
 
-def in_model_summary(alphas, native: dict[str, np.ndarray], cfg: SteerConfig) -> dict[str, Any]:
-    """Seed 001's first check: do the model's own vectors move propensity monotonically with alpha?"""
+def in_model_summary(alphas, native: dict[str, np.ndarray], native_rows: dict[str, dict], cfg: SteerConfig
+                     ) -> dict[str, Any]:
+    """Seed 001's first check: do the model's own vectors move propensity monotonically with alpha?
+
+    native: {trait: [A, P] curves}; native_rows: their per-trait statistics (`summarize_direction`'s
+    native condition), of which the curve, slope and monotonicity are kept."""
     traits = list(native)
-    rows = {t: _trait_stats(alphas, native[t], cfg.bootstrap, cfg.seed + i) for i, t in enumerate(traits)}
+    keep = ("curve", "slope", "monotonic", "n_pairs")
+    rows = {t: {k: native_rows[t][k] for k in keep} for t in traits}
 
     def count_positive(ix_per_trait):
         return sum(stats.slopes(alphas, native[t][:, ix]).mean() > 0 for t, ix in zip(traits, ix_per_trait))
@@ -322,7 +328,7 @@ def evaluate_steering(run_dir: str | Path, cfg: SteerConfig = SteerConfig(),
     (an HF index, negatives from the end) in both models. models: preloaded {name: Model} (else loaded by
     name). out_dir: also save every condition's vectors there (`vectors/<source>__to__<target>.npz`)."""
     from ..models.loading import load_model
-    from .propensity import PrefixScorer
+    from .propensity import PrefixScorer, encode_scored
 
     t_start = time.perf_counter()
     refs = find_models([run_dir])
@@ -345,7 +351,7 @@ def evaluate_steering(run_dir: str | Path, cfg: SteerConfig = SteerConfig(),
         "config": {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "adapter"},
                    "adapter": dataclasses.asdict(cfg.adapter), "mode": "additive", "scale": "mean-norm"},
         "alphas": alphas.tolist(), "traits": traits, "models": {}, "directions": []}
-    native_by_target: dict[str, tuple[int, dict]] = {}
+    native_by_target: dict[str, tuple] = {}
 
     for s_name, t_name in directions:
         t0 = time.perf_counter()
@@ -370,7 +376,6 @@ def evaluate_steering(run_dir: str | Path, cfg: SteerConfig = SteerConfig(),
         scorers = {}
         width = 0
         for t, ps in pairs.items():  # one width for every trait: one compiled program per model
-            from .propensity import encode_scored
             ids = encode_scored(model, [p.prompt for p in ps] * 2, [p.positive for p in ps] + [p.negative for p in ps],
                                 cfg.max_continuation_tokens)[0]
             width = max(width, ids.shape[1])
@@ -408,7 +413,7 @@ def evaluate_steering(run_dir: str | Path, cfg: SteerConfig = SteerConfig(),
             entry["generation"] = _generation(model, lt, prompts, gen_conds, gen_trait, alpha_gen, scale, cfg)
         entry["seconds"] = time.perf_counter() - t0
         results["directions"].append(entry)
-        native_by_target.setdefault(t_name, (lt, scale, curves["native"]))
+        native_by_target.setdefault(t_name, (lt, scale, curves["native"], entry["conditions"]["native"]["traits"]))
         if out_dir is not None:
             path = Path(out_dir) / "vectors" / f"{s_name}__to__{t_name}.npz"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -421,8 +426,9 @@ def evaluate_steering(run_dir: str | Path, cfg: SteerConfig = SteerConfig(),
                         f"r {summ[c]['summary']['pearson_r']['mean']:.2f}" for c in summ if c != "native")
             + f"  ({entry['seconds']:.0f}s)")
 
-    for t_name, (lt, scale, native) in native_by_target.items():
-        results["models"][t_name] = {"layer": lt, "mean_norm": scale, "in_model": in_model_summary(alphas, native, cfg)}
+    for t_name, (lt, scale, native, native_rows) in native_by_target.items():
+        results["models"][t_name] = {"layer": lt, "mean_norm": scale,
+                                     "in_model": in_model_summary(alphas, native, native_rows, cfg)}
         im = results["models"][t_name]["in_model"]
         log(f"in-model {t_name} (layer {lt}): monotonic {im['n_monotonic']}/{im['n_traits']}, slope CI above 0 "
             f"{im['n_positive_slope']}/{im['n_traits']}")

@@ -32,6 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..extract.store import atomic_save_tensors
+
 ARCH = "controlvector"
 FORMAT_VERSION = "1"
 LAYER_CONVENTION = "hf_hidden_states_index: direction.i steers hidden_states[i+1] (output of block i)"
@@ -184,14 +186,12 @@ def export_control_vector(path: str | Path, directions: dict[int, np.ndarray], *
     meta = {"general.architecture": ARCH, f"{ARCH}.model_hint": model_hint,
             f"{ARCH}.layer_count": str(len(dirs)), **_metadata(dirs, metadata)}
     path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == ".safetensors":
+        atomic_save_tensors(path, {direction_name(k): v for k, v in dirs.items()}, meta)
+        return path
     tmp = _tmp_path(path)
     try:
-        if fmt == ".gguf":
-            _write_gguf(tmp, dirs, meta)
-        else:
-            from safetensors.numpy import save_file
-
-            save_file({direction_name(k): v for k, v in dirs.items()}, str(tmp), metadata=meta)
+        _write_gguf(tmp, dirs, meta)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

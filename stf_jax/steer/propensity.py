@@ -19,14 +19,29 @@ from ..models import decoder
 from ..models.model import Model
 
 
+def _masked_mean_logprob(logits, targets, weights):
+    """Mean over positions with weight 1 of log softmax(logits)[target]. logits [B, C, V], targets/weights [B, C]."""
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    token_lp = jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    w = weights.astype(jnp.float32)
+    return (token_lp * w).sum(-1) / jnp.maximum(w.sum(-1), 1.0)
+
+
 @partial(jax.jit, static_argnames=("cfg", "dtype"))
 def _mean_logprob(params, ids, mask, target, intervention, *, cfg, dtype):
     """Mean log-prob of the tokens flagged in `target` [B, S], each predicted from its prefix."""
     logits, _ = decoder.logits_and_hidden_states(params, ids, mask, intervention, cfg=cfg, dtype=dtype)
-    logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
-    token_lp = jnp.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
-    m = target[:, 1:].astype(jnp.float32)
-    return (token_lp * m).sum(-1) / jnp.maximum(m.sum(-1), 1.0)
+    return _masked_mean_logprob(logits[:, :-1], ids[:, 1:], target[:, 1:])
+
+
+def _pair_tokens(tok, prompt: str, cont: str) -> tuple[list[int], list[int]]:
+    """(prompt ids with special tokens, continuation ids); with no BOS and no prompt, the first
+    continuation token becomes the prefix (it has nothing to be scored from)."""
+    p = tok(prompt, add_special_tokens=True)["input_ids"]
+    c = tok((" " if prompt else "") + cont, add_special_tokens=False)["input_ids"]
+    if not p:
+        p, c = c[:1], c[1:]
+    return p, c
 
 
 def encode_continuations(model: Model, prompts: Sequence[str], continuations: Sequence[str]):
@@ -34,11 +49,7 @@ def encode_continuations(model: Model, prompts: Sequence[str], continuations: Se
     tok = model.tokenizer
     rows, targets = [], []
     for prompt, cont in zip(prompts, continuations):
-        p = tok(prompt, add_special_tokens=True)["input_ids"] if prompt else \
-            tok("", add_special_tokens=True)["input_ids"]
-        c = tok((" " if prompt else "") + cont, add_special_tokens=False)["input_ids"]
-        if not p:  # a model with no BOS: the first continuation token has no prefix to be scored from
-            p, c = c[:1], c[1:]
+        p, c = _pair_tokens(tok, prompt, cont)
         rows.append(p + c)
         targets.append([0] * len(p) + [1] * len(c))
     width = max(map(len, rows))
@@ -84,10 +95,7 @@ def encode_scored(model: Model, prompts: Sequence[str], continuations: Sequence[
     tok = model.tokenizer
     rows, starts = [], []
     for prompt, cont in zip(prompts, continuations):
-        p = tok(prompt, add_special_tokens=True)["input_ids"]
-        c = tok((" " if prompt else "") + cont, add_special_tokens=False)["input_ids"]
-        if not p:  # no BOS and no prompt: the first continuation token has no prefix to be scored from
-            p, c = c[:1], c[1:]
+        p, c = _pair_tokens(tok, prompt, cont)
         rows.append(p + c[:max_tokens])
         starts.append(len(p))
     need = max(map(len, rows))
@@ -115,10 +123,8 @@ def scored_logprob_from(params, h, ids, mask, head_index, target_ids, target_mas
     """Mean log-prob of the target tokens [B], running blocks start.. on h [B, S, D] = hidden_states[start]."""
     model = decoder.Decoder(cfg, dtype=dtype, logits=True, start=start)
     p = decoder.slice_layers(params, cfg.n_layers, start)
-    *_, logits = model.apply({"params": p}, ids, mask, None, h0=h, head_index=head_index)
-    logp = jax.nn.log_softmax(logits, axis=-1)  # [B, C, V]
-    token_lp = jnp.take_along_axis(logp, target_ids[..., None], axis=-1)[..., 0]
-    return (token_lp * target_mask).sum(-1) / jnp.maximum(target_mask.sum(-1), 1.0)
+    *_, logits = model.apply({"params": p}, ids, mask, None, h0=h, head_index=head_index)  # [B, C, V]
+    return _masked_mean_logprob(logits, target_ids, target_mask)
 
 
 class PrefixScorer:

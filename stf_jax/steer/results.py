@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
 from typing import Any
+
+from ..extract.store import atomic_write_bytes
 
 
 def _ci(stat: dict | None, digits: int = 2) -> str:
@@ -88,16 +91,18 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_curves_csv(results: dict[str, Any], path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["source", "target", "condition", "trait", "alpha", "mean", "lo", "hi"])
-        for d in results["directions"]:
-            for c, e in d["conditions"].items():
-                for t, row in e["traits"].items():
-                    for a, m, lo, hi in zip(results["alphas"], row["curve"]["mean"], row["curve"]["lo"],
-                                            row["curve"]["hi"]):
-                        w.writerow([d["source"], d["target"], c, t, a, m, lo, hi])
+def curves_csv(results: dict[str, Any]) -> str:
+    """The alpha-sweep curves, one row per (direction, condition, trait, alpha)."""
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["source", "target", "condition", "trait", "alpha", "mean", "lo", "hi"])
+    for d in results["directions"]:
+        for c, e in d["conditions"].items():
+            for t, row in e["traits"].items():
+                for a, m, lo, hi in zip(results["alphas"], row["curve"]["mean"], row["curve"]["lo"],
+                                        row["curve"]["hi"]):
+                    w.writerow([d["source"], d["target"], c, t, a, m, lo, hi])
+    return buf.getvalue()
 
 
 def write_steer_results(results: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path, Path]:
@@ -105,10 +110,7 @@ def write_steer_results(results: dict[str, Any], out_dir: str | Path) -> tuple[P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = out / "steer_results.json", out / "steer_results.md", out / "curves.csv"
-    for path, write in ((paths[0], lambda p: p.write_text(json.dumps(results, indent=1, allow_nan=True) + "\n")),
-                        (paths[1], lambda p: p.write_text(markdown(results))),
-                        (paths[2], lambda p: write_curves_csv(results, p))):
-        tmp = path.with_name(path.name + ".tmp")
-        write(tmp)
-        tmp.replace(path)
+    texts = json.dumps(results, indent=1, allow_nan=True) + "\n", markdown(results), curves_csv(results)
+    for path, text in zip(paths, texts):
+        atomic_write_bytes(path, text.encode())
     return paths

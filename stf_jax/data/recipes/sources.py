@@ -32,15 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...errors import UserError
+
 Row = dict[str, Any]
 FileReader = Callable[[Path], Iterator[Row]]
 
 
-class SourceNotFoundError(FileNotFoundError):
+class SourceNotFoundError(UserError, FileNotFoundError):
     """A recipe's dataset is not available locally; the message says where it looked."""
 
 
-class SourceFormatError(ValueError):
+class SourceFormatError(UserError, ValueError):
     """A local file does not have the columns or layout the dataset is published with."""
 
 

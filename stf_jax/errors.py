@@ -1,0 +1,58 @@
+"""Expected errors and how command lines report them.
+
+An *expected* error is one a user can fix: a bad argument, a missing or malformed file, runs that do not
+belong together. Its message says what is wrong, where (file, line, argument, layer) and how to fix it,
+in one line. Every error class of the package that means "your input" derives from `UserError`;
+`cli_main` turns them into that one line on stderr and exit code 2. Anything else is a bug and keeps its
+traceback. `--debug` (or `STF_JAX_DEBUG=1`) shows the traceback of expected errors too.
+
+    from stf_jax.errors import UserError, cli_main
+
+    def main(argv=None) -> int: ...
+    if __name__ == "__main__":
+        cli_main(main)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Sequence
+
+
+class UserError(Exception):
+    """An error in what the user gave (arguments, files, data): reported as one line, exit code 2."""
+
+
+EXIT_USER_ERROR = 2
+
+
+def debug_enabled(argv: Sequence[str] | None = None) -> bool:
+    argv = sys.argv[1:] if argv is None else argv
+    return "--debug" in argv or os.environ.get("STF_JAX_DEBUG", "") not in ("", "0")
+
+
+def one_line(exc: BaseException) -> str:
+    """The message on one line (multi-line messages are joined with ' | ')."""
+    text = str(exc).strip() or type(exc).__name__
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def cli_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+    """Run main(argv) and exit with its code; a UserError prints `error: ...` and exits 2.
+
+    `--debug` is removed from argv before main sees it (every command accepts it)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_enabled(argv)
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        code = main(argv)
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,102 @@
+"""llama.cpp for the interop tests: its source from the llama-cpp-python sdist on PyPI, tools built once.
+
+The sdist vendors llama.cpp's whole tree (tools, `convert_hf_to_gguf.py`, `gguf-py`). It is downloaded
+once and extracted under the stf_jax cache (`$STF_JAX_CACHE`, default ~/.cache/stf_jax), and each tool
+is built once with cmake into that tree's `build/` folder, so later test runs start at once.
+
+    from llamacpp import source_dir, tool      # tests/ is on sys.path under pytest
+    converter = source_dir() / "convert_hf_to_gguf.py"
+    completion = tool("llama-completion")      # Path to the built binary
+
+Both raise `LlamaCppUnavailable` (tests skip on it) when the sdist cannot be fetched or cmake fails.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+VERSION = "0.3.36"  # llama-cpp-python release whose vendored llama.cpp the tests use
+PREFIX = f"llama_cpp_python-{VERSION}/vendor/llama.cpp/"
+
+
+class LlamaCppUnavailable(RuntimeError):
+    pass
+
+
+def _root() -> Path:
+    base = Path(os.environ.get("STF_JAX_CACHE", Path.home() / ".cache" / "stf_jax"))
+    return base / "llama.cpp" / VERSION
+
+
+@contextmanager
+def _locked(name: str):
+    """One process at a time downloads or builds (pytest-xdist workers, two test runs)."""
+    root = _root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def source_dir() -> Path:
+    """The extracted llama.cpp tree (downloaded and extracted on first use)."""
+    src = _root() / "src"
+    if (src / "CMakeLists.txt").exists():
+        return src
+    with _locked("source"):
+        if (src / "CMakeLists.txt").exists():
+            return src
+        with tempfile.TemporaryDirectory(dir=_root()) as tmp:
+            got = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                                  f"llama-cpp-python=={VERSION}", "-d", tmp, "-q"], capture_output=True, text=True)
+            tarballs = list(Path(tmp).glob("*.tar.gz"))
+            if got.returncode != 0 or not tarballs:
+                raise LlamaCppUnavailable(f"cannot download the llama-cpp-python sdist: {got.stderr[-500:]}")
+            out = Path(tmp) / "src"
+            with tarfile.open(tarballs[0]) as tar:
+                members = []
+                for m in tar.getmembers():
+                    if m.name.startswith(PREFIX) and len(m.name) > len(PREFIX):
+                        m.name = m.name[len(PREFIX):]
+                        members.append(m)
+                tar.extractall(out, members=members, filter="data")
+            shutil.rmtree(src, ignore_errors=True)
+            os.replace(out, src)  # atomic: a half-extracted tree is never seen as done
+    return src
+
+
+def tool(name: str) -> Path:
+    """Build (once) and return a llama.cpp binary, e.g. "llama-completion", "llama-cvector-generator"."""
+    src = source_dir()
+    build = src / "build"
+    binary = build / "bin" / name
+    if binary.exists():
+        return binary
+    with _locked("build"):
+        if binary.exists():
+            return binary
+        if shutil.which("cmake") is None:
+            raise LlamaCppUnavailable("cmake is not installed")
+        if not (build / "CMakeCache.txt").exists():
+            cfg = subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
+                                  "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
+                                  "-DLLAMA_BUILD_SERVER=OFF", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF"],
+                                 capture_output=True, text=True)
+            if cfg.returncode != 0:
+                raise LlamaCppUnavailable(f"cmake configure failed: {cfg.stderr[-1500:]}")
+        made = subprocess.run(["cmake", "--build", str(build), "--target", name, "-j", str(os.cpu_count() or 2)],
+                              capture_output=True, text=True)
+        if made.returncode != 0 or not binary.exists():
+            raise LlamaCppUnavailable(f"building {name} failed: {(made.stdout + made.stderr)[-1500:]}")
+    return binary
