@@ -38,6 +38,15 @@ def one_line(exc: BaseException) -> str:
     return " | ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def report_user_error(exc: BaseException) -> int:
+    """For a main() that catches its expected errors itself (so a direct call returns the exit code):
+    print the one line and return 2, or re-raise under --debug / STF_JAX_DEBUG=1. Call inside `except`."""
+    if debug_enabled():
+        raise exc
+    print(f"error: {one_line(exc)}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
 def cli_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
     """Run main(argv) and exit with its code; a UserError prints `error: ...` and exits 2.
 

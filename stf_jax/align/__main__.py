@@ -15,10 +15,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import UserError, cli_main, report_user_error
 from .adapters import AdapterConfig
 from .evaluate import ALL_METHODS, METHODS, EvalConfig, evaluate
 from .inputs import AlignInputError
 from .report import write_results
+
+
+class AlignArgumentError(AlignInputError):
+    """Arguments that do not make a valid configuration (reported as one line, exit 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,16 +104,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     try:
-        cfg = config_from_args(args)
+        try:
+            cfg = config_from_args(args)
+        except ValueError as e:
+            raise AlignArgumentError(f"bad arguments: {e}") from None
         results = evaluate(args.runs, cfg, layer=args.layer, sweep=args.layer_sweep, source=args.source,
                            target=args.target, pairs=args.pairs, token_run=args.token_run, out_dir=args.out, log=log)
-    except (AlignInputError, ValueError, KeyError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (UserError, ValueError, KeyError, FileNotFoundError) as e:  # the alignment code's input checks
+        return report_user_error(e)
     js, md = write_results(results, args.out)
     print(f"wrote {js} and {md}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_main(main)

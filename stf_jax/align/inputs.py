@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..data import ContrastPair, dataset_hash, load_pairs, split_pairs
-from ..extract.store import load_layer, read_manifest
+from ..extract.store import RunDirError, load_layer, load_run_pairs, read_manifest
 
 SCRAMBLES = ("proper", "within_trait", "cross_trait")
 
@@ -121,10 +121,13 @@ def pair_table(refs: Sequence[ModelRef], pairs: Sequence[ContrastPair] | str | N
         if bad:
             raise AlignInputError(f"{len(bad)} pair id(s) have different traits in {runs[0]} and {run}, e.g. {bad[:3]}")
 
+    check_same_texts(runs)
     # the dataset record: {"source": {"dataset", "hash"}} (current) or {"dataset": {"name", "hash"}} (earlier runs)
     record = manifest0.get("source") or {}
     legacy = manifest0.get("dataset") if isinstance(manifest0.get("dataset"), dict) else {}
     source = {"dataset": record.get("dataset") or legacy.get("name"), "hash": record.get("hash") or legacy.get("hash")}
+    if pairs is None:
+        pairs = load_run_pairs(runs[0], manifest0)  # a run keeps its texts (RUN/pairs.jsonl), from any cwd
     if pairs is None or isinstance(pairs, (str, Path)):
         name = pairs or source["dataset"]
         if not name:
@@ -132,18 +135,48 @@ def pair_table(refs: Sequence[ModelRef], pairs: Sequence[ContrastPair] | str | N
         try:
             pairs = load_pairs(name)
         except (FileNotFoundError, ValueError) as e:
-            raise AlignInputError(f"cannot load the pair texts from {name!r} ({e}); pass the dataset explicitly") from None
+            raise AlignInputError(f"cannot load the pair texts from {name!r} ({e}); pass the dataset explicitly "
+                                  "(--pairs), or re-extract the run (runs now keep a copy of their pair texts)") from None
     by_id = {p.id: p for p in pairs}
     absent = [pid for pid in ids0 if pid not in by_id]
     if absent:
         raise AlignInputError(f"{len(absent)} pair id(s) of the run are not in the dataset given, e.g. {absent[:3]}")
     chosen = [by_id[pid] for pid in ids0]
     if source.get("hash") and dataset_hash(chosen) != source["hash"]:
-        raise AlignInputError(f"the dataset's texts differ from the ones {runs[0]} was extracted from (hash mismatch)")
+        raise AlignInputError(f"the texts of the dataset given differ from the ones {runs[0]} was extracted from (hash "
+                              "mismatch); pass the pairs file the run was extracted from, or leave --pairs out")
     wrong = [p.id for p, t in zip(chosen, traits0) if p.trait != t]
     if wrong:
         raise AlignInputError(f"{len(wrong)} pair(s) have another trait in the dataset than in the run, e.g. {wrong[:3]}")
     return PairTable(tuple(ids0), tuple(traits0), tuple(chosen), tuple(sorted(set(traits0)))), order
+
+
+def check_same_texts(run_dirs: Sequence[str | Path]) -> None:
+    """Refuse runs that are to be combined but were extracted from different texts (the same pair ids are
+    not enough: a file with swapped or edited texts under the same ids gives plausible, wrong numbers).
+
+    Runs that keep their pair texts (RUN/pairs.jsonl) are compared pair by pair and the differing ids are
+    named; older runs are compared by the dataset hash of their manifest."""
+    runs = list(dict.fromkeys(Path(r) for r in run_dirs))
+    if len(runs) < 2:
+        return
+    manifests = [read_manifest(r) for r in runs]
+    hashes = [(m.get("source") or {}).get("hash") for m in manifests]
+    texts = [load_run_pairs(r, m) for r, m in zip(runs, manifests)]
+    for run, m, h, t in zip(runs[1:], manifests[1:], hashes[1:], texts[1:]):
+        if texts[0] is not None and t is not None:
+            theirs = {p.id: p for p in t}
+            differ = [p.id for p in texts[0] if p.id in theirs and
+                      (p.positive, p.negative, p.prompt, p.trait) != (theirs[p.id].positive, theirs[p.id].negative,
+                                                                      theirs[p.id].prompt, theirs[p.id].trait)]
+            if differ:
+                raise AlignInputError(
+                    f"{runs[0]} and {run} were extracted from different texts under the same pair ids: {len(differ)} "
+                    f"pair(s) differ, e.g. {differ[:3]}; extract every model from the same pairs file")
+        if hashes[0] and h and hashes[0] != h and set(manifests[0].get("pair_ids", [])) == set(m.get("pair_ids", [])):
+            raise AlignInputError(
+                f"{runs[0]} and {run} were extracted from different texts under the same pair ids (dataset hash "
+                f"{hashes[0][:12]}… vs {h[:12]}…); extract every model from the same pairs file")
 
 
 def load_vectors(ref: ModelRef, layer: int, row_order: np.ndarray, array: str = "vectors") -> np.ndarray:

@@ -9,7 +9,7 @@ Recipes that rebuild the paper's pairs from public datasets live in
 ``stf_jax.data.recipes``; the command line is ``python -m stf_jax.data``.
 """
 
-from stf_jax.data.pairs import PairFormatError, load_pairs, save_pairs
+from stf_jax.data.pairs import PairFormatError, PairSourceError, load_pairs, save_pairs
 from stf_jax.data.schema import TRAITS, ContrastPair, dataset_hash, normalize_text, word_count
 from stf_jax.data.split import Split, split_pairs
 from stf_jax.data.stats import TraitStats, format_stats, pair_stats
@@ -20,6 +20,7 @@ __all__ = [
     "ContrastPair",
     "NearDuplicate",
     "PairFormatError",
+    "PairSourceError",
     "Split",
     "TraitStats",
     "ValidationReport",

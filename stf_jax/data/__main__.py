@@ -14,7 +14,8 @@ import sys
 import time
 from collections import Counter
 
-from stf_jax.data.pairs import is_shipped, load_pairs, save_pairs
+from stf_jax.data.pairs import PairFormatError, is_shipped, load_pairs, save_pairs
+from stf_jax.errors import UserError, cli_main, report_user_error
 from stf_jax.data.recipes import RECIPES, build_recipe
 from stf_jax.data.schema import TRAITS
 from stf_jax.data.split import split_pairs
@@ -25,17 +26,21 @@ DATA_HELP = 'dataset: "shipped" (alias "stf-26", the default), a .jsonl/.csv/.pa
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 ok; 1 `validate` found problems (a malformed record is one); 2 bad input or arguments."""
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, ImportError) as error:  # bad input, missing data or pyarrow
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except (UserError, ValueError, FileNotFoundError, ImportError) as error:  # bad input, missing data or pyarrow
+        return report_user_error(error)
 
 
 def _validate(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    pairs = load_pairs(args.data, traits=args.traits)
+    try:
+        pairs = load_pairs(args.data, traits=args.traits)
+    except PairFormatError as error:  # a malformed record is a validation finding: exit 1, like any other
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     expected = (args.traits or TRAITS) if is_shipped(args.data) else None
     report = validate_pairs(pairs, threshold=args.threshold, min_per_trait=args.min_per_trait, expected_traits=expected)
     print(report.render(max_items=args.max_items))
@@ -147,4 +152,4 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_main(main)

@@ -9,7 +9,9 @@ Parquet) of the offending record.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,14 @@ class PairFormatError(UserError, ValueError):
     """A record that cannot become a ContrastPair; the message starts with 'file:line:'."""
 
 
+class PairSourceError(UserError, FileNotFoundError):
+    """No pair data where the argument points (missing file, empty directory, unknown dataset name)."""
+
+
+class MissingDependencyError(UserError, ImportError):
+    """An optional package needed to read the input (pyarrow, datasets) is not installed."""
+
+
 def load_pairs(name_or_path: str | Path, traits: Sequence[str] | None = None) -> list[ContrastPair]:
     """Load pairs from the shipped set ("shipped" / "stf-26"), a file, or a directory.
 
@@ -40,17 +50,24 @@ def load_pairs(name_or_path: str | Path, traits: Sequence[str] | None = None) ->
         available = sorted({pair.trait for pair in pairs})
         unknown = sorted(set(traits) - set(available))
         if unknown:
-            raise ValueError(f"unknown trait(s) {unknown}; available: {', '.join(available)}")
+            raise PairFormatError(f"unknown trait(s) {unknown}; available: {', '.join(available)}")
         wanted = set(traits)
         pairs = [pair for pair in pairs if pair.trait in wanted]
     return sorted(pairs, key=lambda pair: (pair.trait, pair.id))
 
 
 def save_pairs(pairs: Sequence[ContrastPair], path: str | Path) -> None:
-    """Write pairs as JSONL, one record per line, UTF-8 kept readable."""
-    with open(path, "w", encoding="utf-8") as handle:
-        for pair in pairs:
-            handle.write(json.dumps(pair.to_dict(), ensure_ascii=False) + "\n")
+    """Write pairs as JSONL, one record per line, UTF-8 kept readable (atomically: temporary file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for pair in pairs:
+                handle.write(json.dumps(pair.to_dict(), ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def is_shipped(name_or_path: str | Path) -> bool:
@@ -63,19 +80,19 @@ def _pair_files(name_or_path: str | Path) -> list[Path]:
     if is_shipped(name_or_path):
         files = sorted(SHIPPED_DIR.glob("*.jsonl"))
         if not files:
-            raise FileNotFoundError(f"no shipped contrast-pair files found in {SHIPPED_DIR}")
+            raise PairSourceError(f"no shipped contrast-pair files found in {SHIPPED_DIR}; reinstall stf_jax")
         return files
     path = Path(name_or_path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in PAIR_SUFFIXES)
         if not files:
-            raise FileNotFoundError(f"{path}: directory holds no {'/'.join(PAIR_SUFFIXES)} files")
+            raise PairSourceError(f"{path}: directory holds no {'/'.join(PAIR_SUFFIXES)} files")
         return files
     if path.is_file():
         if path.suffix not in PAIR_SUFFIXES:
-            raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use {', '.join(PAIR_SUFFIXES)}")
+            raise PairFormatError(f"{path}: unsupported file type {path.suffix!r}; use {', '.join(PAIR_SUFFIXES)}")
         return [path]
-    raise FileNotFoundError(
+    raise PairSourceError(
         f"{name_or_path}: no such file or directory, and not a dataset name ({', '.join(SHIPPED_NAMES)})"
     )
 
@@ -100,38 +117,87 @@ def _dedup_ids(located: Iterator[tuple[ContrastPair, str]]) -> list[ContrastPair
     return pairs
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise PairSourceError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def _not_utf8(path: Path, data: bytes, error: UnicodeDecodeError, line_offset: int = 0) -> PairFormatError:
+    """'file:line: not UTF-8' for a decode error at byte error.start of data."""
+    line = data.count(b"\n", 0, error.start) + 1 + line_offset
+    column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+    byte = data[error.start:error.start + 1].hex()
+    return PairFormatError(f"{path}:{line}: not UTF-8 text (byte 0x{byte} at column {column}); "
+                           "save the file as UTF-8")
+
+
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 text file (a BOM is allowed), with a bad byte reported as 'file:line'."""
+    data = _read_bytes(path)
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    for line_number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            yield line_number, raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise _not_utf8(path, raw, error, line_offset=line_number - 1) from None
+
+
 def _jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            location = f"{path}:{line_number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise PairFormatError(f"{location}: malformed JSON ({error.msg} at column {error.colno})") from None
-            if not isinstance(record, dict):
-                raise PairFormatError(f"{location}: expected a JSON object, got {type(record).__name__}")
-            yield location, record
+    for line_number, line in text_lines(path):
+        if not line.strip():
+            continue
+        location = f"{path}:{line_number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise PairFormatError(f"{location}: malformed JSON ({error.msg} at column {error.colno})") from None
+        except (ValueError, RecursionError) as error:  # e.g. an integer of more than 4300 digits, deep nesting
+            raise PairFormatError(f"{location}: malformed JSON ({type(error).__name__}: {str(error)[:80]})") from None
+        if not isinstance(record, dict):
+            raise PairFormatError(f"{location}: expected a JSON object, got {type(record).__name__}")
+        yield location, record
 
 
 def _csv_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
+    data = _read_bytes(path)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, data, error) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
         missing = [field for field in REQUIRED_FIELDS if field not in (reader.fieldnames or [])]
         if missing:
             raise PairFormatError(f"{path}:1: header lacks column(s) {missing}")
         for record in reader:
             # line_num is the physical line where the record ended (records may span lines).
-            yield f"{path}:{reader.line_num}", {key: value for key, value in record.items() if value != ""}
+            location = f"{path}:{reader.line_num}"
+            extra = record.pop(None, None)
+            if extra:
+                raise PairFormatError(f"{location}: {len(extra)} more field(s) than the header's columns "
+                                      "(an unquoted comma?)")
+            yield location, {key: value for key, value in record.items() if value != ""}
+    except csv.Error as error:
+        raise PairFormatError(f"{path}:{reader.line_num}: malformed CSV ({error})") from None
 
 
 def _parquet_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
+        import pyarrow
         import pyarrow.parquet as pq
     except ImportError:
-        raise ImportError(f"reading {path} needs pyarrow: pip install pyarrow") from None
-    for row_number, record in enumerate(pq.read_table(path).to_pylist(), start=1):
+        raise MissingDependencyError(f"reading {path} needs pyarrow: pip install pyarrow") from None
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (pyarrow.ArrowException, OSError, ValueError, TypeError) as error:
+        raise PairFormatError(f"{path}: not a readable Parquet file ({type(error).__name__}: "
+                              f"{str(error)[:120]})") from None
+    for row_number, record in enumerate(rows, start=1):
+        if not isinstance(record, dict):
+            raise PairFormatError(f"{path}:row {row_number}: not a record")
         yield f"{path}:row {row_number}", record
 
 
@@ -147,6 +213,11 @@ def _to_pair(record: dict[str, Any], location: str) -> ContrastPair:
             continue
         if not isinstance(value, str):
             raise PairFormatError(f"{location}: field {field!r} must be a string, got {type(value).__name__}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PairFormatError(f"{location}: field {field!r} holds an unpaired surrogate (a broken \\ud800-style "
+                                  "escape); fix the text") from None
         fields[field] = value
     for field in REQUIRED_FIELDS:
         if not fields[field].strip():

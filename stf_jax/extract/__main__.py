@@ -17,7 +17,12 @@ import sys
 
 import yaml
 
+from ..errors import UserError, cli_main
 from .run import ExtractOptions, extract_corpus, extract_pairs
+
+
+class ExtractConfigError(UserError, ValueError):
+    """A --config file that cannot be read."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype [float32 on CPU, bfloat16 on GPU/TPU]")
     p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass, rounded up to the device count [32]")
     p.add_argument("--chunk-size", type=int, default=256, help="pairs/texts per resumable chunk [256]")
-    p.add_argument("--max-length", type=int, help="token cap per text [the model's context]")
+    p.add_argument("--max-length", type=int, help="token cap per text; longer texts are cut, with a warning naming "
+                                                  "the pair [min(the model's context, 2048)]")
+    p.add_argument("--max-batch-tokens", type=int, help="padded tokens per forward pass (rows x length); long "
+                                                        "texts go in smaller batches [16384]")
     p.add_argument("--no-truncate", action="store_true", help="refuse texts longer than the context instead of cutting them")
     p.add_argument("--chat-template", action="store_true", help="wrap texts in each model's chat template")
     p.add_argument("--model-parallel", type=int, default=1, help="devices per model replica (splits heads/MLP) [1]")
@@ -71,8 +79,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(_join_negative_layers(sys.argv[1:] if argv is None else list(argv)))
     if args.config:
-        with open(args.config) as f:
-            cfg = yaml.safe_load(f) or {}
+        try:
+            with open(args.config, encoding="utf-8") as f:
+                cfg = yaml.safe_load(f) or {}
+        except OSError as e:
+            raise ExtractConfigError(f"--config {args.config}: cannot read ({e.strerror or e})") from None
+        except (UnicodeDecodeError, yaml.YAMLError) as e:
+            raise ExtractConfigError(f"--config {args.config}: not valid YAML ({' '.join(str(e).split())})") from None
+        if not isinstance(cfg, dict):
+            raise ExtractConfigError(f"--config {args.config}: expected a mapping of flag names to values")
         known = {a.dest for a in parser._actions}
         unknown = sorted(set(cfg) - known)
         if unknown:
@@ -101,7 +116,8 @@ def main(argv=None) -> int:
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     opts = ExtractOptions(
         layers=str(args.layers), pooling=args.pooling, dtype=args.dtype, batch_size=args.batch_size,
-        chunk_size=args.chunk_size, max_length=args.max_length, truncate=not args.no_truncate,
+        chunk_size=args.chunk_size, max_length=args.max_length, max_batch_tokens=args.max_batch_tokens,
+        truncate=not args.no_truncate,
         chat_template=args.chat_template, model_parallel=args.model_parallel,
         max_tokens_per_text=args.max_tokens_per_text, seed=args.seed, overwrite=args.overwrite,
         progress=not args.no_progress,
@@ -122,4 +138,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_main(main)

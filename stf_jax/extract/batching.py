@@ -7,17 +7,25 @@ padding low; every batch has the same row count (a multiple of the device count)
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..errors import UserError
+
 BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
+
+
+class TokenizeError(UserError, ValueError):
+    """A text that cannot be fed to the model as asked (empty after tokenization, too long)."""
 
 
 @dataclasses.dataclass
 class Tokenized:
     ids: list[np.ndarray]  # one int32 array per text, no padding
     truncated: int  # texts cut to max_length
+    truncated_texts: list[int] = dataclasses.field(default_factory=list)  # their indices
+    original_lengths: dict[int, int] = dataclasses.field(default_factory=dict)  # index -> tokens before the cut
 
     @property
     def lengths(self) -> np.ndarray:
@@ -25,26 +33,32 @@ class Tokenized:
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int, truncate: bool = True,
-             batch: int = 1024) -> Tokenized:
+             batch: int = 1024, describe: Callable[[int], str] | None = None) -> Tokenized:
     """Fast, batched tokenization with the model's special tokens; over-long texts are cut
-    (counted) or refused."""
+    (counted, with their indices) or refused. `describe(i)` names text i in messages (e.g. its pair id)."""
+    describe = describe or (lambda i: f"text {i}")
     ids: list[np.ndarray] = []
     truncated = 0
+    cut: list[int] = []
+    lengths: dict[int, int] = {}
     for start in range(0, len(texts), batch):
         enc = tokenizer(list(texts[start:start + batch]), add_special_tokens=True)["input_ids"]
         for j, row in enumerate(enc):
             if len(row) == 0:
-                raise ValueError(f"text {start + j} tokenizes to nothing: {texts[start + j]!r}")
+                raise TokenizeError(f"{describe(start + j)} tokenizes to nothing: {texts[start + j][:80]!r}; "
+                                    "give it some text")
             if len(row) > max_length:
                 if not truncate:
-                    raise ValueError(
-                        f"text {start + j} has {len(row)} tokens, more than the model's context of {max_length} "
-                        "(drop --no-truncate to cut it, or shorten the text)"
+                    raise TokenizeError(
+                        f"{describe(start + j)} has {len(row)} tokens, more than the model's context of {max_length} tokens "
+                        "allowed here (drop --no-truncate to cut it, raise --max-length, or shorten the text)"
                     )
+                lengths[start + j] = len(row)
                 row = row[:max_length]
                 truncated += 1
+                cut.append(start + j)
             ids.append(np.asarray(row, dtype=np.int32))
-    return Tokenized(ids, truncated)
+    return Tokenized(ids, truncated, cut, lengths)
 
 
 def bucket_length(n: int, max_length: int) -> int:
@@ -64,14 +78,30 @@ class Batch:
         return int(self.input_ids.size)
 
 
+def rows_for_length(seq: int, batch_size: int, row_multiple: int = 1, max_batch_tokens: int | None = None,
+                    attention_budget: float | None = None, n_heads: int = 1) -> int:
+    """Rows of a batch padded to `seq` tokens: at most batch_size, at most max_batch_tokens // seq, and at most
+    what keeps the attention scores (n_heads x seq² f32 per row, counted twice for softmax) under
+    attention_budget bytes; a multiple of row_multiple, at least row_multiple (one row per device)."""
+    rows = batch_size
+    if max_batch_tokens:
+        rows = min(rows, max_batch_tokens // seq)
+    if attention_budget:
+        rows = min(rows, int(attention_budget // (n_heads * seq * seq * 4 * 2)))
+    return max(row_multiple, rows - rows % row_multiple)
+
+
 def make_batches(tok: Tokenized, indices: Sequence[int], batch_size: int, max_length: int,
-                 pad_id: int, row_multiple: int = 1) -> Iterator[Batch]:
+                 pad_id: int, row_multiple: int = 1, rows_for: Callable[[int], int] | None = None) -> Iterator[Batch]:
     """Batches over `indices`, grouped by length bucket, shortest first.
 
     A bucket's leftover rows (fewer than a batch) ride along with the next longer bucket instead of
     being padded with filler rows; only the very last batch is short, and its row count is rounded
     up to a power of two (times `row_multiple`) so the number of compiled shapes stays small.
+    `rows_for(seq)` caps the rows of a batch padded to seq tokens (a token / memory budget, see
+    `rows_for_length`), so long texts go in small batches; default: batch_size for every length.
     """
+    rows_for = rows_for or (lambda seq: batch_size)
     indices = np.asarray(indices, dtype=np.int64)
     order = indices[np.argsort(tok.lengths[indices], kind="stable")]
     buckets: dict[int, list[int]] = {}
@@ -79,17 +109,18 @@ def make_batches(tok: Tokenized, indices: Sequence[int], batch_size: int, max_le
         buckets.setdefault(bucket_length(len(tok.ids[i]), max_length), []).append(int(i))
     carry: list[int] = []
     for seq in sorted(buckets):
+        size = rows_for(seq)
         members = carry + buckets[seq]
-        full = len(members) - len(members) % batch_size
-        for start in range(0, full, batch_size):
-            yield _pack(tok, members[start:start + batch_size], batch_size, seq, pad_id)
+        full = len(members) - len(members) % size
+        for start in range(0, full, size):
+            yield _pack(tok, members[start:start + size], size, seq, pad_id)
         carry = members[full:]
-        last_seq = seq
+        last_seq, last_size = seq, size
     if carry:
         rows = row_multiple
         while rows < len(carry):
             rows *= 2
-        yield _pack(tok, carry, min(rows, batch_size), last_seq, pad_id)
+        yield _pack(tok, carry, min(rows, last_size), last_seq, pad_id)
 
 
 def _pack(tok: Tokenized, rows: list[int], n_rows: int, seq: int, pad_id: int) -> Batch:

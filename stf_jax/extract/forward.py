@@ -71,6 +71,23 @@ def shard_params(params, mesh: Mesh):
     return jax.device_put(params, shardings)
 
 
+_JITTED: dict = {}
+
+
+def _jitted(cfg, layers: tuple[int, ...], dtype, pooling: str):
+    """One jitted forward per (config, layers, dtype, pooling), so a second extraction in the same process
+    (another run directory, a resumed or corpus run) reuses the compiled programs."""
+    key = (cfg, layers, str(dtype), pooling)
+    try:
+        hash(key)
+    except TypeError:  # an unhashable config: no reuse
+        return jax.jit(partial(decoder.hidden_states, cfg=cfg, layers=layers, dtype=dtype, collect=POOLINGS[pooling]))
+    if key not in _JITTED:
+        _JITTED[key] = jax.jit(partial(decoder.hidden_states, cfg=cfg, layers=layers, dtype=dtype,
+                                       collect=POOLINGS[pooling]))
+    return _JITTED[key]
+
+
 class PooledForward:
     """Callable (ids, mask) -> pooled states [n_layers, B, D] (or [n_layers, B, S, D] for tokens)."""
 
@@ -81,8 +98,7 @@ class PooledForward:
         self.data_size = mesh.shape["data"]
         self.batch_sharding = NamedSharding(mesh, P("data", None))
         self.params = shard_params(model.params, mesh)
-        self._fn = jax.jit(partial(decoder.hidden_states, cfg=model.config, layers=layers,
-                                   dtype=dtype or model.dtype, collect=POOLINGS[pooling]))
+        self._fn = _jitted(model.config, tuple(layers), jnp.dtype(dtype or model.dtype), pooling)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> jax.Array:
         ids = jax.device_put(input_ids, self.batch_sharding)

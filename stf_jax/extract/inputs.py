@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from ..data import ContrastPair, load_pairs
+from ..data import ContrastPair, PairFormatError, PairSourceError, load_pairs
+from ..data.pairs import MissingDependencyError, text_lines
 
 
 def read_pairs(source: str, traits: Sequence[str] | None = None, per_trait: int | None = None,
@@ -40,15 +41,15 @@ def _hf_pairs(spec: str) -> list[ContrastPair]:
     try:
         import datasets
     except ImportError:
-        raise ImportError("reading hf:DATASET needs the `datasets` package: pip install datasets") from None
+        raise MissingDependencyError("reading hf:DATASET needs the `datasets` package: pip install datasets") from None
     name, _, split = spec.partition(":")
     try:
         ds = datasets.load_dataset(name, split=split or "train")
     except Exception as e:
-        raise FileNotFoundError(f"Hugging Face dataset {name!r} could not be loaded from the cache or hub: {e}") from None
+        raise PairSourceError(f"Hugging Face dataset {name!r} could not be loaded from the cache or hub: {e}") from None
     missing = {"id", "trait", "positive", "negative"} - set(ds.column_names)
     if missing:
-        raise ValueError(f"dataset {name!r} lacks column(s) {sorted(missing)}; it has {ds.column_names}")
+        raise PairFormatError(f"dataset {name!r} lacks column(s) {sorted(missing)}; it has {ds.column_names}")
     return [ContrastPair(id=str(r["id"]), trait=r["trait"], positive=r["positive"], negative=r["negative"],
                          prompt=r.get("prompt") or "", source=f"hf:{name}") for r in ds]
 
@@ -56,26 +57,25 @@ def _hf_pairs(spec: str) -> list[ContrastPair]:
 def read_corpus(path: str | Path) -> tuple[list[str], int]:
     """(texts, skipped empty lines). .jsonl -> the `text` field of each line; otherwise one text per line."""
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: corpus file not found")
+    if not path.is_file():
+        raise PairSourceError(f"{path}: corpus file not found")
     texts, skipped = [], 0
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if path.suffix == ".jsonl":
-                if not line.strip():
-                    skipped += 1
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
-                if not isinstance(record, dict) or "text" not in record:
-                    raise ValueError(f"{path}:{lineno}: a corpus JSONL line needs a 'text' field")
-                text = str(record["text"])
-            else:
-                text = line.rstrip("\n")
-            if not text.strip():
+    for lineno, line in text_lines(path):
+        if path.suffix == ".jsonl":
+            if not line.strip():
                 skipped += 1
                 continue
-            texts.append(text)
+            try:
+                record = json.loads(line)
+            except (ValueError, RecursionError) as e:
+                raise PairFormatError(f"{path}:{lineno}: malformed JSON ({getattr(e, 'msg', type(e).__name__)})") from None
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise PairFormatError(f"{path}:{lineno}: a corpus JSONL line needs a 'text' field holding a string")
+            text = record["text"]
+        else:
+            text = line
+        if not text.strip():
+            skipped += 1
+            continue
+        texts.append(text)
     return texts, skipped

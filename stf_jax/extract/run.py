@@ -22,14 +22,33 @@ import numpy as np
 
 from .. import __version__
 from ..data import ContrastPair, dataset_hash
+from ..errors import UserError
+from ..locks import DirLock
 from ..models.loading import load_model
 from ..models.model import Model
-from .batching import make_batches, tokenize
+from .batching import make_batches, rows_for_length, tokenize
 from .forward import PooledForward, make_mesh
 from .layers import parse_layer_spec, resolve_layers
-from .store import FORMAT_VERSION, RunDir, atomic_save_tensors, model_slug
+from .store import (FORMAT_VERSION, PAIRS_FILE, RunDir, atomic_save_tensors, atomic_write_bytes,
+                    model_slug)
 
 log = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 2048  # tokens per text unless --max-length: one row's attention stays well under 1 GB
+DEFAULT_MAX_BATCH_TOKENS = 16384  # padded tokens per forward (rows x length)
+ATTENTION_BUDGET = 2 * 1024**3  # bytes of attention scores per forward (rows x heads x length²)
+
+
+class ExtractInputError(UserError, ValueError):
+    """Extraction inputs or options that cannot work (no pairs, duplicate ids, identical texts, a bad model)."""
+
+
+class ExtractMemoryError(UserError, MemoryError):
+    """A batch did not fit the device's memory."""
+
+
+def _warn(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass
@@ -39,7 +58,8 @@ class ExtractOptions:
     dtype: str | None = None  # None: float32 on CPU, bfloat16 on accelerators
     batch_size: int = 32  # rows per forward (rounded up to a multiple of the data-parallel size)
     chunk_size: int = 256  # pairs (or texts) per resumable chunk
-    max_length: int | None = None  # default: the model's context
+    max_length: int | None = None  # default: min(the model's context, DEFAULT_MAX_LENGTH)
+    max_batch_tokens: int | None = None  # padded tokens per forward; default DEFAULT_MAX_BATCH_TOKENS
     truncate: bool = True
     chat_template: bool = False
     model_parallel: int = 1
@@ -88,7 +108,7 @@ def _wrap_chat(model: Model, text: str, prompt: str | None) -> str:
     messages = ([{"role": "user", "content": prompt}, {"role": "assistant", "content": text}] if prompt
                 else [{"role": "user", "content": text}])
     if not getattr(model.tokenizer, "chat_template", None):
-        raise ValueError(f"{model.name} has no chat template; drop --chat-template")
+        raise ExtractInputError(f"{model.name} has no chat template; drop --chat-template")
     return model.tokenizer.apply_chat_template(messages, tokenize=False)
 
 
@@ -138,6 +158,22 @@ class _PairsMode:
         vectors = diff / np.maximum(np.linalg.norm(diff, axis=-1, keepdims=True), np.finfo(np.float32).tiny)
         return {"positive": pos, "negative": neg, "diff": diff, "vectors": vectors}
 
+    def flags(self, tensors: dict[str, np.ndarray]) -> dict[str, list[str]]:
+        """Pair ids whose steering vector is not a direction: zero difference, or NaN/Inf states."""
+        nonfinite = ~np.isfinite(tensors["diff"]).all(axis=-1)
+        zero = ~nonfinite & (np.linalg.norm(tensors["diff"], axis=-1) == 0)
+        out = {}
+        for key, rows in (("zero_vectors", zero), ("nonfinite", nonfinite)):
+            if rows.any():
+                out[key] = [self.pairs[i].id for i in np.nonzero(rows)[0]]
+        return out
+
+    def describe(self, model: Model, text: int) -> str:
+        """Names a text by the pair(s) it belongs to (for truncation and tokenization messages)."""
+        ids = [self.pairs[i].id + side for idx, side in ((self.pos_idx, " (positive)"), (self.neg_idx, " (negative)"))
+               for i, t in enumerate(idx) if t == text]
+        return f"pair {', '.join(ids[:3])}" if ids else f"text {text}"
+
     def manifest(self) -> dict[str, Any]:
         return {"pair_ids": [p.id for p in self.pairs], "traits": [p.trait for p in self.pairs],
                 "splits": [p.split for p in self.pairs] if any(p.split for p in self.pairs) else None,
@@ -174,6 +210,13 @@ class _CorpusMode:
                 "text_index": np.concatenate([np.full(len(results[t][1]), t, np.int64) for t in order]),
                 "token_index": np.concatenate([results[t][1].astype(np.int64) for t in order])}
 
+    def flags(self, tensors: dict[str, np.ndarray]) -> dict[str, list[str]]:
+        bad = ~np.isfinite(tensors["states"]).all(axis=-1)
+        return {"nonfinite": sorted({f"text {int(t)}" for t in tensors["text_index"][bad]})} if bad.any() else {}
+
+    def describe(self, model: Model, text: int) -> str:
+        return f"corpus text {text} (line/record {text + 1} of the non-empty texts)"
+
     def layer_tensors(self, chunks: list[dict], j: int) -> dict[str, np.ndarray]:
         return {"states": np.concatenate([c["states"][j] for c in chunks]),
                 "text_index": np.concatenate([c["text_index"] for c in chunks]),
@@ -189,29 +232,55 @@ class _CorpusMode:
 class _Job:
     """One model's forward machinery: sharded pooled forward, batch size, context, pad id."""
 
-    def __init__(self, model: Model, layers: tuple[int, ...], pooling: str, opts: ExtractOptions):
-        self.forward = PooledForward(model, layers, pooling, make_mesh(opts.model_parallel))
-        data = self.forward.data_size
-        self.batch_size = -(-opts.batch_size // data) * data
-        self.max_length = min(opts.max_length or model.config.max_position_embeddings,
-                              model.config.max_position_embeddings)
-        tok = model.tokenizer
+    def __init__(self, plan: "_Plan", opts: ExtractOptions, data_size: int):
+        self.plan, self.data_size = plan, data_size
+        self.forward = None
+        self.batch_size = -(-opts.batch_size // data_size) * data_size
+        self.max_length = plan.max_length
+        budget = opts.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS
+        n_heads = plan.config.n_heads
+        self.rows_for = lambda seq: rows_for_length(seq, self.batch_size, data_size, budget, ATTENTION_BUDGET,
+                                                    n_heads)
+        tok = plan.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+
+    def start(self, model: Model, layers: tuple[int, ...], pooling: str, opts: ExtractOptions) -> None:
+        self.forward = PooledForward(model, layers, pooling, make_mesh(opts.model_parallel))
+
+    def batches(self, tokenized, indices):
+        return make_batches(tokenized, indices, self.batch_size, self.max_length, self.pad_id,
+                            row_multiple=self.data_size, rows_for=self.rows_for)
+
+    def count(self, tokenized, indices) -> tuple[int, int]:
+        """(real, computed) tokens of the batches over `indices`, without running them."""
+        real = computed = 0
+        for batch in self.batches(tokenized, indices):
+            real += batch.real_tokens
+            computed += batch.computed_tokens
+        return real, computed
 
     def run(self, tokenized, indices, mode, results: dict, bar) -> tuple[int, int]:
         """Dispatch every batch (asynchronously) and store each finished row via mode.row_result."""
         real = computed = 0
         pending = None
-        for batch in make_batches(tokenized, indices, self.batch_size, self.max_length, self.pad_id,
-                                  row_multiple=self.forward.data_size):
-            out = self.forward(batch.input_ids, batch.attention_mask)  # runs while the host moves on
+        batch = None
+        try:
+            for batch in self.batches(tokenized, indices):
+                out = self.forward(batch.input_ids, batch.attention_mask)  # runs while the host moves on
+                if pending is not None:
+                    self._collect(*pending, mode, results, bar)
+                pending = (batch, out)
+                real += batch.real_tokens
+                computed += batch.computed_tokens
             if pending is not None:
                 self._collect(*pending, mode, results, bar)
-            pending = (batch, out)
-            real += batch.real_tokens
-            computed += batch.computed_tokens
-        if pending is not None:
-            self._collect(*pending, mode, results, bar)
+        except Exception as e:  # XlaRuntimeError: RESOURCE_EXHAUSTED is the user's to fix (shorter texts)
+            if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+                raise
+            shape = "x".join(map(str, batch.input_ids.shape)) if batch is not None else "?"
+            raise ExtractMemoryError(
+                f"{self.plan.name}: out of memory on a batch of {shape} (rows x tokens); lower --max-length "
+                f"(now {self.max_length}), --max-batch-tokens or --batch-size") from None
         return real, computed
 
     @staticmethod
@@ -250,79 +319,258 @@ def _barrier(name: str, timeout_s: int = 6 * 3600) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+@dataclasses.dataclass
+class _Plan:
+    """One model, checked before any model runs: config, tokenizer, layers, tokenized texts."""
+
+    name: str
+    slug: str
+    config: Any
+    tokenizer: Any
+    layers: tuple[int, ...]
+    max_length: int
+    tokenized: Any
+    texts_hash: str
+
+
+def _model_dir(name: str, progress: bool) -> Path:
+    """Where a model's config.json and tokenizer live (registry name, directory, .gguf or hub id), without
+    loading weights; a GGUF is converted (cached) here, as load_model would."""
+    from ..models.loading import convert_gguf
+    from ..models.loading.hf_dir import resolve_hub
+    from ..models.registry import registry, resolve
+
+    try:
+        target = resolve(name) if name in registry() else name
+        path = Path(target)
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: GGUF file not found")
+            return convert_gguf(path, progress=progress)
+        if path.is_dir():
+            if not (path / "config.json").exists():
+                raise FileNotFoundError(f"{path}: no config.json (a model directory needs config.json + *.safetensors)")
+            return path
+        if path.exists():
+            raise ValueError(f"{path}: not a model directory or .gguf file")
+        if "/" in target and not target.startswith((".", "/")):
+            return resolve_hub(target)
+        raise FileNotFoundError(f"not a known model name, a model directory, a .gguf file or a hub id; known models: "
+                                f"{', '.join(sorted(registry()))}")
+    except UserError:
+        raise
+    except (OSError, KeyError, ValueError) as e:
+        raise ExtractInputError(f"--models {name}: {e}") from None
+
+
+def _plan_models(mode, models: Sequence[str], layer_spec, opts: ExtractOptions) -> list[_Plan]:
+    """Every model's arguments checked (layers, chat template, lengths) before any model runs."""
+    import json
+
+    from ..models.config import config_from_hf
+    from ..models.loading import load_tokenizer
+
+    slugs: dict[str, str] = {}
+    plans = []
+    for name in models:
+        slug = model_slug(name)
+        if slug in slugs:
+            raise ExtractInputError(f"--models: {name!r} and {slugs[slug]!r} would share the directory {slug!r}; "
+                                    "give each model once (or copy one to a directory of another name)")
+        slugs[slug] = name
+        model_dir = _model_dir(name, opts.progress)
+        config_path = model_dir / "config.json"
+        try:
+            config = config_from_hf(json.loads(config_path.read_text()), str(config_path))
+        except json.JSONDecodeError as e:
+            raise ExtractInputError(f"{config_path}: not valid JSON ({e})") from None
+        layers = resolve_layers(layer_spec, config.n_layers, model=name)
+        try:
+            tokenizer = load_tokenizer(model_dir)
+        except UserError:
+            raise
+        except (OSError, ValueError) as e:
+            raise ExtractInputError(f"--models {name}: cannot load its tokenizer ({e})") from None
+        shim = _TextsOnly(name, tokenizer)
+        texts = mode.texts(shim)
+        max_length = min(opts.max_length or DEFAULT_MAX_LENGTH, config.max_position_embeddings)
+        if opts.max_length and opts.max_length > config.max_position_embeddings:
+            _warn(f"note: {name}: --max-length {opts.max_length} is beyond its context; using "
+                  f"{config.max_position_embeddings}")
+        tokenized = tokenize(tokenizer, texts, max_length, opts.truncate,
+                             describe=lambda i: f"{name}: {mode.describe(shim, i)}")
+        if tokenized.truncated:
+            named = "; ".join(f"{mode.describe(shim, i)} ({tokenized.original_lengths[i]} tokens)"
+                              for i in tokenized.truncated_texts[:3])
+            more = f" and {tokenized.truncated - 3} more" if tokenized.truncated > 3 else ""
+            _warn(f"warning: {name}: {tokenized.truncated} text(s) cut to {max_length} tokens: {named}{more} "
+                  "(--max-length raises the cap, --no-truncate refuses them)")
+        plans.append(_Plan(name, slug, config, tokenizer, layers, max_length, tokenized, _texts_hash(texts)))
+    return plans
+
+
 def _extract(mode, models: Sequence[str], out_dir: str | Path, opts: ExtractOptions,
-             source: dict[str, Any]) -> list[ModelSummary]:
-    """The shared driver: per model, compute this process's missing chunks, then assemble."""
+             source: dict[str, Any], pairs: Sequence[ContrastPair] | None = None) -> list[ModelSummary]:
+    """The shared driver: check every model's arguments, then per model compute this process's missing
+    chunks and assemble. Statistics in the manifest cover the whole run (every chunk, whichever process
+    or earlier, killed run computed it)."""
     dtype = opts.dtype or default_dtype()
     layer_spec = parse_layer_spec(opts.layers)
+    for key in ("batch_size", "chunk_size", "model_parallel"):
+        if getattr(opts, key) < 1:
+            raise ExtractInputError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(opts, key)}")
+    for key in ("max_length", "max_batch_tokens", "max_tokens_per_text"):
+        if getattr(opts, key) is not None and getattr(opts, key) < 1:
+            raise ExtractInputError(f"--{key.replace('_', '-')} must be >= 1, got {getattr(opts, key)}")
+    if not models:
+        raise ExtractInputError("no models given (--models)")
     run_args = {
         "kind": mode.kind, "models": list(models), "source": source, "layers": list(layer_spec),
         "pooling": mode.pooling, "dtype": dtype, "batch_size": opts.batch_size, "chunk_size": opts.chunk_size,
         "max_length": opts.max_length, "truncate": opts.truncate, "chat_template": opts.chat_template,
         "model_parallel": opts.model_parallel, "max_tokens_per_text": opts.max_tokens_per_text, "seed": opts.seed,
     }
+    if opts.max_batch_tokens is not None:  # recorded only when set: runs from before the option still resume
+        run_args["max_batch_tokens"] = opts.max_batch_tokens
     run = RunDir(out_dir)
     pid, nproc = jax.process_index(), jax.process_count()
-    # Process 0 creates (or checks) the directory before the others look at it.
-    complete = run.prepare(run_args, opts.overwrite) if pid == 0 else False
-    _barrier("prepared", timeout_s=600)
-    if pid != 0:
-        complete = run.prepare(run_args, overwrite=False, is_writer=False)
-    if complete:
-        print(f"{out_dir}: already complete (manifest.json present); nothing to do")
-        return []
+    # A finished, intact run with the same arguments: nothing to check or do.
+    if pid == 0 and not opts.overwrite and (run.root / "run_args.json").exists() and run.manifest_path.exists():
+        if run.prepare(run_args, overwrite=False, is_writer=False):
+            print(f"{out_dir}: already complete (manifest.json present, checksums verified); nothing to do")
+            _barrier("prepared", timeout_s=600)
+            _barrier("finished")
+            return []
+    data_size = make_mesh(opts.model_parallel).shape["data"]
+    plans = _plan_models(mode, models, layer_spec, opts)  # every argument checked before any work or file
+    if pairs is not None and not opts.chat_template:
+        prompted = sum(bool(p.prompt) for p in pairs)
+        if prompted:
+            _warn(f"note: {prompted} of {len(pairs)} pairs have a 'prompt'; it is used only with --chat-template "
+                  "(as the user turn), so it is ignored here")
 
+    lock = DirLock(run.root, "extraction") if pid == 0 else None
+    try:
+        if lock is not None:
+            lock.acquire()
+        # Process 0 creates (or checks) the directory before the others look at it.
+        complete = run.prepare(run_args, opts.overwrite, log=_warn) if pid == 0 else False
+        _barrier("prepared", timeout_s=600)
+        if pid != 0:
+            complete = run.prepare(run_args, overwrite=False, is_writer=False)
+        if complete:
+            print(f"{out_dir}: already complete (manifest.json present, checksums verified); nothing to do")
+            _barrier("finished")
+            return []
+        return _compute(mode, plans, run, opts, dtype, data_size, layer_spec, source, pairs, pid, nproc)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _compute(mode, plans, run: RunDir, opts, dtype, data_size, layer_spec, source, pairs, pid, nproc):
+    out_dir = run.root
     n_chunks = -(-mode.n_items // opts.chunk_size)
     bounds = [(c * opts.chunk_size, min((c + 1) * opts.chunk_size, mode.n_items)) for c in range(n_chunks)]
-    summaries, entries = [], []
-    for name in models:
-        model = load_model(name, dtype=dtype, progress=opts.progress)
-        layers = resolve_layers(layer_spec, model.config.n_layers)
-        slug = model_slug(name)
-        job = _Job(model, layers, mode.pooling, opts)
-        tokenized = tokenize(model.tokenizer, mode.texts(model), job.max_length, opts.truncate)
-        mine = [c for c in range(n_chunks) if c % nproc == pid and not run.chunk_path(slug, c).exists()]
+    summaries, entries, checksums = [], [], {}
+    for plan in plans:
+        name, slug, layers, tokenized = plan.name, plan.slug, plan.layers, plan.tokenized
+        job = _Job(plan, opts, data_size)
+        mine = [c for c in range(n_chunks) if c % nproc == pid and not run.chunk_ok(slug, c)]
         n_texts = sum(len(mode.needed(*bounds[c])) for c in mine)
-        bar = _progress(n_texts, name, opts.progress)
         t0 = time.perf_counter()
         real = computed = 0
+        model = None
+        mode.texts(_TextsOnly(name, plan.tokenizer))  # the pairs mode's row -> text maps for this model's texts
+        if mine:
+            model = load_model(name, dtype=dtype, progress=opts.progress)
+            job.start(model, layers, mode.pooling, opts)
+        bar = _progress(n_texts, name, opts.progress) if mine else None
         with ThreadPoolExecutor(1) as writer:  # writing overlaps the next chunk's forwards
+            pending = []
             for c in mine:
                 results: dict = {}
                 r_, c_ = job.run(tokenized, mode.needed(*bounds[c]), mode, results, bar)
                 real, computed = real + r_, computed + c_
-                writer.submit(atomic_save_tensors, run.chunk_path(slug, c), mode.chunk_tensors(*bounds[c], results))
+                pending.append(writer.submit(atomic_save_tensors, run.chunk_path(slug, c),
+                                             mode.chunk_tensors(*bounds[c], results)))
+            for f in pending:
+                f.result()  # a failed write fails the run
         if bar is not None:
             bar.close()
         summary = ModelSummary(name, n_texts, real, computed, time.perf_counter() - t0, tokenized.truncated,
                                str(Path(out_dir) / slug))
         _barrier(f"chunks-{slug}")
-        files = {}
+        files, flags = {}, {}
         if pid == 0:
             chunks = [run.load_chunk(slug, c) for c in range(n_chunks)]
             for j, layer in enumerate(layers):
                 path = run.layer_path(slug, layer, kind=mode.file_kind)
-                atomic_save_tensors(path, mode.layer_tensors(chunks, j),
-                                    metadata={"layer": str(layer), "convention": "hf_hidden_states"})
-                files[str(layer)] = str(path.relative_to(run.root))
+                tensors = mode.layer_tensors(chunks, j)
+                for key, ids in mode.flags(tensors).items():
+                    flags.setdefault(key, {})[str(layer)] = ids
+                rel = str(path.relative_to(run.root))
+                checksums[rel] = atomic_save_tensors(path, tensors,
+                                                     metadata={"layer": str(layer), "convention": "hf_hidden_states"})
+                files[str(layer)] = rel
+            del chunks
+            _report_flags(name, flags)
+        # whole-run statistics: every chunk's batches, whichever process (or earlier run) computed them
+        run_real = run_computed = 0
+        for c in range(n_chunks):
+            r_, c_ = job.count(tokenized, mode.needed(*bounds[c]))
+            run_real, run_computed = run_real + r_, run_computed + c_
         summaries.append(summary)
         print(summary.line(), flush=True)
-        cfg = model.config
-        entries.append({"name": name, "slug": slug, "family": cfg.family, "config_hash": cfg.config_hash,
-                        "dtype": dtype, "n_layers": cfg.n_layers, "d_model": cfg.d_model, "layers": list(layers),
-                        "files": files, "real_tokens": real, "computed_tokens": computed,
-                        "padding_efficiency": round(summary.padding_efficiency, 4),
-                        "truncated": tokenized.truncated})
+        cfg = plan.config
+        entry = {"name": name, "slug": slug, "family": cfg.family, "config_hash": cfg.config_hash,
+                 "dtype": dtype, "n_layers": cfg.n_layers, "d_model": cfg.d_model, "layers": list(layers),
+                 "files": files, "real_tokens": run_real, "computed_tokens": run_computed,
+                 "padding_efficiency": round(run_real / max(run_computed, 1), 4),
+                 "truncated": tokenized.truncated, "max_length": plan.max_length,
+                 "inputs_hash": {"source": source["hash"], "texts": plan.texts_hash}}
+        if flags:
+            entry["flagged"] = flags
+        entries.append(entry)
         del model, job
 
     if pid == 0:
+        extra: dict[str, Any] = {}
+        if pairs is not None:
+            data = _pairs_jsonl(pairs)
+            atomic_write_bytes(run.root / PAIRS_FILE, data)
+            digest = hashlib.sha256(data).hexdigest()
+            checksums[PAIRS_FILE] = digest
+            extra["pairs_file"] = {"path": PAIRS_FILE, "sha256": digest}
         run.finish({"format_version": FORMAT_VERSION, "kind": mode.kind,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "models": entries,
                     "layers_requested": list(layer_spec), "pooling": mode.pooling,
-                    "chat_template": opts.chat_template, "source": source, **mode.manifest(),
-                    "versions": _versions()})
+                    "chat_template": opts.chat_template, "source": source, **mode.manifest(), **extra,
+                    "checksums": dict(sorted(checksums.items())), "versions": _versions()})
     _barrier("finished")
     return summaries
+
+
+class _TextsOnly:
+    """What mode.texts needs of a model (its name and tokenizer), without weights."""
+
+    def __init__(self, name: str, tokenizer):
+        self.name, self.tokenizer = name, tokenizer
+
+
+def _pairs_jsonl(pairs: Sequence[ContrastPair]) -> bytes:
+    import json
+
+    return "".join(json.dumps(p.to_dict(), ensure_ascii=False) + "\n" for p in pairs).encode("utf-8")
+
+
+def _report_flags(name: str, flags: dict[str, dict[str, list[str]]]) -> None:
+    what = {"zero_vectors": "a zero difference (both texts give the same state; its 'vectors' row is 0)",
+            "nonfinite": "NaN or Inf states"}
+    for key, per_layer in flags.items():
+        for layer, ids in per_layer.items():
+            _warn(f"warning: {name} layer {layer}: {len(ids)} row(s) with {what[key]}: {', '.join(ids[:5])}"
+                  f"{' …' if len(ids) > 5 else ''} (recorded in manifest.json under 'flagged')")
 
 
 def extract_pairs(models: Sequence[str], pairs: Sequence[ContrastPair], out_dir: str | Path,
@@ -331,12 +579,19 @@ def extract_pairs(models: Sequence[str], pairs: Sequence[ContrastPair], out_dir:
     the same pairs in the same order for every model."""
     opts = opts or ExtractOptions()
     if not pairs:
-        raise ValueError("no contrast pairs to extract")
+        raise ExtractInputError("no contrast pairs to extract (check --pairs, --traits, --split and --per-trait)")
     ids = [p.id for p in pairs]
     if len(set(ids)) != len(ids):
-        raise ValueError("duplicate pair ids: every pair needs a unique id")
+        seen: set[str] = set()
+        dup = [i for i in ids if i in seen or seen.add(i)]
+        raise ExtractInputError(f"duplicate pair ids, e.g. {dup[:3]}: every pair needs a unique id")
+    same = [p.id for p in pairs if p.positive == p.negative]
+    if same:
+        raise ExtractInputError(
+            f"{len(same)} pair(s) have the same positive and negative text, e.g. {same[:3]}: their steering vector "
+            "would be zero; fix or drop them (python -m stf_jax.data validate lists every problem)")
     source = {"dataset": dataset_name, "hash": dataset_hash(pairs), "n_pairs": len(pairs)}
-    return _extract(_PairsMode(pairs, opts.pooling, opts.chat_template), models, out_dir, opts, source)
+    return _extract(_PairsMode(pairs, opts.pooling, opts.chat_template), models, out_dir, opts, source, pairs=pairs)
 
 
 def extract_corpus(models: Sequence[str], texts: Sequence[str], out_dir: str | Path,
@@ -344,7 +599,7 @@ def extract_corpus(models: Sequence[str], texts: Sequence[str], out_dir: str | P
     """Every real token's hidden state (optionally capped per text) for a plain-text corpus."""
     opts = opts or ExtractOptions()
     if not texts:
-        raise ValueError("the corpus has no texts")
+        raise ExtractInputError("the corpus has no texts")
     source = {"corpus": corpus_name, "hash": _texts_hash(texts), "n_texts": len(texts)}
     mode = _CorpusMode(texts, opts.chat_template, opts.max_tokens_per_text, opts.seed)
     return _extract(mode, models, out_dir, opts, source)

@@ -6,8 +6,25 @@ import argparse
 import sys
 import time
 
+from ..errors import UserError, cli_main
+
+
+class ModelArgumentError(UserError, ValueError):
+    """A model name or file that cannot be found or read."""
+
 
 def main(argv=None) -> int:
+    from ..errors import report_user_error
+
+    try:
+        return _main(argv)
+    except UserError as e:
+        return report_user_error(e)
+    except (FileNotFoundError, KeyError, ValueError) as e:  # a model that cannot be found or read
+        return report_user_error(ModelArgumentError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)))
+
+
+def _main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stf_jax.models", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list registry model names and where their weights come from")
@@ -48,4 +65,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_main(main)

@@ -18,18 +18,19 @@ def main(argv=None) -> int:
     p.add_argument("--dpi", type=int, default=110, help="figure resolution [110]")
     args = p.parse_args(argv)
 
-    from .load import ReportInputError
+    from ..errors import UserError, report_user_error
     from .render import write_report
 
     try:
         md, html = write_report(args.run_dir, args.out, dpi=args.dpi)
-    except ReportInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except UserError as e:  # ReportInputError and every other expected error: one line, exit 2
+        return report_user_error(e)
     print(md)
     print(html)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..errors import cli_main
+
+    cli_main(main)

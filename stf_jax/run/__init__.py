@@ -21,12 +21,17 @@ import numpy as np
 import yaml
 
 from ..errors import UserError
+from ..safe_paths import inside, is_safe_name, safe_name
 
 STAGES = ("extract", "corpus", "align", "steer", "export", "report")
 
 
 class ExperimentError(UserError, ValueError):
     """A bad experiment config: says which key, and what is allowed."""
+
+
+class ExperimentNotFoundError(UserError, FileNotFoundError):
+    """The experiment config file does not exist."""
 
 
 @dataclasses.dataclass
@@ -49,9 +54,16 @@ _TOP = {f.name for f in dataclasses.fields(Experiment)} - {"path"}
 
 def load_experiment(path: str | Path, out: str | None = None) -> Experiment:
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: experiment config not found (shipped ones: configs/experiments/*.yaml)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    if not path.is_file():
+        raise ExperimentNotFoundError(f"{path}: experiment config not found (shipped ones: configs/experiments/*.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ExperimentError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except yaml.YAMLError as e:
+        raise ExperimentError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(raw, dict):
+        raise ExperimentError(f"{path}: expected a mapping of keys (name, models, ...), got {type(raw).__name__}")
     unknown = sorted(set(raw) - _TOP)
     if unknown:
         raise ExperimentError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(_TOP)}")
@@ -60,7 +72,14 @@ def load_experiment(path: str | Path, out: str | None = None) -> Experiment:
             raise ExperimentError(f"{path}: missing '{key}'")
     if not isinstance(raw["models"], list) or len(raw["models"]) < 2:
         raise ExperimentError(f"{path}: 'models' must list at least two models (transfer needs a pair)")
-    raw["out"] = Path(out or raw.get("out") or f"runs/{raw['name']}")
+    if not all(isinstance(m, str) and m.strip() for m in raw["models"]):
+        raise ExperimentError(f"{path}: 'models' must be a list of model names or paths (strings)")
+    if not isinstance(raw["name"], str) or not raw["name"].strip():
+        raise ExperimentError(f"{path}: 'name' must be a non-empty string")
+    for section in ("extract", "corpus", "align", "steer", "export"):
+        if raw.get(section) is not None and not isinstance(raw[section], dict):
+            raise ExperimentError(f"{path}: '{section}' must be a mapping of settings")
+    raw["out"] = Path(out or raw.get("out") or f"runs/{safe_name(raw['name'], 'experiment name')}")
     return Experiment(**raw, path=path)
 
 
@@ -87,7 +106,7 @@ class _Stages:
             return
         marker = self.root / name / "stage.json" if name != "report" else self.root / "report.stage.json"
         if name not in self.force and marker.exists() and all(p.exists() for p in outputs):
-            if json.loads(marker.read_text()).get("hash") == h:
+            if _read_marker(marker).get("hash") == h:
                 self.log(f"[{name}] up to date (stage hash {h}); skipped")
                 self.skipped.append(name)
                 return
@@ -96,10 +115,25 @@ class _Stages:
         fn()
         self.seconds[name] = time.perf_counter() - t0
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"hash": h, "settings": settings, "upstream": upstream,
-                                      "seconds": self.seconds[name],
-                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1, default=str))
+        atomic_write_json(marker, {"hash": h, "settings": settings, "upstream": upstream,
+                                   "seconds": self.seconds[name],
+                                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, default=str)
         self.log(f"[{name}] done in {self.seconds[name]:.0f}s")
+
+
+def _read_marker(path: Path) -> dict:
+    """A stage.json; a damaged one (killed mid-write by an older version, edited) just means "redo the stage"."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def atomic_write_json(path: Path, obj, **kw) -> None:
+    from ..extract.store import atomic_write_json as write
+
+    write(path, obj, **kw)
 
 
 # ---------------------------------------------------------------- stages
@@ -205,15 +239,17 @@ def _export(run_dir: Path, steer_dir: Path, out: Path, settings: dict, log) -> l
     """Trait vectors (native and transferred) as llama.cpp control-vector GGUF / safetensors files."""
     from ..steer.export import export_control_vector
 
-    manifest = json.loads((run_dir / "manifest.json").read_text())
+    from ..extract.store import model_slug, read_json_file, read_manifest
+
+    manifest = read_manifest(run_dir)
     family = {m["name"]: m.get("family", "") for m in manifest["models"]}
-    results = json.loads((steer_dir / "steer_results.json").read_text())
+    results = read_json_file(steer_dir / "steer_results.json", "steer_results.json")
     fmt = settings.get("format", "gguf")
     if fmt not in ("gguf", "safetensors"):
         raise ExperimentError(f"export.format must be gguf or safetensors, not {fmt!r}")
     written = []
     for d in results["directions"]:
-        arrays = np.load(steer_dir / d["vectors"])
+        arrays = np.load(inside(steer_dir, d["vectors"]))
         conds = settings.get("conditions") or list(d["conditions"])
         traits = settings.get("traits") or results["traits"]
         for c in conds:
@@ -227,7 +263,11 @@ def _export(run_dir: Path, steer_dir: Path, out: Path, settings: dict, log) -> l
                     raise ExperimentError(f"export: no vector for trait {t!r}")
                 method = "native" if c == "native" else c
                 source = d["target"] if c == "native" else d["source"]
-                path = out / d["target"] / f"{t}__{c}{'__from_' + d['source'] if c != 'native' else ''}.{fmt}"
+                # names from the data (traits, models, conditions) are slugged (safe_paths.safe_name) and the path
+                # is checked to stay inside the export directory
+                origin = f"__from_{model_slug(d['source'])}" if c != "native" else ""
+                path = inside(out, Path(model_slug(d["target"])) / f"{safe_name(t, 'trait')}__{safe_name(c, 'condition')}"
+                                                                    f"{origin}.{fmt}")
                 export_control_vector(path, {d["layer_target"]: arrays[key]}, model_hint=family[d["target"]],
                                       metadata={"source_model": source, "target_model": d["target"],
                                                 "transfer_method": method, "trait": t, "operation": "additive",
@@ -252,6 +292,11 @@ def check_experiment(exp: Experiment) -> None:
     analyses = align.pop("analyses", {"layer-6": {"layer": -6}})
     _align_config(align)
     for name, a in analyses.items():
+        if not is_safe_name(str(name)):
+            raise ExperimentError(f"align.analyses: {name!r} cannot name a directory; use letters, digits, '.', '_' "
+                                  "and '-' (e.g. layer-6)")
+        if not isinstance(a, dict):
+            raise ExperimentError(f"align.analyses.{name}: expected a mapping (layer, sweep, token_run, methods)")
         bad = sorted(set(a) - {"layer", "sweep", "token_run", "methods"})
         if bad:
             raise ExperimentError(f"align.analyses.{name}: unknown key(s) {bad}; allowed: layer, sweep, token_run, "
@@ -279,6 +324,13 @@ def run_experiment(exp: Experiment, force: set[str] | None = None, only: set[str
     if bad:
         raise ExperimentError(f"unknown stage(s) {bad}; stages: {list(STAGES)}")
     check_experiment(exp)
+    from ..locks import DirLock
+
+    with DirLock(exp.out, "experiment"):  # one writer per experiment directory
+        return _run_stages(exp, force, only, log)
+
+
+def _run_stages(exp: Experiment, force: set[str], only: set[str] | None, log) -> dict:
     root = exp.out
     root.mkdir(parents=True, exist_ok=True)
     st = _Stages(root, force, log)
@@ -319,11 +371,11 @@ def run_experiment(exp: Experiment, force: set[str] | None = None, only: set[str
                    lambda: _export(run_dir, steer_dir, root / "export", dict(exp.export), log), want("export"))
 
     def write_experiment(total: float) -> None:
-        (root / "experiment.json").write_text(json.dumps({
+        atomic_write_json(root / "experiment.json", {
             "name": exp.name, "config_file": str(exp.path) if exp.path else None,
             "config": {k: getattr(exp, k) for k in sorted(_TOP)}, "stage_hashes": st.hashes,
             "seconds": {**st.seconds, "total": total}, "skipped": st.skipped,
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1, default=str))
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, default=str)
 
     write_experiment(time.perf_counter() - t0)  # the report shows the stages run so far
     report = None

@@ -11,9 +11,9 @@ rerun after an interruption resumes; --force STAGE redoes one, --only STAGE runs
 from __future__ import annotations
 
 import argparse
-import sys
 
-from . import STAGES, ExperimentError, load_experiment, run_experiment
+from ..errors import UserError, cli_main, report_user_error
+from . import STAGES, load_experiment, run_experiment
 
 
 def main(argv=None) -> int:
@@ -28,11 +28,10 @@ def main(argv=None) -> int:
     try:
         exp = load_experiment(args.config, args.out)
         run_experiment(exp, force=set(args.force), only=set(args.only) if args.only else None)
-    except (ExperimentError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    except (UserError, FileNotFoundError) as exc:  # expected errors of every stage: one line, exit 2
+        return report_user_error(exc)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli_main(main)
