@@ -64,12 +64,11 @@ def _gguf_cache_dir(path: Path) -> Path:
 
 
 def convert_gguf(path: str | Path, progress: bool = True) -> Path:
-    """Convert a GGUF file into a cached HF directory (f32 safetensors + tokenizer.json); idempotent."""
-    from safetensors.numpy import save_file
-    from transformers import PreTrainedTokenizerFast
+    """Convert a GGUF file into a cached HF directory (f32 safetensors + tokenizer.json); idempotent.
 
+    Written into `<dir>.tmp<pid>` and renamed when complete; a failure removes it, and partial directories of
+    killed conversions are removed on the next conversion."""
     from .gguf_file import read_gguf
-    from .gguf_tokenizer import tokenizer_from_gguf
 
     path = Path(path)
     out = _gguf_cache_dir(path)
@@ -78,7 +77,39 @@ def convert_gguf(path: str | Path, progress: bool = True) -> Path:
     hf, flat, meta = read_gguf(path, progress=progress)
     cfg = config_from_hf(hf, str(path))
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    _remove_stale_conversions(out)
     shutil.rmtree(tmp, ignore_errors=True)
+    try:  # a failed conversion leaves nothing behind in the cache (it used to leave a partial directory)
+        _convert_into(tmp, path, hf, flat, meta, cfg)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _remove_stale_conversions(out: Path) -> None:
+    """Partial directories `<out>.tmp<pid>` of conversions whose process is gone (killed mid-conversion)."""
+    for stale in out.parent.glob(out.name + ".tmp*"):
+        try:
+            pid = int(stale.name.rsplit(".tmp", 1)[1])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
+def _convert_into(tmp: Path, path: Path, hf, flat, meta, cfg) -> None:
+    from safetensors.numpy import save_file
+    from transformers import PreTrainedTokenizerFast
+
+    from .gguf_tokenizer import tokenizer_from_gguf
+
     tmp.mkdir(parents=True)
     save_file({canonical_to_hf(k, cfg): np.ascontiguousarray(v) for k, v in flat.items()},
               str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -93,10 +124,6 @@ def convert_gguf(path: str | Path, progress: bool = True) -> Path:
            "pad_token_id": meta.get("tokenizer.ggml.padding_token_id")}
     (tmp / "config.json").write_text(json.dumps(hf, indent=2))
     (tmp / "stf_jax_source.json").write_text(json.dumps({"gguf": str(path.resolve()), "format": CACHE_FORMAT}))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
 
 
 def load_model(name_or_path: str | os.PathLike, dtype="float32", progress: bool = True) -> Model:
