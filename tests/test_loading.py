@@ -153,9 +153,9 @@ def test_missing_config_field(tiny_model_dir, tmp_path):
 
 def test_unsupported_model_type(tiny_model_dir, tmp_path):
     d = _copy_tiny(tiny_model_dir, tmp_path)
-    cfg = json.loads((d / "config.json").read_text()) | {"model_type": "gpt_neox"}
+    cfg = json.loads((d / "config.json").read_text()) | {"model_type": "falcon"}
     (d / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ConfigError, match=r"'gpt_neox' is not supported.*llama, mistral, gemma, gemma2"):
+    with pytest.raises(ConfigError, match=r"'falcon' is not supported.*llama, mistral, gemma, gemma2"):
         stf_jax.load_model(d)
 
 

@@ -1,4 +1,4 @@
-"""One Flax decoder for Llama, Mistral and Gemma 1/2/3.
+"""One Flax decoder for Llama, Mistral, Gemma 1/2/3, Qwen2/2.5, Qwen3, Phi-3, GPT-NeoX/Pythia and GPT-2.
 
 Conventions, stated once:
 - Shapes: B batch, S sequence, D d_model, H query heads, K kv heads, G = H // K, Dh head_dim,
@@ -11,6 +11,10 @@ Conventions, stated once:
 - Per-layer differences (sliding window, RoPE table, steering intervention) are arrays scanned
   alongside the stacked block parameters, so Gemma 2/3 scan like Llama and changing a steering
   layer, vector or strength never recompiles.
+- Per-family differences are `DecoderConfig` switches read here (norm kind, gated MLP, parallel
+  residual, partial rotary, learned positions, biases); fused HF weights (GPT-NeoX
+  `query_key_value`, GPT-2 `c_attn`, Phi-3 `qkv_proj` / `gate_up_proj`) are split at load time, so
+  every family has the same q/k/v/o and gate/up/down parameters.
 """
 
 from __future__ import annotations
@@ -61,23 +65,42 @@ def _rms_norm(x, scale, eps: float, offset: bool):
     return scale * xf.astype(x.dtype)
 
 
+def _layer_norm(x, scale, bias, eps: float):
+    """LayerNorm (mean and variance over the last axis) in f32, cast back (GPT-NeoX, GPT-2)."""
+    xf = x.astype(jnp.float32)
+    mean = jnp.mean(xf, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+    xf = (xf - mean) * jax.lax.rsqrt(var + eps)
+    return (xf * scale.astype(jnp.float32) + bias.astype(jnp.float32)).astype(x.dtype)
+
+
 class RMSNorm(nn.Module):
+    """RMSNorm, or LayerNorm (with a bias) when kind == "layer"; the parameter names are the same."""
+
     eps: float
     offset: bool
     dtype: Any
+    kind: str = "rms"
 
     @nn.compact
     def __call__(self, x):
         init = nn.initializers.zeros if self.offset else nn.initializers.ones
         scale = self.param("scale", init, (x.shape[-1],), self.dtype)
+        if self.kind == "layer":
+            bias = self.param("bias", nn.initializers.zeros, (x.shape[-1],), self.dtype)
+            return _layer_norm(x, scale, bias, self.eps)
         return _rms_norm(x, scale, self.eps, self.offset)
 
 
 def _rotate(x, cos, sin):
-    """Split-half RoPE (HF `rotate_half`). x: [B, S, N, Dh]; cos, sin: [B, S, Dh]."""
-    half = x.shape[-1] // 2
-    rotated = jnp.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+    """Split-half RoPE (HF `rotate_half`) on the first R dims of each head, the rest passed through
+    (partial rotary, GPT-NeoX / Phi). x: [B, S, N, Dh]; cos, sin: [B, S, R], R <= Dh."""
+    r = cos.shape[-1]
+    x_rot, x_pass = x[..., :r], x[..., r:]
+    half = r // 2
+    rotated = jnp.concatenate([-x_rot[..., half:], x_rot[..., :half]], axis=-1)
+    out = x_rot * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+    return jnp.concatenate([out, x_pass], axis=-1) if r < x.shape[-1] else out
 
 
 class Attention(nn.Module):
@@ -97,9 +120,10 @@ class Attention(nn.Module):
         if cfg.qk_norm:
             q = RMSNorm(cfg.norm_eps, cfg.norm_offset, self.dtype, name="q_norm")(q)
             k = RMSNorm(cfg.norm_eps, cfg.norm_offset, self.dtype, name="k_norm")(k)
-        cos = shared["cos"][layer["rope"]].astype(x.dtype)  # [B, S, Dh]
-        sin = shared["sin"][layer["rope"]].astype(x.dtype)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        if cfg.ropes:  # (learned absolute positions were added to the embeddings instead)
+            cos = shared["cos"][layer["rope"]].astype(x.dtype)  # [B, S, R]
+            sin = shared["sin"][layer["rope"]].astype(x.dtype)
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         if "cache_k" in layer:  # decoding: write this step's keys/values at cache_index, attend to all T
             at = (0, shared["cache_index"], 0, 0)
             k = jax.lax.dynamic_update_slice(layer["cache_k"], k.astype(layer["cache_k"].dtype), at)
@@ -118,7 +142,14 @@ class Attention(nn.Module):
         probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
         out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v, precision=self.precision)
         out = out.reshape(b, s, cfg.n_heads * cfg.head_dim)
-        return dense(cfg.d_model, name="o")(out), new_cache
+        return dense(cfg.d_model, use_bias=cfg.o_bias, name="o")(out), new_cache
+
+
+_ACTIVATIONS = {
+    "silu": jax.nn.silu,
+    "gelu_tanh": partial(jax.nn.gelu, approximate=True),
+    "gelu": partial(jax.nn.gelu, approximate=False),
+}
 
 
 class MLP(nn.Module):
@@ -131,9 +162,10 @@ class MLP(nn.Module):
         cfg = self.cfg
         dense = partial(nn.Dense, dtype=self.dtype, param_dtype=self.dtype, precision=self.precision,
                         use_bias=cfg.mlp_bias)
-        gate = dense(cfg.d_ff, name="gate")(x)
-        act = jax.nn.silu(gate) if cfg.activation == "silu" else jax.nn.gelu(gate, approximate=True)
-        return dense(cfg.d_model, name="down")(act * dense(cfg.d_ff, name="up")(x))
+        act = _ACTIVATIONS[cfg.activation]
+        if cfg.gated_mlp:  # down(act(gate(x)) * up(x))
+            return dense(cfg.d_model, name="down")(act(dense(cfg.d_ff, name="gate")(x)) * dense(cfg.d_ff, name="up")(x))
+        return dense(cfg.d_model, name="down")(act(dense(cfg.d_ff, name="up")(x)))  # GPT-NeoX, GPT-2
 
 
 def apply_intervention(h, iv: dict, positions):
@@ -147,7 +179,8 @@ def apply_intervention(h, iv: dict, positions):
 
 
 class Block(nn.Module):
-    """One pre-norm decoder block (+ Gemma 2/3 post-norms), then the steering intervention."""
+    """One pre-norm decoder block (+ Gemma 2/3 post-norms, or GPT-NeoX's parallel residual), then the
+    steering intervention."""
 
     cfg: DecoderConfig
     dtype: Any
@@ -157,15 +190,19 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, h, layer, shared):
         cfg = self.cfg
-        norm = partial(RMSNorm, cfg.norm_eps, cfg.norm_offset, self.dtype)
+        norm = partial(RMSNorm, cfg.norm_eps, cfg.norm_offset, self.dtype, cfg.norm)
         x, cache = Attention(cfg, self.dtype, self.precision, name="attn")(norm(name="attn_norm")(h), layer, shared)
         if cfg.post_norms:
             x = norm(name="post_attn_norm")(x)
-        h = h + x
-        x = MLP(cfg, self.dtype, self.precision, name="mlp")(norm(name="mlp_norm")(h))
-        if cfg.post_norms:
-            x = norm(name="post_mlp_norm")(x)
-        h = h + x
+        mlp = MLP(cfg, self.dtype, self.precision, name="mlp")
+        if cfg.parallel_residual:  # both branches read the block input (HF sums mlp + attn + h)
+            h = mlp(norm(name="mlp_norm")(h)) + x + h
+        else:
+            h = h + x
+            x = mlp(norm(name="mlp_norm")(h))
+            if cfg.post_norms:
+                x = norm(name="post_mlp_norm")(x)
+            h = h + x
         if "iv" in layer:
             h = apply_intervention(h, layer["iv"], shared["iv_positions"])
         collected = self.collect(h, shared["mask"]) if self.collect else h
@@ -215,22 +252,25 @@ class Decoder(nn.Module):
             h = embed(input_ids)
             if cfg.embed_scale:
                 h = h * jnp.asarray(math.sqrt(cfg.d_model), self.dtype)
+            if cfg.positions == "learned":  # GPT-2: token + absolute position embeddings
+                h = h + nn.Embed(cfg.max_position_embeddings, cfg.d_model, dtype=self.dtype,
+                                 param_dtype=self.dtype, name="pos_embed")(positions)
         else:
             h = h0.astype(self.dtype)
 
         tables = []
         for spec in cfg.ropes:
-            inv = jnp.asarray(rope_inv_freq(spec, cfg.head_dim))
-            freqs = positions[..., None].astype(jnp.float32) * inv  # [B, S, Dh/2]
+            inv = jnp.asarray(rope_inv_freq(spec, cfg.rope_dim))
+            freqs = positions[..., None].astype(jnp.float32) * inv  # [B, S, R/2]
             tables.append(jnp.concatenate([freqs, freqs], axis=-1))
-        angles = jnp.stack(tables)  # [n_ropes, B, S, Dh]
         shared = {
-            "cos": jnp.cos(angles),
-            "sin": jnp.sin(angles),
             "allowed": (k_idx <= q_idx)[None] & key_mask[:, None, :],  # [B, S, T]
             "distance": q_idx - k_idx,  # [S, T]
             "mask": mask,
         }
+        if tables:
+            angles = jnp.stack(tables)  # [n_ropes, B, S, R]
+            shared["cos"], shared["sin"] = jnp.cos(angles), jnp.sin(angles)
         if cache is not None:
             shared["cache_index"] = cache["index"]
         per_layer = {
@@ -265,7 +305,7 @@ class Decoder(nn.Module):
         if cache is not None:
             per_block, new_cache = per_block
 
-        final = RMSNorm(cfg.norm_eps, cfg.norm_offset, self.dtype, name="final_norm")
+        final = RMSNorm(cfg.norm_eps, cfg.norm_offset, self.dtype, cfg.norm, name="final_norm")
         normed = final(h) if (n_run == cfg.n_layers or self.logits) else None
         logits = None
         if self.logits:

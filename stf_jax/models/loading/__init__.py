@@ -21,7 +21,7 @@ import numpy as np
 
 from ..config import config_from_hf, unknown_keys
 from ..model import Model
-from ..params import canonical_to_hf, to_flax
+from ..params import canonical_to_hf, fuse_for_hf, to_flax
 from ..registry import cache_dir, registry, resolve
 from .hf_dir import read_weights, resolve_hub
 
@@ -111,7 +111,7 @@ def _convert_into(tmp: Path, path: Path, hf, flat, meta, cfg) -> None:
     from .gguf_tokenizer import tokenizer_from_gguf
 
     tmp.mkdir(parents=True)
-    save_file({canonical_to_hf(k, cfg): np.ascontiguousarray(v) for k, v in flat.items()},
+    save_file({canonical_to_hf(k, cfg): np.ascontiguousarray(v) for k, v in fuse_for_hf(cfg, flat).items()},
               str(tmp / "model.safetensors"), metadata={"format": "pt"})
     tok, tok_cfg = tokenizer_from_gguf(meta)
     chat_template = tok_cfg.pop("chat_template")

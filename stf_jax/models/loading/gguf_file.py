@@ -4,7 +4,12 @@ Dequantization is the `gguf` package's (`gguf.quants.dequantize`, every type lla
 What this module undoes are llama.cpp's conventions:
 - llama-architecture q/k rows are permuted for llama.cpp's interleaved RoPE; HF uses split-half;
 - Gemma norm weights are stored as (1 + w); HF stores w;
-- a missing `output.weight` means tied embeddings.
+- a missing `output.weight` means tied embeddings;
+- `attn_qkv` (GPT-NeoX, GPT-2, Phi-3) is [q; k; v] by rows -- the converter already undid GPT-NeoX's
+  per-head interleaving and GPT-2's Conv1D orientation -- and Phi-3's `ffn_up` is its fused
+  [gate; up]; both are split into the canonical q/k/v and gate/up here;
+- facts llama.cpp does not store are the HF defaults of the family: GPT-NeoX's exact GELU and
+  RoPE base 10000, GPT-2's tanh GELU.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from ..config import ConfigError
-from ..params import WeightError
+from ..config import ConfigError, config_from_hf
+from ..params import WeightError, split_fused
 
-SUPPORTED_ARCHITECTURES = ("llama", "gemma", "gemma2", "gemma3")
+SUPPORTED_ARCHITECTURES = ("llama", "gemma", "gemma2", "gemma3", "qwen2", "qwen3", "phi3", "gptneox", "gpt2")
+_LAYER_NORM_ARCHS = ("gptneox", "gpt2")
 
 _BLOCK_TENSORS = {
     "attn_norm": "attn_norm",
@@ -25,6 +31,7 @@ _BLOCK_TENSORS = {
     "attn_k": "k",
     "attn_v": "v",
     "attn_output": "o",
+    "attn_qkv": "qkv",
     "attn_q_norm": "q_norm",
     "attn_k_norm": "k_norm",
     "post_attention_norm": "post_attn_norm",
@@ -73,7 +80,7 @@ def hf_config_from_gguf(meta: dict[str, Any], tensor_names: set[str], path: Path
     d_model = int(get("embedding_length"))
     vocab = len(meta.get("tokenizer.ggml.tokens") or []) or int(get("vocab_size"))
     name = str(meta.get("general.name", "")).lower()
-    model_type = {"gemma3": "gemma3_text"}.get(arch, arch)
+    model_type = {"gemma3": "gemma3_text", "gptneox": "gpt_neox"}.get(arch, arch)
     if arch == "llama" and "mistral" in name:
         model_type = "mistral"
     hf: dict[str, Any] = {
@@ -84,16 +91,37 @@ def hf_config_from_gguf(meta: dict[str, Any], tensor_names: set[str], path: Path
         "num_hidden_layers": int(get("block_count")),
         "num_attention_heads": n_heads,
         "num_key_value_heads": int(get("attention.head_count_kv", n_heads)),
-        "rms_norm_eps": float(get("attention.layer_norm_rms_epsilon")),
         "max_position_embeddings": int(get("context_length", 8192)),
         "rope_theta": float(get("rope.freq_base", 10000.0)),
         "tie_word_embeddings": "output.weight" not in tensor_names,
     }
-    head_dim = get("attention.key_length", required=False) or get("rope.dimension_count", required=False)
-    if head_dim:
-        hf["head_dim"] = int(head_dim)
+    if arch in _LAYER_NORM_ARCHS:
+        hf["layer_norm_eps"] = float(get("attention.layer_norm_epsilon"))
+    else:
+        hf["rms_norm_eps"] = float(get("attention.layer_norm_rms_epsilon"))
+    rope_dims = get("rope.dimension_count", required=False)
+    if arch in ("gptneox", "phi3"):  # partial rotary: rope.dimension_count is the rotated part of a head
+        head_dim = int(get("attention.key_length", d_model // n_heads))
+        hf["head_dim"] = head_dim
+        if rope_dims:
+            hf["partial_rotary_factor"] = int(rope_dims) / head_dim
+    else:
+        head_dim = get("attention.key_length", required=False) or rope_dims
+        if head_dim:
+            hf["head_dim"] = int(head_dim)
+    if arch == "gptneox":
+        hf["use_parallel_residual"] = bool(get("use_parallel_residual", True, required=False))
+        hf["hidden_act"] = "gelu"  # HF GPT-NeoX / Pythia: exact GELU (llama.cpp does not record it)
+        hf["attention_bias"] = "blk.0.attn_qkv.bias" in tensor_names
+    if arch == "gpt2":
+        hf["activation_function"] = "gelu_new"
+    if arch in ("qwen3", "phi3"):
+        hf["attention_bias"] = "blk.0.attn_q.bias" in tensor_names or "blk.0.attn_qkv.bias" in tensor_names
     if "rope_freqs.weight" in tensor_names:
         raise ConfigError(f"{path}: per-dimension RoPE frequency factors (rope_freqs) are not supported yet")
+    if "rope_factors_long.weight" in tensor_names or "rope_factors_short.weight" in tensor_names:
+        raise ConfigError(f"{path}: long-context RoPE scaling (longrope: rope_factors_long/short) is not supported; "
+                          "use a GGUF of a 4k-context variant (e.g. Phi-3-mini-4k-instruct)")
     scaling_type = get("rope.scaling.type", required=False)
     if scaling_type and scaling_type != "none":
         hf["rope_scaling"] = {"rope_type": scaling_type, "factor": float(get("rope.scaling.factor", 1.0))}
@@ -111,17 +139,18 @@ def hf_config_from_gguf(meta: dict[str, Any], tensor_names: set[str], path: Path
     return hf
 
 
-def _canonical_name(name: str) -> str:
-    if name == "token_embd.weight":
-        return "embed"
-    if name == "output_norm.weight":
-        return "final_norm"
+def _canonical_name(name: str, arch: str = "llama") -> str:
+    top = {"token_embd.weight": "embed", "output_norm.weight": "final_norm", "output_norm.bias": "final_norm_bias",
+           "position_embd.weight": "pos_embed"}
+    if name in top:
+        return top[name]
     if name == "output.weight":
         return "lm_head"
     parts = name.split(".")
     if len(parts) == 4 and parts[0] == "blk" and parts[2] in _BLOCK_TENSORS:
         suffix = "" if parts[3] == "weight" else "_bias"
-        return f"layers.{parts[1]}.{_BLOCK_TENSORS[parts[2]]}{suffix}"
+        canon = "gate_up" if arch == "phi3" and parts[2] == "ffn_up" else _BLOCK_TENSORS[parts[2]]  # fused in Phi-3
+        return f"layers.{parts[1]}.{canon}{suffix}"
     raise WeightError(f"unexpected tensor {name!r} (not part of a supported decoder)")
 
 
@@ -152,7 +181,7 @@ def read_gguf(path: str | Path, progress: bool = True) -> tuple[dict[str, Any], 
     flat: dict[str, np.ndarray] = {}
     for t in tensors:
         try:
-            canon = _canonical_name(t.name)
+            canon = _canonical_name(t.name, arch)
         except WeightError as e:
             raise WeightError(f"{path}: {e}") from None
         try:
@@ -168,4 +197,6 @@ def read_gguf(path: str | Path, progress: bool = True) -> tuple[dict[str, Any], 
         if arch.startswith("gemma") and t.name.endswith("norm.weight"):
             w = w - 1.0
         flat[canon] = w
+    if any(".qkv" in n or ".gate_up" in n for n in flat):
+        flat = split_fused(config_from_hf(hf, str(path)), flat, qkv_layout="concat")
     return hf, flat, meta

@@ -15,7 +15,7 @@ import ml_dtypes
 import numpy as np
 
 from ..config import DecoderConfig
-from ..params import WeightError, hf_to_canonical
+from ..params import WeightError, hf_to_canonical, split_fused, transpose_conv1d
 
 _DTYPES = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
@@ -75,7 +75,7 @@ def read_weights(model_dir: Path, cfg: DecoderConfig) -> dict[str, np.ndarray]:
             canon = hf_to_canonical(name, cfg)
             if canon is not None:
                 flat[canon] = arr
-    return flat
+    return split_fused(cfg, transpose_conv1d(cfg, flat))  # fused GPT-NeoX / GPT-2 / Phi-3 tensors
 
 
 def resolve_hub(repo_id: str) -> Path:
