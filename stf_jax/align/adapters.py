@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import struct
 
 from .ops import mm, safe_div, weighted_mean
 
@@ -197,10 +198,12 @@ def train_adapter(cfg: AdapterConfig, x_s: jax.Array, x_t: jax.Array, w_train: j
     return TrainResult(best, stats, curve_tr, curve_va, best_check, checks * cfg.eval_every)
 
 
-class Adapter(NamedTuple):
-    """A trained adapter: config + parameters (+ centering statistics). Call it on [..., d_s] vectors."""
+@struct.dataclass
+class Adapter:
+    """A trained adapter: config (static) + parameters (+ centering statistics). Call it on [..., d_s]
+    vectors. A pytree: stacks under vmap (one adapter per trial)."""
 
-    config: AdapterConfig
+    config: AdapterConfig = struct.field(pytree_node=False)
     params: Params
     stats: Params
 

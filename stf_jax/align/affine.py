@@ -24,10 +24,14 @@ from .ops import mm, weighted_mean
 
 
 class AffineMap(NamedTuple):
-    """A: [d_s, d_t], b: [d_t]."""
+    """A: [d_s, d_t], b: [d_t]. Calling it applies x A + b (`apply`)."""
 
     weight: jax.Array
     bias: jax.Array
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: [..., d_s] -> [..., d_t]."""
+        return apply(self, x)
 
 
 @partial(jax.jit, static_argnames=("ridge",))

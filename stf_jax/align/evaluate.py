@@ -20,19 +20,20 @@ import numpy as np
 from .. import __version__
 from ..data import dataset_hash
 from . import adapters as adapters_lib
-from .affine import apply_direction, fit_affine, paired_token_states
+from . import maps
+from .affine import paired_token_states
 from .inputs import (SCRAMBLES, AlignInputError, ModelRef, PairTable, Trials, array_hash, check_k, describe_inputs,
                      find_models, load_vectors, make_trials, pair_table, zero_rows)
-from .metrics import row_cosines, summarize
-from .ops import map_batched, weighted_mean
+from .ops import map_batched
 from .pca import PCA, k_for_variance
-from .protocol import (adapter_trials, affine_trials, baseline_trials, fit_pcas, layer_sweep, procrustes_trials,
+from .protocol import (baseline_trials, fit_pcas, fitted_map_trials, layer_sweep, map_trials, procrustes_trials,
                        project_trials, spectra, train_rows)
 
 ADAPTERS = adapters_lib.KINDS
-BASELINES = ("identity", "mean_target", "trait_mean")
-METHODS = ("procrustes", "affine", *ADAPTERS, *BASELINES)
-ALL_METHODS = (*METHODS, "affine_tokens")
+LABEL_BASELINES = ("mean_target", "trait_mean")  # no map from the source: scored by protocol.baseline_trials
+BASELINES = ("identity", *LABEL_BASELINES)      # identity is also the zero-shot map of the table
+METHODS = (*maps.TRANSFER_METHODS, *BASELINES)
+ALL_METHODS = (*maps.METHODS, *LABEL_BASELINES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +77,13 @@ class EvalConfig:
             raise AlignInputError(f"unknown method(s) {unknown}; choose from {list(ALL_METHODS)}")
         if self.k is None and self.variance is None:
             raise AlignInputError("give k or a variance fraction")
-        bad = sorted(set(self.scramble) - {"procrustes", "affine"})
+        bad = sorted(m for m in self.scramble if m not in maps.METHODS or not maps.METHODS[m].scramble)
         if bad:
-            raise AlignInputError(f"scrambling is implemented for procrustes and affine, not {bad}")
+            raise AlignInputError(f"scrambling is defined for methods fitted on paired vectors, not {bad}")
+
+    def fit_settings(self, k: int | None) -> maps.FitSettings:
+        """The settings every map of this protocol is fitted with (k: the resolved PCA size)."""
+        return maps.FitSettings(k=k or 0, ridge=self.ridge, rotation_only=self.rotation_only, adapter=self.adapter)
 
 
 # ---------------------------------------------------------------- helpers
@@ -139,60 +144,52 @@ def _k_from_spectra(specs: Sequence[tuple[np.ndarray, np.ndarray]], fraction: fl
 
 
 def evaluate_direction(x_s: np.ndarray, x_t: np.ndarray, pca_s: PCA | None, pca_t: PCA | None, dev: _Device,
-                       table: PairTable, cfg: EvalConfig, token_map=None) -> tuple[dict, dict, dict]:
-    """All methods of cfg for one directed pair at fixed layers.
+                       table: PairTable, cfg: EvalConfig, token_maps: dict | None = None, k: int | None = None
+                       ) -> tuple[dict, dict, dict]:
+    """All methods of cfg for one directed pair at fixed layers, each scored the way its table entry says.
 
-    Returns (methods: name -> summary, scrambling: method -> pairing -> summary, trained: adapter name ->
-    TrainResult with leading trial axis)."""
+    pca_s, pca_t: per-trial PCAs (for the k-space Procrustes scorer); token_maps: {method: map} for
+    methods fitted on corpus token states. Returns (methods: name -> summary, scrambling: method ->
+    pairing -> summary, trained: method -> (maps, info) with leading trial axis, for saving)."""
     traits = table.trait_names
     x_s, x_t = jnp.asarray(x_s), jnp.asarray(x_t)
+    settings = cfg.fit_settings(k)
+    keys = jax.vmap(jax.random.PRNGKey)(jnp.asarray(cfg.adapter.seed + np.arange(cfg.trials)))
     methods: dict[str, Any] = {}
     scrambling: dict[str, Any] = {}
     trained: dict[str, Any] = {}
-    n_pairings = len(SCRAMBLES)
-
-    if "procrustes" in cfg.methods:
-        perms = dev.perms if "procrustes" in cfg.scramble else dev.perms[:, :1]
-        src = project_trials(pca_s, x_s)
-        tgt = project_trials(pca_t, x_t)
-        res, scale = procrustes_trials(src, tgt, dev.train, dev.test, perms, dev.onehot,
-                                       rotation_only=cfg.rotation_only, batch_size=cfg.batch_size)
-        res["scale"] = scale
-        methods["procrustes"] = _summarize_method(_pick(res, 0), traits)
-        if perms.shape[1] == n_pairings:
-            scrambling["procrustes"] = {name: _summarize_method(_pick(res, j), traits)
-                                        for j, name in enumerate(SCRAMBLES)}
-    if "affine" in cfg.methods:
-        perms = dev.perms if "affine" in cfg.scramble else dev.perms[:, :1]
-        res = affine_trials(x_s, x_t, dev.train, dev.test, perms, dev.onehot, ridge=cfg.ridge,
-                            batch_size=cfg.batch_size)
-        methods["affine"] = _summarize_method(_pick(res, 0), traits)
-        if perms.shape[1] == n_pairings:
-            scrambling["affine"] = {name: _summarize_method(_pick(res, j), traits) for j, name in enumerate(SCRAMBLES)}
-    if "affine_tokens" in cfg.methods:
-        if token_map is None:
-            raise AlignInputError("method affine_tokens needs a corpus run (token_run)")
-        pred = apply_direction(token_map, x_s)
-        pred = pred / jnp.maximum(jnp.linalg.norm(pred, axis=-1, keepdims=True), 1e-12)
-
-        def trial(wtr, wte):
-            return summarize(row_cosines(pred, x_t, weighted_mean(x_t, wtr)), wtr, wte, dev.onehot)
-
-        methods["affine_tokens"] = _summarize_method(jax.vmap(trial)(dev.train, dev.test), traits)
-    for kind in ADAPTERS:
-        if kind in cfg.methods:
-            ortho = cfg.adapter.orthogonality if kind != "mlp" else 0.0  # the penalty is defined for linear maps
-            acfg = dataclasses.replace(cfg.adapter, kind=kind, orthogonality=ortho)
-            keys = jax.vmap(lambda s: jax.random.PRNGKey(s))(jnp.asarray(cfg.adapter.seed + np.arange(cfg.trials)))
-            res, result = adapter_trials(acfg, x_s, x_t, dev.fit, dev.val, dev.train, dev.test, dev.onehot, keys,
-                                         batch_size=cfg.batch_size)
-            summary = _summarize_method(res, traits)
-            summary["steps"] = [int(s) for s in np.asarray(result.steps)]
-            methods[kind] = summary
-            trained[kind] = (acfg, result)
-    wanted = [b for b in BASELINES if b in cfg.methods]
+    for name in cfg.methods:
+        if name in LABEL_BASELINES:
+            continue
+        spec = maps.METHODS[name]
+        perms = dev.perms if name in cfg.scramble else dev.perms[:, :1]
+        info = None
+        if spec.fits_on == "token_states":
+            if not token_maps or name not in token_maps:
+                raise AlignInputError(f"method {name} needs a corpus run of both models (token_run)")
+            res = fitted_map_trials(token_maps[name], x_s, x_t, dev.train, dev.test, dev.onehot)
+            methods[name] = _summarize_method(res, traits)
+            continue
+        if spec.scorer == "kspace":  # Procrustes scored in PCA coordinates (protocol docstring): same numbers
+            res, scale = procrustes_trials(project_trials(pca_s, x_s), project_trials(pca_t, x_t), dev.train,
+                                           dev.test, perms, dev.onehot, rotation_only=cfg.rotation_only,
+                                           batch_size=cfg.batch_size)
+            res["scale"] = scale
+        else:
+            res, fitted, info = map_trials(name, settings, x_s, x_t, dev.train, dev.val, dev.test, perms, dev.onehot,
+                                           keys, batch_size=cfg.batch_size)
+            if "scale" in info:
+                res["scale"] = info["scale"]
+            if "steps" in info:
+                trained[name] = (jax.tree.map(lambda a: a[:, 0], fitted), jax.tree.map(lambda a: a[:, 0], info))
+        methods[name] = _summarize_method(_pick(res, 0), traits)
+        if info is not None and "steps" in info:
+            methods[name]["steps"] = [int(s) for s in np.asarray(info["steps"][:, 0])]
+        if perms.shape[1] == len(SCRAMBLES):
+            scrambling[name] = {p: _summarize_method(_pick(res, j), traits) for j, p in enumerate(SCRAMBLES)}
+    wanted = [b for b in LABEL_BASELINES if b in cfg.methods]
     if wanted:
-        res = baseline_trials(x_s, x_t, dev.train, dev.test, dev.onehot)
+        res = baseline_trials(x_t, dev.train, dev.test, dev.onehot)
         for name in wanted:
             methods[name] = _summarize_method(res[name], traits)
     return methods, scrambling, trained
@@ -348,26 +345,26 @@ def evaluate(run_dirs: Sequence[str | Path], cfg: EvalConfig, layer: int = -6, s
         dev = _Device.from_trials(trials, table)
     results["split_sizes"] = {side: getattr(trials, side).sum(1).astype(int).tolist() for side in ("train", "test", "val")}
     k_main, pcas = None, {}
-    if "procrustes" in cfg.methods:
+    if any(maps.METHODS[m].scorer == "kspace" for m in cfg.methods if m in maps.METHODS):
         specs = None if cfg.k is not None else [
             jax.tree.map(np.asarray, spectra(jnp.asarray(vectors[key]), dev.rows)) for key in needed]
         k_main = _resolve_k(cfg, specs, trials.n_train_min, {m: refs[m].d_model for m in names})
-        log(f"procrustes k={k_main}")
+        log(f"PCA k={k_main}")
         pcas = {key: fit_pcas(jnp.asarray(x), dev.rows, k_main, solver=cfg.solver, batch_size=cfg.batch_size)
                 for key, x in vectors.items()}
 
     for s_name, t_name in directions:
         ls, lt = chosen[(s_name, t_name)]
         t0 = time.perf_counter()
-        token_map = None
-        if "affine_tokens" in cfg.methods:
+        token_maps = {}
+        for name in (m for m in cfg.methods if m in maps.METHODS and maps.METHODS[m].fits_on == "token_states"):
             if token_run is None:
-                raise AlignInputError("method affine_tokens needs --token-run (a corpus run of both models)")
+                raise AlignInputError(f"method {name} needs --token-run (a corpus run of both models)")
             xs_tok, xt_tok = paired_token_states(token_run, s_name, t_name, ls, lt, cfg.token_pairing)
-            token_map = fit_affine(jnp.asarray(xs_tok), jnp.asarray(xt_tok), jnp.ones(len(xs_tok)), ridge=cfg.ridge)
+            token_maps[name] = maps.fit_map(name, xs_tok, xt_tok, settings=cfg.fit_settings(k_main))[0]
         methods, scrambling, trained = evaluate_direction(
             vectors[(s_name, ls)], vectors[(t_name, lt)], pcas.get((s_name, ls)), pcas.get((t_name, lt)), dev, table,
-            cfg, token_map)
+            cfg, token_maps, k_main)
         entry = {"source": s_name, "target": t_name, "layer_source": ls, "layer_target": lt, "k": k_main,
                  "methods": methods, "scrambling": scrambling, "seconds": time.perf_counter() - t0}
         if pcas:
@@ -388,17 +385,17 @@ def evaluate(run_dirs: Sequence[str | Path], cfg: EvalConfig, layer: int = -6, s
 
 
 def _save_trained(out: Path, s_name: str, t_name: str, ls: int, lt: int, trained: dict, trials: Trials) -> dict:
-    """Adapters (all trials stacked on axis 0) as orbax checkpoints + loss curves as JSON."""
+    """Trained maps (all trials stacked on axis 0) as orbax checkpoints + loss curves as JSON."""
     saved = {}
-    for kind, (acfg, res) in trained.items():
+    for kind, (fitted, info) in trained.items():
         tag = f"{s_name}__to__{t_name}"
         path = out / "adapters" / tag / kind
-        adapters_lib.save_adapter(path, adapters_lib.Adapter(acfg, res.params, res.stats),
+        adapters_lib.save_adapter(path, fitted,
                                   extra={"source": s_name, "target": t_name, "layer_source": ls, "layer_target": lt,
                                          "trial_seeds": list(trials.seeds), "leading_axis": "trial"})
-        curves = {"eval_every": acfg.eval_every, "train": np.asarray(res.train_curve).tolist(),
-                  "val": np.asarray(res.val_curve).tolist(), "best_check": np.asarray(res.best_check).tolist(),
-                  "steps": np.asarray(res.steps).tolist(), "trial_seeds": list(trials.seeds)}
+        curves = {"eval_every": fitted.config.eval_every, "train": np.asarray(info["train_curve"]).tolist(),
+                  "val": np.asarray(info["val_curve"]).tolist(), "best_check": np.asarray(info["best_check"]).tolist(),
+                  "steps": np.asarray(info["steps"]).tolist(), "trial_seeds": list(trials.seeds)}
         curve_path = out / "curves" / tag / f"{kind}.json"
         curve_path.parent.mkdir(parents=True, exist_ok=True)
         curve_path.write_text(json.dumps(curves, allow_nan=True) + "\n")

@@ -22,10 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import adapters as adapters_lib
-from . import baselines
-from .affine import apply as affine_apply
-from .affine import fit_affine
+from . import baselines, maps
 from .metrics import RowStats, cosines, masked_mean, row_cosines, summarize
 from .ops import map_batched, mm, weighted_mean
 from .pca import PCA, fit_pca, spectrum
@@ -155,49 +152,51 @@ def procrustes_pairs(proj: Projected, src_idx: jax.Array, tgt_idx: jax.Array, w_
     return jax.tree.map(lambda a: a.reshape(n_pairs, n_trials, *a.shape[1:]), out)
 
 
-@partial(jax.jit, static_argnames=("ridge", "batch_size"))
-def affine_trials(x_s: jax.Array, x_t: jax.Array, w_train: jax.Array, w_test: jax.Array, perms: jax.Array,
-                  onehot: jax.Array, ridge: float = 0.1, batch_size: int | None = None):
-    """Affine map fitted on each trial's (scrambled) training pairs; metrics with leading [T, S]."""
+@partial(jax.jit, static_argnames=("name", "settings", "batch_size"))
+def map_trials(name: str, settings: maps.FitSettings, x_s: jax.Array, x_t: jax.Array, w_train: jax.Array,
+               w_val: jax.Array, w_test: jax.Array, perms: jax.Array, onehot: jax.Array, keys: jax.Array,
+               batch_size: int | None = None):
+    """Any method of the map table, fitted on each trial's (scrambled) training pairs and scored on every row.
+
+    w_train, w_val, w_test [T, n]; perms [T, S, n]; keys [T, 2] -> (metrics, maps, info), each with
+    leading [T, S]. The map is the one `maps.fit_map` returns: the same computation users deploy."""
+    fit = maps.method(name).fit
 
     def trial(args):
-        wtr, wte, pm = args
+        wtr, wva, wte, pm, key = args
         mu_t = weighted_mean(x_t, wtr)
 
         def pairing(p):
-            m = fit_affine(x_s[p], x_t, wtr, ridge=ridge)
-            return summarize(row_cosines(affine_apply(m, x_s), x_t, mu_t), wtr, wte, onehot)
+            m, info = fit(x_s[p], x_t, wtr, wva, key, settings)
+            return summarize(row_cosines(m(x_s), x_t, mu_t), wtr, wte, onehot), m, info
 
         return jax.vmap(pairing)(pm)
 
-    return map_batched(trial, (w_train, w_test, perms), batch_size)
-
-
-@partial(jax.jit, static_argnames=("cfg", "batch_size"))
-def adapter_trials(cfg: adapters_lib.AdapterConfig, x_s: jax.Array, x_t: jax.Array, w_fit: jax.Array,
-                   w_val: jax.Array, w_train: jax.Array, w_test: jax.Array, onehot: jax.Array, keys: jax.Array,
-                   batch_size: int | None = None):
-    """One adapter per trial (trained on w_fit, early-stopped on w_val); (metrics [T], TrainResult [T])."""
-
-    def trial(args):
-        wf, wv, wtr, wte, key = args
-        res = adapters_lib.train_adapter(cfg, x_s, x_t, wf, wv, key)
-        pred = adapters_lib.apply(cfg.kind, res.params, res.stats, x_s)
-        return summarize(row_cosines(pred, x_t, weighted_mean(x_t, wtr)), wtr, wte, onehot), res
-
-    return map_batched(trial, (w_fit, w_val, w_train, w_test, keys), batch_size)
+    return map_batched(trial, (w_train, w_val, w_test, perms, keys), batch_size)
 
 
 @jax.jit
-def baseline_trials(x_s: jax.Array, x_t: jax.Array, w_train: jax.Array, w_test: jax.Array, onehot: jax.Array):
-    """identity (pad/truncate), mean_target and trait_mean; each metrics dict with leading [T]."""
-    n, d_t = x_t.shape
-    pad = baselines.identity(x_s, d_t)
+def fitted_map_trials(m, x_s: jax.Array, x_t: jax.Array, w_train: jax.Array, w_test: jax.Array, onehot: jax.Array):
+    """A map fitted once outside the trials (on other data: corpus token states) scored per trial ([T]).
+
+    Its outputs are directions of state-scale, so each is normalised before the centered cosine."""
+    pred = m(x_s)
+    pred = pred / jnp.maximum(jnp.linalg.norm(pred, axis=-1, keepdims=True), 1e-12)
+
+    def trial(wtr, wte):
+        return summarize(row_cosines(pred, x_t, weighted_mean(x_t, wtr)), wtr, wte, onehot)
+
+    return jax.vmap(trial)(w_train, w_test)
+
+
+@jax.jit
+def baseline_trials(x_t: jax.Array, w_train: jax.Array, w_test: jax.Array, onehot: jax.Array):
+    """The label baselines mean_target and trait_mean (no map from the source); metrics with leading [T]."""
+    n = x_t.shape[0]
 
     def trial(wtr, wte):
         mu_t = weighted_mean(x_t, wtr)
-        preds = {"identity": pad, "mean_target": baselines.mean_target(mu_t, n),
-                 "trait_mean": baselines.trait_mean(x_t, wtr, onehot, mu_t)}
+        preds = {"mean_target": baselines.mean_target(mu_t, n), "trait_mean": baselines.trait_mean(x_t, wtr, onehot, mu_t)}
         return {name: summarize(row_cosines(p, x_t, mu_t), wtr, wte, onehot) for name, p in preds.items()}
 
     return jax.vmap(trial)(w_train, w_test)

@@ -12,7 +12,6 @@ target of the map that carries it: the situation of a user transferring a new tr
 
 from __future__ import annotations
 
-import dataclasses
 from functools import partial
 from typing import Sequence
 
@@ -21,12 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import adapters as adapters_lib
-from . import affine as affine_lib
-from .baselines import identity
-from .pca import fit_pca
-from .procrustes import fit_procrustes_map, transfer
+from . import maps
 
-MAP_METHODS = ("procrustes", "affine", "linear", "lowrank", "mlp")
+MAP_METHODS = maps.TRANSFER_METHODS
 
 
 def trait_vectors(x: np.ndarray, w: np.ndarray, traits: Sequence[str]) -> dict[str, np.ndarray]:
@@ -49,19 +45,9 @@ def unit(v: np.ndarray) -> np.ndarray:
     return (np.asarray(v, np.float32) / norm).astype(np.float32)
 
 
-def _fit_apply(method: str, x_s, x_t, w, w_val, key, v, *, k: int, ridge: float, rotation_only: bool,
-               adapter: adapters_lib.AdapterConfig):
-    """Fit one map on rows w (adapters: w − w_val, early-stopped on w_val) and apply it to v [m, d_s]."""
-    if method == "identity":
-        return identity(v, x_t.shape[1])
-    if method == "procrustes":
-        pm = fit_procrustes_map(fit_pca(x_s, w, k), fit_pca(x_t, w, k), x_s, x_t, w, rotation_only=rotation_only)
-        return transfer(pm, v)
-    if method == "affine":
-        return affine_lib.apply(affine_lib.fit_affine(x_s, x_t, w, ridge=ridge), v)
-    acfg = dataclasses.replace(adapter, kind=method, orthogonality=0.0 if method == "mlp" else adapter.orthogonality)
-    res = adapters_lib.train_adapter(acfg, x_s, x_t, w - w_val, w_val, key)
-    return adapters_lib.apply(method, res.params, res.stats, v)
+def _fit_apply(fit, x_s, x_t, w, w_val, key, v, *, settings: maps.FitSettings):
+    """Fit one map on rows w (adapters: w − w_val, early-stopped on w_val) and carry v [m, d_s]."""
+    return fit(x_s, x_t, w, w_val, key, settings)[0](v)
 
 
 def transferred_trait_vectors(x_s: np.ndarray, x_t: np.ndarray, w_train: np.ndarray, w_val: np.ndarray,
@@ -96,9 +82,10 @@ def transferred_trait_vectors(x_s: np.ndarray, x_t: np.ndarray, w_train: np.ndar
     n_min = int(folds_w.sum(1).min())
     k = min(k, n_min - 1, xs.shape[1], xt.shape[1])
     keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(len(folds_w)) + seed)
+    settings = maps.FitSettings(k=k, ridge=ridge, rotation_only=rotation_only, adapter=adapter)
     out = {}
     for method in ("identity", *methods):
-        fn = partial(_fit_apply, method, xs, xt, k=k, ridge=ridge, rotation_only=rotation_only, adapter=adapter)
+        fn = partial(_fit_apply, maps.method(method).fit, xs, xt, settings=settings)
         got = np.asarray(jax.vmap(fn)(jnp.asarray(folds_w), jnp.asarray(folds_v), keys, jnp.asarray(inputs)))
         got = got[:, 0] if holdout else got[0]  # [T, d_t]
         out[method] = {t: got[i].astype(np.float32) for i, t in enumerate(names)}

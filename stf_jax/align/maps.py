@@ -1,0 +1,216 @@
+"""One interface for every alignment method: a table of fitters, each returning a `Map`.
+
+A map carries vectors of one model's residual stream into another's: `m(v)` for v [..., d_s] gives
+[..., d_t]. Every map is a pytree (it stacks under vmap: one map per trial or per held-out trait), and
+every method is one entry of `METHODS`, fitted by one signature:
+
+    fit(x_s [n, d_s], x_t [n, d_t], w_train [n], w_val [n], key, settings) -> (Map, info)
+
+w_train marks the training rows (0/1); w_val ⊂ w_train the validation slice that trained adapters hold
+out for early stopping (closed-form methods fit on all of w_train). `info` is a pytree of fit
+diagnostics (the Procrustes scale, adapter loss curves). The protocol that scores maps
+(`evaluate`), leave-one-trait-out carrying (`transfer.transferred_trait_vectors`), steering and
+`python -m stf_jax.transfer` all go through this table, so the map that is scored and the map that is
+deployed are the same computation; adding a method is one entry.
+
+    from stf_jax.align.maps import FitSettings, fit_map
+    m, info = fit_map("affine", x_s, x_t, w_train, settings=FitSettings(ridge=0.1))
+    v_t = m(v_s)                                      # [d_t]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from . import adapters as adapters_lib
+from .affine import AffineMap, fit_affine
+from .baselines import identity
+from .pca import fit_pca
+from .procrustes import ProcrustesMap, fit_procrustes_map
+
+
+@dataclasses.dataclass(frozen=True)
+class FitSettings:
+    """Every method's settings in one hashable value (a static jit argument; recorded in map files).
+
+    Attributes:
+      k: PCA components for Procrustes (resolved by the caller, e.g. by explained variance).
+      ridge: relative ridge of the affine map (0: least squares).
+      rotation_only: Procrustes restricted to det(R) = +1.
+      adapter: training settings shared by the adapters (their kind is set per method).
+    """
+
+    k: int = 64
+    ridge: float = 0.1
+    rotation_only: bool = False
+    adapter: adapters_lib.AdapterConfig = adapters_lib.AdapterConfig()
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "FitSettings":
+        return cls(**{**d, "adapter": adapters_lib.AdapterConfig(**d["adapter"])})
+
+
+@struct.dataclass
+class IdentityMap:
+    """Zero-shot transfer (seed 001): the source vector itself, zero-padded or truncated to d_t."""
+
+    d_t: int = struct.field(pytree_node=False)
+
+    def __call__(self, v: jax.Array) -> jax.Array:
+        return identity(v, self.d_t)
+
+
+Map = IdentityMap | ProcrustesMap | AffineMap | adapters_lib.Adapter
+
+
+class Method(NamedTuple):
+    """One alignment method: how it is fitted and on what.
+
+    fit: the fitter (signature in the module docstring). fits_on: "vectors" (paired steering vectors,
+    one row per contrast pair) or "token_states" (paired corpus hidden states; the map then carries
+    directions, so its bias is dropped). scramble: whether fitting on scrambled pairings is meaningful.
+    scorer: how the protocol scores it: "fit" (fit per trial, carry every row) or "kspace" (Procrustes in
+    PCA coordinates, no [n, d_t] reconstruction; equal numbers, see align.protocol).
+    """
+
+    name: str
+    fit: Callable[..., tuple[Any, Any]]
+    fits_on: str = "vectors"
+    scramble: bool = True
+    scorer: str = "fit"
+    summary: str = ""
+
+
+def _fit_identity(x_s, x_t, w_train, w_val, key, s: FitSettings):
+    return IdentityMap(x_t.shape[-1]), {}
+
+
+def _fit_procrustes(x_s, x_t, w_train, w_val, key, s: FitSettings):
+    m = fit_procrustes_map(fit_pca(x_s, w_train, s.k), fit_pca(x_t, w_train, s.k), x_s, x_t, w_train,
+                           rotation_only=s.rotation_only)
+    return m, {"scale": m.procrustes.scale}
+
+
+def _fit_affine(x_s, x_t, w_train, w_val, key, s: FitSettings):
+    return fit_affine(x_s, x_t, w_train, ridge=s.ridge), {}
+
+
+def _fit_affine_tokens(x_s, x_t, w_train, w_val, key, s: FitSettings):
+    """On paired hidden states the bias is a difference of state means; a steering vector is a difference
+    of states, so only the linear part carries it (seed 003)."""
+    m = fit_affine(x_s, x_t, w_train, ridge=s.ridge)
+    return AffineMap(m.weight, jnp.zeros_like(m.bias)), {}
+
+
+def adapter_config(kind: str, base: adapters_lib.AdapterConfig) -> adapters_lib.AdapterConfig:
+    """The base settings for one adapter kind (the orthogonality penalty is defined for linear maps only)."""
+    return dataclasses.replace(base, kind=kind, orthogonality=0.0 if kind == "mlp" else base.orthogonality)
+
+
+def _adapter_fitter(kind: str):
+    def fit(x_s, x_t, w_train, w_val, key, s: FitSettings):
+        cfg = adapter_config(kind, s.adapter)
+        res = adapters_lib.train_adapter(cfg, x_s, x_t, w_train - w_val, w_val, key)
+        info = {"train_curve": res.train_curve, "val_curve": res.val_curve, "best_check": res.best_check,
+                "steps": res.steps}
+        return adapters_lib.Adapter(cfg, res.params, res.stats), info
+
+    return fit
+
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("identity", _fit_identity, summary="zero-shot: the source vector itself, padded/truncated"),
+    Method("procrustes", _fit_procrustes, scorer="kspace", summary="PCA per model + similarity Procrustes (the seed paper)"),
+    Method("affine", _fit_affine, summary="least-squares / ridge affine map on paired vectors (seed 003)"),
+    Method("affine_tokens", _fit_affine_tokens, fits_on="token_states", scramble=False,
+           summary="affine map on paired corpus hidden states, applied to directions (seed 003)"),
+    *(Method(kind, _adapter_fitter(kind), summary=f"optax-trained {kind} adapter, early-stopped")
+      for kind in adapters_lib.KINDS),
+)}
+VECTOR_METHODS = tuple(name for name, m in METHODS.items() if m.fits_on == "vectors")
+TRANSFER_METHODS = tuple(n for n in VECTOR_METHODS if n != "identity")  # learned maps (identity is a control)
+
+
+def method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown alignment method {name!r}; choose from {list(METHODS)}")
+    return METHODS[name]
+
+
+def fit_map(name: str, x_s, x_t, w_train=None, w_val=None, key=None, settings: FitSettings = FitSettings()):
+    """Fit one map of method `name` on paired rows x_s [n, d_s] → x_t [n, d_t] -> (map, info).
+
+    w_train: rows to fit on (default all); w_val: the validation slice adapters early-stop on (default:
+    10 % of the training rows, every tenth)."""
+    x_s, x_t = jnp.asarray(x_s, jnp.float32), jnp.asarray(x_t, jnp.float32)
+    n = x_s.shape[0]
+    w_train = jnp.ones(n, jnp.float32) if w_train is None else jnp.asarray(w_train, jnp.float32)
+    if w_val is None:
+        rows = np.flatnonzero(np.asarray(w_train) > 0)
+        w_val = np.zeros(n, np.float32)
+        w_val[rows[::10]] = 1.0
+    key = jax.random.PRNGKey(settings.adapter.seed) if key is None else key
+    return _jitted_fit(name, settings)(x_s, x_t, w_train, jnp.asarray(w_val, jnp.float32), key)
+
+
+_FITS: dict[tuple[str, FitSettings], Callable] = {}
+
+
+def _jitted_fit(name: str, settings: FitSettings) -> Callable:
+    if (name, settings) not in _FITS:
+        fit = method(name).fit
+        _FITS[(name, settings)] = jax.jit(lambda *a: fit(*a, settings))
+    return _FITS[(name, settings)]
+
+
+def map_template(name: str, d_s: int, d_t: int, settings: FitSettings):
+    """The abstract structure (shapes, dtypes, static fields) of a fitted map, from tracing its fitter: what
+    a map file's tensors are unflattened into, for every method alike."""
+    n = max(settings.k + 2, 8)
+    args = (jax.ShapeDtypeStruct((n, d_s), jnp.float32), jax.ShapeDtypeStruct((n, d_t), jnp.float32),
+            jax.ShapeDtypeStruct((n,), jnp.float32), jax.ShapeDtypeStruct((n,), jnp.float32),
+            jax.ShapeDtypeStruct((2,), jnp.uint32))
+    return jax.eval_shape(lambda *a: method(name).fit(*a, settings)[0], *args)
+
+
+def map_tensors(m) -> dict[str, np.ndarray]:
+    """A map's arrays by tree path ("source/mean", "params/w", …): what a map file stores."""
+    leaves = jax.tree_util.tree_flatten_with_path(m)[0]
+    return {_path_name(path): np.asarray(leaf, np.float32) for path, leaf in leaves}
+
+
+def map_from_tensors(name: str, tensors: dict[str, np.ndarray], d_s: int, d_t: int, settings: FitSettings):
+    """Rebuild a map from `map_tensors` output; shapes are checked against the method's template."""
+    template = map_template(name, d_s, d_t, settings)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    leaves = []
+    for path, spec in paths:
+        key = _path_name(path)
+        if key not in tensors:
+            raise ValueError(f"the {name} map has no tensor {key!r}")
+        if tuple(tensors[key].shape) != tuple(spec.shape):
+            raise ValueError(f"{name} map tensor {key!r} has shape {tensors[key].shape}, expected {spec.shape}")
+        leaves.append(jnp.asarray(tensors[key], spec.dtype))
+    extra = sorted(set(tensors) - {_path_name(p) for p, _ in paths})
+    if extra:
+        raise ValueError(f"the {name} map file has tensors the method does not use: {extra}")
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _path_name(path) -> str:
+    parts = []
+    for p in path:
+        for attr in ("name", "key", "idx"):
+            if hasattr(p, attr):
+                parts.append(str(getattr(p, attr)))
+                break
+    return "/".join(parts)
