@@ -11,6 +11,7 @@ states, also checked against transformers' GGUF loader where it knows the archit
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -291,3 +292,58 @@ def test_llama_cpp_gguf_matches_hf(arch, llama_cpp_ggufs, tmp_path, monkeypatch)
         msg += f", vs transformers' GGUF loading {tf_err:.2e}"
         assert tf_err <= 1e-4, msg
     print(msg)
+
+
+# Parameter counts the model cards / HF `num_parameters()` report for these checkpoints.
+REGISTRY_PARAMS = {"pythia-160m": 162_322_944, "pythia-410m": 405_334_016, "gpt2": 124_439_808,
+                   "qwen2.5-0.5b-instruct": 494_032_768, "qwen3-0.6b": 596_049_920,
+                   "phi-3-mini-4k-instruct": 3_821_079_552}
+
+
+def test_registry_entries_have_the_published_shapes():
+    """The hub entries' offline configs give the decoder exactly the published parameter counts."""
+    import jax
+
+    from stf_jax.models.decoder import param_shapes
+    from stf_jax.models.registry import registry_config
+
+    for name, expected in REGISTRY_PARAMS.items():
+        shapes = param_shapes(registry_config(name))
+        assert sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes)) == expected, name
+    neox = registry_config("pythia-160m")
+    assert (neox.rope_dim, neox.parallel_residual, neox.norm, neox.tie_embeddings) == (16, True, "layer", False)
+    assert registry_config("phi-3-mini-4k-instruct").layer_window == (2047,) * 32
+
+
+def test_configs_override_and_package_data(tmp_path, monkeypatch):
+    """$STF_JAX_CONFIGS replaces the packaged configs; without it they come from the package, not the source tree."""
+    from stf_jax.models import registry as reg
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "mine.yaml").write_text("name: mine\nsource: hub\nrepo: me/mine\n")
+    monkeypatch.setenv("STF_JAX_CONFIGS", str(tmp_path))
+    reg.registry.cache_clear()
+    try:
+        assert reg.known_names() == ["mine"] and reg.resolve("mine") == "me/mine"
+        monkeypatch.delenv("STF_JAX_CONFIGS")
+        reg.registry.cache_clear()
+        assert "pythia-410m" in reg.known_names()
+        assert "/stf_jax/configs/models/" in reg.entry("pythia-410m")["_file"]
+    finally:
+        reg.registry.cache_clear()
+
+
+def test_unsupported_rope_scaling_is_one_clear_line(family_dir, tmp_path):
+    """Phi-3's long-context 'longrope' (and other RoPE variants) are refused with what and how to fix."""
+    import shutil
+
+    from stf_jax.errors import UserError
+
+    d = tmp_path / "phi3_128k"
+    shutil.copytree(family_dir("phi3"), d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["rope_parameters"] = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 4,
+                              "long_factor": [2.0] * 4, "original_max_position_embeddings": 256}
+    (d / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match=r"config\.json: RoPE scaling 'longrope' is not supported .*4k-context"):
+        stf_jax.load_model(d)

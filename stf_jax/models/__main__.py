@@ -1,4 +1,5 @@
-"""`python -m stf_jax.models`: list registry models, print per-layer hidden-state stats, convert GGUF."""
+"""`python -m stf_jax.models`: list families (what was verified) and registry models, print per-layer
+hidden-state stats, convert GGUF. Without a command it prints the families and the registry."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def main(argv=None) -> int:
 
 def _main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stf_jax.models", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("families", help="list the supported model families and what the tests verified for each")
     sub.add_parser("list", help="list registry model names and where their weights come from")
     stats = sub.add_parser("stats", help="load models and print per-layer hidden-state statistics")
     stats.add_argument("models", nargs="+", help="registry names, HF directories, hub ids or .gguf paths")
@@ -36,12 +38,24 @@ def _main(argv=None) -> int:
     convert.add_argument("gguf", help="path to a .gguf file or a registry name of a GGUF model")
     args = parser.parse_args(argv)
 
-    if args.command == "list":
-        from .registry import registry
+    if args.command in ("families", None):
+        from .config import VERIFIED
+
+        print("families (HF model_type) and what the tests verify (tiny = small random checkpoints, f32, "
+              "512 tokens, left and right padding, every hidden state vs transformers within 1e-4 of max |h|, 1e-5 "
+              "for the families of tests/test_families.py):")
+        for family, (models, checks) in VERIFIED.items():
+            print(f"  {family:9s} {models}: {checks}")
+        if args.command == "families":
+            return 0
+        print("\nregistry:")
+    if args.command in ("list", None):
+        from .registry import registry, registry_config
 
         for name, e in sorted(registry().items()):
             where = e.get("repo") or f"PyPI package {e['package']} ({e['file']})"
-            print(f"{name:24s} {e['source']:14s} {where}")
+            family = registry_config(name).family if "config" in e else ""
+            print(f"{name:24s} {family:9s} {e['source']:14s} {where}")
         return 0
     if args.command == "convert":
         from .loading import convert_gguf

