@@ -197,9 +197,12 @@ def map_from_tensors(name: str, tensors: dict[str, np.ndarray], d_s: int, d_t: i
         key = _path_name(path)
         if key not in tensors:
             raise ValueError(f"the {name} map has no tensor {key!r}")
-        if tuple(tensors[key].shape) != tuple(spec.shape):
-            raise ValueError(f"{name} map tensor {key!r} has shape {tensors[key].shape}, expected {spec.shape}")
-        leaves.append(jnp.asarray(tensors[key], spec.dtype))
+        arr = tensors[key]
+        if spec.shape == () and arr.shape == (1,):  # safetensors writers may store scalars as [1]
+            arr = arr.reshape(())
+        if tuple(arr.shape) != tuple(spec.shape):
+            raise ValueError(f"{name} map tensor {key!r} has shape {arr.shape}, expected {spec.shape}")
+        leaves.append(jnp.asarray(arr, spec.dtype))
     extra = sorted(set(tensors) - {_path_name(p) for p, _ in paths})
     if extra:
         raise ValueError(f"the {name} map file has tensors the method does not use: {extra}")

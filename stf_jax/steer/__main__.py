@@ -25,16 +25,22 @@ def main(argv=None) -> int:
     gen = sub.add_parser("generate", help="steered and unsteered completions side by side")
     gen.add_argument("prompts", nargs="+", help="prompt texts")
     gen.add_argument("--model", required=True, help="registry name, HF directory, hub id or .gguf path")
-    gen.add_argument("--vector", required=True, help="a run's <model>/layer_<idx>.safetensors, or a .npy vector")
+    gen.add_argument("--vector", required=True,
+                     help="a control vector (.gguf from stf_jax, llama.cpp or repeng, or .safetensors: every layer "
+                          "it holds is steered), a run's <model>/layer_<idx>.safetensors, or a .npy vector")
     gen.add_argument("--trait", help="average only this trait's pair vectors (run layer files)")
-    gen.add_argument("--layer", type=int, help="HF hidden-state index to steer [the vector file's layer]")
-    gen.add_argument("--alpha", type=float, default=0.15,
-                     help="strength: with --scale mean-norm, additive adds alpha * mean|h| along v (0.1-0.3 is "
-                          "noticeable, > 1 overwhelms the model); blend mixes (1 - alpha) h + alpha v [0.15]")
+    gen.add_argument("--layer", type=int,
+                     help="HF hidden-state index to steer [every layer of a control vector; a run file's layer]")
+    gen.add_argument("--alpha", type=float, default=None,
+                     help="strength. --scale stored: adds alpha * v as stored (llama.cpp's/repeng's strength) "
+                          "[1.0]; mean-norm: adds alpha * mean|h| along v (0.1-0.3 is noticeable, > 1 "
+                          "overwhelms the model) [0.15]; blend mixes (1 - alpha) h + alpha v")
     gen.add_argument("--mode", default="additive", choices=["additive", "replace", "replace_norm", "blend"],
                      help="injection mode [additive]")
-    gen.add_argument("--scale", choices=["unit", "mean-norm"], default="mean-norm",
-                     help="additive: unit vector, or scaled to the layer's mean |h| on the prompts [mean-norm]")
+    gen.add_argument("--scale", choices=["auto", "stored", "unit", "mean-norm"], default="auto",
+                     help="additive: the vector as stored (llama.cpp/repeng semantics), its unit vector, or its unit "
+                          "vector times the layer's mean |h| on the prompts [auto: stored for control vectors and "
+                          ".npy, mean-norm for a run's layer file]")
     gen.add_argument("--generated-only", action="store_true", help="steer generated tokens only, not the prompt")
     gen.add_argument("--max-new-tokens", type=int, default=48)
     gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy [0]")
@@ -54,40 +60,21 @@ def main(argv=None) -> int:
     if args.command == "export":
         return run_export(args)
 
-    import numpy as np
+    from .apply import steered_completions
+    from .vectors import load_directions
 
-    from ..models.generate import generate
-    from ..models.loading import load_model
-    from .inject import make_intervention, position_mask, residual_norms
-    from .vectors import load_steering_vector
-
-    model = load_model(args.model, dtype=args.dtype)
-    if args.chat_template and getattr(model.tokenizer, "chat_template", None) is None:
-        parser.error(f"{args.model}'s tokenizer has no chat template; drop --chat-template")
-    vector, file_layer = load_steering_vector(args.vector, args.trait)
-    layer = args.layer if args.layer is not None else file_layer
-    if layer is None:
+    directions, kind = load_directions(args.vector, args.trait, args.layer)
+    if None in directions:
         parser.error("--layer is required for a .npy vector")
-    layer = model.resolve_layers([layer])[0]
-    if vector.shape != (model.config.d_model,):
-        parser.error(f"the vector has {vector.shape[0]} dims but {args.model} has d_model {model.config.d_model}: "
-                     "transfer it first (python -m stf_jax.align)")
-    scale = None
-    if args.mode == "additive" and args.scale == "mean-norm":
-        ids, mask = model.encode(args.prompts)
-        total, count = residual_norms(np.asarray(model.hidden_states(ids, mask, [layer]))[0], mask)
-        scale = total / max(count, 1)
-
-    def steering(mask):
-        return make_intervention(model.config, [layer], vector, args.alpha, position_mask(mask),
-                                 mode=args.mode, scale=scale)
-
-    common = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                  seed=args.seed, chat_template=args.chat_template)
-    plain = generate(model, args.prompts, **common)
-    steered = generate(model, args.prompts, intervention_for=steering, steer_prompt=not args.generated_only, **common)
+    scale = args.scale if args.scale != "auto" else ("mean-norm" if kind == "run" else "stored")
+    alpha = args.alpha if args.alpha is not None else (1.0 if scale == "stored" else 0.15)
+    plain, steered, info = steered_completions(
+        args.model, args.prompts, directions, alpha, scale=scale, mode=args.mode, dtype=args.dtype,
+        steer_prompt=not args.generated_only, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+        top_p=args.top_p, seed=args.seed, chat_template=args.chat_template)
+    how = f"{args.mode}, alpha {alpha}, layers {info['layers']}, {scale}" + (
+        f", mean |h| {', '.join(f'{h:.1f}' for h in info['mean_norms'])}" if info.get("mean_norms") else "")
     width = 60
-    how = f"{args.mode}, alpha {args.alpha}, layer {layer}" + (f", |v| = mean |h| = {scale:.1f}" if scale else "")
     for prompt, a, b in zip(args.prompts, plain, steered):
         print(f"\nprompt: {prompt!r}")
         print(f"{'unsteered':<{width}} | steered ({how})")
@@ -101,4 +88,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..errors import cli_main
+
+    cli_main(main)

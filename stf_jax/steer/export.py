@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..errors import UserError
 from ..extract.store import atomic_save_tensors
 
 ARCH = "controlvector"
@@ -44,6 +45,10 @@ _DIRECTION = re.compile(r"direction\.(\d+)")
 _UNIT_TOL = 1e-4
 # Keys derived from the vectors themselves; a caller may repeat them only with the same value.
 _DERIVED = ("layer_convention", "normalization", "norms", "d_model", "format_version", "version")
+
+
+class SteeringInputError(UserError, ValueError):
+    """A steering vector or control-vector file that cannot be used as given (reported in one line)."""
 
 
 class ControlVector(NamedTuple):
@@ -69,7 +74,7 @@ def direction_name(hf_layer: int) -> str:
 
 def _check_format(path: Path) -> str:
     if path.suffix not in SUFFIXES:
-        raise ValueError(f"{path}: unknown format {path.suffix!r}; name the file *.gguf (llama.cpp control "
+        raise SteeringInputError(f"{path}: unknown format {path.suffix!r}; name the file *.gguf (llama.cpp control "
                          "vector) or *.safetensors")
     return path.suffix
 
@@ -77,39 +82,39 @@ def _check_format(path: Path) -> str:
 def _checked_directions(directions: dict[int, np.ndarray], fmt: str) -> dict[int, np.ndarray]:
     """Validated F32 copies in layer order: one d_model, finite, non-zero, layers the format can hold."""
     if not directions:
-        raise ValueError("no directions to export: pass {hf_layer: vector [d_model]}")
+        raise SteeringInputError("no directions to export: pass {hf_layer: vector [d_model]}")
     out: dict[int, np.ndarray] = {}
     d_model = None
     for layer in sorted(directions):
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
-            raise ValueError(f"layer {layer!r}: layers are integer HF hidden-state indices")
+            raise SteeringInputError(f"layer {layer!r}: layers are integer HF hidden-state indices")
         layer = int(layer)
         if layer < 1:
-            raise ValueError(f"layer {layer}: HF hidden-state index {layer} is "
+            raise SteeringInputError(f"layer {layer}: HF hidden-state index {layer} is "
                              f"{'the embedding output, which no block produces' if layer == 0 else 'negative'}; "
                              "a control vector steers a block's output, HF layers >= 1 (resolve negative "
                              "indices against the model's n_layers first)")
         if fmt == ".gguf" and layer == 1:
-            raise ValueError("layer 1: HF layer 1 (output of block 0) would be stored as direction.0, which "
+            raise SteeringInputError("layer 1: HF layer 1 (output of block 0) would be stored as direction.0, which "
                              "llama.cpp rejects (common_control_vector_load_one: 'invalid (zero) direction tensor "
                              "layer index'; its control vectors start at block 1) and then skips the whole file; "
                              "steer HF layer >= 2, or export to .safetensors, which can hold it")
         v = np.asarray(directions[layer])
         if v.ndim != 1:
-            raise ValueError(f"layer {layer}: a direction is one vector [d_model], got shape {v.shape}")
+            raise SteeringInputError(f"layer {layer}: a direction is one vector [d_model], got shape {v.shape}")
         if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
-            raise ValueError(f"layer {layer}: dtype {v.dtype} is not numeric")
+            raise SteeringInputError(f"layer {layer}: dtype {v.dtype} is not numeric")
         v = np.ascontiguousarray(v, dtype=np.float32)
         if d_model is None:
             d_model = v.shape[0]
         elif v.shape[0] != d_model:
-            raise ValueError(f"layer {layer}: d_model {v.shape[0]} differs from {d_model} of layer {min(out)}; "
+            raise SteeringInputError(f"layer {layer}: d_model {v.shape[0]} differs from {d_model} of layer {min(out)}; "
                              "one file holds vectors of one model (transfer them to one model first)")
         if not np.isfinite(v).all():
-            raise ValueError(f"layer {layer}: the vector has {int((~np.isfinite(v)).sum())} NaN/inf entries; "
+            raise SteeringInputError(f"layer {layer}: the vector has {int((~np.isfinite(v)).sum())} NaN/inf entries; "
                              "fix its source (e.g. an empty trait selection or a failed transfer)")
         if not v.any():
-            raise ValueError(f"layer {layer}: the vector is all zeros, which steers nothing; check its source")
+            raise SteeringInputError(f"layer {layer}: the vector is all zeros, which steers nothing; check its source")
         out[layer] = v
     return out
 
@@ -121,11 +126,11 @@ def _metadata(directions: dict[int, np.ndarray], user: dict[str, str] | None) ->
     given: dict[str, str] = {}
     for key, value in (user or {}).items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise ValueError(f"metadata {key!r}: {value!r}: keys and values must be str (safetensors and the "
+            raise SteeringInputError(f"metadata {key!r}: {value!r}: keys and values must be str (safetensors and the "
                              "GGUF keys written here are str -> str); convert with str() or json.dumps")
         bare = key.removeprefix("stf_jax.")
         if key.startswith(("general.", f"{ARCH}.")):
-            raise ValueError(f"metadata {key!r}: general.* and {ARCH}.* are written by the exporter; use model_hint=")
+            raise SteeringInputError(f"metadata {key!r}: general.* and {ARCH}.* are written by the exporter; use model_hint=")
         given[bare] = value
     norms = {layer: float(np.linalg.norm(v.astype(np.float64))) for layer, v in directions.items()}
     unit = all(abs(n - 1.0) <= _UNIT_TOL for n in norms.values())
@@ -139,19 +144,19 @@ def _metadata(directions: dict[int, np.ndarray], user: dict[str, str] | None) ->
     }
     for key in _DERIVED:
         if key in given and given[key] != derived[key]:
-            raise ValueError(f"metadata stf_jax.{key} = {given[key]!r} disagrees with the vectors "
+            raise SteeringInputError(f"metadata stf_jax.{key} = {given[key]!r} disagrees with the vectors "
                              f"({derived[key]!r}); it is derived on export, drop it from metadata")
     source = given.get("source_model", UNKNOWN)
     target = given.get("target_model", source)
     method = given.get("transfer_method")
     if method is None:
         if target != source:
-            raise ValueError(f"target_model {target!r} differs from source_model {source!r}: say how the vector "
+            raise SteeringInputError(f"target_model {target!r} differs from source_model {source!r}: say how the vector "
                              "was transferred with metadata transfer_method (e.g. 'procrustes'), or 'native'")
         method = "native"
     operation = given.get("operation", "additive")
     if operation not in OPERATIONS:
-        raise ValueError(f"operation {operation!r}: llama.cpp control vectors are added to the block output; "
+        raise SteeringInputError(f"operation {operation!r}: llama.cpp control vectors are added to the block output; "
                          f"only {OPERATIONS} can be exported")
     meta = {**given, "operation": operation, "source_model": source, "target_model": target,
             "transfer_method": method, "trait": given.get("trait", UNKNOWN),
@@ -170,8 +175,8 @@ def export_control_vector(path: str | Path, directions: dict[int, np.ndarray], *
                           metadata: dict[str, str] | None = None) -> Path:
     """Write `directions` ({HF layer: [d_model] vector}) as `direction.{layer-1}` F32 tensors.
 
-    The suffix picks the format: `.gguf` is a llama.cpp control vector (llama-cli/llama-server
-    `--control-vector FILE`, `--control-vector-scaled FILE STRENGTH`), `.safetensors` the same
+    The suffix picks the format: `.gguf` is a llama.cpp control vector (llama-completion/llama-server
+    `--control-vector FILE`, `--control-vector-scaled FILE:STRENGTH`), `.safetensors` the same
     tensors and keys for Python tools. `model_hint` is the HF model_type family ("llama",
     "gemma3"); llama.cpp does not check it, so it is the reader's only clue which model the
     vectors fit. `metadata` keys (bare or `stf_jax.`-prefixed): source_model, target_model,
@@ -181,7 +186,7 @@ def export_control_vector(path: str | Path, directions: dict[int, np.ndarray], *
     path = Path(path)
     fmt = _check_format(path)
     if not isinstance(model_hint, str) or not model_hint.strip():
-        raise ValueError("model_hint is empty: pass the model's HF model_type (e.g. 'llama', 'gemma3')")
+        raise SteeringInputError("model_hint is empty: pass the model's HF model_type (e.g. 'llama', 'gemma3')")
     dirs = _checked_directions(directions, fmt)
     meta = {"general.architecture": ARCH, f"{ARCH}.model_hint": model_hint,
             f"{ARCH}.layer_count": str(len(dirs)), **_metadata(dirs, metadata)}
@@ -220,21 +225,21 @@ def _layer_of(name: str, path: Path) -> int:
     """HF layer of a `direction.{i}` tensor name (i + 1)."""
     match = _DIRECTION.fullmatch(name)
     if not match:
-        raise ValueError(f"{path}: tensor {name!r} is not direction.<block index>; a control vector holds only "
+        raise SteeringInputError(f"{path}: tensor {name!r} is not direction.<block index>; a control vector holds only "
                          "direction.* tensors (llama.cpp rejects such a file too)")
     return int(match.group(1)) + 1
 
 
 def _checked_loaded(path: Path, layer: int, v: np.ndarray, dtype_ok: bool, dirs: dict) -> np.ndarray:
     if not dtype_ok:
-        raise ValueError(f"{path}: {direction_name(layer)} is not F32; control vectors are F32 (llama.cpp "
+        raise SteeringInputError(f"{path}: {direction_name(layer)} is not F32; control vectors are F32 (llama.cpp "
                          "rejects other types); re-export it")
     if v.ndim != 1:
-        raise ValueError(f"{path}: {direction_name(layer)} has shape {tuple(v.shape)}, expected [d_model]")
+        raise SteeringInputError(f"{path}: {direction_name(layer)} has shape {tuple(v.shape)}, expected [d_model]")
     if layer in dirs:
-        raise ValueError(f"{path}: two tensors for {direction_name(layer)}")
+        raise SteeringInputError(f"{path}: two tensors for {direction_name(layer)}")
     if dirs and v.shape[0] != next(iter(dirs.values())).shape[0]:
-        raise ValueError(f"{path}: {direction_name(layer)} has d_model {v.shape[0]}, other directions "
+        raise SteeringInputError(f"{path}: {direction_name(layer)} has d_model {v.shape[0]}, other directions "
                          f"{next(iter(dirs.values())).shape[0]}")
     return v
 
@@ -249,37 +254,49 @@ def load_control_vector(path: str | Path) -> ControlVector:
     path = Path(path)
     fmt = _check_format(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: control vector file not found")
+        raise SteeringInputError(f"{path}: control vector file not found")
     dirs: dict[int, np.ndarray] = {}
     if fmt == ".gguf":
         import gguf
 
-        reader = gguf.GGUFReader(str(path))
-        meta = {k: str(f.contents()) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+        try:
+            reader = gguf.GGUFReader(str(path))
+            meta = {k: str(f.contents()) for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+        except Exception as exc:  # the gguf reader raises many kinds of errors on damaged files
+            raise SteeringInputError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {exc}); "
+                                     "re-export or re-download it") from None
         arch = meta.get("general.architecture")
         if arch is not None and arch != ARCH:
-            raise ValueError(f"{path}: general.architecture is {arch!r}, not {ARCH!r}: this is a model GGUF, not "
+            raise SteeringInputError(f"{path}: general.architecture is {arch!r}, not {ARCH!r}: this is a model GGUF, not "
                              "a control vector")
-        for t in reader.tensors:
-            layer = _layer_of(t.name, path)
-            data = np.array(t.data, dtype=np.float32, copy=True)
-            dirs[layer] = _checked_loaded(path, layer, data, t.tensor_type == gguf.GGMLQuantizationType.F32, dirs)
+        try:
+            tensors = [(t.name, np.array(t.data, dtype=np.float32, copy=True),
+                        t.tensor_type == gguf.GGMLQuantizationType.F32) for t in reader.tensors]
+        except Exception as exc:  # truncated tensor data
+            raise SteeringInputError(f"{path}: damaged GGUF tensor data ({type(exc).__name__}: {exc})") from None
+        for name, data, is_f32 in tensors:
+            layer = _layer_of(name, path)
+            dirs[layer] = _checked_loaded(path, layer, data, is_f32, dirs)
         del reader
     else:
         from safetensors import safe_open
 
-        with safe_open(str(path), "numpy") as f:
+        try:
+            handle = safe_open(str(path), "numpy")
+        except Exception as exc:  # SafetensorError, OSError: a damaged or non-safetensors file
+            raise SteeringInputError(f"{path}: not a readable safetensors file ({exc}); re-export it") from None
+        with handle as f:
             meta = dict(f.metadata() or {})
             names = list(f.keys())
             if "vectors" in names:
-                raise ValueError(f"{path}: an extraction run's layer file (it has 'vectors'), not an exported "
+                raise SteeringInputError(f"{path}: an extraction run's layer file (it has 'vectors'), not an exported "
                                  "control vector; read it with load_steering_vector or export it first")
             for name in names:
                 layer = _layer_of(name, path)
                 v = f.get_tensor(name)
                 dirs[layer] = _checked_loaded(path, layer, v, v.dtype == np.float32, dirs)
     if not dirs:
-        raise ValueError(f"{path}: no direction.* tensors (not a control vector)")
+        raise SteeringInputError(f"{path}: no direction.* tensors (not a control vector)")
     count = meta.get(f"{ARCH}.layer_count")
     if count is not None and count != str(len(dirs)):
         warnings.warn(f"{path}: {ARCH}.layer_count is {count} but the file has {len(dirs)} direction tensors",
@@ -309,7 +326,10 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     exp = subparsers.add_parser(
         "export", help="write a steering vector as a llama.cpp control vector (.gguf) or .safetensors",
         description="Write one steering vector (unit norm) as direction.{L-1} for HF layer L, with stf_jax "
-                    "metadata. llama.cpp: llama-cli -m MODEL.gguf --control-vector-scaled OUT.gguf STRENGTH.")
+                    "metadata. llama.cpp: llama-completion -m MODEL.gguf --control-vector-scaled OUT.gguf:STRENGTH. "
+                    "With --scale mean-norm (needs --target-model) the stored vector has the layer's typical |h| as "
+                    "its length, so llama.cpp's STRENGTH means STRENGTH x mean |h| (stf_jax's --alpha): 0.1-0.3 "
+                    "changes text on the shipped models, about 1 breaks it.")
     exp.add_argument("--vector", required=True,
                      help="a run's <model>/layer_<idx>.safetensors (with --trait), a .npy (with --layer), or an "
                           "exported .gguf/.safetensors")
@@ -321,6 +341,9 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     exp.add_argument("--target-model", help="model the vector is for [the source model]")
     exp.add_argument("--method", help="how it was transferred to the target model [native]")
     exp.add_argument("--operation", default="additive", choices=OPERATIONS, help="injection mode [additive]")
+    exp.add_argument("--scale", default="unit", choices=["unit", "mean-norm"],
+                     help="stored length: 1, or the target layer's typical |h| (llama.cpp strength S then means "
+                          "S x mean |h|; needs --target-model) [unit]")
     return exp
 
 
@@ -340,6 +363,31 @@ def _vector_defaults(path: Path) -> dict[str, str]:
     return {}
 
 
+def _for_target(name: str, vector: np.ndarray, layer: int, scale: str) -> tuple[str, np.ndarray, dict[str, str]]:
+    """Check the vector against the target model (width, layer range); its HF model_type as model_hint;
+    with scale "mean-norm", the vector scaled to the layer's typical |h| (recorded in the metadata)."""
+    from ..models.loading import load_model
+
+    model = load_model(name)
+    cfg = model.config
+    if vector.shape[0] != cfg.d_model:
+        raise SteeringInputError(f"the vector has {vector.shape[0]} dims but {name} has d_model {cfg.d_model}: "
+                                 "transfer it first (python -m stf_jax.transfer apply)")
+    if not 1 <= layer <= cfg.n_layers:
+        raise SteeringInputError(f"HF layer {layer} is outside {name}'s block outputs 1..{cfg.n_layers}")
+    extra = {}
+    if scale == "mean-norm":
+        from ..transfer.fit import typical_norms
+        from ..data import load_pairs
+
+        texts = [t for p in load_pairs("shipped")[::89] for t in (p.positive, p.negative)]
+        h = typical_norms(model, texts, [layer])[layer]
+        vector = (vector / np.linalg.norm(vector) * h).astype(np.float32)
+        extra = {"scale": f"mean-norm: |v| = typical |h| = {h:.4f} at this layer (llama.cpp strength S = stf_jax "
+                          "alpha S)", "typical_norms": json.dumps({str(layer): h})}
+    return cfg.model_type, vector, extra
+
+
 def run_export(args: argparse.Namespace) -> int:
     """Load the vector (vectors.load_steering_vector), export it, print what was written."""
     from .vectors import load_steering_vector
@@ -348,11 +396,11 @@ def run_export(args: argparse.Namespace) -> int:
         path = Path(args.vector)
         vector, layer = load_steering_vector(path, args.trait, layer=args.layer)
         if layer is None:
-            raise ValueError(f"{path}: the file records no layer; pass --layer (HF hidden-state index)")
+            raise SteeringInputError(f"{path}: the file records no layer; pass --layer (HF hidden-state index)")
         found = _vector_defaults(path)
         model_hint = args.model_hint or found.get("model_hint")
         if not model_hint:
-            raise ValueError(f"{path}: no run manifest records the model family; pass --model-hint "
+            raise SteeringInputError(f"{path}: no run manifest records the model family; pass --model-hint "
                              "(the HF model_type, e.g. llama, gemma3)")
         meta = {k: v for k, v in found.items() if k != "model_hint"}
         models = {"source_model": args.source_model, "target_model": args.target_model, "transfer_method": args.method}
@@ -360,6 +408,11 @@ def run_export(args: argparse.Namespace) -> int:
             meta = {k: v for k, v in meta.items() if k not in ("target_model", "transfer_method")}
         given = {**models, "trait": args.trait, "operation": args.operation}
         meta.update({k: v for k, v in given.items() if v is not None})
+        if args.target_model:
+            model_hint, vector, extra = _for_target(args.target_model, vector, layer, args.scale)
+            meta.update(extra)
+        elif args.scale == "mean-norm":
+            raise SteeringInputError("--scale mean-norm needs --target-model (the model whose |h| sets the length)")
         out = export_control_vector(args.out, {layer: vector}, model_hint=model_hint, metadata=meta)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

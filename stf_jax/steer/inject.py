@@ -43,11 +43,15 @@ def residual_norms(h: np.ndarray, attention_mask: np.ndarray) -> tuple[float, in
 
 
 def make_intervention(cfg: DecoderConfig, layers: Sequence[int], vector: np.ndarray, alpha: float,
-                      positions: np.ndarray, mode: str = "additive", scale: float | None = None) -> Intervention:
+                      positions: np.ndarray, mode: str = "additive", scale: float | np.ndarray | None = None,
+                      normalize: bool = True) -> Intervention:
     """An Intervention steering hidden-state indices `layers` (HF convention, 1..n_layers).
 
     vector: [d_model] (the same for every layer) or [len(layers), d_model].
-    scale: for additive steering, multiply the unit vector by this (e.g. the layer's mean |h|).
+    scale: for additive steering, multiply the unit vector by this (e.g. the layer's mean |h|); one value,
+      or one per layer.
+    normalize=False (additive): add alpha * vector as stored, llama.cpp's and repeng's semantics for
+      control vectors (their stored lengths carry meaning); scale must then be None.
     """
     if mode not in MODES:
         raise ValueError(f"steering mode {mode!r} is not one of {', '.join(MODES)}")
@@ -60,14 +64,19 @@ def make_intervention(cfg: DecoderConfig, layers: Sequence[int], vector: np.ndar
     vectors = np.broadcast_to(vector, (len(layers), cfg.d_model))
     if not np.isfinite(vectors).all():
         raise ValueError("steering vector contains NaN or Inf")
+    if not np.isfinite(alpha):
+        raise ValueError(f"steering strength alpha = {alpha} is not finite")
+    scales = np.broadcast_to(np.asarray(1.0 if scale is None else scale, np.float64), (len(layers),))
+    if not normalize and scale is not None:
+        raise ValueError("scale applies to normalised vectors; drop it or normalise")
     L = cfg.n_layers
     v = np.zeros((L, cfg.d_model), np.float32)
     add, keep, norm_match = (np.zeros(L, np.float32) for _ in range(3))
-    for row, layer in zip(vectors, layers):
+    for row, layer, layer_scale in zip(vectors, layers, scales):
         block = layer - 1  # hidden_states[i] is the output of block i - 1 (0-based)
         unit = row / max(float(np.linalg.norm(row)), 1e-12)
         if mode == "additive":
-            v[block] = unit * (scale if scale is not None else 1.0)
+            v[block] = unit * float(layer_scale) if normalize else row
             add[block] = alpha
         elif mode == "replace":
             v[block], keep[block], add[block] = row, -1.0, 1.0

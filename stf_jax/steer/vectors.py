@@ -9,6 +9,8 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
+from .export import SteeringInputError
+
 
 def load_steering_vector(path: str | Path, trait: str | None = None,
                          layer: int | None = None) -> tuple[np.ndarray, int | None]:
@@ -24,41 +26,41 @@ def load_steering_vector(path: str | Path, trait: str | None = None,
 
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: steering vector file not found")
+        raise SteeringInputError(f"{path}: steering vector file not found")
     if is_control_vector_file(path):
         vector, layer = _from_control_vector(path, trait, layer)
     elif path.suffix == ".npy":
         vector = np.load(path).astype(np.float32)
         if trait:
-            raise ValueError("--trait selects pairs inside a run's layer file; a .npy holds one vector")
+            raise SteeringInputError("--trait selects pairs inside a run's layer file; a .npy holds one vector")
     elif path.suffix == ".safetensors":
         arrays = load_file(str(path))
         if "vectors" not in arrays:
-            raise ValueError(f"{path}: no 'vectors' array and no direction.* tensors (expected an extraction "
+            raise SteeringInputError(f"{path}: no 'vectors' array and no direction.* tensors (expected an extraction "
                              "run's layer file or an exported control vector)")
         with safe_open(str(path), "numpy") as f:
             meta = f.metadata() or {}
         file_layer = int(meta["layer"]) if "layer" in meta else None
         if layer is not None and file_layer is not None and layer != file_layer:
-            raise ValueError(f"{path} holds HF layer {file_layer}, not {layer}; use the run's "
+            raise SteeringInputError(f"{path} holds HF layer {file_layer}, not {layer}; use the run's "
                              f"layer_{layer:03d}.safetensors, or drop the layer argument")
         layer = file_layer if file_layer is not None else layer
         rows = arrays["vectors"]
         if trait:
             manifest = path.parent.parent / "manifest.json"
             if not manifest.exists():
-                raise FileNotFoundError(f"{manifest}: needed to select the pairs of trait {trait!r}")
+                raise SteeringInputError(f"{manifest}: needed to select the pairs of trait {trait!r}")
             traits = np.asarray(json.loads(manifest.read_text())["traits"])
             if trait not in set(traits):
-                raise ValueError(f"trait {trait!r} is not in {manifest}; it has {sorted(set(traits))}")
+                raise SteeringInputError(f"trait {trait!r} is not in {manifest}; it has {sorted(set(traits))}")
             rows = rows[traits == trait]
         vector = rows.mean(axis=0)
     else:
-        raise ValueError(f"{path}: expected a run's layer_<idx>.safetensors, a .npy vector or an exported "
+        raise SteeringInputError(f"{path}: expected a run's layer_<idx>.safetensors, a .npy vector or an exported "
                          ".gguf/.safetensors control vector")
     norm = float(np.linalg.norm(vector))
     if not np.isfinite(vector).all() or norm == 0:
-        raise ValueError(f"{path}: the steering vector is zero or not finite")
+        raise SteeringInputError(f"{path}: the steering vector is zero or not finite")
     return (vector / norm).astype(np.float32), layer
 
 
@@ -69,13 +71,44 @@ def _from_control_vector(path: Path, trait: str | None, layer: int | None) -> tu
     cv = load_control_vector(path)
     file_trait = cv.metadata.get("stf_jax.trait", "unknown")
     if trait and trait != file_trait:
-        raise ValueError(f"{path} holds a vector for trait {file_trait!r}, not {trait!r}; an exported vector "
+        raise SteeringInputError(f"{path} holds a vector for trait {file_trait!r}, not {trait!r}; an exported vector "
                          "is already one trait's, so drop --trait or pick that trait's file")
     if layer is None:
         if len(cv.directions) > 1:
-            raise ValueError(f"{path} holds directions for HF layers {cv.layers}; pick one with layer= (--layer)")
+            raise SteeringInputError(f"{path} holds directions for HF layers {cv.layers}; pick one with layer= (--layer)")
         layer = cv.layers[0]
     elif layer not in cv.directions:
-        raise ValueError(f"{path} has no direction for HF layer {layer} (direction.{layer - 1}); it has HF "
+        raise SteeringInputError(f"{path} has no direction for HF layer {layer} (direction.{layer - 1}); it has HF "
                          f"layers {cv.layers}")
     return cv.directions[layer], layer
+
+
+def load_directions(path: str | Path, trait: str | None = None,
+                    layer: int | None = None) -> tuple[dict[int | None, np.ndarray], str]:
+    """({HF layer: vector}, kind) for steering with every layer a file holds.
+
+    kind "control_vector": an exported / llama.cpp / repeng file, every direction as stored (its length is
+    its strength, as llama.cpp and repeng use it), or only `layer`; kind "run": a run's layer file, the
+    unit trait vector at the file's layer; kind "npy": the vector as stored, at `layer` (None if not given).
+    """
+    from .export import is_control_vector_file, load_control_vector
+
+    path = Path(path)
+    if path.exists() and is_control_vector_file(path):
+        if layer is None:
+            cv = load_control_vector(path)
+            file_trait = cv.metadata.get("stf_jax.trait")
+            if trait and file_trait and trait != file_trait:
+                raise SteeringInputError(f"{path} holds a vector for trait {file_trait!r}, not {trait!r}; drop --trait")
+            return dict(cv.directions), "control_vector"
+        v, lay = _from_control_vector(path, trait, layer)
+        return {lay: v}, "control_vector"
+    if path.suffix == ".npy" and path.exists():
+        if trait:
+            raise SteeringInputError("--trait selects pairs inside a run's layer file; a .npy holds one vector")
+        v = np.load(path, allow_pickle=False).astype(np.float32)
+        if v.ndim != 1 or not np.isfinite(v).all() or not v.any():
+            raise SteeringInputError(f"{path}: expected one finite, non-zero vector [d_model], got shape {v.shape}")
+        return {layer: v}, "npy"
+    v, lay = load_steering_vector(path, trait, layer)
+    return {lay: v}, "run"

@@ -1,0 +1,74 @@
+"""Transfer your own steering vectors to another model through saved maps.
+
+    import stf_jax
+    maps = stf_jax.fit_map("runs/shipped_all", source="smollm2-135m", target="gemma3-270m",
+                           method="affine", layers="depth", out="maps/smollm2__gemma3")
+    maps = stf_jax.load_map("maps/smollm2__gemma3")                  # a map set (or one map file)
+    carried = stf_jax.transfer("formality.gguf", maps)                # llama.cpp / repeng / stf_jax file
+    carried.directions                                                 # {target HF layer: [d_t]}
+
+CLI: `python -m stf_jax.transfer fit ...` and `python -m stf_jax.transfer apply ...` (see --help).
+Modules: mapfile (map files and map sets), fit (fitting from an extraction run, held-out quality,
+typical residual norms), apply (carrying vectors, strength convention, files and libraries).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .apply import STRENGTHS, Carried, TransferInputError, carry, carry_many, read_vector_file, transfer_files
+from .mapfile import LayerMap, MapFileError, MapSet, load_map, load_map_set, save_map
+
+__all__ = ["STRENGTHS", "Carried", "LayerMap", "MapFileError", "MapSet", "TransferInputError", "carry",
+           "carry_many", "fit_map", "load_map", "load_map_set", "read_vector_file", "save_map", "transfer",
+           "transfer_files"]
+
+
+def fit_map(run_dir: str | Path, source: str, target: str, method: str = "affine", layers: str | int = -6,
+            out: str | Path | None = None, norms: bool | dict = True, norm_texts: int = 64, log=print,
+            **settings) -> MapSet:
+    """Fit a map set from an extraction run (see `fit.fit_map_set` for the settings); with `out`, save it.
+
+    norms=True loads both models and measures each layer's typical |h| on `norm_texts` of the run's
+    texts (needed for the default relative strength of `transfer`); False skips it; a dict gives them."""
+    from .fit import fit_map_set, layer_pairs, typical_norms
+
+    if norms is True:
+        norms = _measure_norms(run_dir, source, target, layers, norm_texts)
+    map_set = fit_map_set(run_dir, source, target, method, layers, norms=norms or None, log=log, **settings)
+    if out is not None:
+        map_set.save(out)
+    return map_set
+
+
+def _measure_norms(run_dir, source: str, target: str, layers, n_texts: int) -> dict[str, dict[int, float]]:
+    from ..align.inputs import find_models, pair_table
+    from ..models.loading import load_model
+    from .fit import layer_pairs, typical_norms
+
+    refs = find_models([run_dir])
+    pairs = layer_pairs(layers, refs[source], refs[target]) if source in refs and target in refs else []
+    if not pairs:
+        return {}
+    table, _ = pair_table([refs[source], refs[target]])
+    rng = np.random.default_rng(0)
+    chosen = rng.choice(table.n, size=min(table.n, max(1, n_texts // 2)), replace=False)
+    texts = [t for i in sorted(chosen) for t in (table.pairs[i].positive, table.pairs[i].negative)]
+    out = {}
+    for name, lays in ((source, [ls for ls, _ in pairs]), (target, [lt for _, lt in pairs])):
+        out[name] = typical_norms(load_model(name), texts, lays)
+    return out
+
+
+def transfer(vector, map_set: MapSet | str | Path, layer: int | None = None, strength: str = "relative") -> Carried:
+    """Carry a vector to the map set's target model: a file path (.gguf/.safetensors control vector, .npy
+    with `layer`), a {source HF layer: vector} dict, or an array with `layer`."""
+    if not isinstance(map_set, MapSet):
+        map_set = load_map_set(map_set)
+    if isinstance(vector, (str, Path)):
+        vector, _ = read_vector_file(vector, layer)
+        layer = None
+    return carry(map_set, vector, layer, strength)

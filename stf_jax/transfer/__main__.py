@@ -1,0 +1,87 @@
+r"""python -m stf_jax.transfer: fit maps between two models, and carry your own steering vectors with them.
+
+  fit    fit a map set on an extraction run's pairs, report held-out quality, save it
+      python -m stf_jax.transfer fit runs/shipped_all --source smollm2-135m --target gemma3-270m \
+          --method affine --layers depth --out maps/smollm2__gemma3
+  apply  carry control vectors (llama.cpp / repeng .gguf, stf_jax .gguf/.safetensors, .npy with --layer,
+         or directories of them: a vector library) to the target model; writes control vectors
+      python -m stf_jax.transfer apply --map maps/smollm2__gemma3 formality.gguf --out carried/
+      llama-completion -m gemma3.gguf --control-vector-scaled carried/formality.gguf:1.0 -p "..."
+
+Strength: by default the output keeps the input's strength *relative to each layer's typical |h|*, so
+the llama.cpp/repeng strength that worked with the source model is the one to try with the target
+(--strength keep: same absolute norm; unit: norm 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import cli_main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..align.maps import VECTOR_METHODS
+
+    parser = argparse.ArgumentParser(prog="python -m stf_jax.transfer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    fit = sub.add_parser("fit", help="fit a map set from an extraction run")
+    fit.add_argument("run", help="extraction run directory holding both models (python -m stf_jax.extract)")
+    fit.add_argument("--source", required=True, help="model the vectors come from (as named in the run)")
+    fit.add_argument("--target", required=True, help="model to carry them to")
+    fit.add_argument("--method", default="affine", choices=list(VECTOR_METHODS),
+                     help="alignment method [affine: the best steering-effect ratio on the shipped models]")
+    fit.add_argument("--layers", default="-6",
+                     help="layer pairs: an HF index in both models (-6), 'depth' (every steerable target layer "
+                          "from the source layer at the same relative depth: for multi-layer control vectors), "
+                          "or 'sweep:RESULTS.json' (best source layer per target layer from an alignment sweep) [-6]")
+    fit.add_argument("--out", required=True, help="map-set directory to write")
+    fit.add_argument("--k", type=int, help="PCA components for procrustes [by --variance]")
+    fit.add_argument("--variance", type=float, default=0.95, help="explained variance that picks k [0.95]")
+    fit.add_argument("--ridge", type=float, default=0.1, help="relative ridge of the affine map [0.1]")
+    fit.add_argument("--rotation-only", action="store_true", help="procrustes: proper rotations only")
+    fit.add_argument("--seed", type=int, default=0, help="split (and adapter) seed [0]")
+    fit.add_argument("--test-fraction", type=float, default=0.2, help="held-out share for the quality figure [0.2]")
+    fit.add_argument("--no-norms", action="store_true",
+                     help="do not load the models to measure each layer's typical |h| (then apply needs "
+                          "--strength keep or unit)")
+    fit.add_argument("--norm-texts", type=int, default=64, help="texts for the typical |h| [64]")
+
+    app = sub.add_parser("apply", help="carry vector files (or libraries) through a map set")
+    app.add_argument("inputs", nargs="+", help=".gguf/.safetensors control vectors, .npy vectors, or directories")
+    app.add_argument("--map", required=True, help="map-set directory (or one map file) from `fit`")
+    app.add_argument("--out", required=True, help="output directory (names mirror the inputs)")
+    app.add_argument("--layer", type=int, help="source HF layer of .npy inputs (or pick one layer of a file)")
+    app.add_argument("--strength", default="relative", choices=["relative", "keep", "unit"],
+                     help="output norm: relative to each layer's typical |h| (default), as the input, or 1")
+    app.add_argument("--format", default="gguf", choices=["gguf", "safetensors"], help="output format [gguf]")
+    app.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    log = (lambda *a: None) if getattr(args, "quiet", False) else (lambda *a: print(*a, file=sys.stderr, flush=True))
+    from . import fit_map, load_map_set, transfer_files
+
+    if args.command == "fit":
+        fit_map(args.run, args.source, args.target, args.method, args.layers, out=args.out,
+                norms=not args.no_norms, norm_texts=args.norm_texts, log=log, k=args.k, variance=args.variance,
+                ridge=args.ridge, rotation_only=args.rotation_only, seed=args.seed, test_fraction=args.test_fraction)
+        print(f"wrote map set {args.out}")
+        return 0
+    map_set = load_map_set(args.map)
+    written = transfer_files(map_set, args.inputs, args.out, layer=args.layer, strength=args.strength,
+                             fmt=args.format, log=log)
+    for path, carried in written:
+        log(f"{path}: target layers {sorted(carried.directions)}"
+            + (f"; no input for target layers {carried.report['target_layers_without_input']}"
+               if carried.report["target_layers_without_input"] else ""))
+    print(f"wrote {len(written)} control vector(s) for {map_set.target['name']} under {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli_main(main)

@@ -1,0 +1,231 @@
+"""Carry steering vectors through a map set: one vector, a multi-layer control vector, or a library.
+
+Direction: each input direction at source layer ls goes through the map of its layer pair as a unit
+vector (maps are fitted on unit pair vectors, so a file's stored scale never bends the direction), and
+the result is normalised.
+
+Strength (`strength`):
+  "relative"  (default) |out| / typical|h_t(lt)| = |in| / typical|h_s(ls)|: the strength that worked in
+              the source model (in llama.cpp, repeng or stf_jax) is the one to try in the target;
+  "keep"      |out| = |in| (absolute residual-stream units; models of different scale will differ);
+  "unit"      |out| = 1.
+Layers: a source layer with no map, or a target layer whose source layer the input lacks, is reported
+in the result's `report`, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..errors import UserError
+from .mapfile import MapSet
+
+STRENGTHS = ("relative", "keep", "unit")
+INPUT_SUFFIXES = (".gguf", ".safetensors", ".npy")
+
+
+class TransferInputError(UserError, ValueError):
+    """A vector that cannot be carried by the given map set (width, layers, values, file type)."""
+
+
+@dataclasses.dataclass
+class Carried:
+    """The target model's directions {HF layer: [d_t]} and what happened to each layer."""
+
+    directions: dict[int, np.ndarray]
+    report: dict[str, Any]
+
+
+def _check_vector(v: np.ndarray, layer: int, d_s: int, where: str) -> float:
+    if v.ndim != 1 or v.shape[0] != d_s:
+        raise TransferInputError(f"{where}: layer {layer} has shape {tuple(v.shape)} but the map's source model has "
+                                 f"d_model {d_s}; use a map set fitted from this vector's model")
+    norm = float(np.linalg.norm(v.astype(np.float64)))
+    if not np.isfinite(v).all():
+        raise TransferInputError(f"{where}: layer {layer} has NaN/inf entries; fix the vector's source")
+    if norm == 0.0:
+        raise TransferInputError(f"{where}: layer {layer} is all zeros, which has no direction to carry")
+    return norm
+
+
+def _out_norm(strength: str, norm_in: float, pair: dict[str, Any], where: str) -> float:
+    if strength == "keep":
+        return norm_in
+    if strength == "unit":
+        return 1.0
+    h_s, h_t = pair["source"].get("typical_norm"), pair["target"].get("typical_norm")
+    if not h_s or not h_t:
+        raise TransferInputError(f"{where}: the map set records no typical |h| for layer pair "
+                                 f"{pair['source']['layer']}->{pair['target']['layer']} (fitted without norms); "
+                                 "use strength 'keep' or 'unit', or refit with norms")
+    return norm_in * float(h_t) / float(h_s)
+
+
+_APPLY: dict[int, Any] = {}
+
+
+def _apply_unit(m, u: np.ndarray) -> np.ndarray:
+    """m(u) for unit rows u [m, d_s], normalised rows [m, d_t] (one compiled program per map structure)."""
+    y = np.asarray(jax.jit(lambda mm, x: mm(x))(m, jnp.asarray(u, jnp.float32)), np.float64)
+    norms = np.linalg.norm(y, axis=-1, keepdims=True)
+    if not np.all(norms > 0):
+        raise TransferInputError("the map sends this direction to zero; it cannot be carried")
+    return (y / norms).astype(np.float32)
+
+
+def carry_many(map_set: MapSet, inputs: Sequence[dict[int, np.ndarray]], strength: str = "relative",
+               names: Sequence[str] | None = None) -> list[Carried]:
+    """Carry many multi-layer vectors ({source HF layer: [d_s]} each) at once: one batched map call per
+    layer pair, whatever the number of vectors (a library of thousands)."""
+    if strength not in STRENGTHS:
+        raise TransferInputError(f"strength {strength!r}: choose from {list(STRENGTHS)}")
+    names = list(names) if names is not None else [f"vector {i}" for i in range(len(inputs))]
+    d_s = int(map_set.source["d_model"])
+    norms = [{lay: _check_vector(np.asarray(v, np.float32), lay, d_s, names[i]) for lay, v in d.items()}
+             for i, d in enumerate(inputs)]
+    outs: list[dict[int, np.ndarray]] = [{} for _ in inputs]
+    used: list[set[int]] = [set() for _ in inputs]
+    missing: list[list[int]] = [[] for _ in inputs]
+    for lt, lm in sorted(map_set.maps.items()):
+        ls = lm.layer_source
+        rows = [i for i, d in enumerate(inputs) if ls in d]
+        for i in range(len(inputs)):
+            if ls not in inputs[i]:
+                missing[i].append(lt)
+        if not rows:
+            continue
+        u = np.stack([np.asarray(inputs[i][ls], np.float32) / norms[i][ls] for i in rows])
+        carried = _apply_unit(lm.map, u)
+        for r, i in enumerate(rows):
+            outs[i][lt] = carried[r] * np.float32(_out_norm(strength, norms[i][ls], lm.header, names[i]))
+            used[i].add(ls)
+    results = []
+    for i, d in enumerate(inputs):
+        unmapped = sorted(set(d) - used[i])
+        if not outs[i]:
+            raise TransferInputError(
+                f"{names[i]}: none of its layers {sorted(d)} is a source layer of the map set "
+                f"({sorted({lm.layer_source for lm in map_set.maps.values()})}); fit a map set that covers them "
+                "(python -m stf_jax.transfer fit --layers depth)")
+        report = {"layer_mapping": {str(lm.layer_source): lt for lt, lm in sorted(map_set.maps.items())
+                                    if lt in outs[i]},
+                  "unmapped_source_layers": unmapped, "target_layers_without_input": missing[i],
+                  "strength": strength}
+        results.append(Carried(dict(sorted(outs[i].items())), report))
+    return results
+
+
+def carry(map_set: MapSet, directions: dict[int, np.ndarray] | np.ndarray, layer: int | None = None,
+          strength: str = "relative") -> Carried:
+    """One vector: {source HF layer: [d_s]}, or a single [d_s] array with its source `layer`."""
+    if isinstance(directions, np.ndarray) or not isinstance(directions, dict):
+        v = np.asarray(directions, np.float32)
+        if layer is None:
+            if len(map_set.maps) != 1:
+                raise TransferInputError("a bare vector needs its source layer (layer=) when the map set has "
+                                         f"{len(map_set.maps)} layer pairs")
+            layer = next(iter(map_set.maps.values())).layer_source
+        directions = {int(layer): v}
+    return carry_many(map_set, [directions], strength)[0]
+
+
+# ---------------------------------------------------------------- files
+
+
+def read_vector_file(path: str | Path, layer: int | None = None) -> tuple[dict[int, np.ndarray], dict[str, str]]:
+    """({HF layer: vector}, metadata) from a control vector (.gguf from llama.cpp / repeng / stf_jax, or an
+    stf_jax .safetensors) or a .npy vector (its HF `layer` required)."""
+    from ..steer.export import load_control_vector
+
+    path = Path(path)
+    if not path.is_file():
+        raise TransferInputError(f"{path}: file not found")
+    if path.suffix == ".npy":
+        if layer is None:
+            raise TransferInputError(f"{path}: a .npy vector records no layer; give its HF layer (--layer)")
+        try:
+            v = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise TransferInputError(f"{path}: not a readable .npy array ({exc})") from None
+        if v.ndim != 1 or not np.issubdtype(v.dtype, np.number):
+            raise TransferInputError(f"{path}: expected one numeric vector [d_model], got shape {v.shape} {v.dtype}")
+        return {int(layer): v.astype(np.float32)}, {}
+    if path.suffix not in (".gguf", ".safetensors"):
+        raise TransferInputError(f"{path}: unknown vector file type {path.suffix!r}; give a control vector "
+                                 f"(.gguf, .safetensors) or a .npy vector")
+    cv = load_control_vector(path)
+    dirs = cv.directions
+    if layer is not None:
+        if layer not in dirs:
+            raise TransferInputError(f"{path}: no direction for HF layer {layer}; it has {sorted(dirs)}")
+        dirs = {layer: dirs[layer]}
+    return dirs, dict(cv.metadata)
+
+
+def library_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """Input paths, with directories expanded to the vector files under them (sorted; a vector library)."""
+    out = []
+    for p in map(Path, inputs):
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in INPUT_SUFFIXES)
+            if not found:
+                raise TransferInputError(f"{p}: no .gguf/.safetensors/.npy vector files in this directory")
+            out.extend(found)
+        elif not p.exists():
+            raise TransferInputError(f"{p}: no such file or directory")
+        else:
+            out.append(p)
+    return out
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str | Path, *, layer: int | None = None,
+                   strength: str = "relative", fmt: str = "gguf", log=print) -> list[tuple[Path, Carried]]:
+    """Carry every input file (or library directory) and write the target control vectors under out_dir.
+
+    Output names mirror the inputs' paths relative to their library directory; each file records its
+    provenance (source file hash, map-set digest, method, layer mapping, strengths, typical |h|)."""
+    from ..safe_paths import inside
+    from ..steer.export import export_control_vector
+
+    if fmt not in ("gguf", "safetensors"):
+        raise TransferInputError(f"format {fmt!r}: choose gguf (llama.cpp) or safetensors")
+    out_dir = Path(out_dir)
+    files, rel = [], []
+    for p in map(Path, inputs):
+        found = library_files([p])
+        files.extend(found)
+        rel.extend(q.relative_to(p) if p.is_dir() else Path(q.name) for q in found)
+    read = [read_vector_file(f, layer) for f in files]
+    carried = carry_many(map_set, [d for d, _ in read], strength, names=[str(f) for f in files])
+    digest = map_set.digest()
+    target, source = map_set.target, map_set.source
+    norms_t = {str(lm.layer_target): lm.header["target"].get("typical_norm") for lm in map_set.maps.values()}
+    written = []
+    for f, r, (dirs, meta), c in zip(files, rel, read, carried):
+        dest = inside(out_dir, out_dir / r.with_suffix("." + fmt))
+        provenance = {
+            "source_model": source["name"], "target_model": target["name"], "transfer_method": map_set.method,
+            "trait": meta.get("stf_jax.trait", f.stem), "source_file": f.name, "source_file_sha256": _sha256(f),
+            "map_set_sha256": digest, "layer_mapping": json.dumps(c.report["layer_mapping"]),
+            "strength_convention": strength, "typical_norms": json.dumps({k: norms_t[k] for k in map(str, c.directions)}),
+            "unmapped_source_layers": json.dumps(c.report["unmapped_source_layers"]),
+            "source_model_hint": meta.get("controlvector.model_hint", ""),
+        }
+        export_control_vector(dest, c.directions, model_hint=target.get("model_type") or target["name"],
+                              metadata=provenance)
+        written.append((dest, c))
+        if c.report["unmapped_source_layers"]:
+            log(f"{f}: source layers {c.report['unmapped_source_layers']} have no map in the set (not carried)")
+    return written

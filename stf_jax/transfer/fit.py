@@ -1,0 +1,172 @@
+"""Fit a map set from an extraction run: the maps a user keeps and applies to their own vectors.
+
+Each layer pair is fitted twice with the same method and settings the protocol scores
+(`align.maps`): once on a train split, to measure held-out quality (centered cosine beside the
+`trait_mean` baseline, which knows each test pair's trait and nothing else), and once on every pair:
+the deployed map. k (Procrustes) is chosen on the training split by the protocol's variance rule.
+
+Layer pairs (`layers`):
+  an index (e.g. -6)  the same HF index in both models (negatives from the end);
+  "depth"             every steerable target layer (2..n-1) from the source layer at the same relative
+                      depth: covers multi-layer control vectors (llama.cpp, repeng);
+  "sweep:PATH"        every steerable target layer from the source layer with the best validation
+                      cosine in an alignment sweep's results.json (python -m stf_jax.align --layer-sweep).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..align import maps
+from ..align.adapters import AdapterConfig
+from ..align.inputs import (AlignInputError, ModelRef, find_models, load_vectors, make_trials, pair_table,
+                            zero_rows)
+from ..align.pca import k_for_variance, spectrum
+from ..align.protocol import baseline_trials, map_trials
+from ..data import dataset_hash
+from ..extract.store import read_manifest
+from .mapfile import LayerMap, MapSet, header_for
+
+
+def steerable(layers: Sequence[int], n_layers: int) -> list[int]:
+    """Block outputs a control vector can steer in llama.cpp: HF 2..n-1 (not block 0, not the final norm)."""
+    return [lay for lay in layers if 2 <= lay <= n_layers - 1]
+
+
+def layer_pairs(spec: str | int, ref_s: ModelRef, ref_t: ModelRef) -> list[tuple[int, int]]:
+    """(source layer, target layer) pairs for a layer spec (module docstring)."""
+    if isinstance(spec, int) or str(spec).lstrip("-").isdigit():
+        return [(ref_s.resolve_layer(int(spec)), ref_t.resolve_layer(int(spec)))]
+    src = steerable(ref_s.layers, ref_s.n_layers)
+    tgt = steerable(ref_t.layers, ref_t.n_layers)
+    if not src or not tgt:
+        raise AlignInputError(f"layers {spec!r}: no steerable layers (2..n-1) were extracted for "
+                              f"{ref_s.name if not src else ref_t.name}; extract with --layers all")
+    if spec in ("depth", "all"):
+        return [(min(src, key=lambda ls: abs(ls / ref_s.n_layers - lt / ref_t.n_layers)), lt) for lt in tgt]
+    if str(spec).startswith("sweep:"):
+        return _from_sweep(Path(str(spec)[6:]), ref_s, ref_t, src, tgt)
+    raise AlignInputError(f"layers {spec!r}: give an index (-6), 'depth' or 'sweep:RESULTS.json'")
+
+
+def _from_sweep(path: Path, ref_s: ModelRef, ref_t: ModelRef, src: list[int], tgt: list[int]):
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AlignInputError(f"{path}: cannot read the sweep results ({exc})") from None
+    rec = ((res.get("sweep") or {}).get("pairs") or {}).get(f"{ref_s.name}->{ref_t.name}")
+    if rec is None:
+        raise AlignInputError(f"{path}: no layer sweep for {ref_s.name}->{ref_t.name} "
+                              "(python -m stf_jax.align RUN --layer-sweep)")
+    ls_all, lt_all = list(rec["layers_source"]), list(rec["layers_target"])
+    score = np.asarray(rec.get("validation_centered", rec["test_centered"]), np.float64)
+    out = []
+    for lt in (t for t in tgt if t in lt_all):
+        cands = [ls for ls in src if ls in ls_all]
+        col = [score[ls_all.index(ls), lt_all.index(lt)] for ls in cands]
+        out.append((cands[int(np.nanargmax(col))], lt))
+    if not out:
+        raise AlignInputError(f"{path}: the sweep covers none of {ref_t.name}'s steerable layers")
+    return out
+
+
+def resolve_k(x_s: np.ndarray, x_t: np.ndarray, w: np.ndarray, k: int | None, variance: float) -> int:
+    """k given, else the protocol's rule: the smallest k explaining `variance` in both models, capped."""
+    n = int(w.sum())
+    if k is None:
+        ks = []
+        for x in (x_s, x_t):
+            var, total = spectrum(jnp.asarray(x), jnp.asarray(w))
+            ks.append(k_for_variance(np.asarray(var), float(total), variance))
+        k = max(ks)
+    return int(max(1, min(k, n - 1, x_s.shape[1], x_t.shape[1])))
+
+
+def _model_info(ref: ModelRef, manifest: dict) -> dict[str, Any]:
+    entry = next(e for e in manifest["models"] if e["name"] == ref.name)
+    return {"name": ref.name, "model_type": entry.get("model_type", entry.get("family")),
+            "config_hash": entry.get("config_hash"), "d_model": ref.d_model, "n_layers": ref.n_layers}
+
+
+def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "affine", layers: str | int = -6, *,
+                k: int | None = None, variance: float = 0.95, ridge: float = 0.1, rotation_only: bool = False,
+                adapter: AdapterConfig = AdapterConfig(), seed: int = 0, test_fraction: float = 0.2,
+                val_fraction: float = 0.1, norms: dict[str, dict[int, float]] | None = None,
+                log: Callable[[str], None] = print) -> MapSet:
+    """Fit `method` maps source → target at each layer pair of `layers` (module docstring).
+
+    norms: {model name: {HF layer: typical |h|}} recorded in each map (what `transfer` uses to keep a
+    vector's strength relative to the residual stream); see `typical_norms`."""
+    maps.method(method)
+    refs = find_models([run_dir])
+    for name in (source, target):
+        if name not in refs:
+            raise AlignInputError(f"model {name!r} is not in {run_dir}; it holds {sorted(refs)}")
+    if source == target:
+        raise AlignInputError("source and target are the same model")
+    ref_s, ref_t = refs[source], refs[target]
+    if maps.METHODS[method].fits_on != "vectors":
+        raise AlignInputError(f"method {method} is fitted on corpus token states; transfer fit takes methods "
+                              f"fitted on paired vectors: {list(maps.VECTOR_METHODS)}")
+    table, orders = pair_table([ref_s, ref_t])
+    manifest = read_manifest(run_dir)
+    info_s, info_t = _model_info(ref_s, manifest), _model_info(ref_t, manifest)
+    data = {"dataset_hash": dataset_hash(table.pairs), "n_pairs": table.n, "traits": list(table.trait_names),
+            "run": str(run_dir)}
+    out = {}
+    for ls, lt in layer_pairs(layers, ref_s, ref_t):
+        x_s = load_vectors(ref_s, ls, orders[ref_s.run_dir])
+        x_t = load_vectors(ref_t, lt, orders[ref_t.run_dir])
+        excluded = zero_rows(x_s) | zero_rows(x_t)
+        trials = make_trials(table, 1, seed, test_fraction, val_fraction, exclude=excluded)
+        k_used = resolve_k(x_s, x_t, trials.train[0], k, variance)
+        settings = maps.FitSettings(k=k_used, ridge=ridge, rotation_only=rotation_only, adapter=adapter)
+        quality = _held_out_quality(method, settings, x_s, x_t, trials, table)
+        usable = (~excluded).astype(np.float32)
+        m, _ = maps.fit_map(method, x_s, x_t, usable, trials.val[0], settings=settings)
+        norm_s = (norms or {}).get(source, {}).get(ls)
+        norm_t = (norms or {}).get(target, {}).get(lt)
+        header = header_for(method, settings, {**info_s, "layer": ls, "typical_norm": norm_s},
+                            {**info_t, "layer": lt, "typical_norm": norm_t},
+                            {**data, "n_used": int(usable.sum())}, quality)
+        out[lt] = LayerMap(m, header)
+        log(f"{source} L{ls} -> {target} L{lt}: {method} held-out centered cosine {quality['centered_cosine']:.3f} "
+            f"(trait_mean {quality['trait_mean_centered']:.3f}), k={k_used}, {int(usable.sum())} pairs")
+    return MapSet(out)
+
+
+def _held_out_quality(method: str, settings: maps.FitSettings, x_s, x_t, trials, table) -> dict[str, Any]:
+    """One split: the map fitted on train, scored on test, beside the trait_mean baseline."""
+    x_s, x_t = jnp.asarray(x_s), jnp.asarray(x_t)
+    onehot = jnp.asarray(table.onehot())
+    tr, va, te = (jnp.asarray(getattr(trials, s)) for s in ("train", "val", "test"))
+    keys = jax.random.PRNGKey(settings.adapter.seed)[None]
+    res, _, _ = map_trials(method, settings, x_s, x_t, tr, va, te, jnp.asarray(trials.perms[:, :1]), onehot, keys)
+    base = baseline_trials(x_t, tr, te, onehot)["trait_mean"]
+    return {"centered_cosine": float(res["test_centered"][0, 0]), "raw_cosine": float(res["test"][0, 0]),
+            "trait_mean_centered": float(base["test_centered"][0]), "trait_mean_raw": float(base["test"][0]),
+            "split": {"seed": int(trials.seeds[0]), "n_train": int(trials.train.sum()),
+                      "n_test": int(trials.test.sum())}}
+
+
+def typical_norms(model, texts: Sequence[str], layers: Sequence[int], batch: int = 16) -> dict[int, float]:
+    """{HF layer: mean |h| over real tokens after the first} on `texts`: the residual-stream scale that
+    steering strengths are relative to (the same statistic `steer` uses for --scale mean-norm)."""
+    from ..steer.inject import residual_norms
+
+    layers = sorted(set(layers))
+    total, count = np.zeros(len(layers)), 0
+    for i in range(0, len(texts), batch):
+        ids, mask = model.encode(list(texts[i:i + batch]))
+        h = np.asarray(model.hidden_states(ids, mask, layers))  # [L, B, S, D]
+        for j in range(len(layers)):
+            t, c = residual_norms(h[j], mask)
+            total[j] += t
+        count += c
+    return {lay: float(total[j] / max(count, 1)) for j, lay in enumerate(layers)}

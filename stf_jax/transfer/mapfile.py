@@ -1,0 +1,202 @@
+"""Map files and map sets: fitted maps that travel (safetensors tensors + a JSON header).
+
+A **map file** (`.safetensors`) holds one map between one source layer and one target layer. Its
+tensors are the map's arrays by tree path (`maps.map_tensors`); its metadata key `stf_jax.map` is a JSON
+header saying everything needed to use and trust it:
+
+    format, format_version, method, settings (FitSettings), stf_jax version,
+    source / target: name, model_type, config_hash, d_model, n_layers, layer, typical_norm
+    data: dataset hash, pair count, traits;  quality: held-out centered cosine vs the trait_mean baseline
+
+A **map set** is a directory: `mapset.json` (the same model-level fields and one entry per layer pair)
+plus one map file per pair. It covers the target's steerable layers, so a multi-layer control vector is
+carried in one call (`MapSet.carry`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..align import maps
+from ..errors import UserError
+from ..extract.store import file_sha256
+
+FORMAT = "stf_jax.map"
+FORMAT_VERSION = 1
+SET_FILE = "mapset.json"
+_HEADER_KEY = "stf_jax.map"
+
+
+class MapFileError(UserError, ValueError):
+    """A map file or map set that cannot be read or does not fit the request."""
+
+
+@dataclasses.dataclass
+class LayerMap:
+    """One fitted map between source layer `layer_source` and target layer `layer_target` (HF indices)."""
+
+    map: Any
+    header: dict[str, Any]
+
+    @property
+    def layer_source(self) -> int:
+        return int(self.header["source"]["layer"])
+
+    @property
+    def layer_target(self) -> int:
+        return int(self.header["target"]["layer"])
+
+
+def header_for(method: str, settings: maps.FitSettings, source: dict, target: dict, data: dict,
+               quality: dict) -> dict[str, Any]:
+    from .. import __version__
+
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "method": method, "settings": settings.to_json(),
+            "source": source, "target": target, "data": data, "quality": quality, "stf_jax": __version__}
+
+
+def save_map(path: str | Path, layer_map: LayerMap) -> str:
+    """Write one map file atomically; returns its sha256."""
+    from ..extract.store import atomic_save_tensors
+
+    tensors = maps.map_tensors(layer_map.map)
+    return atomic_save_tensors(Path(path), tensors, {_HEADER_KEY: json.dumps(layer_map.header, sort_keys=True)})
+
+
+def _check_header(header: dict, where: str) -> None:
+    if header.get("format") != FORMAT:
+        raise MapFileError(f"{where}: not an stf_jax map (format {header.get('format')!r}); make one with "
+                           "python -m stf_jax.transfer fit")
+    version = header.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise MapFileError(f"{where}: map format version {version!r} is newer than this stf_jax reads "
+                           f"({FORMAT_VERSION}); upgrade stf_jax")
+    if header.get("method") not in maps.METHODS:
+        raise MapFileError(f"{where}: unknown method {header.get('method')!r}; this stf_jax knows {list(maps.METHODS)}")
+
+
+def load_map(path: str | Path) -> LayerMap:
+    """Read one map file (format checked; tensors checked against the method's structure)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MapFileError(f"{path}: map file not found")
+    try:
+        with safe_open(str(path), "numpy") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MapFileError(f"{path}: not a readable safetensors map file ({exc})") from None
+    if _HEADER_KEY not in meta:
+        raise MapFileError(f"{path}: no {_HEADER_KEY} header: not an stf_jax map file")
+    try:
+        header = json.loads(meta[_HEADER_KEY])
+    except json.JSONDecodeError as exc:
+        raise MapFileError(f"{path}: corrupt map header ({exc})") from None
+    _check_header(header, str(path))
+    settings = maps.FitSettings.from_json(header["settings"])
+    try:
+        m = maps.map_from_tensors(header["method"], tensors, int(header["source"]["d_model"]),
+                                  int(header["target"]["d_model"]), settings)
+    except ValueError as exc:
+        raise MapFileError(f"{path}: {exc}") from None
+    return LayerMap(m, header)
+
+
+def _model_fields(d: dict) -> dict:
+    return {k: v for k, v in d.items() if k not in ("layer", "typical_norm")}
+
+
+@dataclasses.dataclass
+class MapSet:
+    """Maps for several layer pairs between one source and one target model, keyed by target layer."""
+
+    maps: dict[int, LayerMap]
+    path: Path | None = None
+
+    @property
+    def header(self) -> dict[str, Any]:
+        return next(iter(self.maps.values())).header
+
+    @property
+    def source(self) -> dict:
+        return _model_fields(self.header["source"])
+
+    @property
+    def target(self) -> dict:
+        return _model_fields(self.header["target"])
+
+    @property
+    def method(self) -> str:
+        return self.header["method"]
+
+    def layer_pairs(self) -> list[tuple[int, int]]:
+        return [(m.layer_source, lt) for lt, m in sorted(self.maps.items())]
+
+    def digest(self) -> str:
+        """sha256 over every map's tensors and header: names this exact map set in provenance."""
+        h = hashlib.sha256()
+        for lt, m in sorted(self.maps.items()):
+            h.update(json.dumps(m.header, sort_keys=True).encode())
+            for name, arr in sorted(maps.map_tensors(m.map).items()):
+                h.update(name.encode())
+                h.update(np.ascontiguousarray(arr, np.float32).tobytes())
+        return h.hexdigest()
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write the map files and `mapset.json` (last, so a directory with mapset.json is complete)."""
+        from ..extract.store import atomic_write_bytes
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        entries = []
+        for lt, m in sorted(self.maps.items()):
+            name = f"map_L{m.layer_source:03d}_to_L{lt:03d}.safetensors"
+            sha = save_map(out / name, m)
+            entries.append({"layer_source": m.layer_source, "layer_target": lt, "file": name, "sha256": sha,
+                            "quality": m.header["quality"]})
+        index = {"format": FORMAT + "set", "format_version": FORMAT_VERSION, "method": self.method,
+                 "source": self.source, "target": self.target, "settings": self.header["settings"],
+                 "data": self.header["data"], "stf_jax": self.header["stf_jax"], "maps": entries}
+        atomic_write_bytes(out / SET_FILE, (json.dumps(index, indent=1) + "\n").encode())
+        self.path = out
+        return out
+
+
+def load_map_set(path: str | Path) -> MapSet:
+    """A map-set directory (or a single map file, as a set of one)."""
+    path = Path(path)
+    if path.is_file():
+        m = load_map(path)
+        return MapSet({m.layer_target: m}, path)
+    index_path = path / SET_FILE
+    if not index_path.is_file():
+        raise MapFileError(f"{path}: no {SET_FILE} (not a map set; make one with python -m stf_jax.transfer fit)")
+    try:
+        index = json.loads(index_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MapFileError(f"{index_path}: corrupt map-set index ({exc})") from None
+    if index.get("format") != FORMAT + "set":
+        raise MapFileError(f"{index_path}: not an stf_jax map set (format {index.get('format')!r})")
+    if not isinstance(index.get("format_version"), int) or index["format_version"] > FORMAT_VERSION:
+        raise MapFileError(f"{index_path}: map-set format version {index.get('format_version')!r} is newer than "
+                           f"this stf_jax reads ({FORMAT_VERSION}); upgrade stf_jax")
+    out = {}
+    for entry in index.get("maps", []):
+        name = entry.get("file", "")
+        if not name or Path(name).name != name:  # a file name inside the set, never a path elsewhere
+            raise MapFileError(f"{index_path}: bad map file name {name!r}")
+        m = load_map(path / name)
+        if file_sha256(path / name) != entry.get("sha256"):
+            raise MapFileError(f"{path / name}: checksum differs from {SET_FILE} (truncated or edited); refit the map set")
+        out[m.layer_target] = m
+    if not out:
+        raise MapFileError(f"{index_path}: the map set holds no maps")
+    return MapSet(out, path)
