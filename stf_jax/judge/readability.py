@@ -4,7 +4,8 @@
   lowercased) that are not on the Dale–Chall list of ~2,950 words familiar to 4th-graders (the list
   textstat ships). Higher = more technical vocabulary.
 - accessibility: minus the Coleman–Liau index (`textstat.coleman_liau_index`, a US grade level from
-  letters per 100 words and sentences per 100 words: 0.0588·L − 0.296·S − 15.8). Higher = easier.
+  letters per 100 words L and sentences per 100 words S: 0.058·L − 0.296·S − 15.8, textstat's
+  coefficients). Higher = easier.
 
 Why these two formulas: neither needs syllable counts. textstat's English syllable counter loads NLTK's
 CMU dictionary and downloads it at first use, which fails offline and would make scores depend on the

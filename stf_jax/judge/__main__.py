@@ -1,0 +1,207 @@
+"""python -m stf_jax.judge: independent judges of text, the behavioural evaluation, OOD pairs, few-shot maps.
+
+Examples:
+  python -m stf_jax.judge score formality "Hey, can you send it?" "Could you kindly forward it?"
+  python -m stf_jax.judge validate --pairs shipped          # does each judge rank positive over negative?
+  python -m stf_jax.judge behaviour runs/shipped40 --layers gemma3-270m:12 smollm2-135m:22 --out runs/judge/behaviour
+  python -m stf_jax.judge ood runs/shipped40 runs/ood --layers gemma3-270m:12 smollm2-135m:22 --out runs/judge/ood
+  python -m stf_jax.judge fewshot runs/shipped40 --layers gemma3-270m:12 smollm2-135m:22 --out runs/judge/fewshot
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..errors import UserError, cli_main
+
+
+class JudgeArgumentError(UserError, ValueError):
+    """A bad argument to python -m stf_jax.judge."""
+
+
+def _layers(specs: list[str] | None, models: list[str]) -> dict[tuple[str, str], tuple[int, int]] | None:
+    """['gemma3-270m:12', 'smollm2-135m:22'] -> {(s, t): (layer_s, layer_t)} for every ordered pair."""
+    if not specs:
+        return None
+    per = {}
+    for spec in specs:
+        name, sep, idx = spec.rpartition(":")
+        if not sep or not name:
+            raise JudgeArgumentError(f"--layers takes MODEL:LAYER items (e.g. gemma3-270m:12), got {spec!r}")
+        try:
+            per[name] = int(idx)
+        except ValueError:
+            raise JudgeArgumentError(f"--layers {spec!r}: the layer must be an integer") from None
+    missing = sorted(set(models) - set(per))
+    if missing:
+        raise JudgeArgumentError(f"--layers gives no layer for model(s) {missing}; the run has {models}")
+    return {(s, t): (per[s], per[t]) for s in models for t in models if s != t}
+
+
+def _models(run_dir: str) -> list[str]:
+    from ..align.inputs import find_models
+
+    return sorted(find_models([run_dir]))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m stf_jax.judge", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("score", help="judge texts for a trait (no model needed)")
+    s.add_argument("trait", help="a judged trait (see `python -m stf_jax.judge list`)")
+    s.add_argument("texts", nargs="*", help="texts to score")
+    s.add_argument("--file", help="one text per line (or '-' for stdin)")
+
+    sub.add_parser("list", help="judged traits: judge, unit, what it measures, blind spots")
+
+    v = sub.add_parser("validate", help="per trait: how often the judge ranks a pair's positive over its negative")
+    v.add_argument("--pairs", default="shipped", help="'shipped', or a JSONL/CSV/Parquet file or folder [shipped]")
+    v.add_argument("--out", help="also write validate.json here")
+
+    b = sub.add_parser("behaviour", help="steer both models, judge the generations (native, transferred, controls)")
+    b.add_argument("run_dir", help="an extraction run with >= 2 models")
+    b.add_argument("--layers", nargs="+", help="MODEL:LAYER per model (HF hidden-state index) [-6 in both]")
+    b.add_argument("--traits", nargs="+", help="judged traits to steer [7 defaults]")
+    b.add_argument("--methods", nargs="+", default=["procrustes", "affine", "linear"])
+    b.add_argument("--controls", nargs="*", default=["zero_shot", "random", "shuffled"])
+    b.add_argument("--alpha", type=float, help="fixed strength (x mean |h|) instead of calibrating")
+    b.add_argument("--alpha-grid", type=float, nargs="+", default=[0.1, 0.2, 0.3])
+    b.add_argument("--prompts", type=int, default=24, help="held-out neutral prompts [24]")
+    b.add_argument("--max-new-tokens", type=int, default=48)
+    b.add_argument("--sampled", action="store_true", help="also sample (temperature 0.7, top-p 0.9, seeded)")
+    b.add_argument("--batch-rows", type=int, default=192)
+    b.add_argument("--no-logprob", action="store_true", help="fluency guard from repetition only (faster)")
+    b.add_argument("--fluency-prompts", type=int, help="score log-prob on the first N prompts only [all]")
+    b.add_argument("--source", help="only this source model"), b.add_argument("--target", help="only this target")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", required=True)
+
+    o = sub.add_parser("ood", help="maps fitted on the shipped run, scored on an OOD run beside in-distribution")
+    o.add_argument("shipped_run"), o.add_argument("ood_run")
+    o.add_argument("--layers", nargs="+", required=True, help="MODEL:LAYER per model")
+    o.add_argument("--methods", nargs="+", default=["procrustes", "affine", "linear"])
+    o.add_argument("--out", required=True)
+
+    f = sub.add_parser("fewshot", help="map quality vs number of training traits and pairs per trait (seed 001)")
+    f.add_argument("run_dir")
+    f.add_argument("--layers", nargs="+", required=True, help="MODEL:LAYER per model")
+    f.add_argument("--methods", nargs="+", default=["affine", "procrustes"])
+    f.add_argument("--repeats", type=int, default=5)
+    f.add_argument("--steer-traits", nargs="*", default=[], help="also the propensity effect ratio for these traits")
+    f.add_argument("--out", required=True)
+
+    mg = sub.add_parser("merge", help="merge behaviour_results.json of runs over different directions into one")
+    mg.add_argument("inputs", nargs="+", help="behaviour output directories (or their behaviour_results.json)")
+    mg.add_argument("--out", required=True)
+
+    g = sub.add_parser("figures", help="redraw the figures of behaviour/ood/fewshot outputs under a directory")
+    g.add_argument("out_dir")
+    return p
+
+
+def _write(obj: dict, out: str, name: str, md: str) -> None:
+    from .behaviour import _jsonable
+
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{name}.json").write_text(json.dumps(_jsonable(obj), indent=1))
+    (d / f"{name}.md").write_text(md)
+    print(f"wrote {d / f'{name}.json'} and {d / f'{name}.md'}")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "list":
+        from . import JUDGES
+
+        for t, j in JUDGES.items():
+            print(f"{t}: {j.name} ({j.unit}) — {j.measures}. Blind spots: {j.blind_spots}")
+        return 0
+    if args.command == "score":
+        from . import score
+
+        texts = list(args.texts)
+        if args.file:
+            src = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+            texts += [line.rstrip("\n") for line in src if line.strip()]
+        if not texts:
+            raise JudgeArgumentError("give texts to score (arguments or --file)")
+        for t, v in zip(texts, score(args.trait, texts)):
+            print(f"{v:.4g}\t{t}")
+        return 0
+    if args.command == "validate":
+        from .validate import markdown, validate_judges
+
+        res = validate_judges(args.pairs)
+        print(markdown(res), end="")
+        if args.out:
+            _write(res, args.out, "validate", markdown(res))
+        return 0
+    if args.command == "behaviour":
+        from .behaviour import DEFAULT_TRAITS, BehaviourConfig, run_behaviour, write_results
+
+        models = _models(args.run_dir)
+        layers = _layers(args.layers, models)
+        cfg = BehaviourConfig(traits=tuple(args.traits or DEFAULT_TRAITS), methods=tuple(args.methods),
+                              controls=tuple(args.controls), alpha=args.alpha, alpha_grid=tuple(args.alpha_grid),
+                              n_prompts=args.prompts, max_new_tokens=args.max_new_tokens, sampled=args.sampled,
+                              batch_rows=args.batch_rows, seed=args.seed, fluency_prompts=args.fluency_prompts)
+        directions = [(s, t) for s in models for t in models
+                      if s != t and args.source in (None, s) and args.target in (None, t)]
+        res = run_behaviour(args.run_dir, cfg, layers=layers, directions=directions, out_dir=args.out,
+                            with_logprob=not args.no_logprob)
+        for path in write_results(res, args.out):
+            print(f"wrote {path}")
+        return 0
+    if args.command == "ood":
+        from .ood import markdown, ood_evaluation
+
+        layers = _layers(args.layers, _models(args.shipped_run))
+        res = ood_evaluation(args.shipped_run, args.ood_run, layers, tuple(args.methods))
+        _write(res, args.out, "ood_results", markdown(res))
+        return 0
+    if args.command == "fewshot":
+        from .fewshot import markdown, run_fewshot
+
+        layers = _layers(args.layers, _models(args.run_dir))
+        settings = [(1, 2), (1, None), (2, None), (4, None), (25, 2), (25, None)]
+        res = run_fewshot(args.run_dir, layers, tuple(args.methods), repeats=args.repeats,
+                          steer_traits=tuple(args.steer_traits), steer_settings=settings if args.steer_traits else ())
+        _write(res, args.out, "fewshot_results", markdown(res))
+        from .figures import fewshot_figure
+
+        print(f"wrote {fewshot_figure(res, Path(args.out) / 'fewshot.png')}")
+        return 0
+    if args.command == "merge":
+        from .behaviour import write_results
+
+        merged = None
+        for src in args.inputs:
+            path = Path(src) / "behaviour_results.json" if Path(src).is_dir() else Path(src)
+            if not path.is_file():
+                raise JudgeArgumentError(f"{path}: no behaviour_results.json")
+            res = json.loads(path.read_text())
+            if merged is None:
+                merged = res
+            else:
+                have = {(d["source"], d["target"]) for d in merged["directions"]}
+                merged["directions"] += [d for d in res["directions"] if (d["source"], d["target"]) not in have]
+        for path in write_results(merged, args.out):
+            print(f"wrote {path}")
+        return 0
+    if args.command == "figures":
+        from .figures import redraw
+
+        for path in redraw(args.out_dir):
+            print(f"wrote {path}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    cli_main(main)

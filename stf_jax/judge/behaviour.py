@@ -1,0 +1,520 @@
+"""Behavioural evaluation: does a transferred vector change what the target writes, as judged independently?
+
+For each directed pair (source → target) at the steered layers, on the alignment's split of the run's
+pairs (`stf_jax.steer.evaluate.condition_vectors`: native trait vectors, one per transfer method carried
+leave-one-trait-out, and the zero_shot / random / shuffled controls):
+
+1. the strength `a` (units of the layer's mean residual norm) is chosen per target model on the 8
+   calibration prompts with native vectors only: the largest `a` on the grid whose steered texts stay
+   fluent on average over the judged traits and both signs (`fluency.guard`: mean drop of the unsteered
+   model's per-token log-prob ≤ 1.0 nat, repetition-rate rise ≤ 0.15);
+2. the 24 held-out neutral prompts are answered greedily (`max_new_tokens` new tokens, the model's chat
+   template) unsteered and with every condition × judged trait × sign (±a); steering covers the prompt
+   and every generated token, as `stf_jax.steer generate` does;
+3. each text is judged (`stf_jax.judge.JUDGES`) and fluency-scored; per trait and condition: the judge
+   change at +a and at −a against the unsteered text of the same prompt, the effect (half the +a − −a
+   difference), its ratio to the native effect — all with paired bootstrap intervals over prompts — and
+   the fluency guard. Pooled over traits: the mean standardized effect (effect / SD of the unsteered
+   scores) and its ratio to native.
+
+Many conditions share one compiled generation: each row of a batch carries its own steering vector
+(an `Intervention` whose vectors are [L, B, 1, D]; the decoder broadcasts them per row), so a batch holds
+whole groups of the prompts, each group with its (condition, trait, ±a). Generations are cached in
+OUT/generations/ and reused when the same vector, strength and prompts come again (resumable).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import JUDGES, fluency, judge_for
+from . import prompts as prompt_sets
+
+DEFAULT_TRAITS = ("verbosity", "formality", "optimism", "enthusiasm", "technical_complexity", "hedging",
+                  "emotional_tone")
+
+
+@dataclasses.dataclass(frozen=True)
+class BehaviourConfig:
+    """Settings of the behavioural evaluation (recorded in behaviour_results.json).
+
+    alpha: a fixed strength for every target (None: choose per target from alpha_grid on the calibration
+    prompts). methods / controls: as in `stf_jax.steer.evaluate.SteerConfig`. sampled: also generate with
+    temperature/top_p sampling (seeded) for `sampled_conditions`. batch_rows: rows per generation call
+    (a multiple of the prompt count is used). fluency_tokens: completion tokens scored for log-prob;
+    fluency_prompts: score log-prob on the first N prompts only (None: all; the rest are NaN, left out of means)."""
+
+    traits: tuple[str, ...] = DEFAULT_TRAITS
+    methods: tuple[str, ...] = ("procrustes", "affine", "linear")
+    controls: tuple[str, ...] = ("zero_shot", "random", "shuffled")
+    alpha: float | None = None
+    alpha_grid: tuple[float, ...] = (0.1, 0.2, 0.3)
+    n_prompts: int = 24
+    n_calibration: int = 8
+    max_new_tokens: int = 48
+    sampled: bool = False
+    sampled_conditions: tuple[str, ...] = ("native", "affine", "random")
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 0
+    bootstrap: int = 1000
+    k: int = 256
+    ridge: float = 0.1
+    batch_rows: int = 192
+    fluency_tokens: int = 32
+    fluency_prompts: int | None = None
+    chat_template: bool = True
+    max_logprob_drop: float = fluency.MAX_LOGPROB_DROP
+    max_repetition_rise: float = fluency.MAX_REPETITION_RISE
+
+    def __post_init__(self):
+        for t in self.traits:
+            judge_for(t)
+        if not 1 <= self.n_prompts <= len(prompt_sets.EVAL):
+            raise ValueError(f"n_prompts must lie in 1..{len(prompt_sets.EVAL)}")
+        if not 1 <= self.n_calibration <= len(prompt_sets.CALIBRATION):
+            raise ValueError(f"n_calibration must lie in 1..{len(prompt_sets.CALIBRATION)}")
+
+
+# ---------------------------------------------------------------- generation with a vector per row
+
+
+def _row_intervention(cfg, layer: int, row_vectors: np.ndarray, positions: np.ndarray):
+    """Additive steering at hidden-state index `layer` with one vector per row: row_vectors [B, D] already
+    scaled (alpha · scale · unit vector; zeros = unsteered)."""
+    import jax.numpy as jnp
+
+    from ..models.decoder import Intervention
+
+    L, (b, d) = cfg.n_layers, row_vectors.shape
+    vectors = np.zeros((L, b, 1, d), np.float32)
+    vectors[layer - 1, :, 0, :] = row_vectors
+    add = np.zeros(L, np.float32)
+    add[layer - 1] = 1.0
+    z = np.zeros(L, np.float32)
+    return Intervention(jnp.asarray(vectors), jnp.asarray(add), jnp.asarray(z), jnp.asarray(z),
+                        jnp.asarray(positions, jnp.float32))
+
+
+def _spec_key(vector: np.ndarray | None, alpha: float, prompts: Sequence[str], layer: int, mode: str,
+              max_new_tokens: int) -> str:
+    h = hashlib.sha1()
+    h.update(json.dumps([list(prompts), layer, mode, max_new_tokens, round(float(alpha), 6)]).encode())
+    if vector is not None and alpha != 0.0:
+        h.update(np.ascontiguousarray(np.asarray(vector, np.float32)).tobytes())
+    return h.hexdigest()[:20]
+
+
+class GenerationCache:
+    """{key: [texts]} persisted as JSON lines (one spec per line), appended as batches finish."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.data = path, {}
+        if path is not None and path.exists():
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    rec = json.loads(line)
+                    self.data[rec["key"]] = rec["texts"]
+
+    def add(self, key: str, texts: list[str], meta: dict):
+        self.data[key] = texts
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a") as f:
+                f.write(json.dumps({"key": key, **meta, "texts": texts}, ensure_ascii=False) + "\n")
+
+
+def generate_specs(model, layer: int, prompts: Sequence[str], specs: Sequence[dict], scale: float,
+                   cfg: BehaviourConfig, cache: GenerationCache, mode: str = "greedy", log=print) -> list[list[str]]:
+    """Texts [spec][prompt] for specs {"vector": unit [D] | None, "alpha": float, ...}: every prompt under every
+    spec. Cached specs are reused; the rest run in batches of whole prompt groups (one compiled shape)."""
+    from ..models.generate import generate
+    from ..steer.inject import position_mask
+
+    keys = [_spec_key(s["vector"], s["alpha"], prompts, layer, mode, cfg.max_new_tokens) for s in specs]
+    todo = [i for i, k in enumerate(keys) if k not in cache.data]
+    todo = list(dict.fromkeys(todo))
+    seen: set[str] = set()
+    todo = [i for i in todo if not (keys[i] in seen or seen.add(keys[i]))]
+    n_p = len(prompts)
+    groups = max(1, cfg.batch_rows // n_p)
+    chat = cfg.chat_template and getattr(model.tokenizer, "chat_template", None) is not None
+    sampling = dict(temperature=cfg.temperature, top_p=cfg.top_p) if mode == "sampled" else {}
+    t0 = time.perf_counter()
+    for start in range(0, len(todo), groups):
+        chunk = todo[start:start + groups]
+        padded = chunk + [None] * (groups - len(chunk))  # fixed batch shape: pad with unsteered groups
+        rows = np.zeros((groups * n_p, model.config.d_model), np.float32)
+        for g, i in enumerate(padded):
+            if i is not None and specs[i]["vector"] is not None and specs[i]["alpha"] != 0.0:
+                rows[g * n_p:(g + 1) * n_p] = specs[i]["alpha"] * scale * np.asarray(specs[i]["vector"], np.float32)
+        texts = generate(model, list(prompts) * groups, max_new_tokens=cfg.max_new_tokens, chat_template=chat,
+                         intervention_for=lambda m, r=rows: _row_intervention(model.config, layer, r, position_mask(m)),
+                         seed=cfg.seed + start, **sampling)
+        for g, i in enumerate(chunk):
+            meta = {k: v for k, v in specs[i].items() if k != "vector"}
+            cache.add(keys[i], texts[g * n_p:(g + 1) * n_p], {**meta, "mode": mode, "layer": layer})
+        log(f"    generated {min(start + groups, len(todo))}/{len(todo)} groups of {n_p} "
+            f"({time.perf_counter() - t0:.0f}s)")
+    return [cache.data[k] for k in keys]
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def _boot_idx(n: int, n_boot: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, (n_boot, n))
+
+
+def _ci(point: float, samples: np.ndarray) -> dict[str, float]:
+    s = samples[np.isfinite(samples)]
+    if s.size == 0:
+        return {"mean": float(point), "lo": float("nan"), "hi": float("nan")}
+    lo, hi = np.percentile(s, [2.5, 97.5])
+    return {"mean": float(point), "lo": float(lo), "hi": float(hi)}
+
+
+def _nanmean_rows(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Bootstrap means of x [n] over resampled indices idx [B, n], ignoring NaN."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x[idx], axis=1)
+
+
+def condition_stats(base: np.ndarray, plus: np.ndarray, minus: np.ndarray, native_effect: np.ndarray | None,
+                    idx: np.ndarray) -> dict[str, Any]:
+    """Judge scores [n] of the unsteered, +a and −a texts of the same prompts -> changes with paired CIs.
+
+    effect = (plus − minus) / 2 per prompt; ratio = mean effect / mean native effect (prompts resampled
+    jointly on both sides). NaN scores (no words) drop that prompt from the mean concerned."""
+    with np.errstate(invalid="ignore"):
+        d_plus, d_minus, effect = plus - base, minus - base, (plus - minus) / 2.0
+
+    def mean_ci(x):
+        return _ci(float(np.nanmean(x)) if np.isfinite(x).any() else float("nan"), _nanmean_rows(x, idx))
+
+    out = {"delta_plus": mean_ci(d_plus), "delta_minus": mean_ci(d_minus), "effect": mean_ci(effect),
+           "n_prompts": int(np.isfinite(effect).sum())}
+    if native_effect is not None:
+        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            point = np.nanmean(effect) / np.nanmean(native_effect)
+        out["ratio_to_native"] = _ci(float(point), _nanmean_rows(effect, idx) / _nanmean_rows(native_effect, idx))
+    return out
+
+
+def fluency_stats(lp_base, lp_plus, lp_minus, rep_base, rep_plus, rep_minus, cfg: BehaviourConfig) -> dict:
+    """Mean log-prob drop and repetition rise at ±a against the unsteered texts, and the guard."""
+    def nm(x):
+        return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
+
+    out = {}
+    for sign, lp, rep in (("plus", lp_plus, rep_plus), ("minus", lp_minus, rep_minus)):
+        drop = nm(lp_base - lp) if lp is not None else float("nan")
+        rise = nm(rep - rep_base)
+        out[f"logprob_drop_{sign}"] = drop
+        out[f"repetition_rise_{sign}"] = rise
+        out[f"empty_{sign}"] = None
+        out[f"guard_{sign}"] = fluency.guard(drop, rise, cfg.max_logprob_drop, cfg.max_repetition_rise) \
+            if lp is not None else bool(rise <= cfg.max_repetition_rise)
+    out["guard"] = bool(out["guard_plus"] and out["guard_minus"])
+    return out
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def _scale(model, layer: int, prompts: Sequence[str], chat: bool) -> float:
+    """The layer's mean residual norm over the (chat-formatted) prompts' tokens after the first."""
+    from ..steer.inject import residual_norms
+
+    texts, special = fluency.format_prompts(model, prompts, chat)
+    ids, mask = model.encode(texts, padding_side="left", add_special_tokens=special)
+    h = np.asarray(model.hidden_states(ids, mask, [layer]))[0]
+    total, count = residual_norms(h, mask)
+    return total / count
+
+
+def _fluency_all(model, prompts: Sequence[str], texts: Sequence[Sequence[str]], chat: bool, cfg: BehaviourConfig,
+                 with_logprob: bool) -> tuple[np.ndarray | None, np.ndarray]:
+    """Unsteered log-prob and repetition rate of every spec's texts: ([S, P] or None, [S, P]), one batched pass."""
+    flat = [t for tx in texts for t in tx]
+    rep = fluency.repetition_rates(flat).reshape(len(texts), len(prompts))
+    if not with_logprob:
+        return None, rep
+    n = len(prompts) if cfg.fluency_prompts is None else min(cfg.fluency_prompts, len(prompts))
+    part = fluency.unsteered_logprob(model, list(prompts[:n]) * len(texts), [t for tx in texts for t in tx[:n]], chat,
+                                     cfg.fluency_tokens)
+    lp = np.full((len(texts), len(prompts)), np.nan)
+    lp[:, :n] = part.reshape(len(texts), n)
+    return lp, rep
+
+
+def calibrate(model, layer: int, scale: float, conds: dict, cfg: BehaviourConfig, cache: GenerationCache,
+              with_logprob: bool = True, log=print) -> dict[str, Any]:
+    """Choose `a` on the calibration prompts: the largest grid value whose native steering stays fluent
+    (mean over traits and signs of the log-prob drop and repetition rise within the guard)."""
+    prompts = list(prompt_sets.CALIBRATION[:cfg.n_calibration])
+    specs = [{"condition": "unsteered", "trait": "", "alpha": 0.0, "vector": None}]
+    for a in cfg.alpha_grid:
+        for t in cfg.traits:
+            for sign in (1.0, -1.0):
+                specs.append({"condition": "native", "trait": t, "alpha": sign * a, "vector": conds["native"][t]})
+    texts = generate_specs(model, layer, prompts, specs, scale, cfg, cache, log=log)
+    chat = cfg.chat_template and getattr(model.tokenizer, "chat_template", None) is not None
+    lp, rep = _fluency_all(model, prompts, texts, chat, cfg, with_logprob)
+    base_texts = texts[0]
+    rows = []
+    for a in cfg.alpha_grid:
+        drops, rises, effects = [], [], []
+        for t in cfg.traits:
+            judge = JUDGES[t]
+            base = judge(base_texts)
+            sd = float(np.nanstd(base)) or 1.0
+            got = {}
+            for sign in (1.0, -1.0):
+                i = next(j for j, s in enumerate(specs) if s["condition"] == "native" and s["trait"] == t
+                         and s["alpha"] == sign * a)
+                if lp is not None:
+                    drops.append(np.nanmean(lp[0] - lp[i]))
+                rises.append(np.nanmean(rep[i] - rep[0]))
+                got[sign] = judge(texts[i])
+            with np.errstate(invalid="ignore"):
+                effects.append(np.nanmean((got[1.0] - got[-1.0]) / 2.0) / sd)
+        row = {"alpha": a, "logprob_drop": float(np.mean(drops)) if drops else float("nan"),
+               "repetition_rise": float(np.mean(rises)), "std_effect": float(np.nanmean(effects)),
+               "std_effect_per_trait": dict(zip(cfg.traits, map(float, effects)))}
+        row["fluent"] = fluency.guard(row["logprob_drop"], row["repetition_rise"], cfg.max_logprob_drop,
+                                      cfg.max_repetition_rise) if with_logprob else \
+            bool(row["repetition_rise"] <= cfg.max_repetition_rise)
+        rows.append(row)
+        log(f"  calibration a={a}: log-prob drop {row['logprob_drop']:.2f}, repetition rise "
+            f"{row['repetition_rise']:.3f}, standardized native effect {row['std_effect']:.2f}, "
+            f"{'fluent' if row['fluent'] else 'NOT fluent'}")
+    fluent = [r["alpha"] for r in rows if r["fluent"]]
+    chosen = max(fluent) if fluent else min(cfg.alpha_grid)
+    return {"grid": rows, "alpha": chosen, "prompts": prompts,
+            "rule": "largest grid alpha whose native steering keeps the mean log-prob drop <= "
+                    f"{cfg.max_logprob_drop} nat/token and repetition rise <= {cfg.max_repetition_rise} "
+                    "(mean over judged traits and both signs), on the calibration prompts"}
+
+
+def evaluate_direction(model, source: str, target: str, layer_s: int, layer_t: int, conds: dict, notes: dict,
+                       cfg: BehaviourConfig, out_dir: Path | None, with_logprob: bool = True, log=print) -> dict:
+    chat = cfg.chat_template and getattr(model.tokenizer, "chat_template", None) is not None
+    prompts = list(prompt_sets.EVAL[:cfg.n_prompts])
+    scale = _scale(model, layer_t, prompts, chat)
+    cache = GenerationCache(out_dir / "generations" / f"{source}__to__{target}.jsonl" if out_dir else None)
+    entry: dict[str, Any] = {"source": source, "target": target, "layer_source": layer_s, "layer_target": layer_t,
+                             "mean_norm": scale, "chat_template": chat,
+                             "cosine_to_native": notes.get("cosine_to_native"),
+                             "shuffled_from": notes.get("shuffled_from")}
+    if cfg.alpha is None:
+        entry["calibration"] = calibrate(model, layer_t, scale, conds, cfg, cache, with_logprob, log)
+        a = entry["calibration"]["alpha"]
+    else:
+        a = cfg.alpha
+    entry["alpha"] = a
+    log(f"  {source}->{target}: a = {a} (x mean |h| {scale:.1f})")
+    modes = ["greedy"] + (["sampled"] if cfg.sampled else [])
+    entry["modes"] = {}
+    idx = _boot_idx(len(prompts), cfg.bootstrap, cfg.seed)
+    for mode in modes:
+        names = [c for c in conds if mode == "greedy" or c in cfg.sampled_conditions]
+        specs = [{"condition": "unsteered", "trait": "", "alpha": 0.0, "vector": None}]
+        for c in names:
+            for t in cfg.traits:
+                for sign in (1.0, -1.0):
+                    specs.append({"condition": c, "trait": t, "alpha": sign * a, "vector": conds[c][t]})
+        log(f"  {mode}: {len(specs)} specs x {len(prompts)} prompts")
+        texts = generate_specs(model, layer_t, prompts, specs, scale, cfg, cache, mode, log)
+        where = {(s["condition"], s["trait"], np.sign(s["alpha"])): i for i, s in enumerate(specs)}
+        base_texts = texts[0]
+        lp_all, rep_all = _fluency_all(model, prompts, texts, chat, cfg, with_logprob)
+        lp0, rep0 = (lp_all[0] if lp_all is not None else None), rep_all[0]
+        per: dict[str, dict] = {c: {"traits": {}} for c in names}
+        std_effects: dict[str, list[np.ndarray]] = {c: [] for c in names}
+        unsteered = {}
+        for t in cfg.traits:
+            judge = JUDGES[t]
+            base = judge(base_texts)
+            sd = float(np.nanstd(base)) or 1.0
+            unsteered[t] = {"mean": float(np.nanmean(base)), "sd": sd}
+            native_effect = None
+            for c in names:
+                sc = {}
+                for sign in (1.0, -1.0):
+                    i = where[(c, t, sign)]
+                    sc[sign] = (judge(texts[i]), lp_all[i] if lp_all is not None else None, rep_all[i], texts[i])
+                with np.errstate(invalid="ignore"):
+                    eff = (sc[1.0][0] - sc[-1.0][0]) / 2.0
+                if c == "native":
+                    native_effect = eff
+                row = condition_stats(base, sc[1.0][0], sc[-1.0][0], None if c == "native" else native_effect, idx)
+                row.update(fluency_stats(lp0, sc[1.0][1], sc[-1.0][1], rep0, sc[1.0][2], sc[-1.0][2], cfg))
+                row["empty_plus"] = int(sum(not x.strip() for x in sc[1.0][3]))
+                row["empty_minus"] = int(sum(not x.strip() for x in sc[-1.0][3]))
+                row["example"] = {"prompt": prompts[0], "unsteered": base_texts[0], "plus": sc[1.0][3][0],
+                                  "minus": sc[-1.0][3][0]}
+                per[c]["traits"][t] = row
+                std_effects[c].append(eff / sd)
+        # pooled over traits: mean standardized effect (prompts resampled jointly across traits)
+        nat = np.stack(std_effects["native"]) if "native" in std_effects else None
+        for c in names:
+            e = np.stack(std_effects[c])  # [T, P]
+            per_prompt = np.nanmean(e, 0)
+            pooled = {"std_effect": _ci(float(np.nanmean(per_prompt)), _nanmean_rows(per_prompt, idx)),
+                      "n_guard_pass": int(sum(per[c]["traits"][t]["guard"] for t in cfg.traits)),
+                      "n_traits": len(cfg.traits)}
+            if nat is not None and c != "native":
+                nat_pp = np.nanmean(nat, 0)
+                pooled["ratio_to_native"] = _ci(float(np.nanmean(per_prompt) / np.nanmean(nat_pp)),
+                                                _nanmean_rows(per_prompt, idx) / _nanmean_rows(nat_pp, idx))
+                pooled["n_effect_ci_above_zero"] = int(sum(per[c]["traits"][t]["effect"]["lo"] > 0
+                                                           for t in cfg.traits))
+            else:
+                pooled["n_effect_ci_above_zero"] = int(sum(per[c]["traits"][t]["effect"]["lo"] > 0
+                                                           for t in cfg.traits))
+            per[c]["pooled"] = pooled
+        entry["modes"][mode] = {"conditions": per, "unsteered": unsteered,
+                                "unsteered_logprob": float(np.nanmean(lp0)) if lp0 is not None else None,
+                                "unsteered_repetition": float(np.mean(rep0))}
+        for c in names:
+            p = per[c]["pooled"]
+            log(f"  {mode} {c}: standardized effect {p['std_effect']['mean']:.2f} "
+                f"[{p['std_effect']['lo']:.2f}, {p['std_effect']['hi']:.2f}]"
+                + (f", ratio {p['ratio_to_native']['mean']:.2f}" if "ratio_to_native" in p else "")
+                + f", guard {p['n_guard_pass']}/{p['n_traits']}")
+    return entry
+
+
+def run_behaviour(run_dir: str | Path, cfg: BehaviourConfig = BehaviourConfig(),
+                  layers: dict[tuple[str, str], tuple[int, int]] | None = None, layer: int = -6,
+                  directions: Sequence[tuple[str, str]] | None = None, out_dir: str | Path | None = None,
+                  with_logprob: bool = True, log=print) -> dict[str, Any]:
+    """The behavioural evaluation over the directed model pairs of an extraction run (see the module doc)."""
+    from ..align.inputs import AlignInputError, find_models, load_vectors, make_trials, pair_table, zero_rows
+    from ..models.loading import load_model
+    from ..steer.evaluate import SteerConfig, condition_vectors
+
+    t_start = time.perf_counter()
+    out = Path(out_dir) if out_dir is not None else None
+    refs = find_models([run_dir])
+    names = sorted(refs)
+    if directions is None:
+        directions = [(s, t) for s in names for t in names if s != t]
+    table, orders = pair_table([refs[m] for m in names])
+    missing = sorted(set(cfg.traits) - set(table.trait_names))
+    if missing:
+        raise AlignInputError(f"trait(s) {missing} are not in {run_dir}; it has {list(table.trait_names)}")
+    scfg = SteerConfig(methods=cfg.methods, controls=cfg.controls, k=cfg.k, ridge=cfg.ridge, seed=cfg.seed,
+                       traits=cfg.traits)
+    results: dict[str, Any] = {"run_dir": str(run_dir), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                               "config": dataclasses.asdict(cfg), "judges": {t: {
+                                   "judge": JUDGES[t].name, "unit": JUDGES[t].unit, "measures": JUDGES[t].measures,
+                                   "blind_spots": JUDGES[t].blind_spots} for t in cfg.traits},
+                               "prompts": list(prompt_sets.EVAL[:cfg.n_prompts]), "directions": []}
+    models: dict[str, Any] = {}
+    for s_name, t_name in directions:
+        t0 = time.perf_counter()
+        ls, lt = (layers or {}).get((s_name, t_name)) or (refs[s_name].resolve_layer(layer),
+                                                          refs[t_name].resolve_layer(layer))
+        x_s = load_vectors(refs[s_name], ls, orders[refs[s_name].run_dir])
+        x_t = load_vectors(refs[t_name], lt, orders[refs[t_name].run_dir])
+        trials = make_trials(table, 1, cfg.seed, 0.2, 0.1, exclude=zero_rows(x_s) | zero_rows(x_t))
+        conds, notes = condition_vectors(x_s, x_t, np.asarray(table.traits), trials.train[0], trials.val[0], scfg,
+                                         only=list(cfg.traits))
+        log(f"{s_name}->{t_name} (layers {ls}->{lt}): vectors ready ({time.perf_counter() - t0:.0f}s); cosine to "
+            "native " + ", ".join(f"{c} {np.mean(list(v.values())):.2f}" for c, v in notes["cosine_to_native"].items()))
+        if t_name not in models:
+            models[t_name] = load_model(t_name)
+        entry = evaluate_direction(models[t_name], s_name, t_name, ls, lt, conds, notes, cfg, out, with_logprob, log)
+        entry["seconds"] = time.perf_counter() - t0
+        results["directions"].append(entry)
+        if out is not None:  # partial results survive an interruption
+            write_results(results, out)
+    results["seconds"] = time.perf_counter() - t_start
+    return results
+
+
+# ---------------------------------------------------------------- output
+
+
+def _f(ci: dict | None, digits: int = 2) -> str:
+    if not ci or ci.get("mean") is None or not np.isfinite(ci["mean"]):
+        return "–"
+    if not np.isfinite(ci.get("lo", np.nan)):
+        return f"{ci['mean']:.{digits}f}"
+    return f"{ci['mean']:.{digits}f} [{ci['lo']:.{digits}f}, {ci['hi']:.{digits}f}]"
+
+
+def markdown(results: dict[str, Any], mode: str = "greedy") -> str:
+    lines = ["# Behavioural evaluation (independent judges)", "",
+             f"Run: `{results['run_dir']}`; {len(results['prompts'])} held-out neutral prompts, "
+             f"{results['config']['max_new_tokens']} new tokens, {mode} decoding. Judge change against the "
+             "unsteered text of the same prompt at +a and −a; effect = (+a − −a)/2; ratio = effect / native "
+             "effect; 95% paired bootstrap intervals over prompts. Guard: unsteered-model log-prob drop ≤ "
+             f"{results['config']['max_logprob_drop']} nat/token and repetition-rate rise ≤ "
+             f"{results['config']['max_repetition_rise']} at both signs.", ""]
+    for d in results["directions"]:
+        m = d["modes"].get(mode)
+        if m is None:
+            continue
+        lines += [f"## {d['source']} → {d['target']} (layers {d['layer_source']} → {d['layer_target']}, "
+                  f"a = {d['alpha']} × mean |h|)", ""]
+        if "calibration" in d:
+            lines += ["Choice of a (calibration prompts, native vectors): "
+                      + "; ".join(f"a={r['alpha']}: drop {r['logprob_drop']:.2f}, rep +{r['repetition_rise']:.3f}, "
+                                  f"std effect {r['std_effect']:.2f}{'' if r['fluent'] else ' (not fluent)'}"
+                                  for r in d["calibration"]["grid"]), ""]
+        lines += ["| condition | std effect (pooled) | ratio to native | traits with effect CI > 0 | guard |",
+                  "| --- | --- | --- | --- | --- |"]
+        for c, row in m["conditions"].items():
+            p = row["pooled"]
+            lines.append(f"| {c} | {_f(p['std_effect'])} | {_f(p.get('ratio_to_native'))} | "
+                         f"{p['n_effect_ci_above_zero']}/{p['n_traits']} | {p['n_guard_pass']}/{p['n_traits']} |")
+        lines += ["", "| trait (judge) | condition | Δ at +a | Δ at −a | effect | ratio to native | log-prob drop ± | "
+                  "repetition rise ± | guard |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for t in results["config"]["traits"]:
+            for c, row in m["conditions"].items():
+                r = row["traits"][t]
+                lines.append(f"| {t} ({results['judges'][t]['judge']}) | {c} | {_f(r['delta_plus'])} | "
+                             f"{_f(r['delta_minus'])} | {_f(r['effect'])} | {_f(r.get('ratio_to_native'))} | "
+                             f"{r['logprob_drop_plus']:.2f} / {r['logprob_drop_minus']:.2f} | "
+                             f"{r['repetition_rise_plus']:+.3f} / {r['repetition_rise_minus']:+.3f} | "
+                             f"{'ok' if r['guard'] else 'FAIL'} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    return obj
+
+
+def write_results(results: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "behaviour_results.json", out / "behaviour_results.md"]
+    paths[0].write_text(json.dumps(_jsonable(results), indent=1))
+    paths[1].write_text(markdown(results))
+    return paths
