@@ -38,6 +38,13 @@ def one_line(exc: BaseException) -> str:
     return " | ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
+def yaml_problem(exc: BaseException) -> str:
+    """A YAML parse error as 'line L, column C: problem' (PyYAML's own message spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark is not None else problem
+
+
 def report_user_error(exc: BaseException) -> int:
     """For a main() that catches its expected errors itself (so a direct call returns the exit code):
     print the one line and return 2, or re-raise under --debug / STF_JAX_DEBUG=1. Call inside `except`."""

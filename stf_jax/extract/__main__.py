@@ -17,7 +17,7 @@ import sys
 
 import yaml
 
-from ..errors import UserError, cli_main
+from ..errors import UserError, cli_main, yaml_problem
 from .run import ExtractOptions, extract_corpus, extract_pairs
 
 
@@ -85,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         except OSError as e:
             raise ExtractConfigError(f"--config {args.config}: cannot read ({e.strerror or e})") from None
         except (UnicodeDecodeError, yaml.YAMLError) as e:
-            raise ExtractConfigError(f"--config {args.config}: not valid YAML ({' '.join(str(e).split())})") from None
+            raise ExtractConfigError(f"--config {args.config}: not valid YAML ({yaml_problem(e)})") from None
         if not isinstance(cfg, dict):
             raise ExtractConfigError(f"--config {args.config}: expected a mapping of flag names to values")
         known = {a.dest for a in parser._actions}

@@ -443,11 +443,6 @@ def _extract(mode, models: Sequence[str], out_dir: str | Path, opts: ExtractOpti
             return []
     data_size = make_mesh(opts.model_parallel).shape["data"]
     plans = _plan_models(mode, models, layer_spec, opts)  # every argument checked before any work or file
-    if pairs is not None and not opts.chat_template:
-        prompted = sum(bool(p.prompt) for p in pairs)
-        if prompted:
-            _warn(f"note: {prompted} of {len(pairs)} pairs have a 'prompt'; it is used only with --chat-template "
-                  "(as the user turn), so it is ignored here")
 
     lock = DirLock(run.root, "extraction") if pid == 0 else None
     try:
@@ -462,6 +457,11 @@ def _extract(mode, models: Sequence[str], out_dir: str | Path, opts: ExtractOpti
             print(f"{out_dir}: already complete (manifest.json present, checksums verified); nothing to do")
             _barrier("finished")
             return []
+        if pairs is not None and not opts.chat_template and pid == 0:
+            prompted = sum(bool(p.prompt) for p in pairs)
+            if prompted:
+                _warn(f"note: {prompted} of {len(pairs)} pairs have a 'prompt'; it is used only with --chat-template "
+                      "(as the user turn), so it is ignored here")
         return _compute(mode, plans, run, opts, dtype, data_size, layer_spec, source, pairs, pid, nproc)
     finally:
         if lock is not None:

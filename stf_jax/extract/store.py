@@ -203,7 +203,7 @@ class RunDir:
                     return True
                 if is_writer:
                     if log:
-                        log(f"{self.root}: finished run is damaged ({'; '.join(problems[:3])}"
+                        log(f"warning: {self.root}: finished run is damaged ({'; '.join(problems[:3])}"
                             f"{'; …' if len(problems) > 3 else ''}); recomputing")
                     self.manifest_path.unlink(missing_ok=True)
         elif self.root.exists() and any(p.name != ".lock" for p in self.root.iterdir()) and not overwrite:

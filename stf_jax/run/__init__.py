@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from ..errors import UserError
+from ..errors import UserError, yaml_problem
 from ..safe_paths import inside, is_safe_name, safe_name
 
 STAGES = ("extract", "corpus", "align", "steer", "export", "report")
@@ -61,7 +61,7 @@ def load_experiment(path: str | Path, out: str | None = None) -> Experiment:
     except UnicodeDecodeError as e:
         raise ExperimentError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     except yaml.YAMLError as e:
-        raise ExperimentError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+        raise ExperimentError(f"{path}: not valid YAML ({yaml_problem(e)})") from None
     if not isinstance(raw, dict):
         raise ExperimentError(f"{path}: expected a mapping of keys (name, models, ...), got {type(raw).__name__}")
     unknown = sorted(set(raw) - _TOP)
