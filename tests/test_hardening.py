@@ -74,6 +74,8 @@ def runs(tmp_path_factory, llama, tiny_model_dir):
     pairs = _pairs()
     pfile = root / "pairs.jsonl"
     save_pairs(pairs, pfile)
+    (root / "kept").mkdir()
+    save_pairs(pairs, root / "kept" / "pairs.jsonl")  # an explicit copy (the runs must not need it)
     swapped = root / "swapped.jsonl"
     save_pairs([ContrastPair(p.id, p.trait, p.negative, p.positive, p.prompt) for p in pairs], swapped)
     mistral = str(tiny_model_dir("mistral_window"))
@@ -149,7 +151,7 @@ def test_item02_runs_from_different_texts_under_the_same_ids_are_refused(runs):
     root, _ = runs
     refs = find_models([root / "A", root / "C"])
     with pytest.raises(AlignInputError, match=r"different texts under the same pair ids: 8 pair\(s\) differ"):
-        pair_table(list(refs.values()), pairs=str(root / "A" / "pairs.jsonl"))
+        pair_table(list(refs.values()), pairs=load_pairs(root / "kept" / "pairs.jsonl"))
     # the same check for runs without a copy of their texts (older runs): the dataset hashes differ
     for name in ("A", "C"):
         m = json.loads((root / name / "manifest.json").read_text())
@@ -159,7 +161,7 @@ def test_item02_runs_from_different_texts_under_the_same_ids_are_refused(runs):
         (root / f"{name}_old" / "manifest.json").write_text(json.dumps(m))
     refs = find_models([root / "A_old", root / "C_old"])
     with pytest.raises(AlignInputError, match="different texts .*dataset hash"):
-        pair_table(list(refs.values()), pairs=str(root / "A" / "pairs.jsonl"))
+        pair_table(list(refs.values()), pairs=load_pairs(root / "kept" / "pairs.jsonl"))
     # the same texts are fine
     table, _ = pair_table(list(find_models([root / "A", root / "B"]).values()))
     assert table.n == 8
