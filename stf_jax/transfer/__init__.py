@@ -34,17 +34,20 @@ def fit_map(run_dir: str | Path, source: str, target: str, method: str = "affine
 
     norms=True loads both models and measures each layer's typical |h| on `norm_texts` of the run's
     texts (needed for the default relative strength of `transfer`); False skips it; a dict gives them."""
-    from .fit import fit_map_set, layer_pairs, typical_norms
+    from .fit import fit_map_set
 
+    model_types = None
     if norms is True:
-        norms = _measure_norms(run_dir, source, target, layers, norm_texts)
-    map_set = fit_map_set(run_dir, source, target, method, layers, norms=norms or None, log=log, **settings)
+        norms, model_types = _measure_norms(run_dir, source, target, layers, norm_texts)
+    map_set = fit_map_set(run_dir, source, target, method, layers, norms=norms or None, model_types=model_types,
+                          log=log, **settings)
     if out is not None:
         map_set.save(out)
     return map_set
 
 
-def _measure_norms(run_dir, source: str, target: str, layers, n_texts: int) -> dict[str, dict[int, float]]:
+def _measure_norms(run_dir, source: str, target: str, layers, n_texts: int):
+    """({model: {layer: typical |h|}}, {model: HF model_type}) from the loaded models."""
     from ..align.inputs import find_models, pair_table
     from ..models.loading import load_model
     from .fit import layer_pairs, typical_norms
@@ -52,15 +55,16 @@ def _measure_norms(run_dir, source: str, target: str, layers, n_texts: int) -> d
     refs = find_models([run_dir])
     pairs = layer_pairs(layers, refs[source], refs[target]) if source in refs and target in refs else []
     if not pairs:
-        return {}
+        return {}, {}
     table, _ = pair_table([refs[source], refs[target]])
     rng = np.random.default_rng(0)
     chosen = rng.choice(table.n, size=min(table.n, max(1, n_texts // 2)), replace=False)
     texts = [t for i in sorted(chosen) for t in (table.pairs[i].positive, table.pairs[i].negative)]
-    out = {}
+    out, types = {}, {}
     for name, lays in ((source, [ls for ls, _ in pairs]), (target, [lt for _, lt in pairs])):
-        out[name] = typical_norms(load_model(name), texts, lays)
-    return out
+        model = load_model(name)
+        out[name], types[name] = typical_norms(model, texts, lays), model.config.model_type
+    return out, types
 
 
 def transfer(vector, map_set: MapSet | str | Path, layer: int | None = None, strength: str = "relative") -> Carried:

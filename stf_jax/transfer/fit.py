@@ -98,11 +98,12 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
                 k: int | None = None, variance: float = 0.95, ridge: float = 0.1, rotation_only: bool = False,
                 adapter: AdapterConfig = AdapterConfig(), seed: int = 0, test_fraction: float = 0.2,
                 val_fraction: float = 0.1, norms: dict[str, dict[int, float]] | None = None,
-                log: Callable[[str], None] = print) -> MapSet:
+                model_types: dict[str, str] | None = None, log: Callable[[str], None] = print) -> MapSet:
     """Fit `method` maps source → target at each layer pair of `layers` (module docstring).
 
     norms: {model name: {HF layer: typical |h|}} recorded in each map (what `transfer` uses to keep a
-    vector's strength relative to the residual stream); see `typical_norms`."""
+    vector's strength relative to the residual stream); see `typical_norms`. model_types: {model name: HF
+    model_type} (the control-vector model hint; default: the run's family name)."""
     maps.method(method)
     refs = find_models([run_dir])
     for name in (source, target):
@@ -117,6 +118,8 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
     table, orders = pair_table([ref_s, ref_t])
     manifest = read_manifest(run_dir)
     info_s, info_t = _model_info(ref_s, manifest), _model_info(ref_t, manifest)
+    for info in (info_s, info_t):
+        info["model_type"] = (model_types or {}).get(info["name"], info["model_type"])
     data = {"dataset_hash": dataset_hash(table.pairs), "n_pairs": table.n, "traits": list(table.trait_names),
             "run": str(run_dir)}
     out = {}
