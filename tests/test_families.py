@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -54,6 +55,18 @@ FAMILY_TINY = {
 GGUF_TINY = {"gpt_neox": "gpt_neox", "gpt2": "gpt2", "qwen2": "qwen2_full", "qwen3": "qwen3", "phi3": "phi3"}
 FAMILY_TINY["qwen2_full"] = (FAMILY_TINY["qwen2"][0], FAMILY_TINY["qwen2"][1],
                              FAMILY_TINY["qwen2"][2] | dict(use_sliding_window=False, sliding_window=None))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """The reference models are tiny: one torch thread is faster than two that spin-wait on a busy machine
+    (transformers.generate took ~50x the CPU time with two), and cheaper for the rest of the suite."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def build_family_tiny(name: str, out_dir):
@@ -180,6 +193,7 @@ def test_family_matches_transformers(name, family_dir):
         zero = Intervention.none(cfg.n_layers, cfg.d_model, *ids.shape)
         logits, states = model.logits(ids, mask, zero, layers="all")
         states = plain = np.asarray(states)
+        plain_logits = np.asarray(logits)
         assert states.shape == ref_states.shape
         errors[padding] = max(max_rel_error(states[i], ref_states[i], mask) for i in range(len(states)))
         errors[padding + "_logits"] = max_rel_error(np.asarray(logits), ref_logits, mask)
@@ -192,6 +206,17 @@ def test_family_matches_transformers(name, family_dir):
     assert max(v for k, v in errors.items() if not k.startswith("steered")) <= 1e-5, errors
     assert max(errors["steered"], errors["steered_logits"]) <= 1e-4, errors
     assert np.abs(np.asarray(states)[1] - plain[1]).max() > 1e-3  # the edit really happened
+
+    if name in ("gpt2", "gpt_neox"):  # the cached-prefix scorer resumes at a block (learned positions, parallel residual)
+        from stf_jax.steer.propensity import scored_logprob_from
+
+        head = np.tile(np.arange(40, 48, dtype=np.int32), (len(ids), 1))  # right padding: all real tokens
+        targets = np.take_along_axis(ids, head + 1, axis=1)
+        resumed = scored_logprob_from(model.params, plain[2], ids, mask, head, targets, np.ones(head.shape, np.float32),
+                                      cfg=cfg, start=2, dtype=model.dtype)
+        full = jax.nn.log_softmax(plain_logits, axis=-1)
+        expected = np.take_along_axis(np.take_along_axis(full, head[..., None], 1), targets[..., None], 2)[..., 0]
+        np.testing.assert_allclose(np.asarray(resumed), expected.mean(-1), rtol=1e-5, atol=1e-5)
 
     if name == "gpt_neox_sequential":  # a parity variant; the generation path is the same as gpt_neox's
         return
@@ -262,7 +287,8 @@ def llama_cpp_ggufs(family_dir, tmp_path_factory):
         path = out / f"{arch}.gguf"
         jobs.append(f"{family_dir(variant)}|{path}|{GGUF_OUTTYPE[arch]}")
         result[arch] = (path, family_dir(variant))
-    done = subprocess.run([sys.executable, "-c", _CONVERT, str(src), *jobs], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", _CONVERT, str(src), *jobs], capture_output=True, text=True,
+                          env=os.environ | {"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     return result
 
@@ -302,14 +328,12 @@ REGISTRY_PARAMS = {"pythia-160m": 162_322_944, "pythia-410m": 405_334_016, "gpt2
 
 def test_registry_entries_have_the_published_shapes():
     """The hub entries' offline configs give the decoder exactly the published parameter counts."""
-    import jax
-
-    from stf_jax.models.decoder import param_shapes
+    from stf_jax.models.params import expected_shapes
     from stf_jax.models.registry import registry_config
 
     for name, expected in REGISTRY_PARAMS.items():
-        shapes = param_shapes(registry_config(name))
-        assert sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(shapes)) == expected, name
+        shapes = expected_shapes(registry_config(name))  # every weight the loader will require, HF orientation
+        assert sum(int(np.prod(x)) for x in shapes.values()) == expected, name
     neox = registry_config("pythia-160m")
     assert (neox.rope_dim, neox.parallel_residual, neox.norm, neox.tie_embeddings) == (16, True, "layer", False)
     assert registry_config("phi-3-mini-4k-instruct").layer_window == (2047,) * 32
@@ -347,3 +371,52 @@ def test_unsupported_rope_scaling_is_one_clear_line(family_dir, tmp_path):
     (d / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UserError, match=r"config\.json: RoPE scaling 'longrope' is not supported .*4k-context"):
         stf_jax.load_model(d)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("STF_JAX_SLOW_TESTS") != "1",
+                    reason="about 130 s of CPU (mostly the steer stage's compiles); STF_JAX_SLOW_TESTS=1 runs it")
+def test_pythia_experiment_runs_end_to_end_on_random_weights(tmp_path, monkeypatch):
+    """configs/experiments/pythia.yaml, every stage, with the registry's pythia-160m / pythia-410m pointing at
+    two tiny random GPT-NeoX models (same tokenizer, different widths and depths; $STF_JAX_CONFIGS) and
+    every size knob turned down."""
+    from pathlib import Path
+
+    import yaml
+
+    from stf_jax.models import registry as reg
+    from stf_jax.run.__main__ import main
+
+    exp = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/experiments/pythia.yaml").read_text())
+    shapes = {"pythia-160m": dict(hidden_size=32, num_attention_heads=2, intermediate_size=64),
+              "pythia-410m": dict(num_hidden_layers=4)}
+    (tmp_path / "configs" / "models").mkdir(parents=True)
+    for name, change in shapes.items():
+        FAMILY_TINY[name] = ("GPTNeoXConfig", "GPTNeoXForCausalLM", FAMILY_TINY["gpt_neox"][2] | change)
+        try:
+            model_dir = build_family_tiny(name, tmp_path / name)
+        finally:
+            del FAMILY_TINY[name]
+        entry = {"name": name, "source": "hub", "repo": str(model_dir)}  # a local directory is a valid "repo"
+        (tmp_path / "configs" / "models" / f"{name}.yaml").write_text(yaml.safe_dump(entry))
+    monkeypatch.setenv("STF_JAX_CONFIGS", str(tmp_path / "configs"))
+    reg.registry.cache_clear()
+    assert exp["models"] == list(shapes)
+    exp["extract"] |= {"traits": ["formality", "verbosity"], "per_trait": 8, "progress": False, "max_length": 24}
+    exp["corpus"] |= {"max_tokens_per_text": 4, "progress": False, "max_length": 24}
+    exp["align"] |= {"trials": 1, "methods": ["affine_tokens", "affine", "identity"]}
+    del exp["align"]["analyses"]["layer-6"]  # the sweep covers it
+    exp["steer"] |= {"pairs_per_trait": 2, "bootstrap": 50, "generation_prompts": 1, "max_new_tokens": 2,
+                     "self_injection_pairs": 1, "alphas": [-0.2, 0.2], "methods": ["affine"],
+                     "max_continuation_tokens": 4}
+    exp["report"] = False
+    cfg = tmp_path / "pythia_tiny.yaml"
+    cfg.write_text(yaml.safe_dump(exp))
+    try:
+        assert main([str(cfg), "--out", str(tmp_path / "run")]) == 0
+    finally:
+        reg.registry.cache_clear()
+    steer = json.loads((tmp_path / "run" / "steer" / "steer_results.json").read_text())
+    assert {"native", "affine", "zero_shot", "random", "shuffled"} <= set(steer["directions"][0]["conditions"])
+    sweep = json.loads((tmp_path / "run" / "align" / "sweep" / "results.json").read_text())
+    assert "affine_tokens" in json.dumps(sweep)

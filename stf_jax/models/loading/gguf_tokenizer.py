@@ -19,8 +19,11 @@ _LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Qwen2/2.5/3 (HF tokenizer.json and llama.cpp's QWEN2 pre-tokenizer): Llama 3's split, but one digit at a time
+_QWEN2_SPLIT = _LLAMA3_SPLIT.replace(r"\p{N}{1,3}", r"\p{N}")
 # llama.cpp pre-tokenizer names whose split regex differs from GPT-2's
 _PRE_SPLITS = {name: _LLAMA3_SPLIT for name in ("llama3", "llama-v3", "llama-bpe", "smaug-bpe", "dbrx")}
+_PRE_SPLITS["qwen2"] = _QWEN2_SPLIT
 
 
 @lru_cache(maxsize=1)
