@@ -194,3 +194,22 @@ def test_method_table_is_the_only_dispatch():
                  and p.name != "adapters.py" for i, line in enumerate(p.read_text().splitlines(), 1)
                  if pattern.search(line)]
     assert offenders == []
+
+
+def test_steering_strength_and_export_target_are_checked(tiny_model_dir, tmp_path):
+    """Issue 12 items 3 and 4: a non-finite or absurd strength, and a vector exported for a model it does not
+    fit, are one-line input errors (they used to exit 0 with empty text / a file llama.cpp cannot use)."""
+    from stf_jax.models.loading import load_model
+    from stf_jax.steer.apply import steered_completions
+    from stf_jax.steer.export import SteeringInputError, _for_target
+
+    model_dir = tiny_model_dir("gemma3_pattern")
+    model = load_model(str(model_dir))
+    d = model.config.d_model
+    for alpha in (float("nan"), float("inf"), 1e30):
+        with pytest.raises(SteeringInputError, match="not a usable number"):
+            steered_completions(model, ["hi"], {2: np.ones(d, np.float32)}, alpha, max_new_tokens=2)
+    with pytest.raises(SteeringInputError, match="d_model"):
+        _for_target(str(model_dir), np.ones(d + 3, np.float32), 2, "unit")
+    with pytest.raises(SteeringInputError, match="outside"):
+        _for_target(str(model_dir), np.ones(d, np.float32), model.config.n_layers + 5, "unit")

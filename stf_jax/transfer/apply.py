@@ -69,12 +69,14 @@ def _out_norm(strength: str, norm_in: float, pair: dict[str, Any], where: str) -
     return norm_in * float(h_t) / float(h_s)
 
 
-_APPLY: dict[int, Any] = {}
+@jax.jit
+def _call(m, u: jax.Array) -> jax.Array:
+    return m(u)  # compiled once per map structure and input shape, reused by every layer pair and call
 
 
 def _apply_unit(m, u: np.ndarray) -> np.ndarray:
-    """m(u) for unit rows u [m, d_s], normalised rows [m, d_t] (one compiled program per map structure)."""
-    y = np.asarray(jax.jit(lambda mm, x: mm(x))(m, jnp.asarray(u, jnp.float32)), np.float64)
+    """m(u) for unit rows u [m, d_s], normalised rows [m, d_t]."""
+    y = np.asarray(_call(m, jnp.asarray(u, jnp.float32)), np.float64)
     norms = np.linalg.norm(y, axis=-1, keepdims=True)
     if not np.all(norms > 0):
         raise TransferInputError("the map sends this direction to zero; it cannot be carried")
