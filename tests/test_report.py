@@ -200,6 +200,9 @@ def build_run_dir(root: Path) -> Path:
         "stage_hashes": {"extract": "a1b2c3", "align": "d4e5f6", "steer": "0718aa", "report": "99bb00"},
         "seconds": {"align": 64.9, "steer": 301.0, "total": 366.2}, "skipped": ["extract"],
         "finished": "2026-11-21T12:00:00"}))
+    for kind in JUDGE_KINDS:  # trimmed real outputs of python -m stf_jax.judge (behaviour, ood, fewshot)
+        (run / "judge" / kind).mkdir(parents=True)
+        shutil.copy(FIX / f"judge_{kind}.json", run / "judge" / kind / f"{kind}_results.json")
     return run
 
 
@@ -218,7 +221,8 @@ def report(tmp_path_factory):
 # markdown and HTML content
 
 
-EXPECTED_FIGURES = {"fig-align-pairs", "fig-pca-variance", "fig-scrambling-layer-6", "fig-scrambling-sweep",
+JUDGE_KINDS = ("behaviour", "ood", "fewshot")
+EXPECTED_FIGURES = {"fig-answer", "fig-behaviour-traits", "fig-ood", "fig-fewshot", "fig-align-pairs", "fig-pca-variance", "fig-scrambling-layer-6", "fig-scrambling-sweep",
                     "fig-sweep-sweep", "fig-steer-in-model",
                     "fig-traits-layer-6-gemma3-270m-smollm2-135m", "fig-traits-layer-6-smollm2-135m-gemma3-270m",
                     "fig-traits-sweep-gemma3-270m-smollm2-135m", "fig-traits-sweep-smollm2-135m-gemma3-270m",
@@ -230,7 +234,8 @@ def test_markdown_has_tables_and_numbers(report):
     md = report["md"].read_text()
     a = report["align"]["directions"][0]["methods"]["procrustes"]["test_centered"]
     assert f"{a['mean']:.3f} ± {a['std']:.3f}" in md  # align's own table, via stf_jax.align.report.markdown
-    for heading in ("## Experiment", "## Headline", "## Alignment overview", "## Alignment: layer-6",
+    for heading in ("## Answer", "## Behaviour: independent judges of steered text", "## Out-of-distribution pairs",
+                    "## Few-shot maps (seed 001)", "## Experiment", "## Headline", "## Alignment overview", "## Alignment: layer-6",
                     "## Alignment: sweep", "Scrambling hierarchy", "## Steering",
                     "### In-model steering", "### Transfer gemma3-270m → smollm2-135m (13→25)", "Paired comparisons",
                     "Generation check", "## Figures", "Per-trait test cosine (centered)", "## Layer sweep ("):
@@ -251,7 +256,13 @@ def test_markdown_has_tables_and_numbers(report):
     # absent conditions in the second direction are simply not rendered
     second = md.split("### Transfer smollm2-135m → gemma3-270m")[1]
     assert "`mlp`" not in second.split("## Figures")[0] and "`procrustes`" in second
-    assert report["seconds"] < 45
+    assert report["seconds"] < 60  # 18 figures (4 of them: answer, judges, OOD, few-shot)
+    # the answer comes first, configuration and stage tables last
+    order = [md.index(h) for h in ("## Answer", "## Headline", "## Alignment overview", "## Steering", "## Experiment")]
+    assert order == sorted(order)
+    answer = md.split("## Answer")[1].split("## Headline")[0]
+    assert "**Geometrically**" in answer and "**Behaviourally**" in answer and "`trait_mean`" in answer
+    assert "figures/fig-answer.png" in answer and "out-of-distribution" in answer and "judges" in answer
 
 
 def test_html_is_self_contained(report):
@@ -353,7 +364,8 @@ def test_cli_steer_only(tmp_path, capsys, report):
     printed = capsys.readouterr().out.split()
     assert printed == [str(tmp_path / "o" / "report.md"), str(tmp_path / "o" / "report.html")]
     html = Path(printed[1]).read_text()
-    assert html.count("<img") == 5 and "Alignment" not in html
+    # the answer figure + the steering figures; the answer says geometry is missing rather than guessing
+    assert html.count("<img") == 6 and "Alignment" not in html and "No geometric results in this run." in html
 
 
 # ----------------------------------------------------------------------------------------------------------------

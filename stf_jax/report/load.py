@@ -17,6 +17,7 @@ EXPECTED = """\
 expected at least one of
   RUN_DIR/align/<name>/results.json   written by `python -m stf_jax.align EXTRACT_RUN --out RUN_DIR/align/<name>`
   RUN_DIR/steer/steer_results.json    written by `python -m stf_jax.steer eval ... --out RUN_DIR/steer`
+  RUN_DIR/judge/*/{behaviour,ood,fewshot}_results.json   written by `python -m stf_jax.judge ... --out RUN_DIR/judge/<name>`
 (optionally RUN_DIR/experiment.json); `python -m stf_jax.run` writes the whole layout in one go.
 RUN_DIR may also be a single alignment output directory (holding results.json)."""
 
@@ -35,6 +36,8 @@ class Run:
     align_paths: dict[str, Path] = field(default_factory=dict)
     steer: dict[str, Any] | None = None
     steer_path: Path | None = None
+    judge: dict[str, dict[str, Any]] = field(default_factory=dict)  # behaviour | ood | fewshot -> results
+    judge_paths: dict[str, Path] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -74,7 +77,15 @@ def load_run(run_dir: str | Path) -> Run:
                 raise ReportInputError(f"{cand}: not a steer_results.json (no 'models' or 'directions')")
             run.steer, run.steer_path = data, cand
             break
-    if not run.align and run.steer is None:
+    for kind, key in (("behaviour", "directions"), ("ood", "directions"), ("fewshot", "directions")):
+        hits = sorted((root / "judge").glob(f"**/{kind}_results.json")) if (root / "judge").is_dir() else []
+        hits += [root / f"{kind}_results.json"] if (root / f"{kind}_results.json").is_file() else []
+        if hits:
+            data = _read(hits[0])
+            if not isinstance(data, dict) or key not in data:
+                raise ReportInputError(f"{hits[0]}: not a {kind}_results.json (no {key!r})")
+            run.judge[kind], run.judge_paths[kind] = data, hits[0]
+    if not run.align and run.steer is None and not run.judge:
         raise ReportInputError(f"{root}: no results to report\n{EXPECTED}")
     return run
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from . import answer
 from . import figures as F
 from .load import Run, load_run, variance_curves
 
@@ -427,12 +428,112 @@ def _steer_sections(doc: Document, run: Run) -> None:
                    f"(words) of the generated text{n}:\n\n" + md_table(header, rows))
 
 
+def _answer_section(doc: Document, run: Run) -> None:
+    """First screen: one sentence and one figure on how well transfer worked against the baselines."""
+    doc.md("## Answer\n\n" + answer.sentence(run))
+    doc.figure("answer", "How well transfer worked",
+               "Left: centered cosine of transferred vectors with the target's own, per map and baseline "
+               "(in-distribution held-out pairs and, when present, out-of-distribution pairs). Right: the behavioural "
+               "effect of transferred vectors and controls as a ratio to the target's own vector (1 = native, dotted).",
+               lambda: answer.figure(run))
+
+
+def _judge_sections(doc: Document, run: Run) -> None:
+    from ..judge import figures as JF
+
+    beh = run.judge.get("behaviour")
+    if beh:
+        cfg = beh.get("config", {})
+        judges = beh.get("judges", {})
+        doc.md("## Behaviour: independent judges of steered text\n\n"
+               f"{len(beh.get('prompts', []))} held-out neutral prompts, {cfg.get('max_new_tokens')} new tokens, greedy; "
+               "each condition steers the target at ±a; the judge change is against the unsteered text of the same "
+               "prompt; effect = (+a − −a)/2; ratios to the native effect with 95 % paired bootstrap intervals over "
+               "prompts. Judges: " + "; ".join(f"`{t}`: {j.get('measures', j.get('judge'))}" for t, j in judges.items())
+               + ". Fluency guard: the unsteered model's per-token log-prob of the steered text may drop by at most "
+               f"{cfg.get('max_logprob_drop')} nat and the repetition rate rise by at most {cfg.get('max_repetition_rise')}.")
+        for d in beh.get("directions", []):
+            m = (d.get("modes") or {}).get("greedy")
+            if not m:
+                continue
+            lines = [f"### Judges: {d['source']} → {d['target']} (layers {d['layer_source']}→{d['layer_target']}, "
+                     f"a = {d.get('alpha')} × mean ‖h‖)", ""]
+            cal = d.get("calibration")
+            if cal:
+                lines += ["Choice of a: " + cal.get("rule", "") + ". " + "; ".join(
+                    f"a = {r['alpha']}: log-prob drop {fmt(r['logprob_drop'], 2)}, repetition "
+                    f"{fmt(r['repetition_rise'], 3)}, native effect {fmt(r['std_effect'], 2)} SD"
+                    + ("" if r["fluent"] else " (not fluent)") for r in cal.get("grid", [])) + ".", ""]
+            rows = [[f"`{c}`", fmt_ci(v["pooled"].get("std_effect")), fmt_ci(v["pooled"].get("ratio_to_native")),
+                     f"{v['pooled'].get('n_effect_ci_above_zero')}/{v['pooled'].get('n_traits')}",
+                     f"{v['pooled'].get('n_guard_pass')}/{v['pooled'].get('n_traits')}"]
+                    for c, v in m["conditions"].items()]
+            lines.append(md_table(["condition", "effect (SD of unsteered), pooled", "ratio to native",
+                                   "traits with effect CI > 0", "fluency guard passed"], rows))
+            trows = []
+            for t in cfg.get("traits", []):
+                for c, v in m["conditions"].items():
+                    r = v["traits"].get(t)
+                    if r:
+                        trows.append([f"{t}", f"`{c}`", fmt_ci(r["delta_plus"]), fmt_ci(r["delta_minus"]),
+                                      fmt_ci(r.get("ratio_to_native")),
+                                      f"{fmt(r['logprob_drop_plus'], 2)} / {fmt(r['logprob_drop_minus'], 2)}",
+                                      f"{fmt(r['repetition_rise_plus'], 3)} / {fmt(r['repetition_rise_minus'], 3)}",
+                                      "ok" if r["guard"] else "FAIL"])
+            doc.md("\n".join(lines) + "\n\nPer trait (judge units: " + ", ".join(
+                f"{t} {judges.get(t, {}).get('unit', '')}" for t in cfg.get("traits", [])) + "):\n\n" + md_table(
+                ["trait", "condition", "Δ at +a", "Δ at −a", "ratio to native", "log-prob drop +/−",
+                 "repetition rise +/−", "guard"], trows))
+        doc.figure("behaviour-traits", "Independent judges per trait",
+                   "Judge effect (half the +a minus −a difference, in SDs of the unsteered scores) per trait and "
+                   "condition, 95 % CI over prompts; × marks a failed fluency guard.",
+                   lambda: JF.behaviour_traits_figure(beh))
+    ood = run.judge.get("ood")
+    if ood:
+        rows = []
+        for d in ood.get("directions", []):
+            for c, r in d["conditions"].items():
+                tv = r.get("ood_trait_vector_cosine")
+                rows.append([f"{d['source']} → {d['target']}", f"`{c}`", fmt_ci(r["in_distribution"]["centered"], 3),
+                             fmt_ci(r["ood_seen"]["centered"], 3), fmt_ci(r["ood_unseen"]["centered"], 3),
+                             fmt(F.num(r["ood_seen"]["centered"]["mean"]) - F.num(r["in_distribution"]["centered"]["mean"])),
+                             fmt(sum(tv.values()) / len(tv)) if tv else "—"])
+        t = ood.get("ood_traits", {})
+        doc.md("## Out-of-distribution pairs\n\nMaps fitted on the shipped pairs' training split, scored on the "
+               f"shipped test split (in-distribution) and on {sum(t.get('pairs', {}).values())} separately written pairs "
+               f"in other registers and formats (`stf_jax/data/ood_pairs`; seen traits: {', '.join(t.get('seen', []))}; "
+               f"unseen: {', '.join(t.get('unseen', []))}). Centered cosine, 95 % bootstrap CI over pairs; the last "
+               "column is the cosine of each OOD trait's carried mean vector with the target's own OOD trait vector.\n\n"
+               + md_table(["direction", "condition", "in-distribution", "OOD seen traits", "OOD unseen traits",
+                           "OOD − in (seen)", "OOD trait-vector cos"], rows))
+        doc.figure("ood", "In-distribution vs out-of-distribution", "Centered cosine per map and baseline; solid: "
+                   "first direction, faded: second.", lambda: JF.ood_figure(ood))
+    few = run.judge.get("fewshot")
+    if few:
+        rows = []
+        for d in few.get("directions", []):
+            for c in d.get("cells", []):
+                if c["method"] == "fit_mean":
+                    continue
+                rows.append([f"{d['source']} → {d['target']}", f"`{c['method']}`", str(c["n_traits"]),
+                             str(c["pairs_per_trait"] or "all"), fmt_ci(c["centered"], 3), fmt_ci(c["trait_cos"], 3)])
+        doc.md("## Few-shot maps (seed 001)\n\nHow map quality grows with the number of training traits and pairs "
+               "per trait; scored on held-out traits only (mean and 2.5–97.5 % range over random trait subsets).\n\n"
+               + md_table(["direction", "method", "traits", "pairs/trait", "centered cosine (pairs)",
+                           "trait-vector cosine"], rows))
+        doc.figure("fewshot", "Few-shot curve", "Centered cosine on held-out traits' pairs (left) and the held-out "
+                   "trait vectors' cosine with the target's own (right; red dotted: the mean of the fitted target rows).",
+                   lambda: JF.fewshot_figure(few))
+
+
 def build(run: Run) -> Document:
     doc = Document(f"Steering-vector transfer report: {run.name}")
-    _experiment_section(doc, run)
+    _answer_section(doc, run)
     _headline(doc, run)
+    _judge_sections(doc, run)
     _alignment_sections(doc, run)
     _steer_sections(doc, run)
+    _experiment_section(doc, run)  # configuration and stage tables last
     return doc
 
 
