@@ -189,7 +189,7 @@ def test_steer_generate_cli_prints_both_columns(tiny_model_dir, tmp_path, capsys
     assert main(["generate", "--model", str(model_dir), "--vector", str(vec), "--layer", "2", "--alpha", "0.5",
                  "--max-new-tokens", "8", "hello there"]) == 0
     out = capsys.readouterr().out
-    assert "unsteered" in out and "steered (additive, alpha 0.5, layer 2" in out
+    assert "unsteered" in out and "steered (additive, alpha 0.5, layers [2], stored" in out  # .npy: as stored
     with pytest.raises(SystemExit):
         main(["generate", "--model", str(model_dir), "--vector", str(vec), "hello"])  # .npy needs --layer
 

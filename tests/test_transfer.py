@@ -125,7 +125,8 @@ def _cli_inproc(capsys, *args):
     return _Result(code, capsys.readouterr().err)
 
 
-def test_cli_fit_apply_and_bad_inputs(run, tmp_path, capsys):
+def test_cli_fit_apply_and_bad_inputs(run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative --out paths, as a user types them
     maps_dir = tmp_path / "maps"
     got = _cli("fit", run, "--source", "A", "--target", "B", "--method", "procrustes", "--layers", "2",
                "--no-norms", "--out", maps_dir)
@@ -134,8 +135,9 @@ def test_cli_fit_apply_and_bad_inputs(run, tmp_path, capsys):
     v = np.random.default_rng(3).standard_normal(24).astype(np.float32)
     np.save(tmp_path / "v.npy", v)
     got = _cli_inproc(capsys, "apply", "--map", maps_dir, tmp_path / "v.npy", "--layer", "2", "--strength", "keep",
-                      "--out", tmp_path / "out")
+                      "--out", "out")
     assert got.returncode == 0, got.stderr
+    assert [p.relative_to(tmp_path).as_posix() for p in (tmp_path / "out").rglob("*.gguf")] == ["out/v.gguf"]
     out = load_control_vector(tmp_path / "out" / "v.gguf")
     np.testing.assert_allclose(np.linalg.norm(out.directions[2]), np.linalg.norm(v), rtol=1e-5)
 

@@ -216,7 +216,7 @@ def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str |
     norms_t = {str(lm.layer_target): lm.header["target"].get("typical_norm") for lm in map_set.maps.values()}
     written = []
     for f, r, (dirs, meta), c in zip(files, rel, read, carried):
-        dest = inside(out_dir, out_dir / r.with_suffix("." + fmt))
+        dest = inside(out_dir, r.with_suffix("." + fmt))
         provenance = {
             "source_model": source["name"], "target_model": target["name"], "transfer_method": map_set.method,
             "trait": meta.get("stf_jax.trait", f.stem), "source_file": f.name, "source_file_sha256": _sha256(f),
