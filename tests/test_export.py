@@ -221,15 +221,19 @@ def test_cli_npy(tmp_path, capsys):
     assert cli(["export", "--vector", str(tmp_path / "v.npy"), "--out", str(out), "--layer", "7"]) == 2
     assert "--model-hint" in capsys.readouterr().err
     assert not out.exists()
+    # a vector that does not fit the named target model is refused (issue 12, item 3): 48 dims vs gemma3's 640
     assert cli(["export", "--vector", str(tmp_path / "v.npy"), "--out", str(out), "--layer", "7",
                 "--model-hint", "llama", "--source-model", "smollm2-135m", "--target-model", "gemma3-270m",
-                "--method", "procrustes"]) == 0
+                "--method", "procrustes"]) == 2
+    assert "d_model 640" in capsys.readouterr().err and not out.exists()
+    assert cli(["export", "--vector", str(tmp_path / "v.npy"), "--out", str(out), "--layer", "7",
+                "--model-hint", "llama", "--source-model", "smollm2-135m"]) == 0
     cv = load_control_vector(out)
     assert cv.layers == [7] and cv.model_hint == "llama"
     np.testing.assert_allclose(cv.directions[7], v / np.linalg.norm(v), rtol=1e-6, atol=1e-7)
     assert (cv.metadata["stf_jax.source_model"], cv.metadata["stf_jax.target_model"],
             cv.metadata["stf_jax.transfer_method"], cv.metadata["stf_jax.trait"]) == \
-        ("smollm2-135m", "gemma3-270m", "procrustes", "unknown")
+        ("smollm2-135m", "smollm2-135m", "native", "unknown")
 
 
 def _nan():

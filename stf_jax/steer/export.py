@@ -408,6 +408,7 @@ def run_export(args: argparse.Namespace) -> int:
             meta = {k: v for k, v in meta.items() if k not in ("target_model", "transfer_method")}
         given = {**models, "trait": args.trait, "operation": args.operation}
         meta.update({k: v for k, v in given.items() if v is not None})
+        _metadata({layer: vector}, meta)  # metadata problems first: they need no model
         if args.target_model:
             model_hint, vector, extra = _for_target(args.target_model, vector, layer, args.scale)
             meta.update(extra)
