@@ -215,3 +215,23 @@ def test_steering_strength_and_export_target_are_checked(tiny_model_dir, tmp_pat
         _for_target(str(model_dir), np.ones(d + 3, np.float32), 2, "unit")
     with pytest.raises(SteeringInputError, match="outside"):
         _for_target(str(model_dir), np.ones(d, np.float32), model.config.n_layers + 5, "unit")
+
+
+def test_repeng_reads_transferred_files(run, tmp_path):
+    """repeng's ControlVector.import_gguf reads a transferred multi-layer file: same directions, its
+    direction.i convention (block i = HF layer i + 1), the target's model_type as model hint."""
+    if not hasattr(np, "float_"):  # repeng 0.4.0 annotates with np.float_, removed in NumPy 2 (test-only shim)
+        np.float_ = np.float64
+    repeng = pytest.importorskip("repeng")
+    ms = fit_map_set(run, "A", "B", "affine", "depth", norms=NORMS, model_types={"B": "gemma3_text"},
+                     log=lambda *a: None)
+    src = tmp_path / "v.gguf"
+    rng = np.random.default_rng(4)
+    export_control_vector(src, {lay: rng.standard_normal(24).astype(np.float32) for lay in (2, 3)},
+                          model_hint="llama")
+    (out, carried), = transfer_files(ms, [src], tmp_path / "out", log=lambda *a: None)
+    cv = repeng.ControlVector.import_gguf(str(out))
+    assert cv.model_type == "gemma3_text"
+    assert sorted(cv.directions) == [1, 2]
+    for block, v in cv.directions.items():
+        np.testing.assert_array_equal(np.asarray(v), carried.directions[block + 1])
