@@ -259,9 +259,10 @@ def write_run(root: Path, pairs, models: dict[str, list[np.ndarray]], kind="pair
     return root
 
 
-@pytest.fixture(scope="module")
-def planted_run(tmp_path_factory):
-    """Two models, 3 layers each; only source layer 1 and target layer 2 share instance-level structure."""
+def make_planted_run(root: Path, zero_vectors: bool = True):
+    """Two models, 3 layers each; only source layer 1 and target layer 2 share instance-level structure.
+
+    zero_vectors: a third of source layer 0's rows are zero (no direction), as at the embeddings."""
     pairs = _pairs()
     names = sorted({p.trait for p in pairs})
     traits = np.array([names.index(p.trait) for p in pairs])
@@ -269,10 +270,15 @@ def planted_run(tmp_path_factory):
     a0, _ = planted_vectors(traits, [24, 32], 20, seed=2, normalize=True)
     _, b0 = planted_vectors(traits, [24, 32], 20, seed=3, normalize=True)
     a2, _ = planted_vectors(traits, [24, 32], 20, seed=4, normalize=True)
-    a0[::3] = 0.0  # zero steering vectors (same last token at the embeddings): no direction, left out
+    if zero_vectors:
+        a0[::3] = 0.0  # zero steering vectors (same last token at the embeddings): no direction, left out
     _, b1 = planted_vectors(traits, [24, 32], 20, seed=5, normalize=True)
-    root = write_run(tmp_path_factory.mktemp("run"), pairs, {"A": [a0, a1, a2], "B": [b0, b1, b2]})
-    return root, pairs
+    return write_run(root, pairs, {"A": [a0, a1, a2], "B": [b0, b1, b2]}), pairs
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory):
+    return make_planted_run(tmp_path_factory.mktemp("run"))
 
 
 def test_sweep_finds_the_planted_layer_pair_and_hierarchy_holds(planted_run):
