@@ -506,5 +506,5 @@ def test_cli_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "wrote 1 formality pairs from paradetox" in capsys.readouterr().out
     (pair,) = load_pairs(out)
     assert pair.source == "recipe:paradetox"
-    assert main(["build", "register", "--out", str(tmp_path / "r.jsonl")]) == 1
+    assert main(["build", "register", "--out", str(tmp_path / "r.jsonl")]) == 2  # a missing source is an expected error: exit 2
     assert "dataset 'empathetic_dialogues'" in capsys.readouterr().err
