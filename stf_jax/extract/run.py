@@ -542,8 +542,8 @@ def _compute(mode, plans, run: RunDir, opts, dtype, data_size, layer_spec, sourc
             digest = hashlib.sha256(data).hexdigest()
             checksums[PAIRS_FILE] = digest
             extra["pairs_file"] = {"path": PAIRS_FILE, "sha256": digest}
-        run.finish({"format_version": FORMAT_VERSION, "kind": mode.kind,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "models": entries,
+        # no wall-clock time in the manifest: a resumed run's files are byte-identical to an uninterrupted run's
+        run.finish({"format_version": FORMAT_VERSION, "kind": mode.kind, "models": entries,
                     "layers_requested": list(layer_spec), "pooling": mode.pooling,
                     "chat_template": opts.chat_template, "source": source, **mode.manifest(), **extra,
                     "checksums": dict(sorted(checksums.items())), "versions": _versions()})
