@@ -17,6 +17,8 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.test: $(VENV)/.base pyproject.toml
 	$(PIP) install -e '.[test]'
+	# repeng (interop test) pins numpy < 2, which would break pyarrow; its other dependencies are in the test extra
+	$(PIP) install --no-deps repeng==0.4.0
 	# headless Chromium for tests/test_report.py (loads report.html like a reader would)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
 	touch $@
