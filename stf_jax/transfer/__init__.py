@@ -15,7 +15,6 @@ typical residual norms), apply (carrying vectors, strength convention, files and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -16,7 +16,6 @@ in the result's `report`, never dropped silently.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -188,16 +187,13 @@ def library_files(inputs: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str | Path, *, layer: int | None = None,
                    strength: str = "relative", fmt: str = "gguf", log=print) -> list[tuple[Path, Carried]]:
     """Carry every input file (or library directory) and write the target control vectors under out_dir.
 
     Output names mirror the inputs' paths relative to their library directory; each file records its
     provenance (source file hash, map-set digest, method, layer mapping, strengths, typical |h|)."""
+    from ..extract.store import file_sha256
     from ..safe_paths import inside
     from ..steer.export import export_control_vector
 
@@ -219,7 +215,7 @@ def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str |
         dest = inside(out_dir, r.with_suffix("." + fmt))
         provenance = {
             "source_model": source["name"], "target_model": target["name"], "transfer_method": map_set.method,
-            "trait": meta.get("stf_jax.trait", f.stem), "source_file": f.name, "source_file_sha256": _sha256(f),
+            "trait": meta.get("stf_jax.trait", f.stem), "source_file": f.name, "source_file_sha256": file_sha256(f),
             "map_set_sha256": digest, "layer_mapping": json.dumps(c.report["layer_mapping"]),
             "strength_convention": strength, "typical_norms": json.dumps({k: norms_t[k] for k in map(str, c.directions)}),
             "unmapped_source_layers": json.dumps(c.report["unmapped_source_layers"]),
