@@ -113,3 +113,39 @@ def max_rel_error(ours: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> float:
     """max |delta| / max |ref| over real (unpadded) positions."""
     valid = mask.astype(bool)
     return float(np.abs(ours[..., valid, :] - ref[..., valid, :]).max() / np.abs(ref[..., valid, :]).max())
+
+
+# ------------------------------------------------------------------ the shipped models' map set (real clients)
+
+MAP_TRAITS = ("formality", "verbosity", "politeness", "optimism", "hedging", "humor", "urgency", "empathy")
+MAP_PAIRS_PER_TRAIT = 8  # each trait's first 8 shipped pairs fit the maps; later pairs stay held out
+
+
+class ShippedMaps:
+    """smollm2-135m -> gemma3-270m affine maps by relative depth (0.61, 0.667, 0.72: gemma3 layers 11-13,
+    smollm2 layers 18-22), fitted on 8 pairs x 8 traits of the shipped set, with typical norms measured."""
+
+    def __init__(self, root):
+        from stf_jax.data import load_pairs
+        from stf_jax.extract.run import ExtractOptions, extract_pairs
+        from stf_jax.transfer import fit_map
+
+        self.run = root / "run"
+        pairs = [p for t in MAP_TRAITS for p in load_pairs("shipped", traits=[t])[:MAP_PAIRS_PER_TRAIT]]
+        extract_pairs(["smollm2-135m", "gemma3-270m"], pairs, self.run,
+                      ExtractOptions(layers=("0.61", "0.667", "0.72"), progress=False), dataset_name="shipped")
+        self.maps = fit_map(self.run, "smollm2-135m", "gemma3-270m", "affine", "depth", out=root / "maps",
+                            norm_texts=32, log=lambda *a: None)
+        self._models = {}
+
+    def model(self, name: str):
+        from stf_jax.models.loading import load_model
+
+        if name not in self._models:
+            self._models[name] = load_model(name)
+        return self._models[name]
+
+
+@pytest.fixture(scope="session")
+def shipped_maps(tmp_path_factory):
+    return ShippedMaps(tmp_path_factory.mktemp("shipped_maps"))

@@ -1,7 +1,7 @@
 """llama.cpp itself applies stf_jax's transferred multi-layer control vectors where and as strongly as stf_jax.
 
-A small extraction of both shipped models (8 traits × 8 pairs, gemma3's layers 11–13 and smollm2's layers
-at the same depth) → `transfer fit --layers depth` → smollm2's own formality vector (|v| = typical |h| per
+The shared map set (conftest `shipped_maps`: 8 traits × 8 pairs, gemma3's layers 11–13 and smollm2's
+layers at the same depth, `transfer fit --layers depth`) → smollm2's own formality vector (|v| = typical |h| per
 layer) carried to gemma3 with `transfer apply` → `llama-completion --control-vector-scaled FILE:S` on the
 shipped Q4_K_M GGUF, greedy, against `stf_jax.steer` generating with the same file and strength.
 
@@ -42,30 +42,19 @@ def _common_prefix(a: str, b: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def carried(tmp_path_factory):
-    from stf_jax.data import load_pairs
-    from stf_jax.extract.run import ExtractOptions, extract_pairs
-    from stf_jax.models.loading import load_model
+def carried(shipped_maps, tmp_path_factory):
+    from stf_jax.align.inputs import find_models, load_vectors, pair_table
     from stf_jax.steer.export import export_control_vector
-    from stf_jax.transfer import fit_map, transfer_files
+    from stf_jax.transfer import transfer_files
 
     try:
         binary = tool("llama-completion")
     except LlamaCppUnavailable as exc:
         pytest.skip(str(exc))
     root = tmp_path_factory.mktemp("llamacpp")
-    traits = ["formality", "verbosity", "politeness", "optimism", "hedging", "humor", "urgency", "empathy"]
-    run = root / "run"
-    pairs = [p for t in traits for p in load_pairs("shipped", traits=[t])[:8]]
-    # relative depths 0.61..0.72: gemma3 (18 blocks) layers 11-13, smollm2 (30 blocks) layers 18-22
-    extract_pairs(["smollm2-135m", "gemma3-270m"], pairs, run,
-                  ExtractOptions(layers=("0.61", "0.667", "0.72"), progress=False), dataset_name="shipped")
-    maps = fit_map(run, "smollm2-135m", "gemma3-270m", "affine", "depth", out=root / "maps", norm_texts=32,
-                   log=lambda *a: None)
+    maps = shipped_maps.maps
     # smollm2's formality vector at the source layers of the set, as a control vector (|v| = typical |h|)
-    from stf_jax.align.inputs import find_models, load_vectors, pair_table
-
-    refs = find_models([run])
+    refs = find_models([shipped_maps.run])
     table, orders = pair_table([refs["smollm2-135m"], refs["gemma3-270m"]])
     rows = np.asarray(table.traits) == "formality"
     dirs = {}
@@ -76,7 +65,7 @@ def carried(tmp_path_factory):
     src = export_control_vector(root / "formality_smollm2.gguf", dirs, model_hint="llama",
                                 metadata={"trait": "formality"})
     (out, result), = transfer_files(maps, [src], root / "carried", log=lambda *a: None)
-    return binary, out, result, load_model("gemma3-270m")
+    return binary, out, result, shipped_maps.model("gemma3-270m")
 
 
 def _llama(binary, model_path, *extra) -> str:

@@ -199,3 +199,52 @@ def test_leave_one_trait_out_transfer_equals_numpy_lstsq_without_that_trait():
     full = transferred_trait_vectors(x_s, x_t, w, np.zeros(120, np.float32), traits, ("affine",), holdout=False,
                                      ridge=0.0)
     assert np.abs(full["affine"]["a"] - out["affine"]["a"]).max() > 1e-3  # the held-out fit really differs
+
+
+def test_multi_layer_vector_propensity_matches_pytorch_hooks_and_cli(tiny_model_dir, tmp_path, capsys):
+    """`steered_propensity` (what `steer eval --vector FILE` runs) steers every layer a control vector holds, with
+    the stored length: equal to transformers with a forward hook on each of those blocks. The CLI writes the
+    curve and slope, and a stored-scale evaluation without strengths is a one-line error (exit 2)."""
+    from stf_jax.data import save_pairs
+    from stf_jax.data.schema import ContrastPair
+    from stf_jax.errors import cli_main
+    from stf_jax.steer.__main__ import main
+    from stf_jax.steer.apply import steered_propensity
+    from stf_jax.steer.export import export_control_vector
+    from stf_jax.steer.propensity import encode_continuations
+
+    model_dir = tiny_model_dir("llama_gqa_untied_rope3")
+    model = stf_jax.load_model(model_dir)
+    rng = np.random.default_rng(5)
+    units = {lay: (lambda v: v / np.linalg.norm(v))(rng.normal(size=model.config.d_model)).astype(np.float32)
+             for lay in (2, 3)}
+    pairs = [ContrastPair(id=f"t-{i}", trait="t", prompt=p, positive=a, negative=b)
+             for i, (p, a, b) in enumerate(zip(PROMPTS, POS, NEG))]
+    alpha = 3.0
+    ours = steered_propensity(model, units, pairs, [-alpha, alpha], n_boot=50)
+    assert ours["layers"] == [2, 3] and ours["alphas"] == [-alpha, 0.0, alpha]
+
+    def reference(side):
+        ids, mask, target = encode_continuations(model, PROMPTS, side)
+        _, logits = hooked_reference(model_dir, ids, mask, [2, 3], [units[2], units[3]], alpha, "additive",
+                                     mask.astype(np.float32))
+        logp = np.asarray(jax.nn.log_softmax(jnp.asarray(logits[:, :-1]), -1))
+        lp = np.take_along_axis(logp, ids[:, 1:, None], -1)[..., 0]
+        return (lp * target[:, 1:]).sum(-1) / target[:, 1:].sum(-1)
+
+    np.testing.assert_allclose(ours["curves"][2], reference(POS) - reference(NEG), atol=1e-4)
+    assert np.abs(np.subtract(ours["curves"][2], ours["curves"][1])).max() > 1e-3  # steering does something
+
+    vec = export_control_vector(tmp_path / "v.gguf", {k: v * 2 for k, v in units.items()}, model_hint="llama",
+                                metadata={"trait": "t"})
+    save_pairs(pairs, tmp_path / "pairs.jsonl")
+    common = ["eval", "--vector", str(vec), "--model", str(model_dir), "--pairs", str(tmp_path / "pairs.jsonl"),
+              "--bootstrap", "50"]
+    assert main([*common, "--alphas", "-1.5", "1.5", "--out", str(tmp_path / "ev")]) == 0
+    saved = json.loads((tmp_path / "ev" / "vector_eval.json").read_text())
+    np.testing.assert_allclose(saved["curves"], ours["curves"], atol=1e-5)  # |v| = 2 at 1.5 == unit at 3
+    assert "slope" in capsys.readouterr().out and saved["trait"] == "t"
+    with pytest.raises(SystemExit) as exc:
+        cli_main(main, common)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "give --alphas" in err and len(err.strip().splitlines()) == 1

@@ -6,6 +6,9 @@ r"""python -m stf_jax.steer: steer a model, evaluate steering causally, export v
           --alpha 0.3 "Tell me about the moon."
   eval      alpha-sweep propensity curves, native vs transferred vectors, controls, bootstrap CIs
       python -m stf_jax.steer eval runs/shipped_all --sweep runs/align/sweep/results.json --out runs/steer
+            or one vector file (every layer it holds), on held-out pairs of its trait:
+      python -m stf_jax.steer eval --vector carried/formality.gguf --model gemma3-270m --trait formality \
+          --skip 40 --pairs-per-trait 16 --alphas -8 8
   export    a trait vector as a llama.cpp control-vector GGUF (or safetensors)
       python -m stf_jax.steer export --vector runs/shipped_all/gemma3-270m/layer_013.safetensors \
           --trait verbosity --out verbosity.gguf

@@ -29,6 +29,34 @@ def check_strength(alpha: float, limit: float = 1e6) -> float:
     return alpha
 
 
+def _layer_stack(cfg, directions: dict[int, np.ndarray]) -> tuple[list[int], np.ndarray]:
+    """(sorted HF layers, vectors [n_layers, d_model]) checked against the model."""
+    layers = sorted(directions)
+    if not layers or None in directions:
+        raise SteeringInputError("no layer to steer: give the layer of a single vector (--layer)")
+    for lay in layers:
+        v = np.asarray(directions[lay])
+        if v.shape != (cfg.d_model,):
+            raise SteeringInputError(f"the vector for layer {lay} has shape {v.shape} but the model has d_model "
+                                     f"{cfg.d_model}: transfer it first (python -m stf_jax.transfer apply)")
+        if not 1 <= lay <= cfg.n_layers:
+            raise SteeringInputError(f"layer {lay} is outside the model's block outputs 1..{cfg.n_layers}")
+    return layers, np.stack([np.asarray(directions[lay], np.float32) for lay in layers])
+
+
+def _mean_norms(model, texts: Sequence[str], layers: Sequence[int], add_special_tokens: bool = True) -> list[float]:
+    """Each layer's mean residual norm over the texts' tokens after the first (see inject.residual_norms)."""
+    from .inject import residual_norms
+
+    ids, mask = model.encode(list(texts), add_special_tokens=add_special_tokens)
+    h = np.asarray(model.hidden_states(ids, mask, layers))  # [L, B, S, D]
+    out = []
+    for j in range(len(layers)):
+        total, count = residual_norms(h[j], mask)
+        out.append(total / max(count, 1))
+    return out
+
+
 def steered_completions(model, prompts: Sequence[str], directions: dict[int, np.ndarray], alpha: float,
                         scale: str = "stored", mode: str = "additive", dtype: str = "float32",
                         steer_prompt: bool = True, chat_template: bool = False, **generation: Any
@@ -38,7 +66,7 @@ def steered_completions(model, prompts: Sequence[str], directions: dict[int, np.
     model: a Model or a name/path for `load_model`. generation: max_new_tokens, temperature, top_p, seed."""
     from ..models.generate import generate
     from ..models.loading import load_model
-    from .inject import make_intervention, position_mask, residual_norms
+    from .inject import make_intervention, position_mask
 
     if scale not in SCALES:
         raise SteeringInputError(f"scale {scale!r}: choose from {list(SCALES)}")
@@ -48,27 +76,14 @@ def steered_completions(model, prompts: Sequence[str], directions: dict[int, np.
     cfg = model.config
     if chat_template and getattr(model.tokenizer, "chat_template", None) is None:
         raise SteeringInputError("this model's tokenizer has no chat template; drop --chat-template")
-    layers = sorted(directions)
-    for lay in layers:
-        v = np.asarray(directions[lay])
-        if v.shape != (cfg.d_model,):
-            raise SteeringInputError(f"the vector for layer {lay} has shape {v.shape} but the model has d_model "
-                                     f"{cfg.d_model}: transfer it first (python -m stf_jax.transfer apply)")
-        if not 1 <= lay <= cfg.n_layers:
-            raise SteeringInputError(f"layer {lay} is outside the model's block outputs 1..{cfg.n_layers}")
-    vectors = np.stack([np.asarray(directions[lay], np.float32) for lay in layers])
+    layers, vectors = _layer_stack(cfg, directions)
     info: dict[str, Any] = {"layers": layers, "scale": scale, "alpha": alpha}
     layer_scale = None
     if mode == "additive" and scale == "mean-norm":
         texts = [model.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                       add_generation_prompt=True) for p in prompts] \
             if chat_template else list(prompts)
-        ids, mask = model.encode(texts, add_special_tokens=not chat_template)
-        h = np.asarray(model.hidden_states(ids, mask, layers))  # [L, B, S, D]
-        layer_scale = []
-        for j in range(len(layers)):
-            total, count = residual_norms(h[j], mask)
-            layer_scale.append(total / max(count, 1))
+        layer_scale = _mean_norms(model, texts, layers, add_special_tokens=not chat_template)
         info["mean_norms"] = layer_scale
 
     def steering(mask):
@@ -79,3 +94,43 @@ def steered_completions(model, prompts: Sequence[str], directions: dict[int, np.
     plain = generate(model, prompts, **common)
     steered = generate(model, prompts, intervention_for=steering, steer_prompt=steer_prompt, **common)
     return plain, steered, info
+
+
+def steered_propensity(model, directions: dict[int, np.ndarray], pairs: Sequence, alphas: Sequence[float],
+                       scale: str = "stored", dtype: str = "float32", n_boot: int = 1000, seed: int = 0,
+                       batch_size: int = 16) -> dict[str, Any]:
+    """The causal read-out of `steer eval` for any vector: each pair's propensity (token-normalised
+    log P(positive | prompt) - log P(negative | prompt)) with every layer of `directions` steered (additive,
+    all positions) at each alpha, and the slope of propensity over alpha with a bootstrap interval over pairs.
+
+    pairs: ContrastPairs (prompt, positive, negative) held out from whatever made the vector. scale as in
+    `steered_completions` (mean-norm measures |h| on the pairs' prompts). Returns {"alphas", "curves" [A, P]
+    (lists), "slope" {mean, lo, hi}, "curve" {mean, lo, hi} per alpha, "layers", "scale", "n_pairs"}."""
+    from ..models.loading import load_model
+    from .inject import make_intervention, position_mask
+    from .propensity import propensity
+    from .stats import bootstrap, curve_ci, slopes
+
+    if scale not in SCALES:
+        raise SteeringInputError(f"scale {scale!r}: choose from {list(SCALES)}")
+    alphas = np.unique(np.asarray([check_strength(a) for a in alphas] + [0.0], np.float64))
+    if len(pairs) < 2:
+        raise SteeringInputError(f"{len(pairs)} pair(s) to score; give >= 2 (the interval resamples pairs)")
+    if isinstance(model, str):
+        model = load_model(model, dtype=dtype)
+    cfg = model.config
+    layers, vectors = _layer_stack(cfg, directions)
+    prompts = [p.prompt for p in pairs]
+    layer_scale = _mean_norms(model, prompts, layers) if scale == "mean-norm" else None
+    curves = []
+    for a in alphas:
+        def steering(mask, a=float(a)):
+            return make_intervention(cfg, layers, vectors, a, position_mask(mask),
+                                     scale=layer_scale, normalize=scale != "stored")
+        curves.append(propensity(model, prompts, [p.positive for p in pairs], [p.negative for p in pairs],
+                                 steering if a != 0 else None, batch_size))
+    curves = np.stack(curves)  # [A, P]
+    per_pair = slopes(alphas, curves)
+    return {"alphas": alphas.tolist(), "curves": curves.tolist(), "layers": layers, "scale": scale,
+            "n_pairs": len(pairs), "slope": bootstrap(lambda i: float(per_pair[i].mean()), len(pairs), n_boot, seed),
+            "curve": curve_ci(curves, n_boot, seed), **({"mean_norms": layer_scale} if layer_scale else {})}

@@ -444,13 +444,27 @@ def add_eval_parser(subparsers):
         "eval", help="alpha-sweep propensity: native vs transferred vectors, controls, bootstrap CIs",
         description="Steer each target model with its own trait vectors, with vectors transferred from the other "
                     "model by each alignment method, and with controls; write steer_results.json/.md and curves.csv.")
-    p.add_argument("run_dir", help="an extraction run with >= 2 models (python -m stf_jax.extract)")
+    p.add_argument("run_dir", nargs="?", help="an extraction run with >= 2 models (python -m stf_jax.extract); "
+                                              "or leave it out and score one vector file with --vector")
+    one = p.add_argument_group(
+        "one vector file (any control vector: stf_jax, llama.cpp, repeng; every layer it holds is steered)",
+        "python -m stf_jax.steer eval --vector carried.gguf --model gemma3-270m --pairs shipped --trait formality "
+        "--skip 40 --pairs-per-trait 16 --alphas -40 40")
+    one.add_argument("--vector", help="the vector file to score (instead of a run)")
+    one.add_argument("--model", help="the model it steers (registry name, HF directory or .gguf)")
+    one.add_argument("--pairs", default="shipped", help="held-out pairs: 'shipped' or a file/folder [shipped]")
+    one.add_argument("--trait", help="the trait's pairs to score (required with --vector unless the file names it)")
+    one.add_argument("--skip", type=int, default=0,
+                     help="skip the trait's first N pairs (e.g. those the vector was made from) [0]")
+    one.add_argument("--scale", choices=["stored", "unit", "mean-norm"], default="stored",
+                     help="alpha * v as stored (llama.cpp's FILE:S), * v/|v|, or * mean|h| * v/|v| [stored]")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--sweep", help="an alignment results.json with a layer sweep: use its best steerable layers")
     where.add_argument("--layer", type=int, default=-6, help="HF hidden-state index in both models [-6]")
     p.add_argument("--source", help="only this source model"), p.add_argument("--target", help="only this target")
-    p.add_argument("--alphas", type=float, nargs="+", default=list(SteerConfig.alphas),
-                   help="strengths in units of the layer's mean |h| [-0.2 -0.1 0 0.1 0.2]")
+    p.add_argument("--alphas", type=float, nargs="+", default=None,
+                   help="strengths in units of the layer's mean |h| [-0.2 -0.1 0 0.1 0.2]; with --vector "
+                        "--scale stored, the strengths you would give llama.cpp (required)")
     p.add_argument("--pairs-per-trait", type=int, default=SteerConfig.pairs_per_trait, help="held-out pairs per trait [5]")
     p.add_argument("--traits", nargs="+", help="a subset of traits [all]")
     p.add_argument("--methods", nargs="+", default=list(SteerConfig.methods), choices=list(MAP_METHODS),
@@ -466,12 +480,12 @@ def add_eval_parser(subparsers):
     p.add_argument("--generation-prompts", type=int, default=SteerConfig.generation_prompts)
     p.add_argument("--max-new-tokens", type=int, default=SteerConfig.max_new_tokens)
     p.add_argument("--seed", type=int, default=0, help="split / sampling seed [0]")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", help="output directory (required for a run; with --vector, also write vector_eval.json)")
     return p
 
 
 def config_from_args(args) -> SteerConfig:
-    return SteerConfig(alphas=tuple(args.alphas), pairs_per_trait=args.pairs_per_trait,
+    return SteerConfig(alphas=tuple(args.alphas or SteerConfig.alphas), pairs_per_trait=args.pairs_per_trait,
                        traits=tuple(args.traits) if args.traits else None,
                        max_continuation_tokens=args.tokens, methods=tuple(args.methods),
                        controls=tuple(args.controls), k=args.k, bootstrap=args.bootstrap, seed=args.seed,
@@ -482,6 +496,10 @@ def config_from_args(args) -> SteerConfig:
 def run_eval(args) -> int:
     from .results import write_steer_results
 
+    if args.vector or args.run_dir is None:
+        return run_vector_eval(args)
+    if args.out is None:
+        raise AlignInputError("give --out DIR for the results of a run's evaluation")
     cfg = config_from_args(args)
     refs = find_models([args.run_dir])
     layers = layers_from_sweep(args.sweep, {m: r.n_layers for m, r in refs.items()}) if args.sweep else None
@@ -495,3 +513,49 @@ def run_eval(args) -> int:
     for path in write_steer_results(results, args.out):
         print(f"wrote {path}")
     return 0
+
+
+def run_vector_eval(args) -> int:
+    """`steer eval --vector FILE`: the propensity curve of one (multi-layer) vector file on held-out pairs."""
+    from ..data import load_pairs
+    from ..errors import UserError
+    from ..extract.store import atomic_write_bytes
+    from .apply import steered_propensity
+    from .vectors import load_directions
+
+    if not args.vector or not args.model:
+        raise UserError("give a run directory, or --vector FILE and --model NAME to score one vector file")
+    directions, _ = load_directions(args.vector)
+    if None in directions:
+        raise UserError(f"{args.vector}: a .npy vector has no layer; export it with steer export --layer first")
+    trait = args.trait or _file_trait(args.vector)
+    if not trait:
+        raise UserError(f"{args.vector} does not name its trait: give --trait")
+    alphas = args.alphas or (list(SteerConfig.alphas) if args.scale == "mean-norm" else None)
+    if alphas is None:
+        raise UserError("give --alphas for --scale stored: the strengths you would give llama.cpp (FILE:S), "
+                        "e.g. --alphas -40 40; or use --scale mean-norm (alphas in units of mean |h|)")
+    pairs = load_pairs(args.pairs, traits=[trait])[args.skip:args.skip + args.pairs_per_trait]
+    result = steered_propensity(args.model, directions, pairs, alphas, scale=args.scale, n_boot=args.bootstrap,
+                                seed=args.seed)
+    result.update(vector=str(args.vector), model=args.model, trait=trait, pairs=f"{args.pairs}[{args.skip}:"
+                  f"{args.skip + len(pairs)}]")
+    print(f"{trait}: {len(pairs)} held-out pairs, layers {result['layers']}, scale {args.scale}")
+    print(f"{'alpha':>10} {'propensity':>11} {'95% CI':>18}")
+    c = result["curve"]
+    for a, m, lo, hi in zip(result["alphas"], c["mean"], c["lo"], c["hi"]):
+        print(f"{a:>10g} {m:>11.3f}   [{lo:7.3f}, {hi:7.3f}]")
+    sl = result["slope"]
+    print(f"slope {sl['mean']:.4g} per unit alpha, 95% CI [{sl['lo']:.4g}, {sl['hi']:.4g}]")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / "vector_eval.json", (json.dumps(result, indent=1) + "\n").encode())
+        print(f"wrote {out / 'vector_eval.json'}")
+    return 0
+
+
+def _file_trait(path) -> str | None:
+    from .export import is_control_vector_file, load_control_vector
+
+    return load_control_vector(path).metadata.get("stf_jax.trait") if is_control_vector_file(path) else None

@@ -14,6 +14,8 @@ typical residual norms), apply (carrying vectors, strength convention, files and
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +77,14 @@ def transfer(vector, map_set: MapSet | str | Path, layer: int | None = None, str
         vector, _ = read_vector_file(vector, layer)
         layer = None
     return carry(map_set, vector, layer, strength)
+
+
+class _CallableModule(types.ModuleType):
+    """`stf_jax.transfer` is both this package (`python -m stf_jax.transfer`, its modules) and the verb:
+    `stf_jax.transfer(vector, maps)` calls `transfer` above, whichever way the package was imported."""
+
+    def __call__(self, vector, map_set, layer: int | None = None, strength: str = "relative") -> Carried:
+        return transfer(vector, map_set, layer, strength)
+
+
+sys.modules[__name__].__class__ = _CallableModule
