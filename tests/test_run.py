@@ -66,6 +66,7 @@ def test_exported_transferred_vector_loads_back_identical(small_run):
         cv = load_control_vector(path)
         np.testing.assert_array_equal(cv.directions[d["layer_target"]], arrays["affine/verbosity"])
         assert cv.metadata["stf_jax.transfer_method"] == "affine"
+        assert cv.model_hint == {"gemma3-270m": "gemma3_text", "smollm2-135m": "llama"}[d["target"]]  # HF model_type
         assert cv.metadata["stf_jax.source_model"] == d["source"]
         reader = gguf.GGUFReader(str(path))
         names = [t.name for t in reader.tensors]

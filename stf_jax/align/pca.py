@@ -101,6 +101,20 @@ def k_for_variance(variance: np.ndarray, total: float, fraction: float) -> int:
     return int(min(np.searchsorted(cum, fraction - 1e-12) + 1, len(cum)))
 
 
+def k_for_pair(x_s: np.ndarray, x_t: np.ndarray, w: np.ndarray, k: int | None, variance: float) -> int:
+    """k given, else the protocol's rule (the smallest k explaining `variance` of both models' weighted rows,
+    the larger of the two); capped by the rows and the widths. Every map that is scored, saved or steered
+    resolves its PCA size here."""
+    n = int(np.asarray(w).sum())
+    if k is None:
+        ks = []
+        for x in (x_s, x_t):
+            var, total = spectrum(jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32))
+            ks.append(k_for_variance(np.asarray(var), float(total), variance))
+        k = max(ks)
+    return int(max(1, min(k, n - 1, x_s.shape[1], x_t.shape[1])))
+
+
 def project(pca: PCA, x: jax.Array) -> jax.Array:
     """x: [..., d] -> coordinates [..., k] (centered, not whitened)."""
     return mm(x - pca.mean, pca.components)

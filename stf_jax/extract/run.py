@@ -523,7 +523,8 @@ def _compute(mode, plans, run: RunDir, opts, dtype, data_size, layer_spec, sourc
         summaries.append(summary)
         print(summary.line(), flush=True)
         cfg = plan.config
-        entry = {"name": name, "slug": slug, "family": cfg.family, "config_hash": cfg.config_hash,
+        entry = {"name": name, "slug": slug, "family": cfg.family, "model_type": cfg.model_type,
+                 "config_hash": cfg.config_hash,
                  "dtype": dtype, "n_layers": cfg.n_layers, "d_model": cfg.d_model, "layers": list(layers),
                  "files": files, "real_tokens": run_real, "computed_tokens": run_computed,
                  "padding_efficiency": round(run_real / max(run_computed, 1), 4),

@@ -242,7 +242,8 @@ def _export(run_dir: Path, steer_dir: Path, out: Path, settings: dict, log) -> l
     from ..extract.store import model_slug, read_json_file, read_manifest
 
     manifest = read_manifest(run_dir)
-    family = {m["name"]: m.get("family", "") for m in manifest["models"]}
+    # the HF model_type is what llama.cpp and repeng compare (runs from before it was recorded: the family)
+    model_type = {m["name"]: m.get("model_type") or m.get("family", "") for m in manifest["models"]}
     results = read_json_file(steer_dir / "steer_results.json", "steer_results.json")
     fmt = settings.get("format", "gguf")
     if fmt not in ("gguf", "safetensors"):
@@ -268,7 +269,7 @@ def _export(run_dir: Path, steer_dir: Path, out: Path, settings: dict, log) -> l
                 origin = f"__from_{model_slug(d['source'])}" if c != "native" else ""
                 path = inside(out, Path(model_slug(d["target"])) / f"{safe_name(t, 'trait')}__{safe_name(c, 'condition')}"
                                                                     f"{origin}.{fmt}")
-                export_control_vector(path, {d["layer_target"]: arrays[key]}, model_hint=family[d["target"]],
+                export_control_vector(path, {d["layer_target"]: arrays[key]}, model_hint=model_type[d["target"]],
                                       metadata={"source_model": source, "target_model": d["target"],
                                                 "transfer_method": method, "trait": t, "operation": "additive",
                                                 "source_layer": str(d["layer_source"]) if c != "native" else

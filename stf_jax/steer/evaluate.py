@@ -30,6 +30,7 @@ import numpy as np
 from .. import __version__
 from ..align import adapters as adapters_lib
 from ..align.inputs import AlignInputError, find_models, load_vectors, make_trials, pair_table, zero_rows
+from ..align.pca import k_for_pair
 from ..align.transfer import MAP_METHODS, trait_vectors, transferred_trait_vectors, unit
 from . import stats
 
@@ -47,7 +48,9 @@ class SteerConfig:
     methods: alignment methods whose transferred vectors are steered; controls: any of CONTROLS.
     holdout_trait: carry each trait's vector with maps fitted without that trait's pairs (leave-one-trait-
     out), so no transferred vector was a training target of its map; False fits one map on all pairs.
-    k: PCA components for procrustes (capped by the training rows); ridge, adapter: as in alignment.
+    k / variance: PCA components for procrustes; None (the default) takes the protocol's rule, the smallest k
+    explaining `variance` of both models' training vectors (`align.pca.k_for_pair`), so the maps that steer
+    are the maps the alignment protocol scores; ridge, adapter: as in alignment.
     generation_trait / generation_prompts / max_new_tokens / generation_alpha: the seed-001 length check
     (alpha defaults to the largest alpha); chat_template: wrap generation prompts in the model's template.
     """
@@ -59,7 +62,8 @@ class SteerConfig:
     methods: tuple[str, ...] = ("procrustes", "affine", "linear")
     holdout_trait: bool = True
     controls: tuple[str, ...] = CONTROLS
-    k: int = 256
+    k: int | None = None
+    variance: float = 0.95
     ridge: float = 0.1
     adapter: adapters_lib.AdapterConfig = adapters_lib.AdapterConfig()
     seed: int = 0
@@ -122,8 +126,9 @@ def condition_vectors(x_s: np.ndarray, x_t: np.ndarray, traits: Sequence[str], w
     native, the shuffle's source). Maps are fitted on every trait's rows (minus the held-out trait)."""
     names = [t for t in dict.fromkeys(traits) if only is None or t in set(only)]
     tgt = trait_vectors(x_t, w_train, traits)
+    k = k_for_pair(x_s, x_t, w_train, cfg.k, cfg.variance)
     carried = transferred_trait_vectors(x_s, x_t, w_train, w_val, traits, cfg.methods, holdout=cfg.holdout_trait,
-                                        k=cfg.k, ridge=cfg.ridge, adapter=cfg.adapter, seed=cfg.seed, only=names)
+                                        k=k, ridge=cfg.ridge, adapter=cfg.adapter, seed=cfg.seed, only=names)
     conds = {"native": {t: unit(tgt[t]) for t in names}}
     for m in cfg.methods:
         conds[m] = {t: unit(carried[m][t]) for t in names}
@@ -131,7 +136,7 @@ def condition_vectors(x_s: np.ndarray, x_t: np.ndarray, traits: Sequence[str], w
     def cos_to_native(c: str) -> dict[str, float]:
         return {t: float(conds[c][t] @ conds["native"][t]) for t in names}
 
-    notes: dict[str, Any] = {}
+    notes: dict[str, Any] = {"k": k}
     if "zero_shot" in cfg.controls:
         conds["zero_shot"] = {t: unit(carried["identity"][t]) for t in names}
     if "random" in cfg.controls:
@@ -399,7 +404,7 @@ def evaluate_steering(run_dir: str | Path, cfg: SteerConfig = SteerConfig(),
                 done += 1
             log(f"  {c}: {done}/{todo} trait sweeps ({time.perf_counter() - t0:.0f}s)")
         entry = {"source": s_name, "target": t_name, "layer_source": ls, "layer_target": lt,
-                 "mean_norm": scale, "n_train": int(w_train.sum()), "pairs": {t: [table.pair_ids[i] for i in r]
+                 "mean_norm": scale, "k": notes["k"], "n_train": int(w_train.sum()), "pairs": {t: [table.pair_ids[i] for i in r]
                                                                                for t, r in rows.items()},
                  **summarize_direction(alphas, curves, cfg, kinds, notes["cosine_to_native"]),
                  "shuffled_from": notes.get("shuffled_from"),
@@ -473,7 +478,10 @@ def add_eval_parser(subparsers):
                    help="controls [zero_shot random shuffled]")
     p.add_argument("--tokens", type=int, default=SteerConfig.max_continuation_tokens,
                    help="continuation tokens scored per side [16]")
-    p.add_argument("--k", type=int, default=SteerConfig.k, help="procrustes PCA components [256]")
+    p.add_argument("--k", type=int, default=SteerConfig.k,
+                   help="procrustes PCA components [the alignment protocol's rule: --variance of both models]")
+    p.add_argument("--variance", type=float, default=SteerConfig.variance,
+                   help="with no --k: smallest k explaining this fraction of both models' training vectors [0.95]")
     p.add_argument("--bootstrap", type=int, default=SteerConfig.bootstrap, help="bootstrap resamples [1000]")
     p.add_argument("--generation-trait", default=SteerConfig.generation_trait,
                    help="trait for the generation-length check, '' to skip [verbosity]")
@@ -488,7 +496,7 @@ def config_from_args(args) -> SteerConfig:
     return SteerConfig(alphas=tuple(args.alphas or SteerConfig.alphas), pairs_per_trait=args.pairs_per_trait,
                        traits=tuple(args.traits) if args.traits else None,
                        max_continuation_tokens=args.tokens, methods=tuple(args.methods),
-                       controls=tuple(args.controls), k=args.k, bootstrap=args.bootstrap, seed=args.seed,
+                       controls=tuple(args.controls), k=args.k, variance=args.variance, bootstrap=args.bootstrap, seed=args.seed,
                        generation_trait=args.generation_trait or None, generation_prompts=args.generation_prompts,
                        max_new_tokens=args.max_new_tokens)
 

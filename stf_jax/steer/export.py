@@ -359,7 +359,8 @@ def _vector_defaults(path: Path) -> dict[str, str]:
         return {}
     for entry in json.loads(manifest.read_text()).get("models", []):
         if entry.get("slug") == path.parent.name:
-            return {"model_hint": entry.get("family", ""), "source_model": entry.get("name", "")}
+            return {"model_hint": entry.get("model_type") or entry.get("family", ""),
+                    "source_model": entry.get("name", "")}
     return {}
 
 

@@ -27,7 +27,7 @@ from ..align import maps
 from ..align.adapters import AdapterConfig
 from ..align.inputs import (AlignInputError, ModelRef, find_models, load_vectors, make_trials, pair_table,
                             zero_rows)
-from ..align.pca import k_for_variance, spectrum
+from ..align.pca import k_for_pair
 from ..align.protocol import baseline_trials, map_trials
 from ..data import dataset_hash
 from ..extract.store import read_manifest
@@ -76,18 +76,6 @@ def _from_sweep(path: Path, ref_s: ModelRef, ref_t: ModelRef, src: list[int], tg
     return out
 
 
-def resolve_k(x_s: np.ndarray, x_t: np.ndarray, w: np.ndarray, k: int | None, variance: float) -> int:
-    """k given, else the protocol's rule: the smallest k explaining `variance` in both models, capped."""
-    n = int(w.sum())
-    if k is None:
-        ks = []
-        for x in (x_s, x_t):
-            var, total = spectrum(jnp.asarray(x), jnp.asarray(w))
-            ks.append(k_for_variance(np.asarray(var), float(total), variance))
-        k = max(ks)
-    return int(max(1, min(k, n - 1, x_s.shape[1], x_t.shape[1])))
-
-
 def _model_info(ref: ModelRef, manifest: dict) -> dict[str, Any]:
     entry = next(e for e in manifest["models"] if e["name"] == ref.name)
     return {"name": ref.name, "model_type": entry.get("model_type", entry.get("family")),
@@ -128,7 +116,7 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
         x_t = load_vectors(ref_t, lt, orders[ref_t.run_dir])
         excluded = zero_rows(x_s) | zero_rows(x_t)
         trials = make_trials(table, 1, seed, test_fraction, val_fraction, exclude=excluded)
-        k_used = resolve_k(x_s, x_t, trials.train[0], k, variance)
+        k_used = k_for_pair(x_s, x_t, trials.train[0], k, variance)
         settings = maps.FitSettings(k=k_used, ridge=ridge, rotation_only=rotation_only, adapter=adapter)
         quality = _held_out_quality(method, settings, x_s, x_t, trials, table)
         usable = (~excluded).astype(np.float32)
