@@ -236,7 +236,26 @@ def _steer(run_dir: Path, out: Path, cfg, layers_spec, sweep_json: Path | None, 
 
 
 def _export(run_dir: Path, steer_dir: Path, out: Path, settings: dict, log) -> list[Path]:
-    """Trait vectors (native and transferred) as llama.cpp control-vector GGUF / safetensors files."""
+    """Trait vectors (native and transferred) as llama.cpp control-vector GGUF / safetensors files.
+
+    The stage owns its directory: it is written beside `out` and swapped in whole, so a changed
+    configuration never leaves an earlier configuration's vectors next to the new ones."""
+    import shutil
+
+    staging, old = out.with_name(f".{out.name}.partial"), out.with_name(f".{out.name}.old")
+    for leftover in (staging, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging.mkdir(parents=True)
+    written = _write_exports(run_dir, steer_dir, staging, settings)
+    if out.exists():
+        out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+    log(f"[export] wrote {len(written)} control vector(s) under {out}")
+    return [out / p.relative_to(staging) for p in written]
+
+
+def _write_exports(run_dir: Path, steer_dir: Path, out: Path, settings: dict) -> list[Path]:
     from ..steer.export import export_control_vector
 
     from ..extract.store import model_slug, read_json_file, read_manifest
@@ -275,7 +294,6 @@ def _export(run_dir: Path, steer_dir: Path, out: Path, settings: dict, log) -> l
                                                 "source_layer": str(d["layer_source"]) if c != "native" else
                                                 str(d["layer_target"])})
                 written.append(path)
-    log(f"[export] wrote {len(written)} control vector(s) under {out}")
     return written
 
 
