@@ -26,8 +26,10 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml
 demo: $(VENV)/.base
 	$(PY) -m stf_jax.run configs/experiments/demo.yaml
 
+# test files run on TEST_WORKERS processes (XLA compiles on one thread; 2 workers use both cores here)
+TEST_WORKERS ?= 2
 test: $(VENV)/.test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean-venv:
 	rm -rf $(VENV)

@@ -118,3 +118,27 @@ class DirLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class CacheLock:
+    """A waiting lock for a shared cache entry (a converted model, an assembled GGUF): a second process that
+    needs the same entry blocks until the first has written it, then finds it done. `path` is the entry;
+    the lock is `<path>.lock` beside it (fcntl.flock, released when the process dies)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path).with_name(Path(path).name + ".lock")
+        self._fh = None
+
+    def __enter__(self) -> "CacheLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a")
+        fcntl.flock(self._fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        fcntl.flock(self._fh, fcntl.LOCK_UN)
+        self._fh.close()

@@ -28,6 +28,8 @@ from .ops import map_batched
 from .pca import PCA, k_for_variance
 from .protocol import (baseline_trials, fit_pcas, fitted_map_trials, layer_sweep, map_trials, procrustes_trials,
                        project_trials, spectra, train_rows)
+from ..extract.store import pair_tag
+from ..safe_paths import inside
 
 ADAPTERS = adapters_lib.KINDS
 LABEL_BASELINES = ("mean_target", "trait_mean")  # no map from the source: scored by protocol.baseline_trials
@@ -388,15 +390,15 @@ def _save_trained(out: Path, s_name: str, t_name: str, ls: int, lt: int, trained
     """Trained maps (all trials stacked on axis 0) as orbax checkpoints + loss curves as JSON."""
     saved = {}
     for kind, (fitted, info) in trained.items():
-        tag = f"{s_name}__to__{t_name}"
-        path = out / "adapters" / tag / kind
+        tag = pair_tag(s_name, t_name)
+        path = inside(out, Path("adapters") / tag / kind)
         adapters_lib.save_adapter(path, fitted,
                                   extra={"source": s_name, "target": t_name, "layer_source": ls, "layer_target": lt,
                                          "trial_seeds": list(trials.seeds), "leading_axis": "trial"})
         curves = {"eval_every": fitted.config.eval_every, "train": np.asarray(info["train_curve"]).tolist(),
                   "val": np.asarray(info["val_curve"]).tolist(), "best_check": np.asarray(info["best_check"]).tolist(),
                   "steps": np.asarray(info["steps"]).tolist(), "trial_seeds": list(trials.seeds)}
-        curve_path = out / "curves" / tag / f"{kind}.json"
+        curve_path = inside(out, Path("curves") / tag / f"{kind}.json")
         curve_path.parent.mkdir(parents=True, exist_ok=True)
         curve_path.write_text(json.dumps(curves, allow_nan=True) + "\n")
         saved[kind] = {"checkpoint": str(path.relative_to(out)), "curves": str(curve_path.relative_to(out))}

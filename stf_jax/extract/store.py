@@ -158,6 +158,12 @@ def model_slug(name: str) -> str:
     return slug if is_safe_name(slug) else safe_name(name, "model name")
 
 
+def pair_tag(source: str, target: str) -> str:
+    """`<source slug>__to__<target slug>`: the file-name stem of a directed model pair (models given as paths
+    or hub ids included; the slugs are safe names)."""
+    return f"{model_slug(source)}__to__{model_slug(target)}"
+
+
 def read_json_file(path: Path, what: str) -> Any:
     """JSON from a file the run wrote; a truncated or edited file is a DamagedRunError naming it."""
     try:

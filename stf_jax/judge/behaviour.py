@@ -37,6 +37,8 @@ import numpy as np
 
 from . import JUDGES, fluency, judge_for
 from . import prompts as prompt_sets
+from ..extract.store import pair_tag
+from ..safe_paths import inside
 
 DEFAULT_TRAITS = ("verbosity", "formality", "optimism", "enthusiasm", "technical_complexity", "hedging",
                   "emotional_tone")
@@ -312,7 +314,7 @@ def evaluate_direction(model, source: str, target: str, layer_s: int, layer_t: i
     chat = cfg.chat_template and getattr(model.tokenizer, "chat_template", None) is not None
     prompts = list(prompt_sets.EVAL[:cfg.n_prompts])
     scale = _scale(model, layer_t, prompts, chat)
-    cache = GenerationCache(out_dir / "generations" / f"{source}__to__{target}.jsonl" if out_dir else None)
+    cache = GenerationCache(inside(out_dir, Path("generations") / f"{pair_tag(source, target)}.jsonl") if out_dir else None)
     entry: dict[str, Any] = {"source": source, "target": target, "layer_source": layer_s, "layer_target": layer_t,
                              "mean_norm": scale, "chat_template": chat,
                              "cosine_to_native": notes.get("cosine_to_native"),

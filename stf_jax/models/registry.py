@@ -72,12 +72,16 @@ def resolve(name: str) -> str:
             raise FileNotFoundError(f"model {name!r}: {path} is missing from package {e['package']!r}; reinstall it")
         return str(path)
     if source == "gguf_assemble":
+        from ..locks import CacheLock
+
         target = cache_dir() / "gguf" / e["file"]
         if not target.exists():
-            module = importlib.import_module(e["package"])  # the chunked-weights packages are meant to be imported
-            tmp = target.with_suffix(".partial")
-            module.assemble(tmp, overwrite=True)
-            os.replace(tmp, target)
+            with CacheLock(target):  # one process assembles; the others wait and then find the file
+                if not target.exists():
+                    module = importlib.import_module(e["package"])  # chunked-weights packages are meant to be imported
+                    tmp = target.with_name(f".{target.name}.partial{os.getpid()}")
+                    module.assemble(tmp, overwrite=True)
+                    os.replace(tmp, target)
         return str(target)
     raise ValueError(f"{e['_file']}: unknown source {source!r} (gguf_package, gguf_assemble, hub)")
 

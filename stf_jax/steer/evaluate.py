@@ -33,6 +33,8 @@ from ..align.inputs import AlignInputError, find_models, load_vectors, make_tria
 from ..align.pca import k_for_pair
 from ..align.transfer import MAP_METHODS, trait_vectors, transferred_trait_vectors, unit
 from . import stats
+from ..extract.store import pair_tag
+from ..safe_paths import inside
 
 CONTROLS = ("zero_shot", "random", "shuffled")
 
@@ -420,7 +422,7 @@ def evaluate_steering(run_dir: str | Path, cfg: SteerConfig = SteerConfig(),
         results["directions"].append(entry)
         native_by_target.setdefault(t_name, (lt, scale, curves["native"], entry["conditions"]["native"]["traits"]))
         if out_dir is not None:
-            path = Path(out_dir) / "vectors" / f"{s_name}__to__{t_name}.npz"
+            path = inside(Path(out_dir), Path("vectors") / f"{pair_tag(s_name, t_name)}.npz")
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez(path, **{f"{c}/{t}": v for c, vecs in conds.items() for t, v in vecs.items()},
                      layer_source=ls, layer_target=lt)

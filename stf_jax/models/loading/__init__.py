@@ -68,12 +68,21 @@ def convert_gguf(path: str | Path, progress: bool = True) -> Path:
 
     Written into `<dir>.tmp<pid>` and renamed when complete; a failure removes it, and partial directories of
     killed conversions are removed on the next conversion."""
-    from .gguf_file import read_gguf
+    from ...locks import CacheLock
 
     path = Path(path)
     out = _gguf_cache_dir(path)
     if (out / "stf_jax_source.json").exists():
         return out
+    with CacheLock(out):  # another process converting the same file: wait for it, then use its result
+        if not (out / "stf_jax_source.json").exists():
+            _convert_locked(path, out, progress)
+    return out
+
+
+def _convert_locked(path: Path, out: Path, progress: bool) -> None:
+    from .gguf_file import read_gguf
+
     hf, flat, meta = read_gguf(path, progress=progress)
     cfg = config_from_hf(hf, str(path))
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
@@ -87,7 +96,6 @@ def convert_gguf(path: str | Path, progress: bool = True) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return out
 
 
 def _remove_stale_conversions(out: Path) -> None:
