@@ -123,10 +123,12 @@ class DirLock:
 class CacheLock:
     """A waiting lock for a shared cache entry (a converted model, an assembled GGUF): a second process that
     needs the same entry blocks until the first has written it, then finds it done. `path` is the entry;
-    the lock is `<path>.lock` beside it (fcntl.flock, released when the process dies)."""
+    the lock is `.locks/<name>.lock` in the cache's root (the entry's grandparent, so the cache folders hold
+    only finished entries); fcntl.flock, released when the process dies."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path).with_name(Path(path).name + ".lock")
+        path = Path(path)
+        self.path = path.parent.parent / ".locks" / f"{path.parent.name}__{path.name}.lock"
         self._fh = None
 
     def __enter__(self) -> "CacheLock":

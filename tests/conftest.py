@@ -149,3 +149,42 @@ class ShippedMaps:
 @pytest.fixture(scope="session")
 def shipped_maps(tmp_path_factory):
     return ShippedMaps(tmp_path_factory.mktemp("shipped_maps"))
+
+
+# ------------------------------------------------------------------ transformers' own reading of a GGUF, cached
+
+def transformers_from_gguf(gguf_path, kind: str = "model", **kwargs):
+    """transformers' model (f32) or tokenizer read from a GGUF by transformers itself (its dequantization and
+    name mapping: independent of stf_jax's converter), saved with `save_pretrained` under the stf_jax cache
+    on first use so later sessions skip the slow dequantization (gemma3-270m: ~75 s). kwargs: from_pretrained
+    options for the model (attn_implementation)."""
+    import hashlib
+    import os
+    import shutil
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from stf_jax.locks import CacheLock
+    from stf_jax.models.registry import cache_dir
+
+    path = Path(gguf_path)
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{kind}".encode()).hexdigest()[:12]
+    saved = cache_dir() / "transformers_reference" / f"{path.stem}-{kind}-{key}"
+    loader = AutoModelForCausalLM if kind == "model" else AutoTokenizer
+    extra = {"dtype": torch.float32, **kwargs} if kind == "model" else {}
+    with CacheLock(saved):
+        if not (saved / "done").exists():
+            obj = loader.from_pretrained(str(path.parent), gguf_file=path.name, **extra)
+            if kind == "model":  # dequantized to f32 already; the GGUF marker only blocks save_pretrained
+                obj.hf_quantizer = None
+                obj.config.__dict__.pop("quantization_config", None)
+            tmp = saved.with_name(saved.name + f".tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            obj.save_pretrained(tmp)
+            (tmp / "done").write_text(str(path))
+            os.replace(tmp, saved)
+    obj = loader.from_pretrained(str(saved), **extra)
+    return obj.eval() if kind == "model" else obj

@@ -1,4 +1,5 @@
-"""The two shipped GGUF models against transformers' PyTorch GGUF loading (the reference)."""
+"""The two shipped GGUF models against transformers' PyTorch GGUF loading (the reference; transformers' own
+reading of each GGUF is kept in the cache after the first run, see conftest.transformers_from_gguf)."""
 
 import json
 import subprocess
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 import stf_jax
+from conftest import transformers_from_gguf
 from stf_jax.models.registry import resolve
 
 REAL = ["smollm2-135m", "gemma3-270m"]
@@ -68,11 +70,9 @@ def varied_texts() -> list[str]:
 @pytest.fixture(scope="module", params=REAL)
 def real(request):
     """(name, stf_jax model, transformers tokenizer, gguf path) for one shipped model."""
-    from transformers import AutoTokenizer
-
     path = Path(resolve(request.param))
     model = stf_jax.load_model(request.param)
-    ref_tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    ref_tok = transformers_from_gguf(path, "tokenizer")
     return request.param, model, ref_tok, path
 
 
@@ -88,11 +88,9 @@ def test_tokenizer_matches_transformers_gguf_tokenizer(real):
 
 def test_hidden_states_and_next_token_match_transformers(real):
     import torch
-    from transformers import AutoModelForCausalLM
 
     name, model, ref_tok, path = real
-    ref = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
-                                               attn_implementation="eager").eval()
+    ref = transformers_from_gguf(path, "model", attn_implementation="eager")
     ids, mask = model.encode(PROMPTS, padding_side="left")
     pos = np.maximum(np.cumsum(mask, -1) - 1, 0)
     with torch.no_grad():

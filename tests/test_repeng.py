@@ -28,15 +28,13 @@ def repeng_file(shipped_maps, tmp_path_factory):
     if not hasattr(np, "float_"):  # repeng 0.4.0 annotates with np.float_, removed in NumPy 2 (test-only shim)
         np.float_ = np.float64
     repeng = pytest.importorskip("repeng")
-    torch = pytest.importorskip("torch")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    from conftest import transformers_from_gguf
     from stf_jax.data import load_pairs
     from stf_jax.models.registry import resolve
 
     gguf = Path(resolve("smollm2-135m"))
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    tok = transformers_from_gguf(gguf, "tokenizer")
+    model = transformers_from_gguf(gguf, "model")
     pairs = load_pairs("shipped", traits=["formality"])[TRAIN]
     dataset = [repeng.DatasetEntry(positive=p.positive, negative=p.negative) for p in pairs]
     blocks = [lm.layer_source - 1 for lm in shipped_maps.maps.maps.values()]  # repeng ids are block indices
