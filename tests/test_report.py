@@ -235,7 +235,7 @@ def test_markdown_has_tables_and_numbers(report):
     a = report["align"]["directions"][0]["methods"]["procrustes"]["test_centered"]
     assert f"{a['mean']:.3f} ± {a['std']:.3f}" in md  # align's own table, via stf_jax.align.report.markdown
     for heading in ("## Answer", "## Behaviour: independent judges of steered text", "## Out-of-distribution pairs",
-                    "## Few-shot maps (seed 001)", "## Experiment", "## Headline", "## Alignment overview", "## Alignment: layer-6",
+                    "## Few-shot maps (the Preference-Vector idea)", "## Experiment", "## Headline", "## Alignment overview", "## Alignment: layer-6",
                     "## Alignment: sweep", "Scrambling hierarchy", "## Steering",
                     "### In-model steering", "### Transfer gemma3-270m → smollm2-135m (13→25)", "Paired comparisons",
                     "Generation check", "## Figures", "Per-trait test cosine (centered)", "## Layer sweep ("):

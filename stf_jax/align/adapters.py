@@ -2,7 +2,7 @@
 
 The closed-form maps (Procrustes, affine) fix the map's form; adapters let the loss choose: `mse` on the
 vectors, `cosine` (1 − cos, scale-free, the evaluation metric itself) or `normalized_mse` (MSE against
-L2-normalized targets, seed 004's translator; equal to `mse` when targets are unit steering vectors,
+L2-normalized targets, the Pythia negative result's translator; equal to `mse` when targets are unit steering vectors,
 different on raw differences or hidden states). AdamW with weight decay on matrices only, an optional
 scale-free orthogonality penalty (a similarity map is its zero set), minibatches drawn from the training
 rows, and early stopping on a validation slice of the training split (the parameters with the best

@@ -1,4 +1,4 @@
-"""Affine maps y ≈ x A + b fitted in closed form (least squares or ridge), as in seed 003.
+"""Affine maps y ≈ x A + b fitted in closed form (least squares or ridge), as in the LRT paper.
 
 Fitted either on paired steering vectors (one row per contrast pair) or on paired token hidden states
 from a corpus run (`paired_token_states`). A steering vector is a *difference* of hidden states, so

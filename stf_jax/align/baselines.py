@@ -1,6 +1,6 @@
 """Baselines that need no learned map: what a transfer result has to beat.
 
-- `identity`: the source vector itself (seed 001's zero-shot injection), zero-padded or truncated to the
+- `identity`: the source vector itself (the Preference-Vector idea's zero-shot injection), zero-padded or truncated to the
   target width when the widths differ.
 - `mean_target`: the target's training mean μ_t for every input (scores cos(μ_t, v_t) raw, 0 centered).
 - `trait_mean`: the target's training mean of the input's trait. It knows the trait label and nothing

@@ -61,7 +61,7 @@ class FitSettings:
 
 @struct.dataclass
 class IdentityMap:
-    """Zero-shot transfer (seed 001): the source vector itself, zero-padded or truncated to d_t."""
+    """Zero-shot transfer (the Preference-Vector idea): the source vector itself, zero-padded or truncated to d_t."""
 
     d_t: int = struct.field(pytree_node=False)
 
@@ -106,7 +106,7 @@ def _fit_affine(x_s, x_t, w_train, w_val, key, s: FitSettings):
 
 def _fit_affine_tokens(x_s, x_t, w_train, w_val, key, s: FitSettings):
     """On paired hidden states the bias is a difference of state means; a steering vector is a difference
-    of states, so only the linear part carries it (seed 003)."""
+    of states, so only the linear part carries it (the LRT paper)."""
     m = fit_affine(x_s, x_t, w_train, ridge=s.ridge)
     return AffineMap(m.weight, jnp.zeros_like(m.bias)), {}
 
@@ -130,9 +130,9 @@ def _adapter_fitter(kind: str):
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("identity", _fit_identity, summary="zero-shot: the source vector itself, padded/truncated"),
     Method("procrustes", _fit_procrustes, scorer="kspace", summary="PCA per model + similarity Procrustes (the seed paper)"),
-    Method("affine", _fit_affine, summary="least-squares / ridge affine map on paired vectors (seed 003)"),
+    Method("affine", _fit_affine, summary="least-squares / ridge affine map on paired vectors (the LRT paper)"),
     Method("affine_tokens", _fit_affine_tokens, fits_on="token_states", scramble=False,
-           summary="affine map on paired corpus hidden states, applied to directions (seed 003)"),
+           summary="affine map on paired corpus hidden states, applied to directions (the LRT paper)"),
     *(Method(kind, _adapter_fitter(kind), summary=f"optax-trained {kind} adapter, early-stopped")
       for kind in adapters_lib.KINDS),
 )}

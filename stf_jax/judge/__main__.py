@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--methods", nargs="+", default=["procrustes", "affine", "linear"])
     o.add_argument("--out", required=True)
 
-    f = sub.add_parser("fewshot", help="map quality vs number of training traits and pairs per trait (seed 001)")
+    f = sub.add_parser("fewshot", help="map quality vs number of training traits and pairs per trait (the Preference-Vector idea)")
     f.add_argument("run_dir")
     f.add_argument("--layers", nargs="+", required=True, help="MODEL:LAYER per model")
     f.add_argument("--methods", nargs="+", default=["affine", "procrustes"])

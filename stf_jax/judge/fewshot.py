@@ -1,10 +1,10 @@
-"""Seed 001's few-shot question: does a light linear map fitted on one or two concept pairs suffice?
+"""The Preference-Vector idea's few-shot question: does a light linear map fitted on one or two concept pairs suffice?
 
 Map quality as a function of how much it is fitted on: the number of training traits n (1, 2, 4, 8, 16,
 25 of the 26) and pairs per trait p (2, 8, 32, all of the trait's training pairs), several random trait
 subsets per cell. For each cell and subset:
 
-- the map (`affine`: ridge least squares, the "light linear adapter" of seed 001 solved in closed form;
+- the map (`affine`: ridge least squares, the "light linear adapter" of the Preference-Vector idea solved in closed form;
   `procrustes`: PCA + similarity Procrustes, k capped by the rows) is fitted on p training pairs of each
   of the n traits (the alignment's split, seed 0);
 - it is scored only on traits *not* in the subset (held-out traits, test rows): per-pair centered cosine
@@ -178,7 +178,7 @@ def run_fewshot(run_dir: str | Path, layers: dict[tuple[str, str], tuple[int, in
 
 
 def markdown(res: dict[str, Any]) -> str:
-    lines = ["# Few-shot maps (seed 001): quality vs training traits and pairs per trait", "",
+    lines = ["# Few-shot maps (the Preference-Vector idea): quality vs training traits and pairs per trait", "",
              f"Run `{res['run_dir']}`; {res['repeats']} random trait subsets per cell; scored on held-out traits "
              "only. Centered cosine per pair (μ_t fixed: the target's training mean) and trait-vector cosine "
              "to the target's own vector; mean [2.5, 97.5 percentile over subsets].", ""]

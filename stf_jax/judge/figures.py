@@ -176,7 +176,7 @@ def fewshot_figure(res: dict[str, Any], path=None, key: str = "centered"):
             ax.axhline(0, color="black", linewidth=0.5)
             ax.set_title(f"{d['source']} → {d['target']}", fontsize=9)
             ax.legend(fontsize=6, ncol=2)
-    fig.suptitle("Few-shot maps (seed 001): quality vs training traits and pairs per trait p "
+    fig.suptitle("Few-shot maps (the Preference-Vector idea): quality vs training traits and pairs per trait p "
                  "(mean, 2.5–97.5 % over random trait subsets)", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)

@@ -1,4 +1,4 @@
-"""Verbosity judge: how many words a text uses (seed 001's "output length").
+"""Verbosity judge: how many words a text uses (the Preference-Vector idea's "output length").
 
 Measures: the word count (`stf_jax.judge.text.words`), higher = more verbose; sentence count and mean
 words per sentence are reported beside it (`length_profile`).

@@ -517,7 +517,7 @@ def _judge_sections(doc: Document, run: Run) -> None:
                     continue
                 rows.append([f"{d['source']} → {d['target']}", f"`{c['method']}`", str(c["n_traits"]),
                              str(c["pairs_per_trait"] or "all"), fmt_ci(c["centered"], 3), fmt_ci(c["trait_cos"], 3)])
-        doc.md("## Few-shot maps (seed 001)\n\nHow map quality grows with the number of training traits and pairs "
+        doc.md("## Few-shot maps (the Preference-Vector idea)\n\nHow map quality grows with the number of training traits and pairs "
                "per trait; scored on held-out traits only (mean and 2.5–97.5 % range over random trait subsets).\n\n"
                + md_table(["direction", "method", "traits", "pairs/trait", "centered cosine (pairs)",
                            "trait-vector cosine"], rows))

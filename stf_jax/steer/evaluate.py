@@ -5,14 +5,14 @@ For each directed pair (source → target) at chosen layers, on one text-disjoin
   2. maps fitted on the training pairs (`stf_jax.align.transfer`), each carrying the source's trait
      vectors into the target;
   3. conditions steered into the target: `native` (its own vectors), one per map method, and the
-     controls `zero_shot` (the source vector zero-padded / truncated, seed 001), `random` (random unit
+     controls `zero_shot` (the source vector zero-padded / truncated, the Preference-Vector idea), `random` (random unit
      directions, the same norm as every other condition) and `shuffled` (the best map's vectors assigned to
      the wrong traits);
   4. an alpha sweep of additive steering (alpha in units of the layer's mean residual norm) scored by
-     propensity on held-out pairs (seed 003): per trait a curve, its slope, and — against the native
-     curve — the slope ratio, Pearson r and MSE (seed 003), with bootstrap intervals over pairs;
-  5. paired bootstrap comparisons of per-pair slopes (seed 004), exactness checks (alpha = 0 and
-     self-injection reproduce the unsteered model), and generation lengths for verbosity (seed 001).
+     propensity on held-out pairs (the LRT paper): per trait a curve, its slope, and — against the native
+     curve — the slope ratio, Pearson r and MSE (the LRT paper), with bootstrap intervals over pairs;
+  5. paired bootstrap comparisons of per-pair slopes (the Pythia negative result), exactness checks (alpha = 0 and
+     self-injection reproduce the unsteered model), and generation lengths for verbosity (the Preference-Vector idea).
 
 `python -m stf_jax.steer eval RUN_DIR` is a thin CLI over `evaluate_steering`.
 """
@@ -53,7 +53,7 @@ class SteerConfig:
     k / variance: PCA components for procrustes; None (the default) takes the protocol's rule, the smallest k
     explaining `variance` of both models' training vectors (`align.pca.k_for_pair`), so the maps that steer
     are the maps the alignment protocol scores; ridge, adapter: as in alignment.
-    generation_trait / generation_prompts / max_new_tokens / generation_alpha: the seed-001 length check
+    generation_trait / generation_prompts / max_new_tokens / generation_alpha: the Preference-Vector idea's length check
     (alpha defaults to the largest alpha); chat_template: wrap generation prompts in the model's template.
     """
 
@@ -216,7 +216,7 @@ def summarize_direction(alphas: np.ndarray, curves: dict[str, dict[str, np.ndarr
 
 def in_model_summary(alphas, native: dict[str, np.ndarray], native_rows: dict[str, dict], cfg: SteerConfig
                      ) -> dict[str, Any]:
-    """Seed 001's first check: do the model's own vectors move propensity monotonically with alpha?
+    """The Preference-Vector idea's first check: do the model's own vectors move propensity monotonically with alpha?
 
     native: {trait: [A, P] curves}; native_rows: their per-trait statistics (`summarize_direction`'s
     native condition), of which the curve, slope and monotonicity are kept."""
@@ -292,7 +292,7 @@ def _trait_scores(model, layer: int, prompts: Sequence[str], texts: Sequence[str
 
 def _generation(model, layer: int, prompts: Sequence[str], conds: dict[str, dict[str, np.ndarray]], trait: str,
                 alpha: float, scale: float, cfg: SteerConfig) -> dict[str, Any]:
-    """Seed 001: output length (words) under +alpha and -alpha steering, per condition, vs unsteered; and
+    """The Preference-Vector idea: output length (words) under +alpha and -alpha steering, per condition, vs unsteered; and
     the target's own trait read-out of each completion (projection on its native vector), vs unsteered."""
     from ..models.generate import generate
     from .inject import make_intervention, position_mask

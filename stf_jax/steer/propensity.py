@@ -1,4 +1,4 @@
-"""Propensity (seed 003 style): how much more likely the model finds the positive continuation.
+"""Propensity (the LRT paper style): how much more likely the model finds the positive continuation.
 
     propensity = mean over pairs of [ log P(positive | prompt) - log P(negative | prompt) ] / tokens
 

@@ -1,7 +1,7 @@
 """Steering-curve statistics: per-pair slopes, percentile bootstrap intervals (paired where compared).
 
 Every interval resamples contrast pairs (the unit that was sampled); comparisons resample the same pair
-indices on both sides, so they are paired bootstrap intervals as in seed 004.
+indices on both sides, so they are paired bootstrap intervals as in the Pythia negative result.
 """
 
 from __future__ import annotations
