@@ -19,7 +19,7 @@ import dataclasses
 import json
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +29,41 @@ from flax import struct
 
 from .ops import mm, safe_div, weighted_mean
 
-KINDS = ("linear", "lowrank", "mlp")
+Params = dict[str, jax.Array]
+
+
+class Architecture(NamedTuple):
+    """One adapter kind: its parameters, its map of centered inputs, and the Gram matrix of its linear part
+    for the orthogonality penalty (None where the map has no single linear part)."""
+
+    init: Callable[["AdapterConfig", int, int, jax.Array], Params]  # zero map at start
+    forward: Callable[[Params, jax.Array], jax.Array]  # centered x [..., d_s] -> [..., d_t] (before + y mean)
+    gram: Callable[[Params], jax.Array] | None
+
+
+def _gram(w: jax.Array) -> jax.Array:
+    return mm(w.T, w) if w.shape[1] <= w.shape[0] else mm(w, w.T)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "linear": Architecture(
+        init=lambda cfg, d_s, d_t, key: {"w": jnp.zeros((d_s, d_t)), "b": jnp.zeros(d_t)},
+        forward=lambda p, x: mm(x, p["w"]) + p["b"],
+        gram=lambda p: _gram(p["w"])),
+    "lowrank": Architecture(  # random U (a zero one would stall), zero V
+        init=lambda cfg, d_s, d_t, key: {"u": jax.random.normal(key, (d_s, cfg.rank)) / np.sqrt(d_s),
+                                         "v": jnp.zeros((cfg.rank, d_t)), "b": jnp.zeros(d_t)},
+        forward=lambda p, x: mm(mm(x, p["u"]), p["v"]) + p["b"],
+        # eigenvalues of (UᵀU)(VVᵀ) are the squared singular values of U V
+        gram=lambda p: mm(mm(p["u"].T, p["u"]), mm(p["v"], p["v"].T))),
+    "mlp": Architecture(
+        init=lambda cfg, d_s, d_t, key: {"w1": jax.random.normal(key, (d_s, cfg.hidden)) / np.sqrt(d_s),
+                                         "b1": jnp.zeros(cfg.hidden), "w2": jnp.zeros((cfg.hidden, d_t)),
+                                         "b2": jnp.zeros(d_t)},
+        forward=lambda p, x: mm(jax.nn.gelu(mm(x, p["w1"]) + p["b1"]), p["w2"]) + p["b2"],
+        gram=None),
+}
+KINDS = tuple(ARCHITECTURES)
 LOSSES = ("mse", "cosine", "normalized_mse")
 
 
@@ -69,15 +103,13 @@ class AdapterConfig:
             raise ValueError(f"adapter kind must be one of {KINDS}, got {self.kind!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"adapter loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.orthogonality and self.kind == "mlp":
-            raise ValueError("the orthogonality penalty applies to linear and lowrank adapters, not mlp")
+        if self.orthogonality and ARCHITECTURES[self.kind].gram is None:
+            raise ValueError(f"the orthogonality penalty applies to adapters with a linear part "
+                             f"({[k for k, a in ARCHITECTURES.items() if a.gram is not None]}), not {self.kind}")
         if self.max_steps < self.eval_every or self.eval_every < 1:
             raise ValueError(f"need 1 <= eval_every ({self.eval_every}) <= max_steps ({self.max_steps})")
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
-
-
-Params = dict[str, jax.Array]
 
 
 class TrainResult(NamedTuple):
@@ -93,25 +125,12 @@ class TrainResult(NamedTuple):
 
 def init_params(cfg: AdapterConfig, d_s: int, d_t: int, key: jax.Array) -> Params:
     """Zero map at start (the last matrix is zero), random first matrix where a zero one would stall."""
-    if cfg.kind == "linear":
-        return {"w": jnp.zeros((d_s, d_t)), "b": jnp.zeros(d_t)}
-    if cfg.kind == "lowrank":
-        return {"u": jax.random.normal(key, (d_s, cfg.rank)) / np.sqrt(d_s), "v": jnp.zeros((cfg.rank, d_t)),
-                "b": jnp.zeros(d_t)}
-    return {"w1": jax.random.normal(key, (d_s, cfg.hidden)) / np.sqrt(d_s), "b1": jnp.zeros(cfg.hidden),
-            "w2": jnp.zeros((cfg.hidden, d_t)), "b2": jnp.zeros(d_t)}
+    return ARCHITECTURES[cfg.kind].init(cfg, d_s, d_t, key)
 
 
 def apply(kind: str, params: Params, stats: Params, v: jax.Array) -> jax.Array:
     """v: [..., d_s] -> [..., d_t]."""
-    x = v - stats["x_mean"]
-    if kind == "linear":
-        y = mm(x, params["w"]) + params["b"]
-    elif kind == "lowrank":
-        y = mm(mm(x, params["u"]), params["v"]) + params["b"]
-    else:
-        y = mm(jax.nn.gelu(mm(x, params["w1"]) + params["b1"]), params["w2"]) + params["b2"]
-    return y + stats["y_mean"]
+    return ARCHITECTURES[kind].forward(params, v - stats["x_mean"]) + stats["y_mean"]
 
 
 def row_loss(kind: str, pred: jax.Array, y: jax.Array) -> jax.Array:
@@ -127,13 +146,10 @@ def row_loss(kind: str, pred: jax.Array, y: jax.Array) -> jax.Array:
 
 def orthogonality_penalty(kind: str, params: Params) -> jax.Array:
     """‖G / (tr G / m) − I‖²_F / m for the map's m×m Gram G: zero iff the map is c·(semi-)orthogonal."""
-    if kind == "linear":
-        w = params["w"]
-        g = mm(w.T, w) if w.shape[1] <= w.shape[0] else mm(w, w.T)
-    elif kind == "lowrank":  # eigenvalues of (UᵀU)(VVᵀ) are the squared singular values of U V
-        g = mm(mm(params["u"].T, params["u"]), mm(params["v"], params["v"].T))
-    else:
+    gram = ARCHITECTURES[kind].gram
+    if gram is None:
         return jnp.zeros(())
+    g = gram(params)
     m = g.shape[0]
     g = g / (jnp.trace(g) / m + 1e-12)
     return jnp.sum((g - jnp.eye(m)) ** 2) / m
