@@ -158,6 +158,12 @@ def model_slug(name: str) -> str:
     return slug if is_safe_name(slug) else safe_name(name, "model name")
 
 
+def model_hint(entry: dict) -> str:
+    """A manifest model entry's HF model_type, what llama.cpp and repeng compare as a control vector's model
+    hint (runs from before it was recorded: the decoder family)."""
+    return entry.get("model_type") or entry.get("family", "")
+
+
 def pair_tag(source: str, target: str) -> str:
     """`<source slug>__to__<target slug>`: the file-name stem of a directed model pair (models given as paths
     or hub ids included; the slugs are safe names)."""

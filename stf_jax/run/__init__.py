@@ -258,11 +258,10 @@ def _export(run_dir: Path, steer_dir: Path, out: Path, settings: dict, log) -> l
 def _write_exports(run_dir: Path, steer_dir: Path, out: Path, settings: dict) -> list[Path]:
     from ..steer.export import export_control_vector
 
-    from ..extract.store import model_slug, read_json_file, read_manifest
+    from ..extract.store import model_hint, model_slug, read_json_file, read_manifest
 
     manifest = read_manifest(run_dir)
-    # the HF model_type is what llama.cpp and repeng compare (runs from before it was recorded: the family)
-    model_type = {m["name"]: m.get("model_type") or m.get("family", "") for m in manifest["models"]}
+    model_type = {m["name"]: model_hint(m) for m in manifest["models"]}
     results = read_json_file(steer_dir / "steer_results.json", "steer_results.json")
     fmt = settings.get("format", "gguf")
     if fmt not in ("gguf", "safetensors"):

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import UserError
-from ..extract.store import atomic_save_tensors
+from ..extract.store import atomic_save_tensors, model_hint
 
 ARCH = "controlvector"
 FORMAT_VERSION = "1"
@@ -359,8 +359,7 @@ def _vector_defaults(path: Path) -> dict[str, str]:
         return {}
     for entry in json.loads(manifest.read_text()).get("models", []):
         if entry.get("slug") == path.parent.name:
-            return {"model_hint": entry.get("model_type") or entry.get("family", ""),
-                    "source_model": entry.get("name", "")}
+            return {"model_hint": model_hint(entry), "source_model": entry.get("name", "")}
     return {}
 
 
