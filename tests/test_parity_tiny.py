@@ -1,5 +1,7 @@
 """Every hidden state of every layer equals transformers' PyTorch forward on tiny random models."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -60,3 +62,36 @@ def test_bfloat16_params_within_stated_tolerance(tiny_model_dir):
     print(f"bf16 vs f32 max rel error {max(errors):.3e}")
     assert max(errors) < 3e-2
     assert max(errors) > 0  # it really ran in bf16
+
+
+@pytest.mark.parametrize("window", [0, 5])
+def test_flash_attention_call_has_the_reference_semantics(window):
+    """The cuDNN path's call (GQA layout, scale, causal + padding + sliding-window mask) computes the einsum
+    reference's function: checked through the same jax.nn.dot_product_attention call with its XLA
+    implementation, which runs anywhere; the accelerator check compares the cuDNN kernel itself on a GPU."""
+    import jax
+
+    from stf_jax.models.config import DecoderConfig
+    from stf_jax.models.decoder import _flash_attention, _reference_attention, attention_implementation
+
+    cfg = DecoderConfig(family="llama", vocab_size=10, d_model=64, n_layers=1, n_heads=4, n_kv_heads=2,
+                        head_dim=16, d_ff=8, norm_eps=1e-6, query_scale=0.3)
+    rng = np.random.default_rng(3)
+    b, s = 3, 24
+    q = jnp.asarray(rng.standard_normal((b, s, 4, 16)), jnp.float32)
+    k, v = (jnp.asarray(rng.standard_normal((b, s, 2, 16)), jnp.float32) for _ in range(2))
+    mask = np.ones((b, s), bool)
+    mask[1, :7] = False  # left padding
+    mask[2, 15:] = False  # right padding
+    idx = np.arange(s)
+    allowed = (idx[None, :] <= idx[:, None])[None] & mask[:, None, :]
+    if window:
+        allowed &= (idx[:, None] - idx[None, :]) < window
+    allowed = jnp.asarray(allowed)
+    ref = _reference_attention(q, k, v, allowed, cfg, jax.lax.Precision.HIGHEST)
+    out = _flash_attention(q, k, v, allowed, cfg.query_scale, implementation="xla")
+    real = mask[:, :, None, None] & np.ones(ref.shape, bool)
+    np.testing.assert_allclose(np.asarray(out)[real], np.asarray(ref)[real], atol=2e-5)
+    assert attention_implementation(cfg, jnp.bfloat16) == "xla"  # CPU: the einsum reference
+    with pytest.raises(ValueError, match="cannot run here"):
+        attention_implementation(dataclasses.replace(cfg, attention="cudnn"), jnp.bfloat16)

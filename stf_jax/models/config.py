@@ -102,6 +102,9 @@ class RopeSpec:
 
 
 _ADDED_FIELDS = frozenset({"norm", "gated_mlp", "parallel_residual", "positions", "rotary_dim", "o_bias"})
+# How attention is computed, not what: never part of the config hash (run manifests stay valid either way).
+_IMPLEMENTATION_FIELDS = frozenset({"attention"})
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -135,6 +138,9 @@ class DecoderConfig:
       mlp_bias: MLP projection biases.
       max_position_embeddings: context length.
       model_type: the HF model_type it came from.
+      attention: "xla" (the einsum reference, any backend), "cudnn" (`jax.nn.dot_product_attention`'s cuDNN
+        flash attention: GPU, bf16/f16, no soft-cap, head_dim <= 256) or "auto" (cudnn where it applies,
+        else xla). An implementation choice: left out of the config hash.
     """
 
     family: str
@@ -170,11 +176,16 @@ class DecoderConfig:
     positions: str = "rope"
     rotary_dim: int | None = None
     o_bias: bool = False
+    attention: str = "auto"
+
+    def __post_init__(self):
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention must be one of {ATTENTION_IMPLEMENTATIONS}, got {self.attention!r}")
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
         for f in dataclasses.fields(self):
-            if f.name in _ADDED_FIELDS and d[f.name] == f.default:
+            if (f.name in _ADDED_FIELDS and d[f.name] == f.default) or f.name in _IMPLEMENTATION_FIELDS:
                 del d[f.name]
         return json.dumps(d, sort_keys=True)
 

@@ -130,19 +130,58 @@ class Attention(nn.Module):
             v = jax.lax.dynamic_update_slice(layer["cache_v"], v.astype(layer["cache_v"].dtype), at)
         new_cache = (k, v)
 
-        g = cfg.n_heads // cfg.n_kv_heads
-        q = q.reshape(b, s, cfg.n_kv_heads, g, cfg.head_dim)
-        scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, precision=self.precision,
-                            preferred_element_type=jnp.float32) * cfg.query_scale  # [B, K, G, S, S]
-        if cfg.attn_softcap:
-            scores = jnp.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
         window = layer["window"]
         allowed = shared["allowed"] & ((window == 0) | (shared["distance"] < window))  # [B, S, T]
-        scores = jnp.where(allowed[:, None, None], scores, _NEG)
-        probs = jax.nn.softmax(scores, axis=-1).astype(x.dtype)
-        out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v, precision=self.precision)
+        if attention_implementation(cfg, self.dtype, decoding="cache_k" in layer) == "cudnn":
+            out = _flash_attention(q, k, v, allowed, cfg.query_scale)
+        else:
+            out = _reference_attention(q, k, v, allowed, cfg, self.precision)
         out = out.reshape(b, s, cfg.n_heads * cfg.head_dim)
         return dense(cfg.d_model, use_bias=cfg.o_bias, name="o")(out), new_cache
+
+
+def attention_implementation(cfg: DecoderConfig, dtype, decoding: bool = False) -> str:
+    """"cudnn" (flash attention) or "xla" (einsum) for this forward, decided at trace time.
+
+    "auto" takes cuDNN's fused kernel where it applies (GPU, bf16/f16, head_dim <= 256 and a multiple of 8,
+    no soft-capping, not KV-cache decoding, whose one-token queries gain nothing from it); the einsum path
+    is the reference everywhere else. An explicit "cudnn" where it cannot apply is an error, not a fallback."""
+    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    reasons = [why for bad, why in (
+        (jax.default_backend() != "gpu", f"backend is {jax.default_backend()}, not gpu"),
+        (not half, f"dtype {jnp.dtype(dtype).name} (cuDNN flash attention needs bfloat16 or float16)"),
+        (cfg.head_dim > 256 or cfg.head_dim % 8, f"head_dim {cfg.head_dim}"),
+        (bool(cfg.attn_softcap), "attention soft-capping"),
+    ) if bad]
+    if cfg.attention == "xla" or decoding:
+        return "xla"
+    if cfg.attention == "cudnn" and reasons:
+        raise ValueError(f"attention='cudnn' cannot run here: {'; '.join(reasons)}; use attention='auto' or 'xla'")
+    return "xla" if reasons else "cudnn"
+
+
+def _reference_attention(q, k, v, allowed, cfg: DecoderConfig, precision):
+    """Einsum attention with f32 scores (soft-capping, any dtype and backend). q: [B, S, H, Dh];
+    k, v: [B, T, K, Dh]; allowed: [B, S, T] -> [B, S, H, Dh]."""
+    b, s = q.shape[:2]
+    g = cfg.n_heads // cfg.n_kv_heads
+    q = q.reshape(b, s, cfg.n_kv_heads, g, cfg.head_dim)
+    scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, precision=precision,
+                        preferred_element_type=jnp.float32) * cfg.query_scale  # [B, K, G, S, T]
+    if cfg.attn_softcap:
+        scores = jnp.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
+    scores = jnp.where(allowed[:, None, None], scores, _NEG)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v, precision=precision)
+    return out.reshape(b, s, cfg.n_heads, cfg.head_dim)
+
+
+def _flash_attention(q, k, v, allowed, scale: float, implementation: str = "cudnn"):
+    """cuDNN fused attention. The mask [B, 1, S, T] (causal, key padding on either side, this layer's sliding
+    window, traced per scanned layer) becomes cuDNN's additive bias, with the large negative value JAX
+    chooses for cuDNN; is_causal lets the kernel skip the blocks above the diagonal, masked anyway."""
+    return jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None], scale=scale, is_causal=True,
+                                        implementation=implementation)
 
 
 _ACTIVATIONS = {

@@ -1,0 +1,507 @@
+"""One-call accelerator check: parity, extraction throughput (MFU), steering sweeps and alignment on one device.
+
+    python scripts/accelerator_check.py --out accelerator_report            # on a GPU, < 8 minutes
+    python scripts/accelerator_check.py --reduced --out /tmp/acc            # CPU smoke mode (the test suite runs it)
+
+Writes `accelerator_report.json` and `accelerator_report.md` into --out after every section, so a run cut
+short still leaves what it measured. Sections, in order (each one's failure is recorded, the rest still run):
+
+device      the device, library versions, and the matmul peak measured here (bf16 and f32, JAX and PyTorch):
+            the physical limit every throughput below is compared with.
+parity      every tiny family checkpoint of the test suite (random weights, left and right padding) and
+            the two shipped models' shapes (random weights: the real GGUF files exceed what a device run can
+            carry; their real-weight parity is tested on CPU) against transformers on the same device:
+            stf_jax f32, and bf16 with each attention implementation (einsum "xla", cuDNN flash "cudnn"),
+            next to transformers' own bf16 error (the bf16 noise floor). Max relative error over every
+            hidden state and the logits.
+extraction  the Llama-3-8B shape with random bf16 weights: stf_jax's jitted last-token extraction (both
+            attention implementations) against PyTorch bf16 with sdpa, written two ways: as a user would
+            (`output_hidden_states=True`, every layer and the LM head) and the equal-work reference (the
+            blocks up to the layer only, no LM head). tokens/s, ratios, MFU against the measured peak and
+            the datasheet peak.
+steering    α-sweep throughput of the steering evaluation (PrefixScorer: the prefix up to the steered layer
+            once, the rest per (vector, α)) on the shipped shapes: rows x α per second.
+alignment   the seed paper's scale (65,329 pairs, widths 3072/4096/4096, k = 1300, 5 trials, 6 directed
+            pairs; scripts/bench_align.py's data and pipeline), stf_jax on the device, compile included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")  # PyTorch shares the card in the same process
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+ROOT = Path(__file__).resolve().parent.parent
+for p in (ROOT, ROOT / "scripts", ROOT / "tests"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import numpy as np  # noqa: E402
+
+SHAPES = json.loads((ROOT / "scripts" / "shipped_shapes.json").read_text())
+DATASHEET_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM
+
+
+# ------------------------------------------------------------------ helpers
+
+def _timed(fn, reps: int, sync) -> float:
+    """Median seconds of fn() over reps calls after one warm-up; sync(result) waits for the device."""
+    sync(fn())
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        sync(fn())
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _torch_device():
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _torch_sync(x):
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return x
+
+
+def _jax_sync(x):
+    import jax
+
+    return jax.block_until_ready(x)
+
+
+def _datasheet_peak(kind: str) -> float | None:
+    return next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in kind.upper()), None)
+
+
+# ------------------------------------------------------------------ device
+
+def device_section(args) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import torch
+    import transformers
+
+    dev = jax.devices()[0]
+    n = 1024 if args.reduced else 8192
+    out = {"platform": dev.platform, "device_kind": dev.device_kind, "devices": len(jax.devices()),
+           "host": platform.node(), "cpus": os.cpu_count(), "matmul_n": n,
+           "versions": {"jax": jax.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+                        "python": platform.python_version()}}
+    if torch.cuda.is_available():
+        out["versions"]["cudnn (torch)"] = torch.backends.cudnn.version()
+        out["torch_device"] = torch.cuda.get_device_name(0)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), np.float32)
+    flops = 2 * n ** 3
+    for dtype in ("bfloat16", "float32"):
+        x = jnp.asarray(a, dtype)
+        prec = jax.lax.Precision.HIGHEST if dtype == "float32" else None
+        f = jax.jit(lambda u, v: jnp.matmul(u, v, precision=prec))
+        out[f"jax_matmul_{dtype}_tflops"] = flops / _timed(lambda: f(x, x), 5, _jax_sync) / 1e12
+        t = torch.as_tensor(a, device=_torch_device()).to(getattr(torch, dtype))
+        out[f"torch_matmul_{dtype}_tflops"] = flops / _timed(lambda: t @ t, 5, _torch_sync) / 1e12
+        del x, t
+    out["peak_bf16_tflops"] = max(out["jax_matmul_bfloat16_tflops"], out["torch_matmul_bfloat16_tflops"])
+    out["datasheet_bf16_tflops"] = _datasheet_peak(dev.device_kind)
+    return out
+
+
+# ------------------------------------------------------------------ parity
+
+_BUILT: dict[str, str] = {}
+
+
+def _save_random_shape(name: str, hf: dict, out_dir: str) -> str:
+    """A shipped model's shape with random weights (norms randomized so (1 + w) vs w matters)."""
+    import torch
+    import transformers
+    from conftest import _byte_tokenizer
+
+    config = transformers.AutoConfig.for_model(**hf)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if "norm" in pname:
+                p.normal_(0.0, 0.5)
+    model.save_pretrained(out_dir)
+    _byte_tokenizer().save_pretrained(out_dir)
+    return out_dir
+
+
+def _model_dir(name: str, tmp: str) -> str:
+    """Build (once per run) a saved checkpoint: conftest.TINY, test_families.FAMILY_TINY or a shipped shape."""
+    if name in _BUILT:
+        return _BUILT[name]
+    import conftest
+    import test_families
+
+    out = os.path.join(tmp, name)
+    if name in conftest.TINY:
+        conftest.build_tiny(name, out)
+    elif name in test_families.FAMILY_TINY:
+        test_families.build_family_tiny(name, out)
+    else:
+        _save_random_shape(name, SHAPES[name.removesuffix("-shape")], out)
+    _BUILT[name] = out
+    return out
+
+
+def _torch_states(model_dir: str, ids, mask, dtype: str):
+    """transformers' forward on the device (eager attention): hidden states [L+1, B, S, D] and logits, f32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dev = _torch_device()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager",
+                                                 dtype=getattr(torch, dtype)).to(dev).eval()
+    ids_t = torch.as_tensor(ids, dtype=torch.long, device=dev)
+    mask_t = torch.as_tensor(mask, dtype=torch.long, device=dev)
+    with torch.no_grad():
+        out = model(input_ids=ids_t, attention_mask=mask_t, position_ids=(mask_t.cumsum(-1) - 1).clamp(min=0),
+                    output_hidden_states=True)
+    states = np.stack([h.float().cpu().numpy() for h in out.hidden_states])
+    logits = out.logits.float().cpu().numpy()
+    del model, out
+    return states, logits
+
+
+def _error(states, logits, ref_states, ref_logits, mask) -> float:
+    from conftest import max_rel_error
+
+    errs = [max_rel_error(states[i], ref_states[i], mask) for i in range(len(ref_states))]
+    return max(errs + [max_rel_error(logits, ref_logits, mask)])
+
+
+def _ours(model, ids, mask, attention: str):
+    model = dataclasses.replace(model, config=dataclasses.replace(model.config, attention=attention))
+    logits, states = model.logits(ids, mask, layers="all")
+    return np.asarray(states, np.float32), np.asarray(logits, np.float32)
+
+
+def parity_section(args) -> dict:
+    import jax
+    import conftest
+    import test_families
+
+    import stf_jax
+    from stf_jax.models.decoder import attention_implementation
+
+    tiny = sorted(conftest.TINY) + sorted(n for n in test_families.FAMILY_TINY if n != "qwen2_full")
+    shapes = [f"{n}-shape" for n in SHAPES]
+    names = (tiny[:1] + ["gemma3_pattern"] if args.reduced else tiny) + ([] if args.reduced else shapes)
+    batch, seq = (2, 64) if args.reduced else (4, 256)
+    rows = []
+    for name in names:
+        model_dir = _model_dir(name, args.tmp)
+        f32 = stf_jax.load_model(model_dir, progress=False)
+        bf16 = stf_jax.load_model(model_dir, dtype="bfloat16", progress=False)
+        impls = ["xla"] + (["cudnn"] if attention_implementation(bf16.config, bf16.dtype) == "cudnn" else [])
+        vocab = min(f32.config.vocab_size, conftest.VOCAB)
+        for padding in ("right", "left"):
+            ids, mask = conftest.random_batch(np.random.default_rng(len(rows)), batch, seq, vocab, padding)
+            ref = _torch_states(model_dir, ids, mask, "float32")
+            row = {"model": name, "padding": padding, "batch": batch, "seq": seq,
+                   "f32": _error(*_ours(f32, ids, mask, "xla"), *ref, mask),
+                   "torch_bf16": _error(*_torch_states(model_dir, ids, mask, "bfloat16"), *ref, mask)}
+            for impl in impls:
+                try:
+                    row[f"bf16_{impl}"] = _error(*_ours(bf16, ids, mask, impl), *ref, mask)
+                except Exception as e:  # noqa: BLE001 - recorded; the row fails
+                    row[f"bf16_{impl}"] = f"error: {type(e).__name__}: {str(e)[:200]}"
+            row["pass"] = bool(row["f32"] < 1e-4 and all(
+                isinstance(row[f"bf16_{i}"], float) and row[f"bf16_{i}"] < max(3 * row["torch_bf16"], 3e-2)
+                for i in impls))
+            rows.append(row)
+            print(f"  parity {name} {padding}: " + ", ".join(f"{k} {v:.1e}" for k, v in row.items()
+                                                                if isinstance(v, float)), flush=True)
+        del f32, bf16
+        jax.clear_caches()
+    return {"rows": rows, "all_pass": all(r["pass"] for r in rows),
+            "note": "max |ours - transformers f32| / max |transformers f32| over every hidden state and the "
+                    "logits at real tokens; torch_bf16 = transformers' own bf16 run against its f32 run. "
+                    "Pass: f32 < 1e-4 and each bf16 < max(3 x torch_bf16, 3e-2)."}
+
+
+# ------------------------------------------------------------------ extraction throughput
+
+def _random_params(cfg, dtype):
+    import jax
+    import jax.numpy as jnp
+
+    from stf_jax.models.decoder import param_shapes
+
+    leaves, tree = jax.tree_util.tree_flatten(param_shapes(cfg, dtype))
+    keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
+    init = jax.jit(lambda k, s: (0.02 * jax.random.normal(k, s, jnp.float32)).astype(dtype), static_argnums=1)
+    return tree.unflatten([init(k, x.shape) for k, x in zip(keys, leaves)])
+
+
+def extraction_throughput(name: str, layer: int, batch: int, seq: int, steps: int, tiny: bool,
+                          peak_tflops: float | None = None, datasheet_tflops: float | None = None) -> dict:
+    """Random-weight bf16 extraction at a registry shape: stf_jax (each attention implementation) vs
+    PyTorch sdpa as a user writes it and as the equal-work reference, same device, same tokens."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+    import transformers
+
+    from stf_jax.models.config import config_from_hf
+    from stf_jax.models.decoder import attention_implementation, hidden_states, param_shapes
+    from stf_jax.models.registry import entry
+
+    hf = dict(entry(name)["config"])
+    if tiny:
+        hf |= {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
+               "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 4096}
+    cfg = config_from_hf(hf, name)
+    layers = (cfg.resolve_layers([layer])[0],)
+    n_run = layers[0]
+    params = _random_params(cfg, jnp.bfloat16)
+    ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, seq)).astype(np.int32)
+    ids_j, mask_j = jax.device_put(ids), jax.device_put(np.ones_like(ids))
+    tokens = batch * seq
+    res = {"shape": name + (" (tiny)" if tiny else ""), "layer": n_run, "n_layers": cfg.n_layers, "batch": batch,
+           "seq": seq, "tokens_per_forward": tokens}
+
+    impls = ["xla"] + (["cudnn"] if attention_implementation(cfg, jnp.bfloat16) == "cudnn" else [])
+    pooled = {}
+    for impl in impls:
+        c = dataclasses.replace(cfg, attention=impl)
+        fn = jax.jit(lambda p, i, m, c=c: hidden_states(p, i, m, cfg=c, layers=layers, dtype=jnp.bfloat16,
+                                                        collect=lambda h, _: h[:, -1].astype(jnp.float32)))
+        t0 = time.perf_counter()
+        try:
+            pooled[impl] = np.asarray(jax.block_until_ready(fn(params, ids_j, mask_j)))[0]
+        except Exception as e:  # noqa: BLE001 - recorded; the other implementation still runs
+            res[f"stf_{impl}_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            print(f"  {impl}: {res[f'stf_{impl}_error']}", flush=True)
+            continue
+        res[f"stf_{impl}_compile_s"] = time.perf_counter() - t0
+        res[f"stf_{impl}_tokens_per_s"] = tokens / _timed(lambda: fn(params, ids_j, mask_j), steps, _jax_sync)
+        print(f"  stf_jax {impl}: {res[f'stf_{impl}_tokens_per_s']:,.0f} tokens/s", flush=True)
+    if len(pooled) == 2:
+        a, b = pooled["xla"], pooled["cudnn"]
+        res["cudnn_vs_xla_cos_min"] = float(np.min(np.sum(a * b, 1) / np.linalg.norm(a, axis=1)
+                                                   / np.linalg.norm(b, axis=1)))
+    del params
+    jax.clear_caches()
+
+    device = _torch_device()
+    config = transformers.AutoConfig.for_model(**hf)
+    config._attn_implementation = "sdpa"
+    with torch.device(device):
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
+    ids_t = torch.as_tensor(ids, device=device, dtype=torch.long)
+    with torch.no_grad():
+        user = lambda: model(input_ids=ids_t, output_hidden_states=True).hidden_states[n_run][:, -1]  # noqa: E731
+        res["torch_user_tokens_per_s"] = tokens / _timed(user, steps, _torch_sync)
+        print(f"  torch user-style: {res['torch_user_tokens_per_s']:,.0f} tokens/s", flush=True)
+        base = model.model
+        base.layers = base.layers[:n_run]  # equal work: the blocks up to the layer, no LM head
+        equal = lambda: base(input_ids=ids_t).last_hidden_state[:, -1]  # noqa: E731
+        res["torch_equal_tokens_per_s"] = tokens / _timed(equal, steps, _torch_sync)
+    del model, base
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+    block_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree_util.tree_leaves(param_shapes(cfg)["layers"]))
+    attn = 2 * 2 * batch * seq * seq * cfg.n_heads * cfg.head_dim  # QK^T and PV, causal half not discounted
+    per_token = n_run * (2 * block_params + attn / tokens)  # the work of the blocks up to the layer
+    full_per_token = cfg.n_layers * (2 * block_params + attn / tokens) + 2 * cfg.vocab_size * cfg.d_model
+    best = max((i for i in impls if f"stf_{i}_tokens_per_s" in res), key=lambda i: res[f"stf_{i}_tokens_per_s"])
+    res["stf_best"] = best
+    for key, work in (("stf_xla", per_token), ("stf_cudnn", per_token), ("torch_equal", per_token),
+                      ("torch_user", full_per_token)):
+        if f"{key}_tokens_per_s" in res:
+            tflops = res[f"{key}_tokens_per_s"] * work / 1e12
+            res[f"{key}_tflops"] = tflops
+            if peak_tflops:
+                res[f"{key}_mfu_measured_peak"] = tflops / peak_tflops
+            if datasheet_tflops:
+                res[f"{key}_mfu_datasheet"] = tflops / datasheet_tflops
+    res["ratio_vs_torch_user"] = res[f"stf_{best}_tokens_per_s"] / res["torch_user_tokens_per_s"]
+    res["ratio_vs_torch_equal"] = res[f"stf_{best}_tokens_per_s"] / res["torch_equal_tokens_per_s"]
+    return res
+
+
+def extraction_section(args, peak=None, datasheet=None) -> dict:
+    if args.reduced:
+        return extraction_throughput("llama-3-8b-instruct", -2, 4, 64, 2, tiny=True)
+    return extraction_throughput("llama-3-8b-instruct", -6, args.batch, args.seq, args.steps, tiny=False,
+                                 peak_tflops=peak, datasheet_tflops=datasheet)
+
+
+# ------------------------------------------------------------------ steering sweeps
+
+def steering_section(args) -> dict:
+    import jax
+
+    import stf_jax
+    from stf_jax.steer.propensity import PrefixScorer
+
+    names = ["gemma3_pattern"] if args.reduced else [f"{n}-shape" for n in SHAPES]
+    pairs, alphas = (8, 3) if args.reduced else (128, 7)
+    rows = []
+    for name in names:
+        model = stf_jax.load_model(_model_dir(name, args.tmp), dtype="bfloat16", progress=False)
+        layer = max(1, (2 * model.config.n_layers) // 3)
+        prompts = [f"Write a note about topic {i}:" for i in range(pairs)]
+        pos = [f" Dear colleague, regarding item {i}, kindly find the details enclosed." for i in range(pairs)]
+        neg = [f" hey, about thing {i}, here's the stuff lol" for i in range(pairs)]
+        t0 = time.perf_counter()
+        scorer = PrefixScorer(model, layer, prompts, pos, neg, max_tokens=16, width=64)
+        vector = np.random.default_rng(0).standard_normal(model.config.d_model).astype(np.float32)
+        scorer.propensity(vector, 1.0)  # compile
+        setup = time.perf_counter() - t0
+        sweep = np.linspace(-4, 4, alphas)
+        t0 = time.perf_counter()
+        for a in sweep:
+            scorer.propensity(vector, float(a))
+        sweep_s = time.perf_counter() - t0
+        rows.append({"model": name, "dtype": "bfloat16", "layer": layer, "pairs": pairs, "alphas": alphas,
+                     "width": 64, "setup_and_compile_s": setup, "sweep_s": sweep_s,
+                     "forward_rows_per_s": 2 * pairs * alphas / sweep_s,
+                     "alpha_points_per_s": alphas / sweep_s})
+        print(f"  steering {name}: {rows[-1]['forward_rows_per_s']:,.0f} steered rows/s", flush=True)
+        del model, scorer
+        jax.clear_caches()
+    return {"rows": rows, "note": "one α point = the propensity of every pair (positive and negative continuation "
+                                  "rows) with the vector added at the layer; the prefix up to it runs once"}
+
+
+# ------------------------------------------------------------------ alignment
+
+def alignment_section(args) -> dict:
+    import itertools
+
+    import jax
+
+    import bench_align
+
+    scale, trials = (0.02, 2) if args.reduced else (args.align_scale, 5)
+    k = round(1300 * scale)
+    t0 = time.perf_counter()
+    xs, traits = bench_align.make_data(scale, 0)
+    data_s = time.perf_counter() - t0
+    splits = [bench_align.stratified_split(traits, s) for s in range(trials)]
+    pairs = list(itertools.permutations(range(len(xs)), 2))
+    ours, wall, cpu = bench_align.run_stf(xs, splits, pairs, k, batch_size=2 if args.reduced else 6)
+    return {"scale": scale, "pairs": len(traits), "widths": "/".join(str(x.shape[1]) for x in xs), "k": k, "trials": trials,
+            "directed_pairs": len(pairs), "platform": jax.devices()[0].platform, "data_generation_s": data_s,
+            "stf_wall_s": wall, "stf_cpu_s": cpu, "mean_test_cos": float(ours["test"].mean()),
+            "mean_test_centered": float(ours["test_centered"].mean())}
+
+
+# ------------------------------------------------------------------ report
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1e4 else f"{v:,.0f}"
+    return str(v)
+
+
+def markdown(report: dict) -> str:
+    from stf_jax.report.render import md_table
+
+    lines = ["# stf_jax accelerator check", ""]
+    dev = report.get("device", {})
+    lines.append(f"Device: **{dev.get('device_kind', '?')}** ({dev.get('platform', '?')}), "
+                 f"{'reduced CPU mode' if report['reduced'] else 'full mode'}, started {report['started']}.")
+    for name, sec in report["sections"].items():
+        lines += ["", f"## {name}", ""]
+        if "error" in sec or "skipped" in sec:
+            lines.append("```\n" + (sec.get("error") or sec["skipped"]).strip() + "\n```")
+            continue
+        rows = sec.get("rows")
+        if rows:
+            header = list(dict.fromkeys(k for r in rows for k in r))
+            lines.append(md_table(header, [[_fmt(r.get(h, "")) for h in header] for r in rows]))
+        scalars = [[k, _fmt(v)] for k, v in sec.items() if k != "rows" and not isinstance(v, (dict, list))]
+        scalars += [[f"{k}.{kk}", _fmt(vv)] for k, v in sec.items() if isinstance(v, dict) for kk, vv in v.items()]
+        if scalars:
+            lines += ["", md_table(["quantity", "value"], scalars)]
+    return "\n".join(lines) + "\n"
+
+
+SECTIONS = ("device", "extraction", "parity", "steering", "alignment")
+
+
+def run_check(out: str | os.PathLike, reduced: bool = False, only=None, budget_s: float = 460.0,
+              batch: int = 32, seq: int = 512, steps: int = 5, align_scale: float = 1.0) -> dict:
+    """Run the sections in order, writing the report after each; a section past the budget is skipped."""
+    from stf_jax.extract.store import atomic_write_json, atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    args = argparse.Namespace(reduced=reduced, batch=batch, seq=seq, steps=steps, align_scale=align_scale,
+                              tmp=tempfile.mkdtemp(prefix="accelerator_check_"))
+    report = {"reduced": reduced, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "sections": {}}
+    start = time.monotonic()
+    for name in SECTIONS:
+        if only and name not in only:
+            continue
+        if time.monotonic() - start > budget_s:
+            report["sections"][name] = {"skipped": f"time budget of {budget_s:.0f}s spent"}
+            continue
+        print(f"[{time.monotonic() - start:6.1f}s] {name}", flush=True)
+        t0 = time.perf_counter()
+        try:
+            if name == "extraction":
+                dev = report["sections"].get("device", {})
+                sec = extraction_section(args, dev.get("peak_bf16_tflops"), dev.get("datasheet_bf16_tflops"))
+            else:
+                sec = globals()[f"{name}_section"](args)
+        except Exception:  # noqa: BLE001 - recorded in the report; the other sections still run
+            sec = {"error": traceback.format_exc(limit=6)}
+            print(sec["error"], flush=True)
+        sec["seconds"] = time.perf_counter() - t0
+        if name == "device":
+            report["device"] = sec
+        report["sections"][name] = sec
+        report["total_s"] = time.monotonic() - start
+        atomic_write_json(out / "accelerator_report.json", report)
+        atomic_write_text(out / "accelerator_report.md", markdown(report))
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="accelerator_report", help="folder for the report [accelerator_report]")
+    parser.add_argument("--reduced", action="store_true", help="small shapes: a CPU smoke run in about a minute")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, help="run only these sections")
+    parser.add_argument("--budget", type=float, default=460.0,
+                        help="seconds after which later sections are skipped (recorded as skipped) [460]")
+    parser.add_argument("--batch", type=int, default=32, help="extraction rows per forward [32]")
+    parser.add_argument("--seq", type=int, default=512, help="extraction tokens per row [512]")
+    parser.add_argument("--steps", type=int, default=5, help="timed forwards per measurement (median) [5]")
+    parser.add_argument("--align-scale", type=float, default=1.0, help="alignment scale [1.0 = paper scale]")
+    args = parser.parse_args(argv)
+    report = run_check(args.out, args.reduced, args.only, args.budget, args.batch, args.seq, args.steps,
+                       args.align_scale)
+    print((Path(args.out) / "accelerator_report.md").read_text())
+    failed = [n for n, s in report["sections"].items() if "error" in s]
+    parity = report["sections"].get("parity", {})
+    if failed or parity.get("all_pass") is False:
+        print(f"accelerator check: errors in {failed}; parity all pass: {parity.get('all_pass')}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
