@@ -95,3 +95,32 @@ def test_flash_attention_call_has_the_reference_semantics(window):
     assert attention_implementation(cfg, jnp.bfloat16) == "xla"  # CPU: the einsum reference
     with pytest.raises(ValueError, match="cannot run here"):
         attention_implementation(dataclasses.replace(cfg, attention="cudnn"), jnp.bfloat16)
+
+
+def _dot_precisions(jaxpr):
+    """Every dot_general's precision in a jaxpr, sub-jaxprs (scan bodies, pjit) included."""
+    out = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            out.append((eqn.params["precision"], str(eqn.invars[0].aval)))
+        for p in eqn.params.values():
+            for sub in (p if isinstance(p, (list, tuple)) else [p]):
+                inner = getattr(sub, "jaxpr", None)
+                if inner is not None:
+                    out += _dot_precisions(getattr(inner, "jaxpr", inner))
+    return out
+
+
+@pytest.mark.parametrize("name", ["gemma3_pattern", "llama_gqa_untied_rope3"])
+def test_every_f32_matmul_asks_for_full_precision(name, tiny_model_dir):
+    """On GPUs a default-precision f32 matmul runs in TF32 (~3e-4 relative error): the tied LM head once did,
+    caught only by the accelerator check. On CPU the default is exact, so check the program instead."""
+    import jax
+
+    model = stf_jax.load_model(tiny_model_dir(name))
+    ids, mask = random_batch(np.random.default_rng(0), 2, 16, VOCAB, "right")
+    jaxpr = jax.make_jaxpr(lambda i, m: model.logits(i, m, layers="all"))(ids, mask)
+    dots = _dot_precisions(jaxpr.jaxpr)
+    assert len(dots) >= 7, dots  # q, k, v, o, MLP, two attention einsums, the LM head
+    loose = [(p, a) for p, a in dots if p is None or any(x != jax.lax.Precision.HIGHEST for x in p)]
+    assert not loose, loose

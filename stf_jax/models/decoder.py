@@ -352,7 +352,8 @@ class Decoder(nn.Module):
             if head_index is not None:
                 head_in = jnp.take_along_axis(normed, head_index[..., None], axis=1)  # [B, C, D]
             if cfg.tie_embeddings:
-                logits = embed.attend(head_in)
+                # not embed.attend: that takes the default matmul precision, TF32 on GPUs (logits 3e-4 off)
+                logits = jnp.einsum("bsd,vd->bsv", head_in, embed.embedding.astype(self.dtype), precision=precision)
             else:
                 logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.dtype,
                                   precision=precision, name="lm_head")(head_in)
