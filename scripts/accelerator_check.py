@@ -445,8 +445,6 @@ SECTIONS = ("device", "extraction", "parity", "steering", "alignment")
 def run_check(out: str | os.PathLike, reduced: bool = False, only=None, budget_s: float = 460.0,
               batch: int = 32, seq: int = 512, steps: int = 5, align_scale: float = 1.0) -> dict:
     """Run the sections in order, writing the report after each; a section past the budget is skipped."""
-    from stf_jax.extract.store import atomic_write_json, atomic_write_text
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     args = argparse.Namespace(reduced=reduced, batch=batch, seq=seq, steps=steps, align_scale=align_scale,
@@ -458,6 +456,7 @@ def run_check(out: str | os.PathLike, reduced: bool = False, only=None, budget_s
             continue
         if time.monotonic() - start > budget_s:
             report["sections"][name] = {"skipped": f"time budget of {budget_s:.0f}s spent"}
+            _write(out, report)
             continue
         print(f"[{time.monotonic() - start:6.1f}s] {name}", flush=True)
         t0 = time.perf_counter()
@@ -475,9 +474,15 @@ def run_check(out: str | os.PathLike, reduced: bool = False, only=None, budget_s
             report["device"] = sec
         report["sections"][name] = sec
         report["total_s"] = time.monotonic() - start
-        atomic_write_json(out / "accelerator_report.json", report)
-        atomic_write_text(out / "accelerator_report.md", markdown(report))
+        _write(out, report)
     return report
+
+
+def _write(out: Path, report: dict) -> None:
+    from stf_jax.extract.store import atomic_write_json, atomic_write_text
+
+    atomic_write_json(out / "accelerator_report.json", report)
+    atomic_write_text(out / "accelerator_report.md", markdown(report))
 
 
 def main(argv=None) -> int:
