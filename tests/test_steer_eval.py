@@ -179,7 +179,7 @@ def test_bad_steering_configs_fail_clearly(exact_transfer_run):
 
 
 def test_leave_one_trait_out_transfer_equals_numpy_lstsq_without_that_trait():
-    from stf_jax.align.transfer import transferred_trait_vectors
+    from stf_jax.align.trait_transfer import transferred_trait_vectors
 
     rng = np.random.default_rng(3)
     traits = np.repeat(["a", "b", "c", "d"], 30)

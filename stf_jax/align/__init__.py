@@ -8,7 +8,8 @@
 Modules: pca (PCA), procrustes (similarity Procrustes), affine (least squares / ridge), adapters (optax),
 baselines (identity, mean_target, trait_mean), metrics (raw and centered cosine), inputs (run
 directories, checks, trial splits), protocol (batched jitted trial computations), evaluate (the
-protocol over models and layers), report (results.json / results.md).
+protocol over models and layers), report (results.json / results.md), trait_transfer (trait vectors carried
+by each map, for steering; named apart from the `transfer` function exported here).
 """
 
 from .adapters import Adapter, AdapterConfig, load_adapter, save_adapter, train_adapter

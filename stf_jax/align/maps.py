@@ -9,7 +9,7 @@ every method is one entry of `METHODS`, fitted by one signature:
 w_train marks the training rows (0/1); w_val ⊂ w_train the validation slice that trained adapters hold
 out for early stopping (closed-form methods fit on all of w_train). `info` is a pytree of fit
 diagnostics (the Procrustes scale, adapter loss curves). The protocol that scores maps
-(`evaluate`), leave-one-trait-out carrying (`transfer.transferred_trait_vectors`), steering and
+(`evaluate`), leave-one-trait-out carrying (`trait_transfer.transferred_trait_vectors`), steering and
 `python -m stf_jax.transfer` all go through this table, so the map that is scored and the map that is
 deployed are the same computation; adding a method is one entry.
 

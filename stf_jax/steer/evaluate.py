@@ -2,7 +2,7 @@
 
 For each directed pair (source → target) at chosen layers, on one text-disjoint split of the run's pairs:
   1. trait vectors (mean of the training pairs' unit vectors) in both models;
-  2. maps fitted on the training pairs (`stf_jax.align.transfer`), each carrying the source's trait
+  2. maps fitted on the training pairs (`stf_jax.align.trait_transfer`), each carrying the source's trait
      vectors into the target;
   3. conditions steered into the target: `native` (its own vectors), one per map method, and the
      controls `zero_shot` (the source vector zero-padded / truncated, the Preference-Vector idea), `random` (random unit
@@ -31,7 +31,7 @@ from .. import __version__
 from ..align import adapters as adapters_lib
 from ..align.inputs import AlignInputError, find_models, load_vectors, make_trials, pair_table, zero_rows
 from ..align.pca import k_for_pair
-from ..align.transfer import MAP_METHODS, trait_vectors, transferred_trait_vectors, unit
+from ..align.trait_transfer import MAP_METHODS, trait_vectors, transferred_trait_vectors, unit
 from . import stats
 from ..extract.store import pair_tag
 from ..safe_paths import inside
