@@ -1,187 +1,237 @@
-"""Extraction throughput: stf_jax vs the PyTorch reference pipeline, same pairs, model, layer, batch.
+"""Extraction throughput: stf_jax vs the strongest honest PyTorch references, same pairs, model, layer, batch.
 
     python scripts/bench_extract.py --model smollm2-135m --pairs 1000 --layer -6 --batch-size 32
 
-(a) PyTorch as a user would write it: transformers' model (the same weights, from stf_jax's
-    converted directory), batches in dataset order padded to the longest, output_hidden_states=True,
-    torch.no_grad, all threads; last-token state at the layer.
-(b) stf_jax.extract.extract_pairs (bucketed, stops at the layer, no LM head), compile time included.
-Prints tokens/s of both, the ratio, and the max relative difference of the steering vectors.
-Model loading is not counted on either side.
+Each run measures, on the same texts and in the same process:
+(0) the machine's limit: a 2048^3 matmul in f32 and bf16 through JAX and PyTorch, and how XLA compiles a
+    bf16 dot here (native, or converted to f32 around an f32 dot);
+(a) stf_jax.extract.extract_pairs (length buckets, stops at the layer, no LM head, compile included) in
+    each of --dtypes, with achieved GFLOP/s and the fraction of the same-dtype matmul peak; the bf16/f32
+    throughput ratio and the minimum cosine between a pair vector in bf16 and in f32;
+(b) PyTorch as a user writes it: transformers' model (same weights, from stf_jax's converted directory),
+    dataset order padded to the longest, output_hidden_states=True, every layer and the LM head;
+(c) the equal-work PyTorch reference: the same length-sorted batches padded to their longest, the decoder
+    cut after the layer (no later blocks, no LM head), inference_mode, all threads;
+(d) llama.cpp as a peer (`llama-bench`, built from the source vendored in the llama-cpp-python sdist):
+    prompt processing of the same GGUF at the texts' mean length, all threads; skipped cleanly when the
+    binary cannot be built.
+Model loading is not counted on any side.
 
-Accelerator mode (`--shape llama-3-8b-instruct`): a registry model's shape with random bf16 weights,
-random token batches of --seq tokens, stf_jax (jit, last-token state at the layer) vs PyTorch bf16
-with sdpa attention (`output_hidden_states=True`) on the same device; prints tokens/s, the ratio and
-model FLOP utilisation = (2 * params * tokens + attention FLOPs) / time / --peak-tflops.
-`--shape ... --tiny` shrinks the shape so the mode can be exercised on a CPU.
+Accelerator mode (`--shape llama-3-8b-instruct`): scripts/accelerator_check.py's extraction section (random
+bf16 weights at a registry shape; stf_jax with each attention implementation vs PyTorch sdpa user-style and
+equal-work, MFU). `--shape ... --tiny` shrinks the shape so the mode runs on a CPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 
-def torch_reference(model_dir: str, texts: list[str], layer: int, batch_size: int, tokenizer):
+ROOT = Path(__file__).resolve().parent.parent
+for _p in (ROOT / "scripts", ROOT / "tests"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+
+def matmul_peaks(n: int = 2048) -> dict:
+    """GFLOP/s of an n^3 matmul in f32 and bf16 through JAX and PyTorch, and how XLA lowers a bf16 dot."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from accelerator_check import _jax_sync, _timed, _torch_sync
+
+    a = np.random.default_rng(0).standard_normal((n, n), np.float32)
+    out = {}
+    for dtype in ("float32", "bfloat16"):
+        x = jnp.asarray(a, dtype)
+        prec = jax.lax.Precision.HIGHEST if dtype == "float32" else None
+        f = jax.jit(lambda u, v: jnp.matmul(u, v, precision=prec))
+        out[f"jax_{dtype}"] = 2 * n ** 3 / _timed(lambda: f(x, x), 3, _jax_sync) / 1e9
+        t = torch.as_tensor(a).to(getattr(torch, dtype))
+        out[f"torch_{dtype}"] = 2 * n ** 3 / _timed(lambda: t @ t, 3, _torch_sync) / 1e9
+        if dtype == "bfloat16":
+            hlo = f.lower(x, x).compile().as_text()
+            out["xla_bf16_dot"] = "converted to f32" if "f32[" in hlo else "native bf16"
+    return out
+
+
+def forward_flops_per_token(cfg, layer: int, mean_len: float) -> float:
+    """Matmul FLOPs per token of the blocks up to `layer` (projections + causal attention at mean_len)."""
+    attn_proj = cfg.d_model * (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim + cfg.n_heads * cfg.head_dim * cfg.d_model
+    mlp = (3 if cfg.gated_mlp else 2) * cfg.d_model * cfg.d_ff
+    scores = 2 * cfg.n_heads * cfg.head_dim * mean_len / 2  # QK^T and PV over on average half the context
+    return layer * 2 * (attn_proj + mlp + scores)
+
+
+def torch_reference(model_dir: str, texts: list[str], layer: int, batch_size: int, tokenizer, equal_work: bool):
+    """(pooled last-token states [N, D] in text order, real tokens, seconds).
+
+    equal_work=False: as a user writes it (dataset order, output_hidden_states, every layer + LM head).
+    equal_work=True: length-sorted batches padded to their longest, blocks after the layer removed, no LM
+    head: the same work stf_jax does."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(os.cpu_count())
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     tokenizer.padding_side = "right"
-    pooled, tokens = [], 0
+    order = list(range(len(texts)))
+    if equal_work:
+        lengths = [len(ids) for ids in tokenizer(texts)["input_ids"]]
+        order.sort(key=lambda i: lengths[i])
+        model.model.layers = model.model.layers[:layer]
+        model.model.norm = torch.nn.Identity()  # hidden_states[layer] is the block output, before the final norm
+    pooled, tokens = np.zeros((len(texts), model.config.hidden_size), np.float32), 0
     t0 = time.perf_counter()
-    with torch.no_grad():
+    with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
-            enc = tokenizer(texts[start:start + batch_size], padding=True, return_tensors="pt")
-            out = model(**enc, output_hidden_states=True)
-            h = out.hidden_states[layer]
+            rows = order[start:start + batch_size]
+            enc = tokenizer([texts[i] for i in rows], padding=True, return_tensors="pt")
+            if equal_work:
+                h = model.model(**enc).last_hidden_state
+            else:
+                h = model(**enc, output_hidden_states=True).hidden_states[layer]
             last = enc["attention_mask"].sum(1) - 1
-            pooled.append(h[torch.arange(h.shape[0]), last].float().numpy())
+            pooled[rows] = h[torch.arange(h.shape[0]), last].float().numpy()
             tokens += int(enc["attention_mask"].sum())
-    return np.concatenate(pooled), tokens, time.perf_counter() - t0
+    return pooled, tokens, time.perf_counter() - t0
 
 
-def shape_benchmark(name: str, layer: int, batch: int, seq: int, steps: int, peak_tflops: float, tiny: bool):
-    """Random-weight throughput and MFU for a registry shape, stf_jax vs PyTorch, same device."""
-    import dataclasses
+def llama_cpp_peer(gguf: str, mean_len: int, batch_tokens: int) -> str:
+    """llama-bench prompt processing on the GGUF (all threads); a one-line reason when unavailable."""
+    try:
+        from llamacpp import LlamaCppUnavailable, tool
 
-    import jax
-    import jax.numpy as jnp
-    import torch
-    import transformers
+        bench = tool("llama-bench")
+    except Exception as e:  # noqa: BLE001 - the peer is optional
+        return f"skipped ({type(e).__name__}: {str(e)[:120]})"
+    del LlamaCppUnavailable
+    got = subprocess.run([str(bench), "-m", gguf, "-p", str(mean_len), "-n", "0", "-b", str(batch_tokens),
+                          "-t", str(os.cpu_count()), "-r", "3", "-o", "json"], capture_output=True, text=True)
+    if got.returncode != 0:
+        return f"skipped (llama-bench failed: {got.stderr.strip()[-200:]})"
+    row = json.loads(got.stdout)[0]
+    return f"{row['avg_ts']:,.0f} tokens/s (pp{mean_len}, {row['n_threads']} threads, {row.get('type_k', '')} cache)"
 
-    from stf_jax.models.config import config_from_hf
-    from stf_jax.models.decoder import hidden_states, param_shapes
-    from stf_jax.models.registry import entry
 
-    hf = dict(entry(name)["config"])
-    if tiny:
-        hf |= {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
-               "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 4096}
-    cfg = config_from_hf(hf, name)
-    layers = (cfg.resolve_layers([layer])[0],)
-    n_run = layers[0]
-    shapes = param_shapes(cfg, jnp.bfloat16)
-    leaves, tree = jax.tree_util.tree_flatten(shapes)
-    keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
-    params = tree.unflatten([(0.02 * jax.random.normal(k, x.shape, jnp.float32)).astype(x.dtype)
-                             for k, x in zip(keys, leaves)])
-    ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, seq)).astype(np.int32)
-    mask = np.ones_like(ids)
-    ids_j, mask_j = jax.device_put(ids), jax.device_put(mask)
+def stf_extract(model_name: str, pairs, layer: int, batch_size: int, dtype: str):
+    """(pair vectors, positive, negative states, real tokens, seconds without model load, padding eff.)."""
+    import stf_jax
+    from stf_jax.extract import ExtractOptions, extract_pairs, load_layer
 
-    def pool(h, m):
-        return h[:, -1].astype(jnp.float32)
-
-    fn = jax.jit(lambda p, i, m: hidden_states(p, i, m, cfg=cfg, layers=layers, dtype=jnp.bfloat16, collect=pool))
-    jax.block_until_ready(fn(params, ids_j, mask_j))  # compile
+    out = tempfile.mkdtemp(prefix="bench_extract_")
+    opts = ExtractOptions(layers=str(layer), batch_size=batch_size, chunk_size=len(pairs), progress=False,
+                          dtype=dtype)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        out = fn(params, ids_j, mask_j)
-    jax.block_until_ready(out)
-    jax_s = (time.perf_counter() - t0) / steps
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    config = transformers.AutoConfig.for_model(**hf)
-    config._attn_implementation = "sdpa"
-    with torch.device(device):
-        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
-    ids_t = torch.as_tensor(ids, device=device, dtype=torch.long)
-    with torch.no_grad():
-        model(input_ids=ids_t, output_hidden_states=True)  # warm-up
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            out_t = model(input_ids=ids_t, output_hidden_states=True).hidden_states[layers[0]][:, -1]
-        if device == "cuda":
-            torch.cuda.synchronize()
-        torch_s = (time.perf_counter() - t0) / steps
-
-    tokens = batch * seq
-    block_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree_util.tree_leaves(shapes["layers"]))
-    attn = 2 * 2 * batch * seq * seq * cfg.n_heads * cfg.head_dim  # QK^T and PV, causal not discounted
-    flops = n_run * (2 * block_params * tokens + attn)  # stf_jax's work: the blocks up to the layer
-    full = cfg.n_layers * (2 * block_params * tokens + attn) + 2 * cfg.vocab_size * cfg.d_model * tokens
-    print(f"shape {name}{' (tiny)' if tiny else ''}, layer {layers[0]}/{cfg.n_layers}, batch {batch} x seq {seq}, "
-          f"bf16, device {jax.devices()[0].device_kind} / torch {device}")
-    print(f"stf_jax : {tokens / jax_s:,.0f} tokens/s, MFU {flops / jax_s / (peak_tflops * 1e12):.1%}")
-    print(f"pytorch : {tokens / torch_s:,.0f} tokens/s, MFU {full / torch_s / (peak_tflops * 1e12):.1%} "
-          "(all layers + LM head, as output_hidden_states computes them)")
-    print(f"ratio   : stf_jax / pytorch = {torch_s / jax_s:.2f}x")
+    summary = extract_pairs([model_name], pairs, out, opts)[0]
+    wall = time.perf_counter() - t0
+    t_load = time.perf_counter()
+    stf_jax.load_model(model_name, dtype=dtype, progress=False)
+    seconds = wall - (time.perf_counter() - t_load)  # tokenize + compile + forward + write, not the load
+    arrays = load_layer(out, model_name, layer)
+    return arrays, summary.real_tokens, seconds, summary.padding_efficiency
 
 
-def main():
+def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--pairs", type=int, default=1000, help="number of shipped contrast pairs [1000]")
     parser.add_argument("--layer", type=int, default=-6, help="hidden-state index [-6]")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--skip-torch", action="store_true", help="time stf_jax only")
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"],
+                        help="stf_jax extraction dtypes [float32 bfloat16]")
+    parser.add_argument("--torch", nargs="*", default=["equal", "user"], choices=["equal", "user"],
+                        help="PyTorch references to time ('--torch' alone: none) [equal user]")
+    parser.add_argument("--skip-llama-cpp", action="store_true", help="no llama.cpp peer")
     parser.add_argument("--shape", help="accelerator mode: a registry model shape with random bf16 weights")
     parser.add_argument("--tiny", action="store_true", help="accelerator mode: shrink the shape (CPU smoke run)")
     parser.add_argument("--seq", type=int, default=512, help="accelerator mode: tokens per row [512]")
     parser.add_argument("--steps", type=int, default=10, help="accelerator mode: timed forwards [10]")
-    parser.add_argument("--peak-tflops", type=float, default=989.0,
-                        help="accelerator mode: dense bf16 peak for MFU [989, H100/H200 SXM]")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.shape:
-        return shape_benchmark(args.shape, args.layer, args.batch_size, args.seq, args.steps, args.peak_tflops,
-                               args.tiny)
+        from accelerator_check import extraction_throughput
+
+        res = extraction_throughput(args.shape, args.layer, args.batch_size, args.seq, args.steps, args.tiny)
+        for k, v in res.items():
+            print(f"{k:32s} {v:,.4g}" if isinstance(v, float) else f"{k:32s} {v}")
+        return
 
     import stf_jax
     from stf_jax.data import load_pairs
-    from stf_jax.extract import ExtractOptions, extract_pairs
     from stf_jax.models.loading import convert_gguf
     from stf_jax.models.registry import registry, resolve
 
     pairs = load_pairs("shipped")
     if len(pairs) < args.pairs:
         raise SystemExit(f"only {len(pairs)} shipped pairs")
-    # an even spread over traits, deterministic
-    order = np.random.default_rng(0).permutation(len(pairs))[: args.pairs]
+    order = np.random.default_rng(0).permutation(len(pairs))[: args.pairs]  # an even spread over traits
     pairs = [pairs[i] for i in sorted(order)]
     texts = [t for p in pairs for t in (p.positive, p.negative)]
-
     model = stf_jax.load_model(args.model, progress=False)
     layer = model.resolve_layers([args.layer])[0]
-    out = tempfile.mkdtemp(prefix="bench_extract_")
-    opts = ExtractOptions(layers=str(layer), batch_size=args.batch_size, chunk_size=len(pairs), progress=False)
-    t0 = time.perf_counter()
-    summary = extract_pairs([args.model], pairs, out, opts)[0]
-    wall = time.perf_counter() - t0
-    t_load = time.perf_counter()
-    stf_jax.load_model(args.model, progress=False)
-    load_seconds = time.perf_counter() - t_load
-    # everything but the (cached) model load: tokenization, compilation, forwards, writing files
-    jax_seconds = wall - load_seconds
-    from stf_jax.extract import load_layer
+    lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
+    mean_len = float(np.mean(lengths))
+    flops_tok = forward_flops_per_token(model.config, layer, mean_len)
+    print(f"model {args.model}, pairs {len(pairs)}, texts {len(texts)}, layer {layer}/{model.config.n_layers}, "
+          f"batch {args.batch_size}, mean {mean_len:.1f} tokens/text, {flops_tok / 1e6:.0f} MFLOP/token to the layer, "
+          f"{os.cpu_count()} CPUs")
+    peaks = matmul_peaks()
+    print("matmul 2048^3: " + ", ".join(f"{k} {v:,.0f} GFLOP/s" if isinstance(v, float) else f"{k}: {v}"
+                                        for k, v in peaks.items()), flush=True)
 
-    arrays = load_layer(out, args.model, layer)
-    jax_tokens = summary.real_tokens
-    print(f"pairs {len(pairs)}, texts {len(texts)}, layer {layer}, batch {args.batch_size}, model {args.model}")
-    print(f"stf_jax : {jax_tokens} tokens in {jax_seconds:.1f}s (tokenize + compile + forward + write) = "
-          f"{jax_tokens / jax_seconds:,.0f} tokens/s, padding efficiency {summary.padding_efficiency:.1%} "
-          f"(model load {load_seconds:.1f}s not counted)")
-    if args.skip_torch:
-        return
+    rows, ours = [], {}
+    for dtype in args.dtypes:
+        arrays, tokens, seconds, eff = stf_extract(args.model, pairs, layer, args.batch_size, dtype)
+        ours[dtype] = (arrays, tokens / seconds)
+        gflops = tokens * flops_tok / seconds / 1e9
+        peak = max(peaks[f"jax_{dtype}"], peaks[f"torch_{dtype}"])
+        rows.append((f"stf_jax {dtype} (compile incl.)", tokens, seconds, gflops, gflops / peak,
+                     f"padding efficiency {eff:.0%}"))
+        print(f"  stf_jax {dtype}: {tokens / seconds:,.0f} tokens/s", flush=True)
+    f32 = ours.get("float32", (None,))[0]
     path = resolve(args.model) if args.model in registry() else args.model
     model_dir = str(convert_gguf(path)) if str(path).endswith(".gguf") else path
-    ref, ref_tokens, ref_seconds = torch_reference(model_dir, texts, layer, args.batch_size, model.tokenizer)
-    assert ref_tokens == jax_tokens, (ref_tokens, jax_tokens)
-    print(f"pytorch : {ref_tokens} tokens in {ref_seconds:.1f}s = {ref_tokens / ref_seconds:,.0f} tokens/s")
-    print(f"ratio   : stf_jax / pytorch = {(jax_tokens / jax_seconds) / (ref_tokens / ref_seconds):.2f}x")
-    pos, neg = ref[0::2], ref[1::2]
-    diff = pos - neg
-    vectors = diff / np.linalg.norm(diff, axis=1, keepdims=True)
-    rel = np.abs(arrays["vectors"] - vectors).max() / np.abs(vectors).max()
-    rel_states = max(np.abs(arrays["positive"] - pos).max(), np.abs(arrays["negative"] - neg).max()) / np.abs(pos).max()
-    print(f"equal   : max relative difference vectors {rel:.2e}, pooled states {rel_states:.2e}")
+    for kind in args.torch:
+        ref, ref_tokens, ref_seconds = torch_reference(model_dir, texts, layer, args.batch_size, model.tokenizer,
+                                                       equal_work=kind == "equal")
+        gflops = ref_tokens * flops_tok / ref_seconds / 1e9
+        note = "every layer + LM head (counted: the work to the layer)" if kind == "user" else "same work"
+        if f32 is not None:
+            diff = ref[0::2] - ref[1::2]
+            vec = diff / np.linalg.norm(diff, axis=1, keepdims=True)
+            note += f"; max |Δ vector| vs stf_jax f32 {np.abs(f32['vectors'] - vec).max():.1e}"
+        rows.append((f"PyTorch f32, {'equal-work' if kind == 'equal' else 'user-style'}", ref_tokens, ref_seconds,
+                     gflops, gflops / max(peaks["jax_float32"], peaks["torch_float32"]), note))
+        print(f"  torch {kind}: {ref_tokens / ref_seconds:,.0f} tokens/s", flush=True)
+
+    print(f"\n| pipeline | tokens | seconds | tokens/s | GFLOP/s | of matmul peak | note |\n"
+          "| --- | --- | --- | --- | --- | --- | --- |")
+    for name, tokens, seconds, gflops, frac, note in rows:
+        print(f"| {name} | {tokens} | {seconds:.1f} | {tokens / seconds:,.0f} | {gflops:.0f} | {frac:.0%} | {note} |")
+    if not args.skip_llama_cpp and str(path).endswith(".gguf"):
+        print(f"| llama.cpp llama-bench ({Path(path).name}) | | | "
+              f"{llama_cpp_peer(str(path), round(mean_len), args.batch_size * round(mean_len))} | | | peer, full model |")
+    if {"float32", "bfloat16"} <= ours.keys():
+        cos = _cos_rows(ours["bfloat16"][0]["vectors"], ours["float32"][0]["vectors"])
+        print(f"\nbf16 / f32 extraction throughput: {ours['bfloat16'][1] / ours['float32'][1]:.2f}x; "
+              f"pair-vector cosine bf16 vs f32: min {cos.min():.5f}, median {np.median(cos):.5f}")
+    for name, tokens, seconds, *_ in rows[len(args.dtypes):]:
+        best = max(v[1] for v in ours.values())
+        print(f"stf_jax (best dtype) / {name}: {best / (tokens / seconds):.2f}x")
 
 
 if __name__ == "__main__":
