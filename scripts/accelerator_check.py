@@ -8,17 +8,17 @@ short still leaves what it measured. Sections, in order (each one's failure is r
 
 device      the device, library versions, and the matmul peak measured here (bf16 and f32, JAX and PyTorch):
             the physical limit every throughput below is compared with.
+extraction  the Llama-3-8B shape with random bf16 weights: stf_jax's jitted last-token extraction (both
+            attention implementations) against PyTorch bf16 with sdpa, written two ways: as a user would
+            (`output_hidden_states=True`, every layer and the LM head) and the equal-work reference (the
+            blocks up to the layer only, no LM head). tokens/s, ratios, MFU against the measured peak and
+            the datasheet peak.
 parity      every tiny family checkpoint of the test suite (random weights, left and right padding) and
             the two shipped models' shapes (random weights: the real GGUF files exceed what a device run can
             carry; their real-weight parity is tested on CPU) against transformers on the same device:
             stf_jax f32, and bf16 with each attention implementation (einsum "xla", cuDNN flash "cudnn"),
             next to transformers' own bf16 error (the bf16 noise floor). Max relative error over every
             hidden state and the logits.
-extraction  the Llama-3-8B shape with random bf16 weights: stf_jax's jitted last-token extraction (both
-            attention implementations) against PyTorch bf16 with sdpa, written two ways: as a user would
-            (`output_hidden_states=True`, every layer and the LM head) and the equal-work reference (the
-            blocks up to the layer only, no LM head). tokens/s, ratios, MFU against the measured peak and
-            the datasheet peak.
 steering    α-sweep throughput of the steering evaluation (PrefixScorer: the prefix up to the steered layer
             once, the rest per (vector, α)) on the shipped shapes: rows x α per second.
 alignment   the seed paper's scale (65,329 pairs, widths 3072/4096/4096, k = 1300, 5 trials, 6 directed
