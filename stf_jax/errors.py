@@ -24,6 +24,10 @@ class UserError(Exception):
     """An error in what the user gave (arguments, files, data): reported as one line, exit code 2."""
 
 
+class SteeringInputError(UserError, ValueError):
+    """A steering vector, control-vector file or steering setting that cannot be used as given (reported in one line)."""
+
+
 EXIT_USER_ERROR = 2
 
 

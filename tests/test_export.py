@@ -14,7 +14,8 @@ from safetensors import safe_open
 
 import stf_jax
 from stf_jax.extract.store import FORMAT_VERSION, atomic_save_tensors, atomic_write_json
-from stf_jax.steer.export import add_export_parser, export_control_vector, load_control_vector, run_export
+from stf_jax.steer.export import export_control_vector, load_control_vector
+from stf_jax.steer.export_cli import add_export_parser, run_export
 from stf_jax.steer.vectors import load_steering_vector
 
 D = 48

@@ -200,9 +200,10 @@ def test_method_table_is_the_only_dispatch():
 def test_steering_strength_and_export_target_are_checked(tiny_model_dir, tmp_path):
     """Issue 12 items 3 and 4: a non-finite or absurd strength, and a vector exported for a model it does not
     fit, are one-line input errors (they used to exit 0 with empty text / a file llama.cpp cannot use)."""
+    from stf_jax.errors import SteeringInputError
     from stf_jax.models.loading import load_model
     from stf_jax.steer.apply import steered_completions
-    from stf_jax.steer.export import SteeringInputError, _for_target
+    from stf_jax.steer.export_cli import _for_target
 
     model_dir = tiny_model_dir("gemma3_pattern")
     model = load_model(str(model_dir))

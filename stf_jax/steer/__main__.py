@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
 
     from .evaluate import add_eval_parser, run_eval
-    from .export import add_export_parser, run_export
+    from .export_cli import add_export_parser, run_export
 
     add_eval_parser(sub)
     add_export_parser(sub)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .export import SteeringInputError
+from ..errors import SteeringInputError
 
 SCALES = ("stored", "unit", "mean-norm")
 

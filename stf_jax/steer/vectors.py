@@ -9,7 +9,8 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
-from .export import SteeringInputError
+from ..errors import SteeringInputError
+from .export import is_control_vector_file, load_control_vector
 
 
 def load_steering_vector(path: str | Path, trait: str | None = None,
@@ -22,8 +23,6 @@ def load_steering_vector(path: str | Path, trait: str | None = None,
     steer.export). `layer` (HF hidden-state index) picks one of a multi-layer control vector; for a
     run's layer file it must match the file's layer, and a .npy, which records none, gets it.
     """
-    from .export import is_control_vector_file
-
     path = Path(path)
     if not path.exists():
         raise SteeringInputError(f"{path}: steering vector file not found")
@@ -66,8 +65,6 @@ def load_steering_vector(path: str | Path, trait: str | None = None,
 
 def _from_control_vector(path: Path, trait: str | None, layer: int | None) -> tuple[np.ndarray, int]:
     """One direction of an exported control vector: the only one, or the one at HF layer `layer`."""
-    from .export import load_control_vector
-
     cv = load_control_vector(path)
     file_trait = cv.metadata.get("stf_jax.trait", "unknown")
     if trait and trait != file_trait:
@@ -91,8 +88,6 @@ def load_directions(path: str | Path, trait: str | None = None,
     its strength, as llama.cpp and repeng use it), or only `layer`; kind "run": a run's layer file, the
     unit trait vector at the file's layer; kind "npy": the vector as stored, at `layer` (None if not given).
     """
-    from .export import is_control_vector_file, load_control_vector
-
     path = Path(path)
     if path.exists() and is_control_vector_file(path):
         if layer is None:
