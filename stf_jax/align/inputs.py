@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -288,7 +287,3 @@ def describe_inputs(refs: Sequence[ModelRef]) -> dict:
     runs = {str(r.run_dir): manifest_hash(r.run_dir) for r in refs}
     return {"runs": runs, "models": {r.name: {"run": str(r.run_dir), "d_model": r.d_model, "n_layers": r.n_layers}
                                      for r in refs}}
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, indent=1, allow_nan=True)

@@ -97,14 +97,6 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def rewrite_markdown(results_json: str | Path) -> Path:
-    """Re-render results.md next to an existing results.json."""
-    path = Path(results_json)
-    md = path.with_name("results.md")
-    md.write_text(markdown(json.loads(path.read_text())))
-    return md
-
-
 def write_results(results: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import math
-from pathlib import Path
 from typing import Any
 from ..errors import UserError
 
@@ -406,17 +405,6 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> DecoderCo
 def unknown_keys(hf: dict[str, Any]) -> list[str]:
     """Config keys we neither use nor know to be harmless (logged by the loaders)."""
     return sorted(k for k in hf if k not in _KNOWN_KEYS)
-
-
-def read_hf_config(path: str | Path) -> DecoderConfig:
-    path = Path(path)
-    try:
-        hf = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no config.json here (a model directory needs one)") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
-    return config_from_hf(hf, str(path))
 
 
 def rope_inv_freq(spec: RopeSpec, head_dim: int):
