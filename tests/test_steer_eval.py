@@ -164,7 +164,7 @@ def test_exact_transfer_matches_native_and_controls_do_not(exact_transfer_run, t
 
 
 def test_bad_steering_configs_fail_clearly(exact_transfer_run):
-    from stf_jax.align.inputs import AlignInputError
+    from stf_jax.errors import SteeringInputError
     from stf_jax.steer.evaluate import SteerConfig, evaluate_steering
 
     root, models = exact_transfer_run
@@ -172,9 +172,9 @@ def test_bad_steering_configs_fail_clearly(exact_transfer_run):
         SteerConfig(methods=("rotate",))
     with pytest.raises(ValueError, match="two distinct alphas"):
         SteerConfig(alphas=(0.0,))
-    with pytest.raises(AlignInputError, match="not in the run"):
+    with pytest.raises(SteeringInputError, match="not in the run"):
         evaluate_steering(root, SteerConfig(traits=("nonsense",)), models=models, log=lambda *_: None)
-    with pytest.raises(AlignInputError, match="'ghost' is not in"):
+    with pytest.raises(SteeringInputError, match="'ghost' is not in"):
         evaluate_steering(root, SteerConfig(), directions=[("src", "ghost")], models=models, log=lambda *_: None)
 
 

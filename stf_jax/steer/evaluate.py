@@ -29,9 +29,10 @@ import numpy as np
 
 from .. import __version__
 from ..align import adapters as adapters_lib
-from ..align.inputs import AlignInputError, find_models, load_vectors, make_trials, pair_table, zero_rows
+from ..align.inputs import find_models, load_vectors, make_trials, pair_table, zero_rows
 from ..align.pca import k_for_pair
 from ..align.trait_transfer import MAP_METHODS, trait_vectors, transferred_trait_vectors, unit
+from ..errors import SteeringInputError
 from . import stats
 from ..extract.store import pair_tag
 from ..safe_paths import inside
@@ -104,7 +105,7 @@ def layers_from_sweep(sweep_results: str | Path | dict, n_layers: dict[str, int]
     not be exported. The best eligible cell among those is taken."""
     res = json.loads(Path(sweep_results).read_text()) if not isinstance(sweep_results, dict) else sweep_results
     if not res.get("sweep"):
-        raise AlignInputError(f"{sweep_results}: no layer sweep in these results (python -m stf_jax.align --layer-sweep)")
+        raise SteeringInputError(f"{sweep_results}: no layer sweep in these results (python -m stf_jax.align --layer-sweep)")
     out = {}
     for s in res["sweep"]["pairs"].values():
         ls, lt = np.asarray(s["layers_source"]), np.asarray(s["layers_target"])
@@ -112,7 +113,7 @@ def layers_from_sweep(sweep_results: str | Path | dict, n_layers: dict[str, int]
         ok = np.asarray(s["eligible"], bool)
         ok &= ((ls >= 2) & (ls < n_layers[s["source"]]))[:, None] & ((lt >= 2) & (lt < n_layers[s["target"]]))[None, :]
         if not ok.any():
-            raise AlignInputError(f"sweep {s['source']}->{s['target']}: no steerable layer pair was swept")
+            raise SteeringInputError(f"sweep {s['source']}->{s['target']}: no steerable layer pair was swept")
         i, j = np.unravel_index(np.nanargmax(np.where(ok, score, -np.inf)), score.shape)
         out[(s["source"], s["target"])] = (int(ls[i]), int(lt[j]))
     return out
@@ -248,7 +249,7 @@ def _eval_rows(table, test: np.ndarray, traits: Sequence[str], per_trait: int, s
     for t in traits:
         rows = np.nonzero((test > 0) & (all_traits == t))[0]
         if len(rows) < 2:
-            raise AlignInputError(f"trait {t!r} has {len(rows)} held-out pair(s); need >= 2")
+            raise SteeringInputError(f"trait {t!r} has {len(rows)} held-out pair(s); need >= 2")
         out[t] = np.sort(rng.choice(rows, min(per_trait, len(rows)), replace=False))
     return out
 
@@ -345,12 +346,12 @@ def evaluate_steering(run_dir: str | Path, cfg: SteerConfig = SteerConfig(),
     for s, t in directions:
         for m in (s, t):
             if m not in refs:
-                raise AlignInputError(f"model {m!r} is not in {run_dir}; it has {names}")
+                raise SteeringInputError(f"model {m!r} is not in {run_dir}; it has {names}")
     table, orders = pair_table([refs[m] for m in names])
     traits = list(cfg.traits) if cfg.traits else list(table.trait_names)
     missing = sorted(set(traits) - set(table.trait_names))
     if missing:
-        raise AlignInputError(f"trait(s) {missing} are not in the run; it has {list(table.trait_names)}")
+        raise SteeringInputError(f"trait(s) {missing} are not in the run; it has {list(table.trait_names)}")
     alphas = cfg.alpha_grid
     models = dict(models or {})
     results: dict[str, Any] = {
@@ -509,7 +510,7 @@ def run_eval(args) -> int:
     if args.vector or args.run_dir is None:
         return run_vector_eval(args)
     if args.out is None:
-        raise AlignInputError("give --out DIR for the results of a run's evaluation")
+        raise SteeringInputError("give --out DIR for the results of a run's evaluation")
     cfg = config_from_args(args)
     refs = find_models([args.run_dir])
     layers = layers_from_sweep(args.sweep, {m: r.n_layers for m, r in refs.items()}) if args.sweep else None
@@ -528,22 +529,21 @@ def run_eval(args) -> int:
 def run_vector_eval(args) -> int:
     """`steer eval --vector FILE`: the propensity curve of one (multi-layer) vector file on held-out pairs."""
     from ..data import load_pairs
-    from ..errors import UserError
     from ..extract.store import atomic_write_bytes
     from .apply import steered_propensity
     from .vectors import load_directions
 
     if not args.vector or not args.model:
-        raise UserError("give a run directory, or --vector FILE and --model NAME to score one vector file")
+        raise SteeringInputError("give a run directory, or --vector FILE and --model NAME to score one vector file")
     directions, _ = load_directions(args.vector)
     if None in directions:
-        raise UserError(f"{args.vector}: a .npy vector has no layer; export it with steer export --layer first")
+        raise SteeringInputError(f"{args.vector}: a .npy vector has no layer; export it with steer export --layer first")
     trait = args.trait or _file_trait(args.vector)
     if not trait:
-        raise UserError(f"{args.vector} does not name its trait: give --trait")
+        raise SteeringInputError(f"{args.vector} does not name its trait: give --trait")
     alphas = args.alphas or (list(SteerConfig.alphas) if args.scale == "mean-norm" else None)
     if alphas is None:
-        raise UserError("give --alphas for --scale stored: the strengths you would give llama.cpp (FILE:S), "
+        raise SteeringInputError("give --alphas for --scale stored: the strengths you would give llama.cpp (FILE:S), "
                         "e.g. --alphas -40 40; or use --scale mean-norm (alphas in units of mean |h|)")
     pairs = load_pairs(args.pairs, traits=[trait])[args.skip:args.skip + args.pairs_per_trait]
     result = steered_propensity(args.model, directions, pairs, alphas, scale=args.scale, n_boot=args.bootstrap,
