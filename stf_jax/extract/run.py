@@ -312,6 +312,10 @@ def _barrier(name: str, timeout_s: int = 6 * 3600) -> None:
     host), longer than gloo's 30 s context set-up allows, so they first wait at the coordination
     service's barrier (generous timeout), then synchronise their devices over the collectives."""
     if jax.process_count() > 1:
+        # Private on purpose: public JAX (0.10.2) has no coordination-service barrier with a timeout
+        # (jax.distributed is only initialize / is_initialized / shutdown, and multihost_utils.
+        # sync_global_devices is the collective one that times out); JAX's own
+        # experimental.array_serialization waits on this same client.
         from jax._src import distributed
         from jax.experimental import multihost_utils
 
