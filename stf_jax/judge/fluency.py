@@ -65,7 +65,7 @@ def _completion_logprob():
     @partial(jax.jit, static_argnames=("cfg", "dtype"))
     def run(params, ids, mask, head_index, target_ids, target_mask, *, cfg, dtype):
         model = decoder.Decoder(cfg, dtype=dtype, logits=True)
-        *_, logits = model.apply({"params": params}, ids, mask, None, head_index=head_index)  # [B, C, V]
+        logits = model.apply({"params": params}, ids, mask, None, head_index=head_index).logits  # [B, C, V]
         logp = jax.nn.log_softmax(logits, axis=-1)
         tok = jnp.take_along_axis(logp, target_ids[..., None], axis=-1)[..., 0]
         return (tok * target_mask).sum(-1) / jnp.maximum(target_mask.sum(-1), 1.0)

@@ -27,7 +27,6 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .config import DecoderConfig, rope_inv_freq
 
@@ -248,8 +247,70 @@ class Block(nn.Module):
         return h, ((collected, cache) if "cache_k" in layer else collected)
 
 
+@flax.struct.dataclass
+class DecoderOutput:
+    """What every forward returns, whatever its mode; a field the mode does not compute is None.
+
+    embedded: collect(state entering the first run block) (the embeddings, or h0 when resuming).
+    per_block: collect(output of each run block), stacked: [n_run - start, ...].
+    last: collect(final-normed output), when the forward reaches the last block or computes logits.
+    logits: [B, S | C | 1, V] f32, when the Decoder has logits=True.
+    cache: {"k", "v": [L, B, T, K, Dh]} after this step, when decoding with a KV cache."""
+
+    embedded: Any
+    per_block: Any
+    last: Any
+    logits: Any = None
+    cache: Any = None
+
+
+def _attention_inputs(mask, cache):
+    """Token positions [B, S] and the attention geometry every block shares: allowed [B, S, T] (causal and
+    key padding) and distance [S, T] (for sliding windows). With a KV cache, queries start at its index."""
+    s = mask.shape[1]
+    if cache is None:
+        positions = jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)  # right for left padding too
+        q_idx, k_idx, key_mask = jnp.arange(s)[:, None], jnp.arange(s)[None, :], mask
+    else:
+        positions = cache["positions"]
+        q_idx = cache["index"] + jnp.arange(s)[:, None]
+        k_idx = jnp.arange(cache["k"].shape[2])[None, :]
+        key_mask = cache["key_mask"].astype(bool)
+    shared = {"allowed": (k_idx <= q_idx)[None] & key_mask[:, None, :], "distance": q_idx - k_idx, "mask": mask}
+    if cache is not None:
+        shared["cache_index"] = cache["index"]
+    return positions, shared
+
+
+def _rope_tables(cfg: DecoderConfig, positions) -> dict:
+    """{"cos", "sin": [n_ropes, B, S, R]} for the RoPE tables the layers choose from ({} for learned positions)."""
+    tables = []
+    for spec in cfg.ropes:
+        inv = jnp.asarray(rope_inv_freq(spec, cfg.rope_dim))
+        freqs = positions[..., None].astype(jnp.float32) * inv  # [B, S, R/2]
+        tables.append(jnp.concatenate([freqs, freqs], axis=-1))
+    if not tables:
+        return {}
+    angles = jnp.stack(tables)
+    return {"cos": jnp.cos(angles), "sin": jnp.sin(angles)}
+
+
+def _layer_inputs(cfg: DecoderConfig, start: int, n_run: int, intervention, cache) -> dict:
+    """What is scanned alongside blocks [start, n_run): window, RoPE choice, steering slices, KV cache."""
+    per_layer = {
+        "window": jnp.asarray(cfg.layer_window[start:n_run], jnp.int32),
+        "rope": jnp.asarray(cfg.layer_rope[start:n_run], jnp.int32),
+    }
+    if intervention is not None:
+        per_layer["iv"] = {name: getattr(intervention, name)[start:n_run]
+                           for name in ("vectors", "add", "keep", "norm_match")}
+    if cache is not None:
+        per_layer["cache_k"], per_layer["cache_v"] = cache["k"][start:n_run], cache["v"][start:n_run]
+    return per_layer
+
+
 class Decoder(nn.Module):
-    """Runs blocks [start, n_run); returns (per-block collected states, final h, logits|None).
+    """Runs blocks [start, n_run) and returns a `DecoderOutput`.
 
     start > 0 resumes from `h0`, the residual stream entering block `start` (= hidden_states[start]):
     steering sweeps compute the shared prefix once and rerun only the blocks after the steered layer."""
@@ -264,106 +325,79 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, attention_mask, intervention: Intervention | None = None, cache=None,
-                 h0=None, head_index=None):
+                 h0=None, head_index=None) -> DecoderOutput:
         """cache (decoding): {"k", "v": [L, B, T, K, Dh], "index": write offset, "key_mask": [B, T],
-        "positions": [B, S]}; the updated k/v come back as a 5th output.
+        "positions": [B, S]}; the updated k/v come back in DecoderOutput.cache.
         h0: [B, S, D] state entering block `start` (required when start > 0).
         head_index: [B, C] positions whose logits are computed (the LM head only there)."""
         cfg = self.cfg
         n_run = cfg.n_layers if self.n_run is None else self.n_run
-        start = self.start
-        if (start > 0) != (h0 is not None):
+        if (self.start > 0) != (h0 is not None):
             raise ValueError("Decoder: give h0 exactly when start > 0")
         precision = jax.lax.Precision.HIGHEST if self.dtype == jnp.float32 else None
-        b, s = input_ids.shape
         mask = attention_mask.astype(bool)
-        if cache is None:
-            positions = jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)  # [B, S], right for left padding too
-            q_idx, k_idx, key_mask = jnp.arange(s)[:, None], jnp.arange(s)[None, :], mask
-        else:
-            positions = cache["positions"]
-            q_idx = cache["index"] + jnp.arange(s)[:, None]
-            k_idx = jnp.arange(cache["k"].shape[2])[None, :]
-            key_mask = cache["key_mask"].astype(bool)
-
-        embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=self.dtype, param_dtype=self.dtype, name="embed")
-        if h0 is None:
-            h = embed(input_ids)
-            if cfg.embed_scale:
-                h = h * jnp.asarray(math.sqrt(cfg.d_model), self.dtype)
-            if cfg.positions == "learned":  # GPT-2: token + absolute position embeddings
-                h = h + nn.Embed(cfg.max_position_embeddings, cfg.d_model, dtype=self.dtype,
-                                 param_dtype=self.dtype, name="pos_embed")(positions)
-        else:
-            h = h0.astype(self.dtype)
-
-        tables = []
-        for spec in cfg.ropes:
-            inv = jnp.asarray(rope_inv_freq(spec, cfg.rope_dim))
-            freqs = positions[..., None].astype(jnp.float32) * inv  # [B, S, R/2]
-            tables.append(jnp.concatenate([freqs, freqs], axis=-1))
-        shared = {
-            "allowed": (k_idx <= q_idx)[None] & key_mask[:, None, :],  # [B, S, T]
-            "distance": q_idx - k_idx,  # [S, T]
-            "mask": mask,
-        }
-        if tables:
-            angles = jnp.stack(tables)  # [n_ropes, B, S, R]
-            shared["cos"], shared["sin"] = jnp.cos(angles), jnp.sin(angles)
-        if cache is not None:
-            shared["cache_index"] = cache["index"]
-        per_layer = {
-            "window": jnp.asarray(cfg.layer_window[start:n_run], jnp.int32),
-            "rope": jnp.asarray(cfg.layer_rope[start:n_run], jnp.int32),
-        }
+        positions, shared = _attention_inputs(mask, cache)
+        shared |= _rope_tables(cfg, positions)
         if intervention is not None:
             shared["iv_positions"] = intervention.positions.astype(jnp.float32)
-            per_layer["iv"] = {
-                "vectors": intervention.vectors[start:n_run],
-                "add": intervention.add[start:n_run],
-                "keep": intervention.keep[start:n_run],
-                "norm_match": intervention.norm_match[start:n_run],
-            }
-        if cache is not None:
-            per_layer["cache_k"], per_layer["cache_v"] = cache["k"][start:n_run], cache["v"][start:n_run]
+        per_layer = _layer_inputs(cfg, self.start, n_run, intervention, cache)
 
+        embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=self.dtype, param_dtype=self.dtype, name="embed")
+        h = self._embeddings(embed, input_ids, positions) if h0 is None else h0.astype(self.dtype)
         collect = self.collect or (lambda x, m: x)
         embedded = collect(h, mask)
-        if n_run > start:
-            stack = nn.scan(
-                Block,
-                variable_axes={"params": 0},
-                split_rngs={"params": True},
-                in_axes=(0, nn.broadcast),
-                length=n_run - start,
-            )(cfg, self.dtype, precision, self.collect, name="layers")
-            h, per_block = stack(h, per_layer, shared)
-        else:
-            per_block = None
-        new_cache = None
-        if cache is not None:
-            per_block, new_cache = per_block
+        h, per_block, new_cache = self._blocks(h, per_layer, shared, n_run, precision, cache is not None)
 
         final = RMSNorm(cfg.norm_eps, cfg.norm_offset, self.dtype, cfg.norm, name="final_norm")
         normed = final(h) if (n_run == cfg.n_layers or self.logits) else None
-        logits = None
-        if self.logits:
-            head_in = normed[:, -1:] if self.last_logits_only else normed
-            if head_index is not None:
-                head_in = jnp.take_along_axis(normed, head_index[..., None], axis=1)  # [B, C, D]
-            if cfg.tie_embeddings:
-                # not embed.attend: that takes the default matmul precision, TF32 on GPUs (logits 3e-4 off)
-                logits = jnp.einsum("bsd,vd->bsv", head_in, embed.embedding.astype(self.dtype), precision=precision)
-            else:
-                logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.dtype,
-                                  precision=precision, name="lm_head")(head_in)
-            logits = logits.astype(jnp.float32)
-            if cfg.final_softcap:
-                logits = jnp.tanh(logits / cfg.final_softcap) * cfg.final_softcap
+        logits = self._head(embed, normed, head_index, precision) if self.logits else None
         last = collect(normed, mask) if normed is not None else None
-        if cache is not None:
-            return embedded, per_block, last, logits, new_cache
-        return embedded, per_block, last, logits
+        return DecoderOutput(embedded, per_block, last, logits, new_cache)
+
+    def _embeddings(self, embed, input_ids, positions):
+        """Token embeddings (x sqrt(d_model) for Gemma), plus learned absolute positions for GPT-2."""
+        cfg = self.cfg
+        h = embed(input_ids)
+        if cfg.embed_scale:
+            h = h * jnp.asarray(math.sqrt(cfg.d_model), self.dtype)
+        if cfg.positions == "learned":
+            h = h + nn.Embed(cfg.max_position_embeddings, cfg.d_model, dtype=self.dtype, param_dtype=self.dtype,
+                             name="pos_embed")(positions)
+        return h
+
+    def _blocks(self, h, per_layer, shared, n_run: int, precision, cached: bool):
+        """Scan the blocks [start, n_run) -> (h, per-block collected states, updated KV cache or None)."""
+        if n_run <= self.start:
+            return h, None, None
+        stack = nn.scan(
+            Block,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(0, nn.broadcast),
+            length=n_run - self.start,
+        )(self.cfg, self.dtype, precision, self.collect, name="layers")
+        h, per_block = stack(h, per_layer, shared)
+        if cached:
+            per_block, new_cache = per_block
+            return h, per_block, {"k": new_cache[0], "v": new_cache[1]}
+        return h, per_block, None
+
+    def _head(self, embed, normed, head_index, precision):
+        """f32 logits at the last position, at head_index [B, C], or everywhere; soft-capped for Gemma 2."""
+        cfg = self.cfg
+        head_in = normed[:, -1:] if self.last_logits_only else normed
+        if head_index is not None:
+            head_in = jnp.take_along_axis(normed, head_index[..., None], axis=1)  # [B, C, D]
+        if cfg.tie_embeddings:
+            # not embed.attend: that takes the default matmul precision, TF32 on GPUs (logits 3e-4 off)
+            logits = jnp.einsum("bsd,vd->bsv", head_in, embed.embedding.astype(self.dtype), precision=precision)
+        else:
+            logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.dtype,
+                              precision=precision, name="lm_head")(head_in)
+        logits = logits.astype(jnp.float32)
+        if cfg.final_softcap:
+            logits = jnp.tanh(logits / cfg.final_softcap) * cfg.final_softcap
+        return logits
 
 
 def select_hidden_states(cfg: DecoderConfig, layers: tuple[int, ...], embedded, per_block, last):
@@ -394,8 +428,8 @@ def hidden_states(params, input_ids, attention_mask, intervention=None, *, cfg: 
     n_run = max(layers)
     model = Decoder(cfg, dtype=dtype, n_run=n_run, collect=collect)
     p = slice_layers(params, n_run)
-    embedded, per_block, last, _ = model.apply({"params": p}, input_ids, attention_mask, intervention)
-    return select_hidden_states(cfg, layers, embedded, per_block, last)
+    out = model.apply({"params": p}, input_ids, attention_mask, intervention)
+    return select_hidden_states(cfg, layers, out.embedded, out.per_block, out.last)
 
 
 @partial(jax.jit, static_argnames=("cfg", "layers", "dtype"))
@@ -403,9 +437,9 @@ def logits_and_hidden_states(params, input_ids, attention_mask, intervention=Non
                              layers: tuple[int, ...] = (), dtype=jnp.float32):
     """Full forward: (logits [B, S, V] f32, hidden states [len(layers), B, S, D] or None)."""
     model = Decoder(cfg, dtype=dtype, n_run=cfg.n_layers, logits=True)
-    embedded, per_block, last, logits = model.apply({"params": params}, input_ids, attention_mask, intervention)
-    states = select_hidden_states(cfg, layers, embedded, per_block, last) if layers else None
-    return logits, states
+    out = model.apply({"params": params}, input_ids, attention_mask, intervention)
+    states = select_hidden_states(cfg, layers, out.embedded, out.per_block, out.last) if layers else None
+    return out.logits, states
 
 
 def param_shapes(cfg: DecoderConfig, dtype=jnp.float32):
@@ -414,6 +448,3 @@ def param_shapes(cfg: DecoderConfig, dtype=jnp.float32):
     ids = jnp.zeros((1, 1), jnp.int32)
     return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), ids, ids)["params"])
 
-
-def numpy_dtype(dtype) -> np.dtype:
-    return np.dtype(jnp.dtype(dtype))

@@ -45,7 +45,8 @@ def generate_tokens(params, input_ids, attention_mask, intervention, steer_gener
     cache = {"k": zeros, "v": zeros, "index": 0, "key_mask": key_mask,
              "positions": jnp.maximum(jnp.cumsum(mask, -1) - 1, 0)}
     apply = partial(model.apply, {"params": params})
-    *_, logits, (k, v) = apply(input_ids, mask, intervention, cache)
+    out = apply(input_ids, mask, intervention, cache)
+    logits, k, v = out.logits, out.cache["k"], out.cache["v"]
     key, sub = jax.random.split(key)
     first = sample_token(logits[:, -1], sub, temperature, top_p)
 
@@ -56,7 +57,8 @@ def generate_tokens(params, input_ids, attention_mask, intervention, steer_gener
         iv = None if intervention is None else intervention.replace(
             positions=jnp.full((b, 1), steer_generated, jnp.float32))
         step_cache = {"k": k, "v": v, "index": index, "key_mask": key_mask, "positions": (n_real + i)[:, None]}
-        *_, logits, (k, v) = apply(token[:, None], jnp.ones((b, 1), jnp.int32), iv, step_cache)
+        out = apply(token[:, None], jnp.ones((b, 1), jnp.int32), iv, step_cache)
+        logits, k, v = out.logits, out.cache["k"], out.cache["v"]
         key, sub = jax.random.split(key)
         nxt = sample_token(logits[:, -1], sub, temperature, top_p)
         done = done | jnp.isin(token, stop_ids)

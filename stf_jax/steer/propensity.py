@@ -123,7 +123,7 @@ def scored_logprob_from(params, h, ids, mask, head_index, target_ids, target_mas
     """Mean log-prob of the target tokens [B], running blocks start.. on h [B, S, D] = hidden_states[start]."""
     model = decoder.Decoder(cfg, dtype=dtype, logits=True, start=start)
     p = decoder.slice_layers(params, cfg.n_layers, start)
-    *_, logits = model.apply({"params": p}, ids, mask, None, h0=h, head_index=head_index)  # [B, C, V]
+    logits = model.apply({"params": p}, ids, mask, None, h0=h, head_index=head_index).logits  # [B, C, V]
     return _masked_mean_logprob(logits, target_ids, target_mask)
 
 
