@@ -417,7 +417,7 @@ def _fmt(v) -> str:
 
 
 def markdown(report: dict) -> str:
-    from stf_jax.report.render import md_table
+    from stf_jax.markdown import table as md_table
 
     lines = ["# stf_jax accelerator check", ""]
     dev = report.get("device", {})

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..markdown import table_lines
 from .inputs import SCRAMBLES
 
 
@@ -16,11 +17,6 @@ def _f(stat: dict | None, digits: int = 3) -> str:
     if stat.get("std"):
         return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
     return f"{stat['mean']:.{digits}f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -46,7 +42,7 @@ def markdown(results: dict[str, Any]) -> str:
             v = d["methods"][m]
             rows.append([f"`{m}`", _f(v["test"]), _f(v["test_centered"]), _f(v["train"]), _f(v["gap"]),
                          _f(v["gap_centered"]), _f(v.get("scale"))])
-        out += _table(["method", "test cos", "test cos centered", "train cos", "gap", "gap centered", "scale s"], rows)
+        out += table_lines(["method", "test cos", "test cos centered", "train cos", "gap", "gap centered", "scale s"], rows)
         if "trait_mean" in d["methods"]:
             tm = d["methods"]["trait_mean"]["test_centered"]["mean"]
             best = order[0]
@@ -59,7 +55,7 @@ def markdown(results: dict[str, Any]) -> str:
             out += ["", "Scrambling hierarchy (test cosine; centered / raw):", ""]
             rows = [[f"`{m}`"] + [f"{_f(v[s]['test_centered'])} / {_f(v[s]['test'])}" for s in SCRAMBLES]
                     for m, v in d["scrambling"].items()]
-            out += _table(["method", "proper", "within-trait shuffle", "cross-trait shuffle"], rows)
+            out += table_lines(["method", "proper", "within-trait shuffle", "cross-trait shuffle"], rows)
         out.append("")
 
     for d in dirs:
@@ -69,7 +65,7 @@ def markdown(results: dict[str, Any]) -> str:
                     f"(layers {d['layer_source']} → {d['layer_target']})", ""]
             rows = [[f"{t} ({results['trait_counts'][t]})"] + [_f(d["methods"][m][metric][t], 2) for m in cols]
                     for t in results["traits"]]
-            out += _table(["trait (pairs)"] + [f"`{m}`" for m in cols], rows)
+            out += table_lines(["trait (pairs)"] + [f"`{m}`" for m in cols], rows)
             out.append("")
 
     if results.get("sweep"):
@@ -92,7 +88,7 @@ def markdown(results: dict[str, Any]) -> str:
             out.append("")
             header = ["src \\ tgt"] + [str(l) for l in s["layers_target"]]
             rows = [[str(ls)] + [f"{v:.2f}" for v in row] for ls, row in zip(s["layers_source"], s["test_centered"])]
-            out += _table(header, rows)
+            out += table_lines(header, rows)
             out.append("")
     return "\n".join(out) + "\n"
 

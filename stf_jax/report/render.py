@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from ..markdown import table as md_table
 from . import answer
 from . import figures as F
 from .load import Run, load_run, variance_curves
@@ -50,12 +51,6 @@ def fmt_pm(stat: Any, digits: int = 3) -> str:
     if not math.isfinite(m):
         return "—"
     return f"{m:.{digits}f} ± {s:.{digits}f}" if math.isfinite(s) and s else f"{m:.{digits}f}"
-
-
-def md_table(header: list[str], rows: list[list[str]]) -> str:
-    clean = lambda c: str(c).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-    lines = ["| " + " | ".join(clean(h) for h in header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-    return "\n".join(lines + ["| " + " | ".join(clean(c) for c in r) + " |" for r in rows])
 
 
 def slug(text: str) -> str:

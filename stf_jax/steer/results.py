@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..extract.store import atomic_write_bytes
+from ..markdown import table_lines
 
 
 def _ci(stat: dict | None, digits: int = 2) -> str:
@@ -28,8 +29,7 @@ def _f(x, digits: int = 2) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |",
-            *("| " + " | ".join(r) + " |" for r in rows), ""]
+    return [*table_lines(header, rows), ""]
 
 
 def markdown(results: dict[str, Any]) -> str:
