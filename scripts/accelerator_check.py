@@ -88,6 +88,47 @@ def _datasheet_peak(kind: str) -> float | None:
     return next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in kind.upper()), None)
 
 
+def matmul_peaks(n: int, reps: int = 5) -> dict:
+    """FLOP/s of an n^3 matmul in bf16 and f32 (full precision) through JAX and PyTorch on the default device
+    (the physical limit throughputs are compared with), and how XLA compiles the bf16 dot. PyTorch's CPU bf16
+    matmul can run at ~1 GFLOP/s, so on CPU it is timed at 512^3 (recorded as "torch_bfloat16_n")."""
+    import re
+
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    a = np.random.default_rng(0).standard_normal((n, n), np.float32)
+    device = _torch_device()
+    out = {}
+    for dtype in ("bfloat16", "float32"):
+        x = jnp.asarray(a, dtype)
+        prec = jax.lax.Precision.HIGHEST if dtype == "float32" else None
+        f = jax.jit(lambda u, v: jnp.matmul(u, v, precision=prec))
+        out[f"jax_{dtype}"] = 2 * n ** 3 / _timed(lambda: f(x, x), reps, _jax_sync)
+        tn = n if dtype == "float32" or device == "cuda" else min(n, 512)
+        t = torch.as_tensor(a[:tn, :tn], device=device).to(getattr(torch, dtype))
+        out[f"torch_{dtype}"] = 2 * tn ** 3 / _timed(lambda: t @ t, reps, _torch_sync)
+        if tn != n:
+            out[f"torch_{dtype}_n"] = tn
+        if dtype == "bfloat16":
+            upcast = re.search(r"= f32\[\d+,\d+\]\{[^}]*\} convert\(", f.lower(x, x).compile().as_text())
+            out["xla_bf16_dot"] = "converted to f32" if upcast else "native bf16"
+        del x, t
+    return out
+
+
+def block_flops_per_token(cfg, context: float, causal: bool) -> float:
+    """Matmul FLOPs per token of one decoder block: 2 x its parameters (the projections) plus QK^T and PV
+    over `context` keys (half of them on average when causal=True)."""
+    import jax
+
+    from stf_jax.models.decoder import param_shapes
+
+    block_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree_util.tree_leaves(param_shapes(cfg)["layers"]))
+    return 2 * block_params + 4 * cfg.n_heads * cfg.head_dim * context * (0.5 if causal else 1.0)
+
+
 # ------------------------------------------------------------------ device
 
 def device_section(args) -> dict:
@@ -105,17 +146,13 @@ def device_section(args) -> dict:
     if torch.cuda.is_available():
         out["versions"]["cudnn (torch)"] = torch.backends.cudnn.version()
         out["torch_device"] = torch.cuda.get_device_name(0)
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), np.float32)
-    flops = 2 * n ** 3
-    for dtype in ("bfloat16", "float32"):
-        x = jnp.asarray(a, dtype)
-        prec = jax.lax.Precision.HIGHEST if dtype == "float32" else None
-        f = jax.jit(lambda u, v: jnp.matmul(u, v, precision=prec))
-        out[f"jax_matmul_{dtype}_tflops"] = flops / _timed(lambda: f(x, x), 5, _jax_sync) / 1e12
-        t = torch.as_tensor(a, device=_torch_device()).to(getattr(torch, dtype))
-        out[f"torch_matmul_{dtype}_tflops"] = flops / _timed(lambda: t @ t, 5, _torch_sync) / 1e12
-        del x, t
+    peaks = matmul_peaks(n, reps=5)
+    for key, flops in peaks.items():
+        lib, _, dtype = key.partition("_")
+        if lib in ("jax", "torch") and isinstance(flops, float):
+            out[f"{lib}_matmul_{dtype}_tflops"] = flops / 1e12
+        else:
+            out[key] = flops
     out["peak_bf16_tflops"] = max(out["jax_matmul_bfloat16_tflops"], out["torch_matmul_bfloat16_tflops"])
     out["datasheet_bf16_tflops"] = _datasheet_peak(dev.device_kind)
     return out
@@ -262,7 +299,7 @@ def extraction_throughput(name: str, layer: int, batch: int, seq: int, steps: in
     import transformers
 
     from stf_jax.models.config import config_from_hf
-    from stf_jax.models.decoder import attention_implementation, hidden_states, param_shapes
+    from stf_jax.models.decoder import attention_implementation, hidden_states
     from stf_jax.models.registry import entry
 
     hf = dict(entry(name)["config"])
@@ -320,10 +357,9 @@ def extraction_throughput(name: str, layer: int, batch: int, seq: int, steps: in
     if device == "cuda":
         torch.cuda.empty_cache()
 
-    block_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree_util.tree_leaves(param_shapes(cfg)["layers"]))
-    attn = 2 * 2 * batch * seq * seq * cfg.n_heads * cfg.head_dim  # QK^T and PV, causal half not discounted
-    per_token = n_run * (2 * block_params + attn / tokens)  # the work of the blocks up to the layer
-    full_per_token = cfg.n_layers * (2 * block_params + attn / tokens) + 2 * cfg.vocab_size * cfg.d_model
+    block = block_flops_per_token(cfg, seq, causal=False)  # causal half not discounted
+    per_token = n_run * block  # the work of the blocks up to the layer
+    full_per_token = cfg.n_layers * block + 2 * cfg.vocab_size * cfg.d_model
     best = max((i for i in impls if f"stf_{i}_tokens_per_s" in res), key=lambda i: res[f"stf_{i}_tokens_per_s"])
     res["stf_best"] = best
     for key, work in (("stf_xla", per_token), ("stf_cudnn", per_token), ("torch_equal", per_token),

@@ -42,38 +42,6 @@ for _p in (ROOT / "scripts", ROOT / "tests"):
         sys.path.insert(0, str(_p))
 
 
-def matmul_peaks(n: int = 2048) -> dict:
-    """GFLOP/s of an n^3 matmul in f32 and bf16 through JAX and PyTorch, and how XLA lowers a bf16 dot."""
-    import jax
-    import jax.numpy as jnp
-    import torch
-
-    from accelerator_check import _jax_sync, _timed, _torch_sync
-
-    a = np.random.default_rng(0).standard_normal((n, n), np.float32)
-    out = {}
-    for dtype in ("float32", "bfloat16"):
-        x = jnp.asarray(a, dtype)
-        prec = jax.lax.Precision.HIGHEST if dtype == "float32" else None
-        f = jax.jit(lambda u, v: jnp.matmul(u, v, precision=prec))
-        out[f"jax_{dtype}"] = 2 * n ** 3 / _timed(lambda: f(x, x), 3, _jax_sync) / 1e9
-        tn = n if dtype == "float32" else 512  # PyTorch's CPU bf16 matmul can run at ~1 GFLOP/s: keep it short
-        t = torch.as_tensor(a[:tn, :tn]).to(getattr(torch, dtype))
-        out[f"torch_{dtype}" + ("" if tn == n else f" ({tn}^3)")] = 2 * tn ** 3 / _timed(lambda: t @ t, 3, _torch_sync) / 1e9
-        if dtype == "bfloat16":
-            hlo = f.lower(x, x).compile().as_text()
-            out["xla_bf16_dot"] = "converted to f32" if "f32[" in hlo else "native bf16"
-    return out
-
-
-def forward_flops_per_token(cfg, layer: int, mean_len: float) -> float:
-    """Matmul FLOPs per token of the blocks up to `layer` (projections + causal attention at mean_len)."""
-    attn_proj = cfg.d_model * (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim + cfg.n_heads * cfg.head_dim * cfg.d_model
-    mlp = (3 if cfg.gated_mlp else 2) * cfg.d_model * cfg.d_ff
-    scores = 2 * cfg.n_heads * cfg.head_dim * mean_len / 2  # QK^T and PV over on average half the context
-    return layer * 2 * (attn_proj + mlp + scores)
-
-
 def torch_reference(model_dir: str, texts: list[str], layer: int, batch_size: int, tokenizer, equal_work: bool):
     """(pooled last-token states [N, D] in text order, real tokens, seconds).
 
@@ -172,6 +140,7 @@ def main(argv=None):
         return
 
     import stf_jax
+    from accelerator_check import block_flops_per_token, matmul_peaks
     from stf_jax.data import load_pairs
     from stf_jax.models.loading import convert_gguf
     from stf_jax.models.registry import registry, resolve
@@ -186,12 +155,12 @@ def main(argv=None):
     layer = model.resolve_layers([args.layer])[0]
     lengths = [len(ids) for ids in model.tokenizer(texts)["input_ids"]]
     mean_len = float(np.mean(lengths))
-    flops_tok = forward_flops_per_token(model.config, layer, mean_len)
+    flops_tok = layer * block_flops_per_token(model.config, mean_len, causal=True)
     print(f"model {args.model}, pairs {len(pairs)}, texts {len(texts)}, layer {layer}/{model.config.n_layers}, "
           f"batch {args.batch_size}, mean {mean_len:.1f} tokens/text, {flops_tok / 1e6:.0f} MFLOP/token to the layer, "
           f"{os.cpu_count()} CPUs")
-    peaks = matmul_peaks()
-    print("matmul 2048^3: " + ", ".join(f"{k} {v:,.1f} GFLOP/s" if isinstance(v, float) else f"{k}: {v}"
+    peaks = matmul_peaks(2048, reps=3)
+    print("matmul 2048^3: " + ", ".join(f"{k} {v / 1e9:,.1f} GFLOP/s" if isinstance(v, float) else f"{k}: {v}"
                                         for k, v in peaks.items()), flush=True)
 
     rows, ours = [], {}
@@ -199,7 +168,7 @@ def main(argv=None):
         arrays, tokens, seconds, eff = stf_extract(args.model, pairs, layer, args.batch_size, dtype)
         ours[dtype] = (arrays, tokens / seconds)
         gflops = tokens * flops_tok / seconds / 1e9
-        peak = max(v for k, v in peaks.items() if k.endswith(dtype) or f"{dtype} (" in k)
+        peak = max(peaks[f"jax_{dtype}"], peaks[f"torch_{dtype}"]) / 1e9
         rows.append((f"stf_jax {dtype} (compile incl.)", tokens, seconds, gflops, gflops / peak,
                      f"padding efficiency {eff:.0%}"))
         print(f"  stf_jax {dtype}: {tokens / seconds:,.0f} tokens/s", flush=True)
@@ -216,7 +185,7 @@ def main(argv=None):
             vec = diff / np.linalg.norm(diff, axis=1, keepdims=True)
             note += f"; max |Δ vector| vs stf_jax f32 {np.abs(f32['vectors'] - vec).max():.1e}"
         rows.append((f"PyTorch f32, {'equal-work' if kind == 'equal' else 'user-style'}", ref_tokens, ref_seconds,
-                     gflops, gflops / max(peaks["jax_float32"], peaks["torch_float32"]), note))
+                     gflops, gflops * 1e9 / max(peaks["jax_float32"], peaks["torch_float32"]), note))
         print(f"  torch {kind}: {ref_tokens / ref_seconds:,.0f} tokens/s", flush=True)
 
     print(f"\n| pipeline | tokens | seconds | tokens/s | GFLOP/s | of matmul peak | note |\n"
