@@ -199,23 +199,26 @@ def _model_dir(name: str, tmp: str) -> str:
     return out
 
 
-def _torch_states(model_dir: str, ids, mask, dtype: str):
-    """transformers' forward on the device (eager attention): hidden states [L+1, B, S, D] and logits, f32."""
+def _torch_model(model_dir: str, dtype: str):
+    """transformers' model on the device, eager attention (the reference the CPU parity tests use)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    dev = _torch_device()
-    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager",
-                                                 dtype=getattr(torch, dtype)).to(dev).eval()
+    return AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager",
+                                                dtype=getattr(torch, dtype)).to(_torch_device()).eval()
+
+
+def _torch_states(model, ids, mask):
+    """transformers' forward: hidden states [L+1, B, S, D] and logits, as f32 numpy."""
+    import torch
+
+    dev = model.device
     ids_t = torch.as_tensor(ids, dtype=torch.long, device=dev)
     mask_t = torch.as_tensor(mask, dtype=torch.long, device=dev)
     with torch.no_grad():
         out = model(input_ids=ids_t, attention_mask=mask_t, position_ids=(mask_t.cumsum(-1) - 1).clamp(min=0),
                     output_hidden_states=True)
-    states = np.stack([h.float().cpu().numpy() for h in out.hidden_states])
-    logits = out.logits.float().cpu().numpy()
-    del model, out
-    return states, logits
+    return np.stack([h.float().cpu().numpy() for h in out.hidden_states]), out.logits.float().cpu().numpy()
 
 
 def _error(states, logits, ref_states, ref_logits, mask) -> float:
@@ -250,12 +253,13 @@ def parity_section(args) -> dict:
         bf16 = stf_jax.load_model(model_dir, dtype="bfloat16", progress=False)
         impls = ["xla"] + (["cudnn"] if attention_implementation(bf16.config, bf16.dtype) == "cudnn" else [])
         vocab = min(f32.config.vocab_size, conftest.VOCAB)
+        torch_f32, torch_bf16 = _torch_model(model_dir, "float32"), _torch_model(model_dir, "bfloat16")
         for padding in ("right", "left"):
             ids, mask = conftest.random_batch(np.random.default_rng(len(rows)), batch, seq, vocab, padding)
-            ref = _torch_states(model_dir, ids, mask, "float32")
+            ref = _torch_states(torch_f32, ids, mask)
             row = {"model": name, "padding": padding, "batch": batch, "seq": seq,
                    "f32": _error(*_ours(f32, ids, mask, "xla"), *ref, mask),
-                   "torch_bf16": _error(*_torch_states(model_dir, ids, mask, "bfloat16"), *ref, mask)}
+                   "torch_bf16": _error(*_torch_states(torch_bf16, ids, mask), *ref, mask)}
             for impl in impls:
                 try:
                     row[f"bf16_{impl}"] = _error(*_ours(bf16, ids, mask, impl), *ref, mask)
@@ -267,7 +271,7 @@ def parity_section(args) -> dict:
             rows.append(row)
             print(f"  parity {name} {padding}: " + ", ".join(f"{k} {v:.1e}" for k, v in row.items()
                                                                 if isinstance(v, float)), flush=True)
-        del f32, bf16
+        del f32, bf16, torch_f32, torch_bf16
         jax.clear_caches()
     return {"rows": rows, "all_pass": all(r["pass"] for r in rows),
             "note": "max |ours - transformers f32| / max |transformers f32| over every hidden state and the "
