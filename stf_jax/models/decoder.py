@@ -145,6 +145,8 @@ def attention_implementation(cfg: DecoderConfig, dtype, decoding: bool = False) 
     "auto" takes cuDNN's fused kernel where it applies (GPU, bf16/f16, head_dim <= 256 and a multiple of 8,
     no soft-capping, not KV-cache decoding, whose one-token queries gain nothing from it); the einsum path
     is the reference everywhere else. An explicit "cudnn" where it cannot apply is an error, not a fallback."""
+    if cfg.attention == "xla" or decoding:
+        return "xla"
     half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
     reasons = [why for bad, why in (
         (jax.default_backend() != "gpu", f"backend is {jax.default_backend()}, not gpu"),
@@ -152,8 +154,6 @@ def attention_implementation(cfg: DecoderConfig, dtype, decoding: bool = False) 
         (cfg.head_dim > 256 or cfg.head_dim % 8, f"head_dim {cfg.head_dim}"),
         (bool(cfg.attn_softcap), "attention soft-capping"),
     ) if bad]
-    if cfg.attention == "xla" or decoding:
-        return "xla"
     if cfg.attention == "cudnn" and reasons:
         raise ValueError(f"attention='cudnn' cannot run here: {'; '.join(reasons)}; use attention='auto' or 'xla'")
     return "xla" if reasons else "cudnn"
@@ -400,17 +400,11 @@ class Decoder(nn.Module):
         return logits
 
 
-def select_hidden_states(cfg: DecoderConfig, layers: tuple[int, ...], embedded, per_block, last):
-    """Stack HF-indexed states: 0 -> embeddings, i -> block i output, L -> final-normed output."""
-    out = []
-    for i in layers:
-        if i == 0:
-            out.append(embedded)
-        elif i == cfg.n_layers:
-            out.append(last)
-        else:
-            out.append(per_block[i - 1])
-    return jnp.stack(out)
+def select_hidden_states(cfg: DecoderConfig, layers: tuple[int, ...], out: DecoderOutput):
+    """Stack HF-indexed states of a full-depth or stopped forward (start 0): 0 -> embeddings, i -> block i
+    output, L -> final-normed output."""
+    return jnp.stack([out.embedded if i == 0 else out.last if i == cfg.n_layers else out.per_block[i - 1]
+                      for i in layers])
 
 
 def slice_layers(params, n_run: int, start: int = 0):
@@ -429,7 +423,7 @@ def hidden_states(params, input_ids, attention_mask, intervention=None, *, cfg: 
     model = Decoder(cfg, dtype=dtype, n_run=n_run, collect=collect)
     p = slice_layers(params, n_run)
     out = model.apply({"params": p}, input_ids, attention_mask, intervention)
-    return select_hidden_states(cfg, layers, out.embedded, out.per_block, out.last)
+    return select_hidden_states(cfg, layers, out)
 
 
 @partial(jax.jit, static_argnames=("cfg", "layers", "dtype"))
@@ -438,7 +432,7 @@ def logits_and_hidden_states(params, input_ids, attention_mask, intervention=Non
     """Full forward: (logits [B, S, V] f32, hidden states [len(layers), B, S, D] or None)."""
     model = Decoder(cfg, dtype=dtype, n_run=cfg.n_layers, logits=True)
     out = model.apply({"params": params}, input_ids, attention_mask, intervention)
-    states = select_hidden_states(cfg, layers, out.embedded, out.per_block, out.last) if layers else None
+    states = select_hidden_states(cfg, layers, out) if layers else None
     return out.logits, states
 
 
