@@ -113,7 +113,7 @@ def _checked_directions(directions: dict[int, np.ndarray], fmt: str) -> dict[int
     return out
 
 
-def _metadata(directions: dict[int, np.ndarray], user: dict[str, str] | None) -> dict[str, str]:
+def vector_metadata(directions: dict[int, np.ndarray], user: dict[str, str] | None) -> dict[str, str]:
     """The stf_jax.* keys: caller's (bare or `stf_jax.`-prefixed) plus those derived from the vectors."""
     from .. import __version__
 
@@ -183,7 +183,7 @@ def export_control_vector(path: str | Path, directions: dict[int, np.ndarray], *
         raise SteeringInputError("model_hint is empty: pass the model's HF model_type (e.g. 'llama', 'gemma3')")
     dirs = _checked_directions(directions, fmt)
     meta = {"general.architecture": ARCH, f"{ARCH}.model_hint": model_hint,
-            f"{ARCH}.layer_count": str(len(dirs)), **_metadata(dirs, metadata)}
+            f"{ARCH}.layer_count": str(len(dirs)), **vector_metadata(dirs, metadata)}
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == ".safetensors":
         atomic_save_tensors(path, {direction_name(k): v for k, v in dirs.items()}, meta)

@@ -16,8 +16,8 @@ import numpy as np
 
 from ..errors import SteeringInputError
 from ..extract.store import model_hint
-from .export import (OPERATIONS, UNKNOWN, _metadata, direction_name, export_control_vector, is_control_vector_file,
-                     load_control_vector)
+from .export import (OPERATIONS, UNKNOWN, direction_name, export_control_vector, is_control_vector_file,
+                     load_control_vector, vector_metadata)
 from .vectors import load_steering_vector
 
 
@@ -106,7 +106,7 @@ def run_export(args: argparse.Namespace) -> int:
             meta = {k: v for k, v in meta.items() if k not in ("target_model", "transfer_method")}
         given = {**models, "trait": args.trait, "operation": args.operation}
         meta.update({k: v for k, v in given.items() if v is not None})
-        _metadata({layer: vector}, meta)  # metadata problems first: they need no model
+        vector_metadata({layer: vector}, meta)  # metadata problems first: they need no model
         if args.target_model:
             model_hint, vector, extra = _for_target(args.target_model, vector, layer, args.scale)
             meta.update(extra)
