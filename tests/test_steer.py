@@ -170,6 +170,34 @@ def test_sampling_is_seeded_and_top_p_small_is_greedy(tiny_model_dir):
     assert generate(model, prompts, 24, temperature=1.0, top_p=1e-6, seed=3, stop_tokens=[]) == greedy
 
 
+def test_nucleus_sampling_draws_from_the_full_softmax_nucleus():
+    """sample_token keeps the top-p nucleus of the *full* softmax (NumPy reference), though it only looks at
+    the TOP_K most likely tokens, and draws each kept token about as often as its renormalised probability."""
+    import jax
+    import jax.numpy as jnp
+
+    from stf_jax.models.generate import TOP_K, sample_token
+
+    rng = np.random.default_rng(0)
+    logits = np.concatenate([rng.normal(3.0, 1.0, 12), rng.normal(-8.0, 1.0, 5000)]).astype(np.float32)
+    temperature, top_p = 0.8, 0.9
+    p = np.exp(logits / temperature - np.max(logits / temperature))
+    p /= p.sum()
+    order = np.argsort(-p)
+    kept = order[np.cumsum(p[order]) - p[order] < top_p]
+    assert 1 < len(kept) < TOP_K
+    draws = jax.vmap(lambda key: sample_token(jnp.asarray(logits)[None], key, jnp.float32(temperature),
+                                              jnp.float32(top_p), sample=True)[0])(
+        jax.random.split(jax.random.PRNGKey(1), 20000))
+    counts = np.bincount(np.asarray(draws), minlength=len(logits))
+    assert set(np.nonzero(counts)[0]) <= set(kept)
+    expected = p[kept] / p[kept].sum()
+    np.testing.assert_allclose(counts[kept] / counts.sum(), expected, atol=0.015)
+    greedy = sample_token(jnp.asarray(logits)[None], jax.random.PRNGKey(0), jnp.float32(0.0), jnp.float32(top_p),
+                          sample=True)
+    assert int(greedy[0]) == int(np.argmax(logits))
+
+
 def test_generation_stops_at_stop_token(tiny_model_dir):
     from stf_jax.models.generate import generate
 

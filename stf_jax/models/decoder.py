@@ -123,18 +123,19 @@ class Attention(nn.Module):
             cos = shared["cos"][layer["rope"]].astype(x.dtype)  # [B, S, R]
             sin = shared["sin"][layer["rope"]].astype(x.dtype)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        if "cache_k" in layer:  # decoding: write this step's keys/values at cache_index, attend to all T
-            at = (0, shared["cache_index"], 0, 0)
-            k = jax.lax.dynamic_update_slice(layer["cache_k"], k.astype(layer["cache_k"].dtype), at)
-            v = jax.lax.dynamic_update_slice(layer["cache_v"], v.astype(layer["cache_v"].dtype), at)
+        cached = "cache_k" in layer
+        if cached:  # decoding: write this step's keys/values at cache_index, attend to all T
+            at = (0, 0, shared["cache_index"], 0)  # the cache is [B, K, T, Dh]: see _reference_attention
+            k = jax.lax.dynamic_update_slice(layer["cache_k"], k.swapaxes(1, 2).astype(layer["cache_k"].dtype), at)
+            v = jax.lax.dynamic_update_slice(layer["cache_v"], v.swapaxes(1, 2).astype(layer["cache_v"].dtype), at)
         new_cache = (k, v)
 
         window = layer["window"]
         allowed = shared["allowed"] & ((window == 0) | (shared["distance"] < window))  # [B, S, T]
-        if attention_implementation(cfg, self.dtype, decoding="cache_k" in layer) == "cudnn":
+        if attention_implementation(cfg, self.dtype, decoding=cached) == "cudnn":
             out = _flash_attention(q, k, v, allowed, cfg.query_scale)
         else:
-            out = _reference_attention(q, k, v, allowed, cfg, self.precision)
+            out = _reference_attention(q, k, v, allowed, cfg, self.precision, kv_heads_first=cached)
         out = out.reshape(b, s, cfg.n_heads * cfg.head_dim)
         return dense(cfg.d_model, use_bias=cfg.o_bias, name="o")(out), new_cache
 
@@ -159,19 +160,22 @@ def attention_implementation(cfg: DecoderConfig, dtype, decoding: bool = False) 
     return "xla" if reasons else "cudnn"
 
 
-def _reference_attention(q, k, v, allowed, cfg: DecoderConfig, precision):
+def _reference_attention(q, k, v, allowed, cfg: DecoderConfig, precision, kv_heads_first: bool = False):
     """Einsum attention with f32 scores (soft-capping, any dtype and backend). q: [B, S, H, Dh];
-    k, v: [B, T, K, Dh]; allowed: [B, S, T] -> [B, S, H, Dh]."""
+    k, v: [B, T, K, Dh], or [B, K, T, Dh] when kv_heads_first (the KV cache's layout: a decoding step's dots
+    then read the cache as it lies, where [B, T, K, Dh] made XLA:CPU transpose all of it in every layer);
+    allowed: [B, S, T] -> [B, S, H, Dh]."""
     b, s = q.shape[:2]
     g = cfg.n_heads // cfg.n_kv_heads
     q = q.reshape(b, s, cfg.n_kv_heads, g, cfg.head_dim)
-    scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k, precision=precision,
+    kv = "bksd" if kv_heads_first else "bskd"
+    scores = jnp.einsum(f"bqkgd,{kv}->bkgqs", q, k, precision=precision,
                         preferred_element_type=jnp.float32) * cfg.query_scale  # [B, K, G, S, T]
     if cfg.attn_softcap:
         scores = jnp.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
     scores = jnp.where(allowed[:, None, None], scores, _NEG)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-    out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v, precision=precision)
+    out = jnp.einsum(f"bkgqs,{kv}->bqkgd", probs, v, precision=precision)
     return out.reshape(b, s, cfg.n_heads, cfg.head_dim)
 
 
@@ -255,7 +259,7 @@ class DecoderOutput:
     per_block: collect(output of each run block), stacked: [n_run - start, ...].
     last: collect(final-normed output), when the forward reaches the last block or computes logits.
     logits: [B, S | C | 1, V] f32, when the Decoder has logits=True.
-    cache: {"k", "v": [L, B, T, K, Dh]} after this step, when decoding with a KV cache."""
+    cache: {"k", "v": [L, B, K, T, Dh]} after this step, when decoding with a KV cache."""
 
     embedded: Any
     per_block: Any
@@ -274,7 +278,7 @@ def _attention_inputs(mask, cache):
     else:
         positions = cache["positions"]
         q_idx = cache["index"] + jnp.arange(s)[:, None]
-        k_idx = jnp.arange(cache["k"].shape[2])[None, :]
+        k_idx = jnp.arange(cache["k"].shape[3])[None, :]
         key_mask = cache["key_mask"].astype(bool)
     shared = {"allowed": (k_idx <= q_idx)[None] & key_mask[:, None, :], "distance": q_idx - k_idx, "mask": mask}
     if cache is not None:
@@ -326,7 +330,7 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, input_ids, attention_mask, intervention: Intervention | None = None, cache=None,
                  h0=None, head_index=None) -> DecoderOutput:
-        """cache (decoding): {"k", "v": [L, B, T, K, Dh], "index": write offset, "key_mask": [B, T],
+        """cache (decoding): {"k", "v": [L, B, K, T, Dh], "index": write offset, "key_mask": [B, T],
         "positions": [B, S]}; the updated k/v come back in DecoderOutput.cache.
         h0: [B, S, D] state entering block `start` (required when start > 0).
         head_index: [B, C] positions whose logits are computed (the LM head only there)."""
