@@ -251,3 +251,59 @@ def test_judge_cli_expected_errors_are_one_line(capsys):
     with pytest.raises(JudgeArgumentError, match="no layer for model"):
         _layers(["a:1"], ["a", "b"])
     assert _layers(["a:1", "b:2"], ["a", "b"]) == {("a", "b"): (1, 2), ("b", "a"): (2, 1)}
+
+
+def test_behaviour_tables_are_the_judges_of_the_cached_generations(tiny_model_dir, tmp_path, monkeypatch):
+    """run_behaviour end to end on two tiny models: every Δ at ±a and every effect in the results equals the
+    judge applied to the generations it cached (the right condition, trait and sign against the unsteered
+    text), native's ratio is absent and the others' is effect / native effect. The tiny models write random
+    bytes, so verbosity's judge is swapped for one that differs between any two texts (a checksum)."""
+    import json
+
+    from stf_jax.judge import Judge
+
+    monkeypatch.setitem(JUDGES, "verbosity", Judge("verbosity", "checksum", "", lambda texts: [
+        sum(i * ord(ch) for i, ch in enumerate(x)) % 997 for x in texts], "", ""))
+
+    from stf_jax.data.pairs import load_pairs
+    from stf_jax.extract.run import ExtractOptions, extract_pairs
+    from stf_jax.extract.store import pair_tag
+    from stf_jax.judge.behaviour import BehaviourConfig, run_behaviour
+
+    names = [str(tiny_model_dir("llama_gqa_untied_rope3")), str(tiny_model_dir("gemma3_pattern"))]
+    traits = ("formality", "verbosity")
+    pairs = [p for p in load_pairs("shipped") if p.trait in traits]
+    extract_pairs(names, pairs, tmp_path / "run", ExtractOptions(layers=("2",), progress=False))
+    cfg = BehaviourConfig(traits=traits, methods=("affine",), controls=("random",), alpha=4.0, n_prompts=4,
+                          max_new_tokens=8, bootstrap=50, batch_rows=8, fluency_tokens=4, k=8)
+    res = run_behaviour(tmp_path / "run", cfg, layer=2, directions=[(names[1], names[0])], out_dir=tmp_path / "out",
+                        log=lambda *_: None)
+    d = res["directions"][0]
+    texts = {}
+    for line in (tmp_path / "out" / "generations" / f"{pair_tag(names[1], names[0])}.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        texts[(rec["condition"], rec["trait"], rec["alpha"])] = rec["texts"]
+    conditions = d["modes"]["greedy"]["conditions"]
+    assert list(conditions) == ["native", "affine", "random"]
+    moved = ratios = 0
+    for t in traits:
+        judge = JUDGES[t]
+        base = judge(texts[("unsteered", "", 0.0)])
+        native = None
+        for c, row in conditions.items():
+            plus, minus = judge(texts[(c, t, 4.0)]), judge(texts[(c, t, -4.0)])
+            r = row["traits"][t]
+            with np.errstate(invalid="ignore"):
+                assert r["delta_plus"]["mean"] == pytest.approx(np.nanmean(plus - base), nan_ok=True)
+                assert r["delta_minus"]["mean"] == pytest.approx(np.nanmean(minus - base), nan_ok=True)
+                effect = np.nanmean((plus - minus) / 2)
+            assert r["effect"]["mean"] == pytest.approx(effect, nan_ok=True)
+            if c == "native":
+                native = effect
+                assert "ratio_to_native" not in r
+            elif np.isfinite(effect) and np.isfinite(native) and native != 0:
+                assert r["ratio_to_native"]["mean"] == pytest.approx(effect / native, rel=1e-6)
+                ratios += 1
+            moved += texts[(c, t, 4.0)] != texts[("unsteered", "", 0.0)]
+    assert ratios >= 1 and moved >= 4  # steering changed the text (the comparison above is not of identical texts)
+    assert (tmp_path / "out" / "behaviour_results.md").read_text().count("| native |") >= 1

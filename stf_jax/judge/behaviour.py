@@ -309,8 +309,93 @@ def calibrate(model, layer: int, scale: float, conds: dict, cfg: BehaviourConfig
                     "(mean over judged traits and both signs), on the calibration prompts"}
 
 
+def _mode_specs(conds: dict, names: Sequence[str], traits: Sequence[str], a: float) -> list[dict]:
+    """The unsteered spec, then every condition × trait × sign (±a): what one decoding mode generates."""
+    specs = [{"condition": "unsteered", "trait": "", "alpha": 0.0, "vector": None}]
+    for c in names:
+        for t in traits:
+            for sign in (1.0, -1.0):
+                specs.append({"condition": c, "trait": t, "alpha": sign * a, "vector": conds[c][t]})
+    return specs
+
+
+def _trait_rows(names, specs, texts, lp_all, rep_all, prompts, cfg: BehaviourConfig, idx):
+    """Per condition and trait: judge changes with paired CIs and the fluency guard; also the standardized
+    per-prompt effects [T, P] per condition (for pooling) and the unsteered judge mean/SD per trait."""
+    where = {(s["condition"], s["trait"], np.sign(s["alpha"])): i for i, s in enumerate(specs)}
+    base_texts = texts[0]
+    lp0, rep0 = (lp_all[0] if lp_all is not None else None), rep_all[0]
+    per: dict[str, dict] = {c: {"traits": {}} for c in names}
+    std_effects: dict[str, list[np.ndarray]] = {c: [] for c in names}
+    unsteered = {}
+    for t in cfg.traits:
+        judge = JUDGES[t]
+        base = judge(base_texts)
+        sd = float(np.nanstd(base)) or 1.0
+        unsteered[t] = {"mean": float(np.nanmean(base)), "sd": sd}
+        native_effect = None
+        for c in names:
+            sc = {}
+            for sign in (1.0, -1.0):
+                i = where[(c, t, sign)]
+                sc[sign] = (judge(texts[i]), lp_all[i] if lp_all is not None else None, rep_all[i], texts[i])
+            with np.errstate(invalid="ignore"):
+                eff = (sc[1.0][0] - sc[-1.0][0]) / 2.0
+            if c == "native":
+                native_effect = eff
+            row = condition_stats(base, sc[1.0][0], sc[-1.0][0], None if c == "native" else native_effect, idx)
+            row.update(fluency_stats(lp0, sc[1.0][1], sc[-1.0][1], rep0, sc[1.0][2], sc[-1.0][2], cfg))
+            row["empty_plus"] = int(sum(not x.strip() for x in sc[1.0][3]))
+            row["empty_minus"] = int(sum(not x.strip() for x in sc[-1.0][3]))
+            row["example"] = {"prompt": prompts[0], "unsteered": base_texts[0], "plus": sc[1.0][3][0],
+                              "minus": sc[-1.0][3][0]}
+            per[c]["traits"][t] = row
+            std_effects[c].append(eff / sd)
+    return per, std_effects, unsteered
+
+
+def _pooled(per: dict, std_effects: dict, traits: Sequence[str], idx) -> None:
+    """Pooled over traits, into per[c]["pooled"]: the mean standardized effect (prompts resampled jointly
+    across traits), its ratio to native, and how many traits pass the guard / have an effect CI above 0."""
+    nat = np.stack(std_effects["native"]) if "native" in std_effects else None
+    for c in per:
+        per_prompt = np.nanmean(np.stack(std_effects[c]), 0)  # [T, P] -> [P]
+        pooled = {"std_effect": _ci(float(np.nanmean(per_prompt)), _nanmean_rows(per_prompt, idx)),
+                  "n_guard_pass": int(sum(per[c]["traits"][t]["guard"] for t in traits)),
+                  "n_traits": len(traits),
+                  "n_effect_ci_above_zero": int(sum(per[c]["traits"][t]["effect"]["lo"] > 0 for t in traits))}
+        if nat is not None and c != "native":
+            nat_pp = np.nanmean(nat, 0)
+            pooled["ratio_to_native"] = _ci(float(np.nanmean(per_prompt) / np.nanmean(nat_pp)),
+                                            _nanmean_rows(per_prompt, idx) / _nanmean_rows(nat_pp, idx))
+        per[c]["pooled"] = pooled
+
+
+def _evaluate_mode(model, layer_t: int, prompts, conds: dict, a: float, scale: float, chat: bool, mode: str,
+                   cfg: BehaviourConfig, cache: GenerationCache, with_logprob: bool, idx, log=print) -> dict:
+    """Generate, judge and fluency-score one decoding mode (greedy or sampled) of one direction."""
+    names = [c for c in conds if mode == "greedy" or c in cfg.sampled_conditions]
+    specs = _mode_specs(conds, names, cfg.traits, a)
+    log(f"  {mode}: {len(specs)} specs x {len(prompts)} prompts")
+    texts = generate_specs(model, layer_t, prompts, specs, scale, cfg, cache, mode, log)
+    lp_all, rep_all = _fluency_all(model, prompts, texts, chat, cfg, with_logprob)
+    per, std_effects, unsteered = _trait_rows(names, specs, texts, lp_all, rep_all, prompts, cfg, idx)
+    _pooled(per, std_effects, cfg.traits, idx)
+    for c in names:
+        p = per[c]["pooled"]
+        log(f"  {mode} {c}: standardized effect {p['std_effect']['mean']:.2f} "
+            f"[{p['std_effect']['lo']:.2f}, {p['std_effect']['hi']:.2f}]"
+            + (f", ratio {p['ratio_to_native']['mean']:.2f}" if "ratio_to_native" in p else "")
+            + f", guard {p['n_guard_pass']}/{p['n_traits']}")
+    lp0 = lp_all[0] if lp_all is not None else None
+    return {"conditions": per, "unsteered": unsteered,
+            "unsteered_logprob": float(np.nanmean(lp0)) if lp0 is not None else None,
+            "unsteered_repetition": float(np.mean(rep_all[0]))}
+
+
 def evaluate_direction(model, source: str, target: str, layer_s: int, layer_t: int, conds: dict, notes: dict,
                        cfg: BehaviourConfig, out_dir: Path | None, with_logprob: bool = True, log=print) -> dict:
+    """One source → target direction: choose `a` (or take cfg.alpha), then evaluate each decoding mode."""
     chat = cfg.chat_template and getattr(model.tokenizer, "chat_template", None) is not None
     prompts = list(prompt_sets.EVAL[:cfg.n_prompts])
     scale = _scale(model, layer_t, prompts, chat)
@@ -326,75 +411,10 @@ def evaluate_direction(model, source: str, target: str, layer_s: int, layer_t: i
         a = cfg.alpha
     entry["alpha"] = a
     log(f"  {source}->{target}: a = {a} (x mean |h| {scale:.1f})")
-    modes = ["greedy"] + (["sampled"] if cfg.sampled else [])
-    entry["modes"] = {}
     idx = _boot_idx(len(prompts), cfg.bootstrap, cfg.seed)
-    for mode in modes:
-        names = [c for c in conds if mode == "greedy" or c in cfg.sampled_conditions]
-        specs = [{"condition": "unsteered", "trait": "", "alpha": 0.0, "vector": None}]
-        for c in names:
-            for t in cfg.traits:
-                for sign in (1.0, -1.0):
-                    specs.append({"condition": c, "trait": t, "alpha": sign * a, "vector": conds[c][t]})
-        log(f"  {mode}: {len(specs)} specs x {len(prompts)} prompts")
-        texts = generate_specs(model, layer_t, prompts, specs, scale, cfg, cache, mode, log)
-        where = {(s["condition"], s["trait"], np.sign(s["alpha"])): i for i, s in enumerate(specs)}
-        base_texts = texts[0]
-        lp_all, rep_all = _fluency_all(model, prompts, texts, chat, cfg, with_logprob)
-        lp0, rep0 = (lp_all[0] if lp_all is not None else None), rep_all[0]
-        per: dict[str, dict] = {c: {"traits": {}} for c in names}
-        std_effects: dict[str, list[np.ndarray]] = {c: [] for c in names}
-        unsteered = {}
-        for t in cfg.traits:
-            judge = JUDGES[t]
-            base = judge(base_texts)
-            sd = float(np.nanstd(base)) or 1.0
-            unsteered[t] = {"mean": float(np.nanmean(base)), "sd": sd}
-            native_effect = None
-            for c in names:
-                sc = {}
-                for sign in (1.0, -1.0):
-                    i = where[(c, t, sign)]
-                    sc[sign] = (judge(texts[i]), lp_all[i] if lp_all is not None else None, rep_all[i], texts[i])
-                with np.errstate(invalid="ignore"):
-                    eff = (sc[1.0][0] - sc[-1.0][0]) / 2.0
-                if c == "native":
-                    native_effect = eff
-                row = condition_stats(base, sc[1.0][0], sc[-1.0][0], None if c == "native" else native_effect, idx)
-                row.update(fluency_stats(lp0, sc[1.0][1], sc[-1.0][1], rep0, sc[1.0][2], sc[-1.0][2], cfg))
-                row["empty_plus"] = int(sum(not x.strip() for x in sc[1.0][3]))
-                row["empty_minus"] = int(sum(not x.strip() for x in sc[-1.0][3]))
-                row["example"] = {"prompt": prompts[0], "unsteered": base_texts[0], "plus": sc[1.0][3][0],
-                                  "minus": sc[-1.0][3][0]}
-                per[c]["traits"][t] = row
-                std_effects[c].append(eff / sd)
-        # pooled over traits: mean standardized effect (prompts resampled jointly across traits)
-        nat = np.stack(std_effects["native"]) if "native" in std_effects else None
-        for c in names:
-            e = np.stack(std_effects[c])  # [T, P]
-            per_prompt = np.nanmean(e, 0)
-            pooled = {"std_effect": _ci(float(np.nanmean(per_prompt)), _nanmean_rows(per_prompt, idx)),
-                      "n_guard_pass": int(sum(per[c]["traits"][t]["guard"] for t in cfg.traits)),
-                      "n_traits": len(cfg.traits)}
-            if nat is not None and c != "native":
-                nat_pp = np.nanmean(nat, 0)
-                pooled["ratio_to_native"] = _ci(float(np.nanmean(per_prompt) / np.nanmean(nat_pp)),
-                                                _nanmean_rows(per_prompt, idx) / _nanmean_rows(nat_pp, idx))
-                pooled["n_effect_ci_above_zero"] = int(sum(per[c]["traits"][t]["effect"]["lo"] > 0
-                                                           for t in cfg.traits))
-            else:
-                pooled["n_effect_ci_above_zero"] = int(sum(per[c]["traits"][t]["effect"]["lo"] > 0
-                                                           for t in cfg.traits))
-            per[c]["pooled"] = pooled
-        entry["modes"][mode] = {"conditions": per, "unsteered": unsteered,
-                                "unsteered_logprob": float(np.nanmean(lp0)) if lp0 is not None else None,
-                                "unsteered_repetition": float(np.mean(rep0))}
-        for c in names:
-            p = per[c]["pooled"]
-            log(f"  {mode} {c}: standardized effect {p['std_effect']['mean']:.2f} "
-                f"[{p['std_effect']['lo']:.2f}, {p['std_effect']['hi']:.2f}]"
-                + (f", ratio {p['ratio_to_native']['mean']:.2f}" if "ratio_to_native" in p else "")
-                + f", guard {p['n_guard_pass']}/{p['n_traits']}")
+    entry["modes"] = {mode: _evaluate_mode(model, layer_t, prompts, conds, a, scale, chat, mode, cfg, cache,
+                                           with_logprob, idx, log)
+                      for mode in ["greedy"] + (["sampled"] if cfg.sampled else [])}
     return entry
 
 
