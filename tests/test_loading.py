@@ -206,7 +206,7 @@ def test_unknown_registry_name_lists_known_models():
 
 def test_layer_out_of_range_names_valid_range(tiny_model_dir):
     model = stf_jax.load_model(tiny_model_dir("llama_gqa_untied_rope3"))
-    with pytest.raises(ValueError, match=r"valid hidden-state indices are -5\.\.4"):
+    with pytest.raises(ValueError, match=r"valid indices are -5\.\.4"):
         model.resolve_layers([7])
 
 

@@ -71,6 +71,7 @@ def paired_token_states(run_dir: str | Path, source: str, target: str, layer_s: 
     """
     from safetensors.numpy import load_file
 
+    from ..extract.layers import resolve_layer
     from ..extract.store import read_manifest
 
     manifest = read_manifest(run_dir)
@@ -81,7 +82,7 @@ def paired_token_states(run_dir: str | Path, source: str, target: str, layer_s: 
     def load(name: str, layer: int) -> dict[str, np.ndarray]:
         for entry in manifest["models"]:
             if name in (entry["name"], entry["slug"]):
-                layer = layer % (entry["n_layers"] + 1)
+                layer = resolve_layer(layer, int(entry["n_layers"]), name)
                 if str(layer) not in entry["files"]:
                     raise KeyError(f"layer {layer} was not extracted for {name}; extracted: {sorted(map(int, entry['files']))}")
                 return load_file(str(Path(run_dir) / entry["files"][str(layer)]))

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..data import ContrastPair, dataset_hash, load_pairs, split_pairs
+from ..extract.layers import LayerSpecError, resolve_layer
 from ..extract.store import RunDirError, load_layer, load_run_pairs, read_manifest
 
 SCRAMBLES = ("proper", "within_trait", "cross_trait")
@@ -37,11 +38,12 @@ class ModelRef:
     n_layers: int
     layers: tuple[int, ...]
 
-    def resolve_layer(self, layer: int) -> int:
-        """HF index (negatives count from the end, as in extraction); must have been extracted."""
-        if not -(self.n_layers + 1) <= layer <= self.n_layers:
-            raise AlignInputError(f"layer {layer} is out of range for {self.name} ({self.n_layers} blocks)")
-        idx = layer % (self.n_layers + 1)
+    def resolve_layer(self, layer: int | float | str) -> int:
+        """HF index of one layer (a spec as in extraction: -6, 0.67, ...); it must have been extracted."""
+        try:
+            idx = resolve_layer(layer, self.n_layers, self.name)
+        except LayerSpecError as exc:
+            raise AlignInputError(str(exc)) from None
         if idx not in self.layers:
             raise AlignInputError(f"layer {layer} (= {idx}) was not extracted for {self.name} in {self.run_dir}; "
                                   f"extracted: {list(self.layers)}")

@@ -14,7 +14,9 @@ import hashlib
 import json
 import math
 from typing import Any
+
 from ..errors import UserError
+from ..extract.layers import LayerSpec, resolve_layers
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "gemma", "gemma2", "gemma3_text", "gemma3", "qwen2", "qwen3", "phi3",
                          "gpt_neox", "gpt2")
@@ -200,20 +202,12 @@ class DecoderConfig:
         """Stable hash of everything that defines the computation (for run manifests)."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
-    def resolve_layers(self, layers) -> tuple[int, ...]:
-        """HF hidden-state indices (0 = embeddings, i = output of block i, negatives from the end)."""
-        n = self.n_layers + 1
-        out = []
-        for layer in layers:
-            if not isinstance(layer, (int,)) or isinstance(layer, bool):
-                raise ValueError(f"layer index must be an int, got {layer!r}")
-            if not -n <= layer < n:
-                raise ValueError(
-                    f"layer {layer} is out of range for a model with {self.n_layers} blocks: "
-                    f"valid hidden-state indices are {-n}..{n - 1} (0 = embeddings)"
-                )
-            out.append(layer % n)
-        return tuple(out)
+    def resolve_layers(self, layers: LayerSpec) -> tuple[int, ...]:
+        """HF hidden-state indices (0 = embeddings, i = output of block i) for a layer spec (indices,
+        negatives, relative depths, ranges, 'all': `stf_jax.extract.layers`), in the order asked; () for ()."""
+        if isinstance(layers, (tuple, list)) and not layers:
+            return ()
+        return resolve_layers(layers, self.n_layers, keep_order=True, flag=None)
 
 
 _ROPE_TYPES = ("default", "linear", "llama3")

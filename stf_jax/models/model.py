@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..extract.layers import LayerSpec
 from . import decoder
 from .config import DecoderConfig
 
@@ -22,14 +23,8 @@ class Model:
     name: str
     path: str = ""
 
-    def resolve_layers(self, layers: Sequence[int] | int | str) -> tuple[int, ...]:
-        """Normalize layer requests (ints, negatives, 'all') to HF hidden-state indices."""
-        if isinstance(layers, str):
-            if layers != "all":
-                raise ValueError(f"layers must be indices or 'all', got {layers!r}")
-            return tuple(range(self.config.n_layers + 1))
-        if isinstance(layers, int):
-            layers = (layers,)
+    def resolve_layers(self, layers: LayerSpec) -> tuple[int, ...]:
+        """HF hidden-state indices for a layer spec, in the order asked (`DecoderConfig.resolve_layers`)."""
         return self.config.resolve_layers(layers)
 
     def encode(self, texts: Sequence[str], padding_side: str = "right", max_length: int | None = None,
