@@ -314,113 +314,143 @@ def _steer_sections(doc: Document, run: Run) -> None:
     doc.md("## Steering\n\n" + f"α ∈ {alphas}" + (f"; {desc}" if desc else "") + ". Intervals: 95 % bootstrap CIs.")
     models = st.get("models") or {}
     if models:
-        rows = []
-        above = any((v.get("in_model") or {}).get("n_slope_above_zero") for v in models.values())
-        for m, v in models.items():
-            im = v.get("in_model") or {}
-            rows.append([f"`{m}`", str(v.get("layer", "—")), fmt(v.get("mean_norm"), 2), str(im.get("n_traits", "—")),
-                         str(im.get("n_monotonic", "—")), str(im.get("n_positive_slope", "—"))]
-                        + ([fmt_ci(im.get("n_slope_above_zero"), 0)] if above else []))
-        doc.md("### In-model steering (each model's own vectors)\n\n"
-               + md_table(["model", "layer", "mean ‖h‖", "traits", "monotonic", "slope CI > 0"]
-                          + (["mean slope > 0 [95 % CI]"] if above else []), rows))
-        if any((v.get("in_model") or {}).get("traits") for v in models.values()):
-            doc.figure("steer-in-model", "In-model steering slopes",
-                       "Slope of the steering curve per trait with each model's own vector (95 % CI); hollow markers: "
-                       "curve not monotonic in α.", lambda: F.in_model_slopes_figure(models))
-            traits = sorted({t for v in models.values() for t in ((v.get("in_model") or {}).get("traits") or {})})
-            rows = []
-            for t in traits:
-                row = [t]
-                for m, v in models.items():
-                    tr = ((v.get("in_model") or {}).get("traits") or {}).get(t) or {}
-                    row.append(fmt_ci(tr.get("slope")) + (" ✓" if tr.get("monotonic") else ""))
-                rows.append(row)
-            doc.md("Per-trait slope (✓: monotonic):\n\n" + md_table(["trait"] + [f"`{m}`" for m in models], rows))
-
+        _in_model_steering(doc, models)
     for d in st.get("directions", []):
-        conds = d.get("conditions") or {}
-        names = F.ordered(conds, F.CONDITION_ORDER)
-        doc.md(f"### Transfer {F.direction_label(d)}")
+        _transfer_section(doc, d, alphas)
+
+
+def _in_model_steering(doc: Document, models: dict) -> None:
+    """Each model steered with its own vectors: the check that native steering works before transfer is judged."""
+    rows = []
+    above = any((v.get("in_model") or {}).get("n_slope_above_zero") for v in models.values())
+    for m, v in models.items():
+        im = v.get("in_model") or {}
+        rows.append([f"`{m}`", str(v.get("layer", "—")), fmt(v.get("mean_norm"), 2), str(im.get("n_traits", "—")),
+                     str(im.get("n_monotonic", "—")), str(im.get("n_positive_slope", "—"))]
+                    + ([fmt_ci(im.get("n_slope_above_zero"), 0)] if above else []))
+    doc.md("### In-model steering (each model's own vectors)\n\n"
+           + md_table(["model", "layer", "mean ‖h‖", "traits", "monotonic", "slope CI > 0"]
+                      + (["mean slope > 0 [95 % CI]"] if above else []), rows))
+    if any((v.get("in_model") or {}).get("traits") for v in models.values()):
+        doc.figure("steer-in-model", "In-model steering slopes",
+                   "Slope of the steering curve per trait with each model's own vector (95 % CI); hollow markers: "
+                   "curve not monotonic in α.", lambda: F.in_model_slopes_figure(models))
+        traits = sorted({t for v in models.values() for t in ((v.get("in_model") or {}).get("traits") or {})})
         rows = []
-        has_effect = any((conds[c].get("summary") or {}).get("effect_ratio") for c in names)
-        has_mono = any("n_monotonic" in (conds[c].get("summary") or {}) for c in names)
-        for c in names:
-            v = conds[c]
-            s = v.get("summary") or {}
-            cos = [F.num(t.get("cosine_to_native")) for t in (v.get("traits") or {}).values()]
-            cos = [x for x in cos if math.isfinite(x)]
-            kind = str(v.get("kind") or "—") + (f" ({v['method']})" if v.get("method") not in (None, c) else "")
-            row = [f"`{c}`", kind, fmt_ci(s.get("slope_ratio")),
-                   fmt_ci(s.get("pearson_r")), fmt_ci(s.get("mse"), 3)]
-            row += [fmt_ci(s.get("effect_ratio"))] if has_effect else []
-            row += [f"{sum(cos) / len(cos):.3f}" if cos else "—"]
-            row += [str(s.get("n_monotonic", "—"))] if has_mono else []
-            rows.append(row + [str(len(v.get("traits") or {}))])
-        header = (["condition", "kind", "slope ratio", "Pearson r", "MSE"]
-                  + (["effect ratio (pooled)"] if has_effect else []) + ["cos to native"]
-                  + (["monotonic"] if has_mono else []) + ["traits"])
-        doc.md("Per condition (slope ratio, Pearson r, MSE: per-trait comparisons with the native curve, mean over "
-               "traits; effect ratio: mean slope over mean native slope, pairs pooled):\n\n" + md_table(header, rows))
-        if any((conds[c].get("summary") or {}).get("slope_ratio") for c in names if c != "native"):
-            doc.figure(f"slopes-{d.get('source')}-{d.get('target')}", f"Slope ratio and curve agreement, "
-                       f"{F.direction_label(d)}",
-                       "Left: steering slope of each transferred or control vector over the slope of the target's own "
-                       "vector (1 = as strong as native). Right: Pearson r between its α curve and the native curve. "
-                       "Means over traits with 95 % bootstrap CIs; hatched bars are controls.",
-                       lambda d=d: F.slope_ratio_figure(d))
-        if alphas:
-            doc.figure(f"alpha-{d.get('source')}-{d.get('target')}", f"α sweep per trait, {F.direction_label(d)}",
-                       "Steering effect against α for each trait: the target's own vector (native, black with dots), "
-                       "each transferred vector (solid, with 95 % bootstrap CI bands) and controls (dashed, no bands).",
-                       lambda d=d: F.alpha_curves_figure(d, alphas))
-        traits = sorted({t for c in names for t in (conds[c].get("traits") or {})})
-        if traits:
-            rows = [[t] + [fmt(((conds[c].get("traits") or {}).get(t) or {}).get("slope"), 3) for c in names]
-                    for t in traits]
-            doc.md("Per-trait steering slope (mean):\n\n" + md_table(["trait"] + [_cond_label(c, conds[c]) for c in names],
-                                                                     rows))
-            others = [c for c in names if c != "native"]
-            if others:
-                rows = []
-                for t in traits:
-                    row = [t]
-                    for c in others:
-                        tr = (conds[c].get("traits") or {}).get(t) or {}
-                        row.append(f"{fmt(tr.get('slope_ratio'), 2)} / {fmt(tr.get('pearson_r'), 2)}")
-                    rows.append(row)
-                doc.md("Per-trait slope ratio / Pearson r with the native curve:\n\n"
-                       + md_table(["trait"] + [_cond_label(c, conds[c]) for c in others], rows))
-        comps = d.get("comparisons") or []
-        if comps:
-            rows = []
-            for c in comps:
-                delta = c.get("delta") or {}
-                lo, hi = F.num(delta.get("lo")), F.num(delta.get("hi"))
-                sig = "—" if not (math.isfinite(lo) and math.isfinite(hi)) else ("yes" if lo > 0 or hi < 0 else "no")
-                rows.append([f"`{c.get('a')}`", f"`{c.get('b')}`", str(c.get("metric", "—")), fmt_ci(delta, 3),
-                             str(c.get("n", "—")), sig])
-            doc.md("Paired comparisons (bootstrap over trait × pair units):\n\n"
-                   + md_table(["a", "b", "metric", "Δ = a − b [95 % CI]", "n", "CI excludes 0"], rows))
-        gen = d.get("generation") or {}
-        if gen.get("conditions"):
-            items = sorted(gen["conditions"].items(),
-                           key=lambda kv: F.CONDITION_ORDER.index(kv[0]) if kv[0] in F.CONDITION_ORDER else 99)
-            if gen.get("unsteered"):
-                items = [("unsteered", gen["unsteered"])] + items
-            signed = any("mean_length_plus" in v or "mean_length_minus" in v for _, v in items)
-            if signed:
-                rows = [[f"`{c}`", fmt_ci(v.get("mean_length_plus", v.get("mean_length")), 1),
-                         fmt_ci(v.get("delta_plus"), 1), fmt_ci(v.get("mean_length_minus", v.get("mean_length")), 1),
-                         fmt_ci(v.get("delta_minus"), 1)] for c, v in items]
-                header = ["condition", "length at +α", "Δ vs unsteered", "length at −α", "Δ vs unsteered"]
-            else:
-                rows = [[f"`{c}`", fmt_ci(v.get("mean_length"), 1)] for c, v in items]
-                header = ["condition", "mean length [95 % CI]"]
-            n = f" over {gen['n_prompts']} prompts" if gen.get("n_prompts") else ""
-            doc.md(f"Generation check: trait `{gen.get('trait', '?')}` at α = {'±' if signed else ''}"
-                   f"{gen.get('alpha', '?')}, mean length "
-                   f"(words) of the generated text{n}:\n\n" + md_table(header, rows))
+        for t in traits:
+            row = [t]
+            for m, v in models.items():
+                tr = ((v.get("in_model") or {}).get("traits") or {}).get(t) or {}
+                row.append(fmt_ci(tr.get("slope")) + (" ✓" if tr.get("monotonic") else ""))
+            rows.append(row)
+        doc.md("Per-trait slope (✓: monotonic):\n\n" + md_table(["trait"] + [f"`{m}`" for m in models], rows))
+
+
+def _transfer_section(doc: Document, d: dict, alphas: list) -> None:
+    """One direction's steering transfer: summary table, figures, per-trait tables, comparisons, generation."""
+    conds = d.get("conditions") or {}
+    names = F.ordered(conds, F.CONDITION_ORDER)
+    doc.md(f"### Transfer {F.direction_label(d)}")
+    doc.md(_condition_table(conds, names))
+    if any((conds[c].get("summary") or {}).get("slope_ratio") for c in names if c != "native"):
+        doc.figure(f"slopes-{d.get('source')}-{d.get('target')}", f"Slope ratio and curve agreement, "
+                   f"{F.direction_label(d)}",
+                   "Left: steering slope of each transferred or control vector over the slope of the target's own "
+                   "vector (1 = as strong as native). Right: Pearson r between its α curve and the native curve. "
+                   "Means over traits with 95 % bootstrap CIs; hatched bars are controls.",
+                   lambda d=d: F.slope_ratio_figure(d))
+    if alphas:
+        doc.figure(f"alpha-{d.get('source')}-{d.get('target')}", f"α sweep per trait, {F.direction_label(d)}",
+                   "Steering effect against α for each trait: the target's own vector (native, black with dots), "
+                   "each transferred vector (solid, with 95 % bootstrap CI bands) and controls (dashed, no bands).",
+                   lambda d=d: F.alpha_curves_figure(d, alphas))
+    _per_trait_transfer(doc, conds, names)
+    comps = d.get("comparisons") or []
+    if comps:
+        doc.md(_comparisons_table(comps))
+    gen = d.get("generation") or {}
+    if gen.get("conditions"):
+        doc.md(_generation_check(gen))
+
+
+def _condition_table(conds: dict, names: list[str]) -> str:
+    """Per-condition summary against the native curve: the table a reader compares methods and controls by."""
+    rows = []
+    has_effect = any((conds[c].get("summary") or {}).get("effect_ratio") for c in names)
+    has_mono = any("n_monotonic" in (conds[c].get("summary") or {}) for c in names)
+    for c in names:
+        v = conds[c]
+        s = v.get("summary") or {}
+        cos = [F.num(t.get("cosine_to_native")) for t in (v.get("traits") or {}).values()]
+        cos = [x for x in cos if math.isfinite(x)]
+        kind = str(v.get("kind") or "—") + (f" ({v['method']})" if v.get("method") not in (None, c) else "")
+        row = [f"`{c}`", kind, fmt_ci(s.get("slope_ratio")),
+               fmt_ci(s.get("pearson_r")), fmt_ci(s.get("mse"), 3)]
+        row += [fmt_ci(s.get("effect_ratio"))] if has_effect else []
+        row += [f"{sum(cos) / len(cos):.3f}" if cos else "—"]
+        row += [str(s.get("n_monotonic", "—"))] if has_mono else []
+        rows.append(row + [str(len(v.get("traits") or {}))])
+    header = (["condition", "kind", "slope ratio", "Pearson r", "MSE"]
+              + (["effect ratio (pooled)"] if has_effect else []) + ["cos to native"]
+              + (["monotonic"] if has_mono else []) + ["traits"])
+    return ("Per condition (slope ratio, Pearson r, MSE: per-trait comparisons with the native curve, mean over "
+            "traits; effect ratio: mean slope over mean native slope, pairs pooled):\n\n" + md_table(header, rows))
+
+
+def _per_trait_transfer(doc: Document, conds: dict, names: list[str]) -> None:
+    """Per-trait slopes, and each condition's slope ratio / Pearson r with native: which traits carry over."""
+    traits = sorted({t for c in names for t in (conds[c].get("traits") or {})})
+    if not traits:
+        return
+    rows = [[t] + [fmt(((conds[c].get("traits") or {}).get(t) or {}).get("slope"), 3) for c in names]
+            for t in traits]
+    doc.md("Per-trait steering slope (mean):\n\n" + md_table(["trait"] + [_cond_label(c, conds[c]) for c in names],
+                                                             rows))
+    others = [c for c in names if c != "native"]
+    if others:
+        rows = []
+        for t in traits:
+            row = [t]
+            for c in others:
+                tr = (conds[c].get("traits") or {}).get(t) or {}
+                row.append(f"{fmt(tr.get('slope_ratio'), 2)} / {fmt(tr.get('pearson_r'), 2)}")
+            rows.append(row)
+        doc.md("Per-trait slope ratio / Pearson r with the native curve:\n\n"
+               + md_table(["trait"] + [_cond_label(c, conds[c]) for c in others], rows))
+
+
+def _comparisons_table(comps: list[dict]) -> str:
+    """Paired bootstrap differences between conditions: whether one beats another beyond noise."""
+    rows = []
+    for c in comps:
+        delta = c.get("delta") or {}
+        lo, hi = F.num(delta.get("lo")), F.num(delta.get("hi"))
+        sig = "—" if not (math.isfinite(lo) and math.isfinite(hi)) else ("yes" if lo > 0 or hi < 0 else "no")
+        rows.append([f"`{c.get('a')}`", f"`{c.get('b')}`", str(c.get("metric", "—")), fmt_ci(delta, 3),
+                     str(c.get("n", "—")), sig])
+    return ("Paired comparisons (bootstrap over trait × pair units):\n\n"
+            + md_table(["a", "b", "metric", "Δ = a − b [95 % CI]", "n", "CI excludes 0"], rows))
+
+
+def _generation_check(gen: dict) -> str:
+    """Generated-text length per condition (at ±α when recorded): steering seen in free text, not only scores."""
+    items = sorted(gen["conditions"].items(),
+                   key=lambda kv: F.CONDITION_ORDER.index(kv[0]) if kv[0] in F.CONDITION_ORDER else 99)
+    if gen.get("unsteered"):
+        items = [("unsteered", gen["unsteered"])] + items
+    signed = any("mean_length_plus" in v or "mean_length_minus" in v for _, v in items)
+    if signed:
+        rows = [[f"`{c}`", fmt_ci(v.get("mean_length_plus", v.get("mean_length")), 1),
+                 fmt_ci(v.get("delta_plus"), 1), fmt_ci(v.get("mean_length_minus", v.get("mean_length")), 1),
+                 fmt_ci(v.get("delta_minus"), 1)] for c, v in items]
+        header = ["condition", "length at +α", "Δ vs unsteered", "length at −α", "Δ vs unsteered"]
+    else:
+        rows = [[f"`{c}`", fmt_ci(v.get("mean_length"), 1)] for c, v in items]
+        header = ["condition", "mean length [95 % CI]"]
+    n = f" over {gen['n_prompts']} prompts" if gen.get("n_prompts") else ""
+    return (f"Generation check: trait `{gen.get('trait', '?')}` at α = {'±' if signed else ''}"
+            f"{gen.get('alpha', '?')}, mean length "
+            f"(words) of the generated text{n}:\n\n" + md_table(header, rows))
 
 
 def _answer_section(doc: Document, run: Run) -> None:
@@ -434,91 +464,114 @@ def _answer_section(doc: Document, run: Run) -> None:
 
 
 def _judge_sections(doc: Document, run: Run) -> None:
-    from ..judge import figures as JF
-
     beh = run.judge.get("behaviour")
     if beh:
-        cfg = beh.get("config", {})
-        judges = beh.get("judges", {})
-        doc.md("## Behaviour: independent judges of steered text\n\n"
-               f"{len(beh.get('prompts', []))} held-out neutral prompts, {cfg.get('max_new_tokens')} new tokens, greedy; "
-               "each condition steers the target at ±a; the judge change is against the unsteered text of the same "
-               "prompt; effect = (+a − −a)/2; ratios to the native effect with 95 % paired bootstrap intervals over "
-               "prompts. Judges: " + "; ".join(f"`{t}`: {j.get('measures', j.get('judge'))}" for t, j in judges.items())
-               + ". Fluency guard: the unsteered model's per-token log-prob of the steered text may drop by at most "
-               f"{cfg.get('max_logprob_drop')} nat and the repetition rate rise by at most {cfg.get('max_repetition_rise')}.")
-        for d in beh.get("directions", []):
-            m = (d.get("modes") or {}).get("greedy")
-            if not m:
-                continue
-            lines = [f"### Judges: {d['source']} → {d['target']} (layers {d['layer_source']}→{d['layer_target']}, "
-                     f"a = {d.get('alpha')} × mean ‖h‖)", ""]
-            cal = d.get("calibration")
-            if cal:
-                lines += ["Choice of a: " + cal.get("rule", "") + ". " + "; ".join(
-                    f"a = {r['alpha']}: log-prob drop {fmt(r['logprob_drop'], 2)}, repetition "
-                    f"{fmt(r['repetition_rise'], 3)}, native effect {fmt(r['std_effect'], 2)} SD"
-                    + ("" if r["fluent"] else " (not fluent)") for r in cal.get("grid", [])) + ".", ""]
-            rows = [[f"`{c}`", fmt_ci(v["pooled"].get("std_effect")), fmt_ci(v["pooled"].get("ratio_to_native")),
-                     f"{v['pooled'].get('n_effect_ci_above_zero')}/{v['pooled'].get('n_traits')}",
-                     f"{v['pooled'].get('n_guard_pass')}/{v['pooled'].get('n_traits')}"]
-                    for c, v in m["conditions"].items()]
-            lines.append(md_table(["condition", "effect (SD of unsteered), pooled", "ratio to native",
-                                   "traits with effect CI > 0", "fluency guard passed"], rows))
-            trows = []
-            for t in cfg.get("traits", []):
-                for c, v in m["conditions"].items():
-                    r = v["traits"].get(t)
-                    if r:
-                        trows.append([f"{t}", f"`{c}`", fmt_ci(r["delta_plus"]), fmt_ci(r["delta_minus"]),
-                                      fmt_ci(r.get("ratio_to_native")),
-                                      f"{fmt(r['logprob_drop_plus'], 2)} / {fmt(r['logprob_drop_minus'], 2)}",
-                                      f"{fmt(r['repetition_rise_plus'], 3)} / {fmt(r['repetition_rise_minus'], 3)}",
-                                      "ok" if r["guard"] else "FAIL"])
-            doc.md("\n".join(lines) + "\n\nPer trait (judge units: " + ", ".join(
-                f"{t} {judges.get(t, {}).get('unit', '')}" for t in cfg.get("traits", [])) + "):\n\n" + md_table(
-                ["trait", "condition", "Δ at +a", "Δ at −a", "ratio to native", "log-prob drop +/−",
-                 "repetition rise +/−", "guard"], trows))
-        doc.figure("behaviour-traits", "Independent judges per trait",
-                   "Judge effect (half the +a minus −a difference, in SDs of the unsteered scores) per trait and "
-                   "condition, 95 % CI over prompts; × marks a failed fluency guard.",
-                   lambda: JF.behaviour_traits_figure(beh))
+        _behaviour_section(doc, beh)
     ood = run.judge.get("ood")
     if ood:
-        rows = []
-        for d in ood.get("directions", []):
-            for c, r in d["conditions"].items():
-                tv = r.get("ood_trait_vector_cosine")
-                rows.append([f"{d['source']} → {d['target']}", f"`{c}`", fmt_ci(r["in_distribution"]["centered"], 3),
-                             fmt_ci(r["ood_seen"]["centered"], 3), fmt_ci(r["ood_unseen"]["centered"], 3),
-                             fmt(F.num(r["ood_seen"]["centered"]["mean"]) - F.num(r["in_distribution"]["centered"]["mean"])),
-                             fmt(sum(tv.values()) / len(tv)) if tv else "—"])
-        t = ood.get("ood_traits", {})
-        doc.md("## Out-of-distribution pairs\n\nMaps fitted on the shipped pairs' training split, scored on the "
-               f"shipped test split (in-distribution) and on {sum(t.get('pairs', {}).values())} separately written pairs "
-               f"in other registers and formats (`stf_jax/data/ood_pairs`; seen traits: {', '.join(t.get('seen', []))}; "
-               f"unseen: {', '.join(t.get('unseen', []))}). Centered cosine, 95 % bootstrap CI over pairs; the last "
-               "column is the cosine of each OOD trait's carried mean vector with the target's own OOD trait vector.\n\n"
-               + md_table(["direction", "condition", "in-distribution", "OOD seen traits", "OOD unseen traits",
-                           "OOD − in (seen)", "OOD trait-vector cos"], rows))
-        doc.figure("ood", "In-distribution vs out-of-distribution", "Centered cosine per map and baseline; solid: "
-                   "first direction, faded: second.", lambda: JF.ood_figure(ood))
+        _ood_section(doc, ood)
     few = run.judge.get("fewshot")
     if few:
-        rows = []
-        for d in few.get("directions", []):
-            for c in d.get("cells", []):
-                if c["method"] == "fit_mean":
-                    continue
-                rows.append([f"{d['source']} → {d['target']}", f"`{c['method']}`", str(c["n_traits"]),
-                             str(c["pairs_per_trait"] or "all"), fmt_ci(c["centered"], 3), fmt_ci(c["trait_cos"], 3)])
-        doc.md("## Few-shot maps (the Preference-Vector idea)\n\nHow map quality grows with the number of training traits and pairs "
-               "per trait; scored on held-out traits only (mean and 2.5–97.5 % range over random trait subsets).\n\n"
-               + md_table(["direction", "method", "traits", "pairs/trait", "centered cosine (pairs)",
-                           "trait-vector cosine"], rows))
-        doc.figure("fewshot", "Few-shot curve", "Centered cosine on held-out traits' pairs (left) and the held-out "
-                   "trait vectors' cosine with the target's own (right; red dotted: the mean of the fitted target rows).",
-                   lambda: JF.fewshot_figure(few))
+        _fewshot_section(doc, few)
+
+
+def _behaviour_section(doc: Document, beh: dict) -> None:
+    """Independent judges of steered text: the behavioural check that does not reuse the model's own read-out."""
+    from ..judge import figures as JF
+
+    cfg = beh.get("config", {})
+    judges = beh.get("judges", {})
+    doc.md("## Behaviour: independent judges of steered text\n\n"
+           f"{len(beh.get('prompts', []))} held-out neutral prompts, {cfg.get('max_new_tokens')} new tokens, greedy; "
+           "each condition steers the target at ±a; the judge change is against the unsteered text of the same "
+           "prompt; effect = (+a − −a)/2; ratios to the native effect with 95 % paired bootstrap intervals over "
+           "prompts. Judges: " + "; ".join(f"`{t}`: {j.get('measures', j.get('judge'))}" for t, j in judges.items())
+           + ". Fluency guard: the unsteered model's per-token log-prob of the steered text may drop by at most "
+           f"{cfg.get('max_logprob_drop')} nat and the repetition rate rise by at most {cfg.get('max_repetition_rise')}.")
+    for d in beh.get("directions", []):
+        m = (d.get("modes") or {}).get("greedy")
+        if m:
+            doc.md(_behaviour_direction(d, m, cfg, judges))
+    doc.figure("behaviour-traits", "Independent judges per trait",
+               "Judge effect (half the +a minus −a difference, in SDs of the unsteered scores) per trait and "
+               "condition, 95 % CI over prompts; × marks a failed fluency guard.",
+               lambda: JF.behaviour_traits_figure(beh))
+
+
+def _behaviour_direction(d: dict, m: dict, cfg: dict, judges: dict) -> str:
+    """One direction's greedy judge results (choice of a, pooled and per-trait tables) as one markdown block."""
+    lines = [f"### Judges: {d['source']} → {d['target']} (layers {d['layer_source']}→{d['layer_target']}, "
+             f"a = {d.get('alpha')} × mean ‖h‖)", ""]
+    cal = d.get("calibration")
+    if cal:
+        lines += ["Choice of a: " + cal.get("rule", "") + ". " + "; ".join(
+            f"a = {r['alpha']}: log-prob drop {fmt(r['logprob_drop'], 2)}, repetition "
+            f"{fmt(r['repetition_rise'], 3)}, native effect {fmt(r['std_effect'], 2)} SD"
+            + ("" if r["fluent"] else " (not fluent)") for r in cal.get("grid", [])) + ".", ""]
+    rows = [[f"`{c}`", fmt_ci(v["pooled"].get("std_effect")), fmt_ci(v["pooled"].get("ratio_to_native")),
+             f"{v['pooled'].get('n_effect_ci_above_zero')}/{v['pooled'].get('n_traits')}",
+             f"{v['pooled'].get('n_guard_pass')}/{v['pooled'].get('n_traits')}"]
+            for c, v in m["conditions"].items()]
+    lines.append(md_table(["condition", "effect (SD of unsteered), pooled", "ratio to native",
+                           "traits with effect CI > 0", "fluency guard passed"], rows))
+    trows = []
+    for t in cfg.get("traits", []):
+        for c, v in m["conditions"].items():
+            r = v["traits"].get(t)
+            if r:
+                trows.append([f"{t}", f"`{c}`", fmt_ci(r["delta_plus"]), fmt_ci(r["delta_minus"]),
+                              fmt_ci(r.get("ratio_to_native")),
+                              f"{fmt(r['logprob_drop_plus'], 2)} / {fmt(r['logprob_drop_minus'], 2)}",
+                              f"{fmt(r['repetition_rise_plus'], 3)} / {fmt(r['repetition_rise_minus'], 3)}",
+                              "ok" if r["guard"] else "FAIL"])
+    return ("\n".join(lines) + "\n\nPer trait (judge units: " + ", ".join(
+        f"{t} {judges.get(t, {}).get('unit', '')}" for t in cfg.get("traits", [])) + "):\n\n" + md_table(
+        ["trait", "condition", "Δ at +a", "Δ at −a", "ratio to native", "log-prob drop +/−",
+         "repetition rise +/−", "guard"], trows))
+
+
+def _ood_section(doc: Document, ood: dict) -> None:
+    """Maps scored on separately written pairs: whether transfer holds outside the shipped pairs' style."""
+    from ..judge import figures as JF
+
+    rows = []
+    for d in ood.get("directions", []):
+        for c, r in d["conditions"].items():
+            tv = r.get("ood_trait_vector_cosine")
+            rows.append([f"{d['source']} → {d['target']}", f"`{c}`", fmt_ci(r["in_distribution"]["centered"], 3),
+                         fmt_ci(r["ood_seen"]["centered"], 3), fmt_ci(r["ood_unseen"]["centered"], 3),
+                         fmt(F.num(r["ood_seen"]["centered"]["mean"]) - F.num(r["in_distribution"]["centered"]["mean"])),
+                         fmt(sum(tv.values()) / len(tv)) if tv else "—"])
+    t = ood.get("ood_traits", {})
+    doc.md("## Out-of-distribution pairs\n\nMaps fitted on the shipped pairs' training split, scored on the "
+           f"shipped test split (in-distribution) and on {sum(t.get('pairs', {}).values())} separately written pairs "
+           f"in other registers and formats (`stf_jax/data/ood_pairs`; seen traits: {', '.join(t.get('seen', []))}; "
+           f"unseen: {', '.join(t.get('unseen', []))}). Centered cosine, 95 % bootstrap CI over pairs; the last "
+           "column is the cosine of each OOD trait's carried mean vector with the target's own OOD trait vector.\n\n"
+           + md_table(["direction", "condition", "in-distribution", "OOD seen traits", "OOD unseen traits",
+                       "OOD − in (seen)", "OOD trait-vector cos"], rows))
+    doc.figure("ood", "In-distribution vs out-of-distribution", "Centered cosine per map and baseline; solid: "
+               "first direction, faded: second.", lambda: JF.ood_figure(ood))
+
+
+def _fewshot_section(doc: Document, few: dict) -> None:
+    """Map quality against the number of training traits and pairs: how little data a usable map needs."""
+    from ..judge import figures as JF
+
+    rows = []
+    for d in few.get("directions", []):
+        for c in d.get("cells", []):
+            if c["method"] == "fit_mean":
+                continue
+            rows.append([f"{d['source']} → {d['target']}", f"`{c['method']}`", str(c["n_traits"]),
+                         str(c["pairs_per_trait"] or "all"), fmt_ci(c["centered"], 3), fmt_ci(c["trait_cos"], 3)])
+    doc.md("## Few-shot maps (the Preference-Vector idea)\n\nHow map quality grows with the number of training traits and pairs "
+           "per trait; scored on held-out traits only (mean and 2.5–97.5 % range over random trait subsets).\n\n"
+           + md_table(["direction", "method", "traits", "pairs/trait", "centered cosine (pairs)",
+                       "trait-vector cosine"], rows))
+    doc.figure("fewshot", "Few-shot curve", "Centered cosine on held-out traits' pairs (left) and the held-out "
+               "trait vectors' cosine with the target's own (right; red dotted: the mean of the fitted target rows).",
+               lambda: JF.fewshot_figure(few))
 
 
 def build(run: Run) -> Document:
