@@ -114,93 +114,122 @@ def _write(obj: dict, out: str, name: str, md: str) -> None:
     print(f"wrote {d / f'{name}.json'} and {d / f'{name}.md'}")
 
 
+def _list(args) -> int:
+    """Print each judged trait's judge, unit, what it measures and its blind spots."""
+    from . import JUDGES
+
+    for t, j in JUDGES.items():
+        print(f"{t}: {j.name} ({j.unit}) — {j.measures}. Blind spots: {j.blind_spots}")
+    return 0
+
+
+def _score(args) -> int:
+    """Score texts from the arguments and --file with one trait's judge, one line per text."""
+    from . import score
+
+    texts = list(args.texts)
+    if args.file:
+        src = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+        texts += [line.rstrip("\n") for line in src if line.strip()]
+    if not texts:
+        raise JudgeArgumentError("give texts to score (arguments or --file)")
+    for t, v in zip(texts, score(args.trait, texts)):
+        print(f"{v:.4g}\t{t}")
+    return 0
+
+
+def _validate(args) -> int:
+    """Check each judge ranks pairs' positives over negatives; print the table, optionally write it."""
+    from .validate import markdown, validate_judges
+
+    res = validate_judges(args.pairs)
+    print(markdown(res), end="")
+    if args.out:
+        _write(res, args.out, "validate", markdown(res))
+    return 0
+
+
+def _behaviour(args) -> int:
+    """Steer each chosen direction and judge the generations (the behavioural evaluation)."""
+    from .behaviour import DEFAULT_TRAITS, BehaviourConfig, run_behaviour, write_results
+
+    models = _models(args.run_dir)
+    layers = _layers(args.layers, models)
+    cfg = BehaviourConfig(traits=tuple(args.traits or DEFAULT_TRAITS), methods=tuple(args.methods),
+                          controls=tuple(args.controls), alpha=args.alpha, alpha_grid=tuple(args.alpha_grid),
+                          n_prompts=args.prompts, max_new_tokens=args.max_new_tokens, sampled=args.sampled,
+                          batch_rows=args.batch_rows, seed=args.seed, fluency_prompts=args.fluency_prompts)
+    directions = [(s, t) for s in models for t in models
+                  if s != t and args.source in (None, s) and args.target in (None, t)]
+    res = run_behaviour(args.run_dir, cfg, layers=layers, directions=directions, out_dir=args.out,
+                        with_logprob=not args.no_logprob)
+    for path in write_results(res, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _ood(args) -> int:
+    """Score maps fitted on the shipped run on the OOD run's pairs, beside in-distribution."""
+    from .ood import markdown, ood_evaluation
+
+    layers = _layers(args.layers, _models(args.shipped_run))
+    res = ood_evaluation(args.shipped_run, args.ood_run, layers, tuple(args.methods))
+    _write(res, args.out, "ood_results", markdown(res))
+    return 0
+
+
+def _fewshot(args) -> int:
+    """Map quality against the number of training traits and pairs per trait, with its figure."""
+    from .fewshot import markdown, run_fewshot
+
+    layers = _layers(args.layers, _models(args.run_dir))
+    settings = [(1, 2), (1, None), (2, None), (4, None), (25, 2), (25, None)]
+    res = run_fewshot(args.run_dir, layers, tuple(args.methods), repeats=args.repeats,
+                      steer_traits=tuple(args.steer_traits), steer_settings=settings if args.steer_traits else ())
+    _write(res, args.out, "fewshot_results", markdown(res))
+    from .figures import fewshot_figure
+
+    print(f"wrote {fewshot_figure(res, Path(args.out) / 'fewshot.png')}")
+    return 0
+
+
+def _merge(args) -> int:
+    """Join behaviour results of runs over different directions (the first run's entry wins a repeat)."""
+    from .behaviour import write_results
+
+    merged = None
+    for src in args.inputs:
+        path = Path(src) / "behaviour_results.json" if Path(src).is_dir() else Path(src)
+        if not path.is_file():
+            raise JudgeArgumentError(f"{path}: no behaviour_results.json")
+        res = json.loads(path.read_text())
+        if merged is None:
+            merged = res
+        else:
+            have = {(d["source"], d["target"]) for d in merged["directions"]}
+            merged["directions"] += [d for d in res["directions"] if (d["source"], d["target"]) not in have]
+    for path in write_results(merged, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _figures(args) -> int:
+    """Redraw the figures of behaviour / OOD / few-shot outputs under a directory."""
+    from .figures import redraw
+
+    for path in redraw(args.out_dir):
+        print(f"wrote {path}")
+    return 0
+
+
+COMMANDS = {"list": _list, "score": _score, "validate": _validate, "behaviour": _behaviour, "ood": _ood,
+            "fewshot": _fewshot, "merge": _merge, "figures": _figures}
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "list":
-        from . import JUDGES
-
-        for t, j in JUDGES.items():
-            print(f"{t}: {j.name} ({j.unit}) — {j.measures}. Blind spots: {j.blind_spots}")
-        return 0
-    if args.command == "score":
-        from . import score
-
-        texts = list(args.texts)
-        if args.file:
-            src = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
-            texts += [line.rstrip("\n") for line in src if line.strip()]
-        if not texts:
-            raise JudgeArgumentError("give texts to score (arguments or --file)")
-        for t, v in zip(texts, score(args.trait, texts)):
-            print(f"{v:.4g}\t{t}")
-        return 0
-    if args.command == "validate":
-        from .validate import markdown, validate_judges
-
-        res = validate_judges(args.pairs)
-        print(markdown(res), end="")
-        if args.out:
-            _write(res, args.out, "validate", markdown(res))
-        return 0
-    if args.command == "behaviour":
-        from .behaviour import DEFAULT_TRAITS, BehaviourConfig, run_behaviour, write_results
-
-        models = _models(args.run_dir)
-        layers = _layers(args.layers, models)
-        cfg = BehaviourConfig(traits=tuple(args.traits or DEFAULT_TRAITS), methods=tuple(args.methods),
-                              controls=tuple(args.controls), alpha=args.alpha, alpha_grid=tuple(args.alpha_grid),
-                              n_prompts=args.prompts, max_new_tokens=args.max_new_tokens, sampled=args.sampled,
-                              batch_rows=args.batch_rows, seed=args.seed, fluency_prompts=args.fluency_prompts)
-        directions = [(s, t) for s in models for t in models
-                      if s != t and args.source in (None, s) and args.target in (None, t)]
-        res = run_behaviour(args.run_dir, cfg, layers=layers, directions=directions, out_dir=args.out,
-                            with_logprob=not args.no_logprob)
-        for path in write_results(res, args.out):
-            print(f"wrote {path}")
-        return 0
-    if args.command == "ood":
-        from .ood import markdown, ood_evaluation
-
-        layers = _layers(args.layers, _models(args.shipped_run))
-        res = ood_evaluation(args.shipped_run, args.ood_run, layers, tuple(args.methods))
-        _write(res, args.out, "ood_results", markdown(res))
-        return 0
-    if args.command == "fewshot":
-        from .fewshot import markdown, run_fewshot
-
-        layers = _layers(args.layers, _models(args.run_dir))
-        settings = [(1, 2), (1, None), (2, None), (4, None), (25, 2), (25, None)]
-        res = run_fewshot(args.run_dir, layers, tuple(args.methods), repeats=args.repeats,
-                          steer_traits=tuple(args.steer_traits), steer_settings=settings if args.steer_traits else ())
-        _write(res, args.out, "fewshot_results", markdown(res))
-        from .figures import fewshot_figure
-
-        print(f"wrote {fewshot_figure(res, Path(args.out) / 'fewshot.png')}")
-        return 0
-    if args.command == "merge":
-        from .behaviour import write_results
-
-        merged = None
-        for src in args.inputs:
-            path = Path(src) / "behaviour_results.json" if Path(src).is_dir() else Path(src)
-            if not path.is_file():
-                raise JudgeArgumentError(f"{path}: no behaviour_results.json")
-            res = json.loads(path.read_text())
-            if merged is None:
-                merged = res
-            else:
-                have = {(d["source"], d["target"]) for d in merged["directions"]}
-                merged["directions"] += [d for d in res["directions"] if (d["source"], d["target"]) not in have]
-        for path in write_results(merged, args.out):
-            print(f"wrote {path}")
-        return 0
-    if args.command == "figures":
-        from .figures import redraw
-
-        for path in redraw(args.out_dir):
-            print(f"wrote {path}")
-        return 0
-    return 2
+    command = COMMANDS.get(args.command)
+    return command(args) if command else 2
 
 
 if __name__ == "__main__":
