@@ -308,14 +308,65 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> DecoderCo
         )
     hf = _llama_spelling(hf, source)
     family = "gemma3" if model_type.startswith("gemma3") else model_type
-    switches = dict(FAMILIES[family])
     gemma = family.startswith("gemma")
     d_model = int(_require(hf, "hidden_size", source))
     n_heads = int(_require(hf, "num_attention_heads", source))
     n_layers = int(_require(hf, "num_hidden_layers", source))
     head_dim = int(hf.get("head_dim") or d_model // n_heads)
+    switches = _switches(hf, family)
+    global_rope, local_rope, rotary_dim = _rope_tables(hf, head_dim, switches.get("positions") == "learned", source)
+    types = _attention_types(hf, family, n_layers, source)
+    layer_window = tuple(int(hf.get("sliding_window") or 0) if t == "sliding_attention" else 0 for t in types)
+    if switches.get("positions") == "learned":
+        ropes, layer_rope = (), (0,) * n_layers
+    elif family == "gemma3":  # global layers use the first table, sliding ones the local table
+        ropes, layer_rope = (global_rope, local_rope), tuple(int(t == "sliding_attention") for t in types)
+    else:
+        ropes, layer_rope = (global_rope,), (0,) * n_layers
+    activation = _activation(hf, gemma, source)
 
-    # RoPE: transformers v5 `rope_parameters` (maybe keyed by layer type) or v4 rope_theta/rope_scaling.
+    return DecoderConfig(
+        family=family,
+        model_type=model_type,
+        vocab_size=int(_require(hf, "vocab_size", source)),
+        d_model=d_model,
+        n_layers=n_layers,
+        n_heads=n_heads,
+        n_kv_heads=int(hf.get("num_key_value_heads") or n_heads),
+        head_dim=head_dim,
+        d_ff=int(_require(hf, "intermediate_size", source)),
+        norm_eps=float(hf.get("layer_norm_eps", 1e-5)) if switches.get("norm") == "layer"
+        else float(hf.get("rms_norm_eps", 1e-6)),
+        tie_embeddings=bool(hf.get("tie_word_embeddings", gemma)),
+        activation=activation,
+        attn_softcap=hf.get("attn_logit_softcapping") if family == "gemma2" else None,
+        final_softcap=hf.get("final_logit_softcapping") if family in ("gemma2", "gemma3") else None,
+        query_scale=_query_scale(hf, family, head_dim),
+        layer_window=layer_window,
+        layer_rope=layer_rope,
+        ropes=ropes,
+        rotary_dim=None if (rotary_dim == head_dim or not ropes) else rotary_dim,
+        max_position_embeddings=int(hf.get("max_position_embeddings", 8192)),
+        **switches,
+    )
+
+
+def _switches(hf: dict[str, Any], family: str) -> dict[str, Any]:
+    """The family's switches, overridden where the checkpoint says something explicit."""
+    switches = dict(FAMILIES[family])
+    if "attention_bias" in hf and family != "qwen2":  # Qwen2 always has q/k/v biases and no key for it
+        switches["attention_bias"] = switches["o_bias"] = bool(hf["attention_bias"])
+    if "mlp_bias" in hf and family not in ("gpt_neox", "gpt2"):
+        switches["mlp_bias"] = bool(hf["mlp_bias"])
+    if family == "gpt_neox":
+        switches["parallel_residual"] = bool(hf["use_parallel_residual"])
+    return switches
+
+
+def _rope_tables(hf: dict[str, Any], head_dim: int, learned_positions: bool,
+                 source: str) -> tuple[RopeSpec, RopeSpec, int]:
+    """(global RoPE, local RoPE, rotary dims per head) from transformers v5 `rope_parameters` (maybe keyed by
+    layer type) or v4 rope_theta / rope_scaling / partial_rotary_factor."""
     default_theta = float(hf.get("rope_theta", 10000.0))
     rp = hf.get("rope_parameters")
     if isinstance(rp, dict) and ("full_attention" in rp or "sliding_attention" in rp):
@@ -328,72 +379,36 @@ def config_from_hf(hf: dict[str, Any], source: str = "config.json") -> DecoderCo
     partial = float((rp if isinstance(rp, dict) else {}).get("partial_rotary_factor",
                                                              hf.get("partial_rotary_factor", 1.0)))
     rotary_dim = int(head_dim * partial)  # as transformers computes it
-    if switches.get("positions") != "learned" and (rotary_dim <= 0 or rotary_dim % 2):
+    if not learned_positions and (rotary_dim <= 0 or rotary_dim % 2):
         raise ConfigError(f"{source}: partial rotary factor {partial} gives {rotary_dim} rotary dims of "
                           f"{head_dim}; it must be a positive even number")
+    return global_rope, local_rope, rotary_dim
 
+
+def _attention_types(hf: dict[str, Any], family: str, n_layers: int, source: str) -> list[str]:
+    """`_layer_types`, checked: sliding layers need a window."""
     window = hf.get("sliding_window") or 0
     types = _layer_types(hf, family, n_layers, window, source)
     if "sliding_attention" in types and not window:
         raise ConfigError(f"{source}: sliding_attention layers need a positive 'sliding_window'")
-    layer_window = tuple(int(window) if t == "sliding_attention" else 0 for t in types)
-    if switches.get("positions") == "learned":
-        ropes, layer_rope = (), (0,) * n_layers
-    elif family == "gemma3":
-        ropes = (global_rope, local_rope)
-        layer_rope = tuple(1 if t == "sliding_attention" else 0 for t in types)
-    else:
-        ropes = (global_rope,)
-        layer_rope = (0,) * n_layers
+    return types
 
+
+def _activation(hf: dict[str, Any], gemma: bool, source: str) -> str:
     act = hf.get("hidden_activation") or hf.get("hidden_act") or ("gelu_pytorch_tanh" if gemma else "silu")
     if gemma and act == "gelu":  # HF always ran Gemma with the tanh approximation
         act = "gelu_pytorch_tanh"
     if act not in _ACTIVATIONS:
         raise ConfigError(f"{source}: activation {act!r} is not supported ({', '.join(_ACTIVATIONS)})")
+    return _ACTIVATIONS[act]
 
+
+def _query_scale(hf: dict[str, Any], family: str, head_dim: int) -> float:
     if family in ("gemma2", "gemma3"):
-        query_scale = float(hf.get("query_pre_attn_scalar", head_dim)) ** -0.5
-    elif family == "gpt2" and hf.get("scale_attn_weights") is False:
-        query_scale = 1.0
-    else:
-        query_scale = head_dim**-0.5
-
-    # Config values override the family's switches where the checkpoint says something explicit.
-    if "attention_bias" in hf and family != "qwen2":  # Qwen2 always has q/k/v biases and no key for it
-        switches["attention_bias"] = switches["o_bias"] = bool(hf["attention_bias"])
-    if "mlp_bias" in hf and family not in ("gpt_neox", "gpt2"):
-        switches["mlp_bias"] = bool(hf["mlp_bias"])
-    if family == "gpt_neox":
-        switches["parallel_residual"] = bool(hf["use_parallel_residual"])
-    if switches.get("norm") == "layer":
-        norm_eps = float(hf.get("layer_norm_eps", 1e-5))
-    else:
-        norm_eps = float(hf.get("rms_norm_eps", 1e-6))
-
-    return DecoderConfig(
-        family=family,
-        model_type=model_type,
-        vocab_size=int(_require(hf, "vocab_size", source)),
-        d_model=d_model,
-        n_layers=n_layers,
-        n_heads=n_heads,
-        n_kv_heads=int(hf.get("num_key_value_heads") or n_heads),
-        head_dim=head_dim,
-        d_ff=int(_require(hf, "intermediate_size", source)),
-        norm_eps=norm_eps,
-        tie_embeddings=bool(hf.get("tie_word_embeddings", gemma)),
-        activation=_ACTIVATIONS[act],
-        attn_softcap=hf.get("attn_logit_softcapping") if family == "gemma2" else None,
-        final_softcap=hf.get("final_logit_softcapping") if family in ("gemma2", "gemma3") else None,
-        query_scale=query_scale,
-        layer_window=layer_window,
-        layer_rope=layer_rope,
-        ropes=ropes,
-        rotary_dim=None if (rotary_dim == head_dim or not ropes) else rotary_dim,
-        max_position_embeddings=int(hf.get("max_position_embeddings", 8192)),
-        **switches,
-    )
+        return float(hf.get("query_pre_attn_scalar", head_dim)) ** -0.5
+    if family == "gpt2" and hf.get("scale_attn_weights") is False:
+        return 1.0
+    return head_dim**-0.5
 
 
 def unknown_keys(hf: dict[str, Any]) -> list[str]:
