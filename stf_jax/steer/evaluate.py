@@ -29,7 +29,7 @@ import numpy as np
 
 from .. import __version__
 from ..align import adapters as adapters_lib
-from ..align.inputs import find_models, load_vectors, make_trials, pair_table, zero_rows
+from ..align.inputs import ModelRef, PairTable, find_models, load_vectors, make_trials, pair_table, zero_rows
 from ..align.pca import k_for_pair
 from ..align.trait_transfer import MAP_METHODS, trait_vectors, transferred_trait_vectors, unit
 from ..errors import SteeringInputError
@@ -326,19 +326,21 @@ def _generation(model, layer: int, prompts: Sequence[str], conds: dict[str, dict
     return out
 
 
-def evaluate_steering(run_dir: str | Path, cfg: SteerConfig = SteerConfig(),
-                      layers: dict[tuple[str, str], tuple[int, int]] | None = None, layer: int = -6,
-                      directions: Sequence[tuple[str, str]] | None = None, models: dict | None = None,
-                      out_dir: str | Path | None = None, log=print) -> dict[str, Any]:
-    """Run the causal evaluation over the directed model pairs of an extraction run.
+@dataclasses.dataclass(frozen=True)
+class _Inputs:
+    """What every direction reads from the run: the models' references, the pair table and the steered traits."""
 
-    layers: {(source, target): (layer_source, layer_target)} (e.g. `layers_from_sweep`); otherwise `layer`
-    (an HF index, negatives from the end) in both models. models: preloaded {name: Model} (else loaded by
-    name). out_dir: also save every condition's vectors there (`vectors/<source>__to__<target>.npz`)."""
-    from ..models.loading import load_model
-    from .propensity import PrefixScorer, encode_scored
+    refs: dict[str, ModelRef]
+    table: PairTable
+    orders: dict
+    traits: list[str]
 
-    t_start = time.perf_counter()
+    def vectors(self, name: str, layer: int) -> np.ndarray:
+        return load_vectors(self.refs[name], layer, self.orders[self.refs[name].run_dir])
+
+
+def _steering_inputs(run_dir, cfg: SteerConfig, directions) -> tuple[_Inputs, list[tuple[str, str]]]:
+    """Find the run's models and pairs and check the directions and traits asked for, before any work."""
     refs = find_models([run_dir])
     names = sorted(refs)
     if directions is None:
@@ -352,94 +354,159 @@ def evaluate_steering(run_dir: str | Path, cfg: SteerConfig = SteerConfig(),
     missing = sorted(set(traits) - set(table.trait_names))
     if missing:
         raise SteeringInputError(f"trait(s) {missing} are not in the run; it has {list(table.trait_names)}")
-    alphas = cfg.alpha_grid
-    models = dict(models or {})
-    results: dict[str, Any] = {
+    return _Inputs(refs, table, orders, traits), directions
+
+
+def _results_header(run_dir, cfg: SteerConfig, alphas: np.ndarray, traits: list[str]) -> dict[str, Any]:
+    """The results record before any direction: version, settings as run, alphas and traits."""
+    return {
         "stf_jax": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run_dir": str(run_dir),
         "config": {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "adapter"},
                    "adapter": dataclasses.asdict(cfg.adapter), "mode": "additive", "scale": "mean-norm"},
         "alphas": alphas.tolist(), "traits": traits, "models": {}, "directions": []}
-    native_by_target: dict[str, tuple] = {}
 
-    for s_name, t_name in directions:
-        t0 = time.perf_counter()
-        ls, lt = (layers or {}).get((s_name, t_name)) or (refs[s_name].resolve_layer(layer),
-                                                          refs[t_name].resolve_layer(layer))
-        x_s = load_vectors(refs[s_name], ls, orders[refs[s_name].run_dir])
-        x_t = load_vectors(refs[t_name], lt, orders[refs[t_name].run_dir])
-        excluded = zero_rows(x_s) | zero_rows(x_t)
-        trials = make_trials(table, 1, cfg.seed, cfg.test_fraction, cfg.val_fraction, exclude=excluded)
-        w_train, w_val, test = trials.train[0], trials.val[0], trials.test[0]
-        # maps see every trait's pairs (minus the held-out one); only the chosen traits are steered
-        conds, notes = condition_vectors(x_s, x_t, np.asarray(table.traits), w_train, w_val, cfg, only=traits)
-        kinds = {c: "native" if c == "native" else ("transferred" if c in cfg.methods else "control") for c in conds}
-        log(f"{s_name}->{t_name} (layers {ls}->{lt}): cosine to native "
-            + ", ".join(f"{c} {np.mean(list(v.values())):.3f}" for c, v in notes["cosine_to_native"].items()))
 
-        if t_name not in models:
-            models[t_name] = load_model(t_name)
-        model = models[t_name]
-        rows = _eval_rows(table, test, traits, cfg.pairs_per_trait, cfg.seed)
-        pairs = {t: [table.pairs[i] for i in r] for t, r in rows.items()}
-        scorers = {}
-        width = 0
-        for t, ps in pairs.items():  # one width for every trait: one compiled program per model
-            ids = encode_scored(model, [p.prompt for p in ps] * 2, [p.positive for p in ps] + [p.negative for p in ps],
-                                cfg.max_continuation_tokens)[0]
-            width = max(width, ids.shape[1])
-        width = int(np.ceil(width / 16) * 16)
-        norm_sum, norm_count = 0.0, 0
-        for t, ps in pairs.items():
-            scorers[t] = PrefixScorer(model, lt, [p.prompt for p in ps], [p.positive for p in ps],
-                                      [p.negative for p in ps], cfg.max_continuation_tokens, width)
-            a, b = scorers[t].mean_norm()
-            norm_sum, norm_count = norm_sum + a, norm_count + b
-        scale = norm_sum / norm_count  # the layer's mean residual norm over the scored tokens
+def _direction_conditions(inp: _Inputs, s_name: str, t_name: str, ls: int, lt: int, cfg: SteerConfig, log):
+    """One text-disjoint split of the pairs and every condition's vectors fitted on its training rows."""
+    x_s, x_t = inp.vectors(s_name, ls), inp.vectors(t_name, lt)
+    excluded = zero_rows(x_s) | zero_rows(x_t)
+    trials = make_trials(inp.table, 1, cfg.seed, cfg.test_fraction, cfg.val_fraction, exclude=excluded)
+    w_train, w_val, test = trials.train[0], trials.val[0], trials.test[0]
+    # maps see every trait's pairs (minus the held-out one); only the chosen traits are steered
+    conds, notes = condition_vectors(x_s, x_t, np.asarray(inp.table.traits), w_train, w_val, cfg, only=inp.traits)
+    log(f"{s_name}->{t_name} (layers {ls}->{lt}): cosine to native "
+        + ", ".join(f"{c} {np.mean(list(v.values())):.3f}" for c, v in notes["cosine_to_native"].items()))
+    return conds, notes, w_train, test
 
-        base = {t: scorers[t].propensity() for t in traits}
-        curves: dict[str, dict[str, np.ndarray]] = {c: {} for c in conds}
-        todo = len(conds) * len(traits)
-        done = 0
-        for c, vecs in conds.items():
-            for t in traits:
-                rows_a = [base[t] if a == 0 else scorers[t].propensity(vecs[t] * scale, float(a)) for a in alphas]
-                curves[c][t] = np.stack(rows_a)  # [A, P]
-                done += 1
-            log(f"  {c}: {done}/{todo} trait sweeps ({time.perf_counter() - t0:.0f}s)")
-        entry = {"source": s_name, "target": t_name, "layer_source": ls, "layer_target": lt,
-                 "mean_norm": scale, "k": notes["k"], "n_train": int(w_train.sum()), "pairs": {t: [table.pair_ids[i] for i in r]
-                                                                               for t, r in rows.items()},
-                 **summarize_direction(alphas, curves, cfg, kinds, notes["cosine_to_native"]),
-                 "shuffled_from": notes.get("shuffled_from"),
-                 "exactness": _exactness(model, lt, [p for ps in pairs.values() for p in ps], cfg.self_injection_pairs)}
-        gen_trait = cfg.generation_trait
-        if gen_trait and gen_trait in traits:
-            gen_rows = np.nonzero((test > 0) & (np.asarray(table.traits) == gen_trait))[0][: cfg.generation_prompts]
-            prompts = [table.pairs[i].prompt for i in gen_rows]
-            gen_conds = {c: v for c, v in conds.items() if c != "shuffled"}
-            alpha_gen = cfg.generation_alpha if cfg.generation_alpha is not None else float(max(alphas))
-            entry["generation"] = _generation(model, lt, prompts, gen_conds, gen_trait, alpha_gen, scale, cfg)
-        entry["seconds"] = time.perf_counter() - t0
-        results["directions"].append(entry)
-        native_by_target.setdefault(t_name, (lt, scale, curves["native"], entry["conditions"]["native"]["traits"]))
-        if out_dir is not None:
-            path = inside(Path(out_dir), Path("vectors") / f"{pair_tag(s_name, t_name)}.npz")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(path, **{f"{c}/{t}": v for c, vecs in conds.items() for t, v in vecs.items()},
-                     layer_source=ls, layer_target=lt)
-            entry["vectors"] = str(path.relative_to(out_dir))
-        summ = entry["conditions"]
-        log(f"{s_name}->{t_name}: slope native {summ['native']['summary']['slope']['mean']:.3f}; "
-            + ", ".join(f"{c} ratio {summ[c]['summary'].get('effect_ratio', {}).get('mean', float('nan')):.2f} "
-                        f"r {summ[c]['summary']['pearson_r']['mean']:.2f}" for c in summ if c != "native")
-            + f"  ({entry['seconds']:.0f}s)")
 
+def _prefix_scorers(model, layer: int, pairs: dict[str, list], cfg: SteerConfig) -> tuple[dict, float]:
+    """One cached-prefix scorer per trait, all padded to one width (one compiled program per model), and the
+    layer's mean residual norm over the scored tokens (the unit of alpha)."""
+    from .propensity import PrefixScorer, encode_scored
+
+    scorers = {}
+    width = 0
+    for t, ps in pairs.items():  # one width for every trait: one compiled program per model
+        ids = encode_scored(model, [p.prompt for p in ps] * 2, [p.positive for p in ps] + [p.negative for p in ps],
+                            cfg.max_continuation_tokens)[0]
+        width = max(width, ids.shape[1])
+    width = int(np.ceil(width / 16) * 16)
+    norm_sum, norm_count = 0.0, 0
+    for t, ps in pairs.items():
+        scorers[t] = PrefixScorer(model, layer, [p.prompt for p in ps], [p.positive for p in ps],
+                                  [p.negative for p in ps], cfg.max_continuation_tokens, width)
+        a, b = scorers[t].mean_norm()
+        norm_sum, norm_count = norm_sum + a, norm_count + b
+    return scorers, norm_sum / norm_count
+
+
+def _alpha_sweeps(scorers: dict, conds: dict[str, dict[str, np.ndarray]], traits: list[str], alphas: np.ndarray,
+                  scale: float, t0: float, log) -> dict[str, dict[str, np.ndarray]]:
+    """Propensity curves {condition: {trait: [A, P]}}; alpha = 0 is the one unsteered point of every condition."""
+    base = {t: scorers[t].propensity() for t in traits}
+    curves: dict[str, dict[str, np.ndarray]] = {c: {} for c in conds}
+    todo = len(conds) * len(traits)
+    done = 0
+    for c, vecs in conds.items():
+        for t in traits:
+            rows_a = [base[t] if a == 0 else scorers[t].propensity(vecs[t] * scale, float(a)) for a in alphas]
+            curves[c][t] = np.stack(rows_a)  # [A, P]
+            done += 1
+        log(f"  {c}: {done}/{todo} trait sweeps ({time.perf_counter() - t0:.0f}s)")
+    return curves
+
+
+def _generation_entry(model, layer: int, inp: _Inputs, test: np.ndarray, conds: dict, alphas: np.ndarray,
+                      scale: float, cfg: SteerConfig) -> dict[str, Any] | None:
+    """The length check on the generation trait's held-out prompts (None when that trait is not steered)."""
+    gen_trait = cfg.generation_trait
+    if not (gen_trait and gen_trait in inp.traits):
+        return None
+    gen_rows = np.nonzero((test > 0) & (np.asarray(inp.table.traits) == gen_trait))[0][: cfg.generation_prompts]
+    prompts = [inp.table.pairs[i].prompt for i in gen_rows]
+    gen_conds = {c: v for c, v in conds.items() if c != "shuffled"}
+    alpha_gen = cfg.generation_alpha if cfg.generation_alpha is not None else float(max(alphas))
+    return _generation(model, layer, prompts, gen_conds, gen_trait, alpha_gen, scale, cfg)
+
+
+def _save_vectors(out_dir: str | Path, s_name: str, t_name: str, conds: dict, ls: int, lt: int) -> str:
+    """Every condition's vectors as vectors/<source>__to__<target>.npz, so a steered vector can be reused."""
+    path = inside(Path(out_dir), Path("vectors") / f"{pair_tag(s_name, t_name)}.npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{f"{c}/{t}": v for c, vecs in conds.items() for t, v in vecs.items()},
+             layer_source=ls, layer_target=lt)
+    return str(path.relative_to(out_dir))
+
+
+def _steer_direction(inp: _Inputs, s_name: str, t_name: str, ls: int, lt: int, models: dict, alphas: np.ndarray,
+                     cfg: SteerConfig, out_dir, log) -> tuple[dict[str, Any], tuple]:
+    """One directed pair end to end -> its results entry, and the target's native curves for the in-model check."""
+    from ..models.loading import load_model
+
+    t0 = time.perf_counter()
+    conds, notes, w_train, test = _direction_conditions(inp, s_name, t_name, ls, lt, cfg, log)
+    kinds = {c: "native" if c == "native" else ("transferred" if c in cfg.methods else "control") for c in conds}
+    if t_name not in models:
+        models[t_name] = load_model(t_name)
+    model = models[t_name]
+    rows = _eval_rows(inp.table, test, inp.traits, cfg.pairs_per_trait, cfg.seed)
+    pairs = {t: [inp.table.pairs[i] for i in r] for t, r in rows.items()}
+    scorers, scale = _prefix_scorers(model, lt, pairs, cfg)
+    curves = _alpha_sweeps(scorers, conds, inp.traits, alphas, scale, t0, log)
+    entry = {"source": s_name, "target": t_name, "layer_source": ls, "layer_target": lt,
+             "mean_norm": scale, "k": notes["k"], "n_train": int(w_train.sum()),
+             "pairs": {t: [inp.table.pair_ids[i] for i in r] for t, r in rows.items()},
+             **summarize_direction(alphas, curves, cfg, kinds, notes["cosine_to_native"]),
+             "shuffled_from": notes.get("shuffled_from"),
+             "exactness": _exactness(model, lt, [p for ps in pairs.values() for p in ps], cfg.self_injection_pairs)}
+    generation = _generation_entry(model, lt, inp, test, conds, alphas, scale, cfg)
+    if generation is not None:
+        entry["generation"] = generation
+    entry["seconds"] = time.perf_counter() - t0
+    if out_dir is not None:
+        entry["vectors"] = _save_vectors(out_dir, s_name, t_name, conds, ls, lt)
+    summ = entry["conditions"]
+    log(f"{s_name}->{t_name}: slope native {summ['native']['summary']['slope']['mean']:.3f}; "
+        + ", ".join(f"{c} ratio {summ[c]['summary'].get('effect_ratio', {}).get('mean', float('nan')):.2f} "
+                    f"r {summ[c]['summary']['pearson_r']['mean']:.2f}" for c in summ if c != "native")
+        + f"  ({entry['seconds']:.0f}s)")
+    return entry, (lt, scale, curves["native"], summ["native"]["traits"])
+
+
+def _in_model_entries(native_by_target: dict[str, tuple], alphas: np.ndarray, cfg: SteerConfig, log
+                      ) -> dict[str, Any]:
+    """Per target model: does its own vector steer it (from the native curves of its first direction)?"""
+    out = {}
     for t_name, (lt, scale, native, native_rows) in native_by_target.items():
-        results["models"][t_name] = {"layer": lt, "mean_norm": scale,
-                                     "in_model": in_model_summary(alphas, native, native_rows, cfg)}
-        im = results["models"][t_name]["in_model"]
+        out[t_name] = {"layer": lt, "mean_norm": scale, "in_model": in_model_summary(alphas, native, native_rows, cfg)}
+        im = out[t_name]["in_model"]
         log(f"in-model {t_name} (layer {lt}): monotonic {im['n_monotonic']}/{im['n_traits']}, slope CI above 0 "
             f"{im['n_positive_slope']}/{im['n_traits']}")
+    return out
+
+
+def evaluate_steering(run_dir: str | Path, cfg: SteerConfig = SteerConfig(),
+                      layers: dict[tuple[str, str], tuple[int, int]] | None = None, layer: int = -6,
+                      directions: Sequence[tuple[str, str]] | None = None, models: dict | None = None,
+                      out_dir: str | Path | None = None, log=print) -> dict[str, Any]:
+    """Run the causal evaluation over the directed model pairs of an extraction run.
+
+    layers: {(source, target): (layer_source, layer_target)} (e.g. `layers_from_sweep`); otherwise `layer`
+    (an HF index, negatives from the end) in both models. models: preloaded {name: Model} (else loaded by
+    name). out_dir: also save every condition's vectors there (`vectors/<source>__to__<target>.npz`)."""
+    t_start = time.perf_counter()
+    inp, directions = _steering_inputs(run_dir, cfg, directions)
+    alphas = cfg.alpha_grid
+    models = dict(models or {})
+    results = _results_header(run_dir, cfg, alphas, inp.traits)
+    native_by_target: dict[str, tuple] = {}
+    for s_name, t_name in directions:
+        ls, lt = (layers or {}).get((s_name, t_name)) or (inp.refs[s_name].resolve_layer(layer),
+                                                          inp.refs[t_name].resolve_layer(layer))
+        entry, native = _steer_direction(inp, s_name, t_name, ls, lt, models, alphas, cfg, out_dir, log)
+        results["directions"].append(entry)
+        native_by_target.setdefault(t_name, native)
+    results["models"] = _in_model_entries(native_by_target, alphas, cfg, log)
     results["seconds"] = time.perf_counter() - t_start
     return results
 
