@@ -1,12 +1,39 @@
 """Experiment report: `python -m stf_jax.report RUN_DIR` writes report.md (+ figures/*.png) and one
 self-contained report.html (figures embedded as base64 PNG, inline CSS, no scripts or external resources).
 
-RUN_DIR layout: experiment.json (optional), align/<name>/results.json (`python -m stf_jax.align`),
+    md_path, html_path = stf_jax.report("runs/demo")
+
+`stf_jax.report` is this package and, called, the function `report` below. RUN_DIR layout:
+experiment.json (optional), align/<name>/results.json (`python -m stf_jax.align`),
 steer/steer_results.json (`python -m stf_jax.steer eval`); `python -m stf_jax.run` writes all of it.
+Names load lazily (matplotlib only when a report is built).
 """
 
-from .load import ReportInputError, Run, load_run, variance_curves
-from .render import build, to_html, to_markdown, write_report
+from __future__ import annotations
 
-__all__ = ["ReportInputError", "Run", "build", "load_run", "to_html", "to_markdown", "variance_curves",
-           "write_report"]
+from pathlib import Path
+
+_LAZY = {
+    "ReportInputError": "load", "Run": "load", "load_run": "load", "variance_curves": "load",
+    "build": "render", "to_html": "render", "to_markdown": "render", "write_report": "render",
+}
+__all__ = [*_LAZY, "report"]
+
+
+def report(run_dir: str | Path, out_dir: str | Path | None = None, dpi: int = 110) -> tuple[Path, Path]:
+    """Write report.md (figures as PNGs under figures/) and a self-contained report.html for an experiment
+    directory into out_dir [run_dir]; returns (md_path, html_path). ReportInputError when it holds no results."""
+    from .render import write_report
+
+    return write_report(run_dir, out_dir, dpi)
+
+
+def __getattr__(name: str):
+    from .. import _lazy_attribute
+
+    return _lazy_attribute(__name__, _LAZY, name)
+
+
+from .. import _callable_package  # noqa: E402
+
+_callable_package(__name__, report)
