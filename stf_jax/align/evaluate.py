@@ -224,11 +224,11 @@ def _resolve_k(cfg: EvalConfig, specs: list[tuple[np.ndarray, np.ndarray]] | Non
     return min(_k_from_spectra(specs, cfg.variance), n_fit - 1, *widths.values())
 
 
-def _sweep(names: list[str], refs: dict[str, ModelRef], load, directions: list[tuple[str, str]], trials: Trials,
-           dev: _Device, cfg: EvalConfig, hashes: dict[str, str], log) -> tuple[dict, dict]:
-    """Procrustes over every source × target layer of each direction, as one batched call per direction.
+def _layer_stacks(names: list[str], refs: dict[str, ModelRef], load, hashes: dict[str, str], log
+                  ) -> tuple[dict, dict, dict, dict]:
+    """Every swept layer of each model stacked on device, with a mask of its usable (nonzero) rows.
 
-    Returns (best layer pair per direction, the JSON-ready sweep record)."""
+    Returns (layers, stacks [L, n, d], valid [L, n], zero-vector counts per layer); hashes gains each array."""
     stacks, valid, layers, zeros = {}, {}, {}, {}
     for name in names:
         layers[name] = list(refs[name].layers)
@@ -240,13 +240,61 @@ def _sweep(names: list[str], refs: dict[str, ModelRef], load, directions: list[t
         stacks[name], valid[name] = jnp.asarray(np.stack(arrays)), jnp.asarray(usable)  # [L, n, d], [L, n]
     if any(zeros.values()):
         log(f"zero steering vectors (left out where they occur): {zeros}")
+    return layers, stacks, valid, zeros
+
+
+def _sweep_k(names: list[str], refs: dict[str, ModelRef], stacks: dict, valid: dict, trials: Trials, dev: _Device,
+             cfg: EvalConfig) -> int:
+    """One k for every layer pair: cfg.k, or the variance rule over every model's layers, capped by the
+    smallest training set any layer leaves."""
     n_fit = int(min((trials.train[None] * np.asarray(valid[m])[:, None]).sum(-1).min() for m in names))
     specs = None
     if cfg.k is None:
         per_model = [jax.tree.map(np.asarray, map_batched(lambda a: spectra(a[0], dev.rows, valid=a[1]),
                                                           (stacks[m], valid[m]), 4)) for m in names]
         specs = [(v[i], tot[i]) for v, tot in per_model for i in range(v.shape[0])]
-    k = _resolve_k(cfg, specs, n_fit, {m: refs[m].d_model for m in names})
+    return _resolve_k(cfg, specs, n_fit, {m: refs[m].d_model for m in names})
+
+
+def _sweep_pair(s_name: str, t_name: str, k: int, layers: dict, mats: dict, val_c: np.ndarray, valid: dict,
+                cfg: EvalConfig) -> tuple[tuple[int, int], dict]:
+    """One direction's sweep matrices -> the layer pair chosen on validation, and its JSON-ready record (with
+    the pairs that testing or raw cosine would have picked, for comparison)."""
+    mean_c, mean_raw = mats["test_centered"].mean(-1), mats["test"].mean(-1)
+    # cosines over different row sets do not compare: the best pair is chosen among layer pairs where every
+    # pair has a direction in both models (all of them, if no such layer pair exists)
+    full = (np.asarray(valid[s_name]).min(1)[:, None] * np.asarray(valid[t_name]).min(1)[None, :]) > 0
+    eligible = full if full.any() else np.ones_like(full)
+
+    def argbest(score):
+        return np.unravel_index(np.nanargmax(np.where(eligible, score, -np.inf)), score.shape)
+
+    (i, j), (ti, tj), (ri, rj) = argbest(val_c), argbest(mean_c), argbest(mean_raw)
+    best = (layers[s_name][i], layers[t_name][j])
+    return best, {
+        "source": s_name, "target": t_name, "k": k,
+        "layers_source": layers[s_name], "layers_target": layers[t_name],
+        **{key: mats[key].mean(-1).tolist() for key in ("test", "test_centered", "train", "scale")},
+        "test_centered_std": mats["test_centered"].std(-1, ddof=1 if cfg.trials > 1 else 0).tolist(),
+        "validation_centered": val_c.tolist(),
+        "eligible": eligible.tolist(),
+        "best": {"by": "validation centered cosine", "layer_source": best[0], "layer_target": best[1],
+                 "validation_centered": float(val_c[i, j]), "test_centered": float(mean_c[i, j]),
+                 "test": float(mean_raw[i, j])},
+        "best_on_test": {"layer_source": layers[s_name][ti], "layer_target": layers[t_name][tj],
+                         "test_centered": float(mean_c[ti, tj])},
+        "best_raw": {"layer_source": layers[s_name][ri], "layer_target": layers[t_name][rj],
+                     "test": float(mean_raw[ri, rj])},
+    }
+
+
+def _sweep(names: list[str], refs: dict[str, ModelRef], load, directions: list[tuple[str, str]], trials: Trials,
+           dev: _Device, cfg: EvalConfig, hashes: dict[str, str], log) -> tuple[dict, dict]:
+    """Procrustes over every source × target layer of each direction, as one batched call per direction.
+
+    Returns (best layer pair per direction, the JSON-ready sweep record)."""
+    layers, stacks, valid, zeros = _layer_stacks(names, refs, load, hashes, log)
+    k = _sweep_k(names, refs, stacks, valid, trials, dev, cfg)
     log(f"layer sweep with k={k}: " + ", ".join(f"{m} {len(layers[m])} layers" for m in names))
     t0 = time.perf_counter()
 
@@ -267,35 +315,74 @@ def _sweep(names: list[str], refs: dict[str, ModelRef], load, directions: list[t
     for s_name, t_name in directions:
         mats = jax.tree.map(np.asarray, layer_sweep(proj[s_name], proj[t_name], dev.train, dev.test, valid[s_name],
                                                     valid[t_name], rotation_only=cfg.rotation_only))
-        mean_c, mean_raw, val_c = mats["test_centered"].mean(-1), mats["test"].mean(-1), selection[(s_name, t_name)]
-        # cosines over different row sets do not compare: the best pair is chosen among layer pairs where every
-        # pair has a direction in both models (all of them, if no such layer pair exists)
-        full = (np.asarray(valid[s_name]).min(1)[:, None] * np.asarray(valid[t_name]).min(1)[None, :]) > 0
-        eligible = full if full.any() else np.ones_like(full)
-
-        def argbest(score):
-            return np.unravel_index(np.nanargmax(np.where(eligible, score, -np.inf)), score.shape)
-
-        (i, j), (ti, tj), (ri, rj) = argbest(val_c), argbest(mean_c), argbest(mean_raw)
-        best = chosen[(s_name, t_name)] = (layers[s_name][i], layers[t_name][j])
-        record[f"{s_name}->{t_name}"] = {
-            "source": s_name, "target": t_name, "k": k,
-            "layers_source": layers[s_name], "layers_target": layers[t_name],
-            **{key: mats[key].mean(-1).tolist() for key in ("test", "test_centered", "train", "scale")},
-            "test_centered_std": mats["test_centered"].std(-1, ddof=1 if cfg.trials > 1 else 0).tolist(),
-            "validation_centered": val_c.tolist(),
-            "eligible": eligible.tolist(),
-            "best": {"by": "validation centered cosine", "layer_source": best[0], "layer_target": best[1],
-                     "validation_centered": float(val_c[i, j]), "test_centered": float(mean_c[i, j]),
-                     "test": float(mean_raw[i, j])},
-            "best_on_test": {"layer_source": layers[s_name][ti], "layer_target": layers[t_name][tj],
-                             "test_centered": float(mean_c[ti, tj])},
-            "best_raw": {"layer_source": layers[s_name][ri], "layer_target": layers[t_name][rj],
-                         "test": float(mean_raw[ri, rj])},
-        }
-        log(f"sweep {s_name}->{t_name}: best layers {best} (validation centered {val_c[i, j]:.3f}, test centered "
-            f"{mean_c[i, j]:.3f}; the best on test would be {record[f'{s_name}->{t_name}']['best_on_test']})")
+        best, rec = _sweep_pair(s_name, t_name, k, layers, mats, selection[(s_name, t_name)], valid, cfg)
+        chosen[(s_name, t_name)], record[f"{s_name}->{t_name}"] = best, rec
+        log(f"sweep {s_name}->{t_name}: best layers {best} (validation centered "
+            f"{rec['best']['validation_centered']:.3f}, test centered {rec['best']['test_centered']:.3f}; the best on "
+            f"test would be {rec['best_on_test']})")
     return chosen, {"seconds": time.perf_counter() - t0, "zero_vectors": zeros, "pairs": record}
+
+
+def _results_header(cfg: EvalConfig, used: list[ModelRef], table: PairTable, trials: Trials, hashes: dict[str, str],
+                    layer: int, sweep: bool, token_run) -> dict[str, Any]:
+    """The results record before any direction: settings as run, inputs (their arrays' hashes filled in as
+    they load) and the pairs' counts."""
+    return {
+        "stf_jax": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "config": {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "adapter"},
+                   "adapter": dataclasses.asdict(cfg.adapter), "layer": None if sweep else layer, "sweep": sweep,
+                   "seeds": list(trials.seeds), "token_run": str(token_run) if token_run else None},
+        "inputs": {**describe_inputs(used), "dataset_hash": dataset_hash(table.pairs), "arrays": hashes},
+        "n_pairs": table.n, "traits": list(table.trait_names),
+        "trait_counts": {t: int(table.traits.count(t)) for t in table.trait_names},
+        "directions": [], "sweep": None,
+    }
+
+
+def _without_zero_vectors(vectors: dict, table: PairTable, trials: Trials, dev: _Device, cfg: EvalConfig, log
+                          ) -> tuple[Trials, _Device, int]:
+    """Trials that leave out every pair with a zero steering vector at an evaluated layer (it has no direction),
+    and how many pairs that is."""
+    excluded = np.logical_or.reduce([zero_rows(x) for x in vectors.values()])
+    if excluded.any():
+        log(f"leaving out {int(excluded.sum())} pair(s) with a zero steering vector at the evaluated layers")
+        trials = make_trials(table, cfg.trials, cfg.seed, cfg.test_fraction, cfg.val_fraction, exclude=excluded)
+        dev = _Device.from_trials(trials, table)
+    return trials, dev, int(excluded.sum())
+
+
+def _shared_pcas(vectors: dict, dev: _Device, trials: Trials, refs: dict[str, ModelRef], names: list[str],
+                 cfg: EvalConfig, log) -> tuple[int | None, dict]:
+    """One PCA per (model, layer), shared by every direction that uses it, and its k (only when a method is
+    scored in PCA coordinates)."""
+    if not any(maps.METHODS[m].scorer == "kspace" for m in cfg.methods if m in maps.METHODS):
+        return None, {}
+    specs = None if cfg.k is not None else [
+        jax.tree.map(np.asarray, spectra(jnp.asarray(x), dev.rows)) for x in vectors.values()]
+    k = _resolve_k(cfg, specs, trials.n_train_min, {m: refs[m].d_model for m in names})
+    log(f"PCA k={k}")
+    return k, {key: fit_pcas(jnp.asarray(x), dev.rows, k, solver=cfg.solver, batch_size=cfg.batch_size)
+               for key, x in vectors.items()}
+
+
+def _token_maps(cfg: EvalConfig, token_run, s_name: str, t_name: str, ls: int, lt: int, k: int | None) -> dict:
+    """Maps of the methods that fit on corpus token states (affine_tokens), fitted on the token run."""
+    token_maps = {}
+    for name in (m for m in cfg.methods if m in maps.METHODS and maps.METHODS[m].fits_on == "token_states"):
+        if token_run is None:
+            raise AlignInputError(f"method {name} needs --token-run (a corpus run of both models)")
+        xs_tok, xt_tok = paired_token_states(token_run, s_name, t_name, ls, lt, cfg.token_pairing)
+        token_maps[name] = maps.fit_map(name, xs_tok, xt_tok, settings=cfg.fit_settings(k))[0]
+    return token_maps
+
+
+def _variance_fields(pcas: dict, s_name: str, t_name: str, ls: int, lt: int) -> dict[str, Any]:
+    """Variance the k axes explain per model, and the first trial's cumulative curve (for the report)."""
+    ratio = lambda p: np.asarray(p.variance.sum(-1) / p.total_variance)  # noqa: E731
+    curve = lambda p: (np.cumsum(np.asarray(p.variance[0])) / float(p.total_variance[0])).tolist()  # noqa: E731
+    return {"variance_explained": {s_name: _stats(ratio(pcas[(s_name, ls)])),
+                                   t_name: _stats(ratio(pcas[(t_name, lt)]))},
+            "variance_curve": {s_name: curve(pcas[(s_name, ls)]), t_name: curve(pcas[(t_name, lt)])}}
 
 
 def evaluate(run_dirs: Sequence[str | Path], cfg: EvalConfig, layer: int = -6, sweep: bool = False,
@@ -318,63 +405,30 @@ def evaluate(run_dirs: Sequence[str | Path], cfg: EvalConfig, layer: int = -6, s
         return load_vectors(refs[name], lay, orders[refs[name].run_dir], cfg.array)
 
     hashes: dict[str, str] = {}
-    results: dict[str, Any] = {
-        "stf_jax": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "config": {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "adapter"},
-                   "adapter": dataclasses.asdict(cfg.adapter), "layer": None if sweep else layer, "sweep": sweep,
-                   "seeds": list(trials.seeds), "token_run": str(token_run) if token_run else None},
-        "inputs": {**describe_inputs(used), "dataset_hash": dataset_hash(table.pairs), "arrays": hashes},
-        "n_pairs": table.n, "traits": list(table.trait_names),
-        "trait_counts": {t: int(table.traits.count(t)) for t in table.trait_names},
-        "directions": [], "sweep": None,
-    }
-
+    results = _results_header(cfg, used, table, trials, hashes, layer, sweep, token_run)
     if sweep:
         chosen, results["sweep"] = _sweep(names, refs, load, directions, trials, dev, cfg, hashes, log)
     else:
         chosen = {(s, t): (refs[s].resolve_layer(layer), refs[t].resolve_layer(layer)) for s, t in directions}
 
-    # one PCA per (model, layer), shared by every direction that uses it
     needed = sorted({(m, lay) for (s, t), (ls, lt) in chosen.items() for m, lay in ((s, ls), (t, lt))})
     vectors = {key: load(*key) for key in needed}
     hashes.update({f"{m}@{lay}": array_hash(x) for (m, lay), x in vectors.items()})
-    # a zero vector (identical pooled states) has no direction: leave such pairs out of every side
-    excluded = np.logical_or.reduce([zero_rows(x) for x in vectors.values()])
-    results["excluded_pairs"] = int(excluded.sum())
-    if excluded.any():
-        log(f"leaving out {int(excluded.sum())} pair(s) with a zero steering vector at the evaluated layers")
-        trials = make_trials(table, cfg.trials, cfg.seed, cfg.test_fraction, cfg.val_fraction, exclude=excluded)
-        dev = _Device.from_trials(trials, table)
+    trials, dev, results["excluded_pairs"] = _without_zero_vectors(vectors, table, trials, dev, cfg, log)
     results["split_sizes"] = {side: getattr(trials, side).sum(1).astype(int).tolist() for side in ("train", "test", "val")}
-    k_main, pcas = None, {}
-    if any(maps.METHODS[m].scorer == "kspace" for m in cfg.methods if m in maps.METHODS):
-        specs = None if cfg.k is not None else [
-            jax.tree.map(np.asarray, spectra(jnp.asarray(vectors[key]), dev.rows)) for key in needed]
-        k_main = _resolve_k(cfg, specs, trials.n_train_min, {m: refs[m].d_model for m in names})
-        log(f"PCA k={k_main}")
-        pcas = {key: fit_pcas(jnp.asarray(x), dev.rows, k_main, solver=cfg.solver, batch_size=cfg.batch_size)
-                for key, x in vectors.items()}
+    k_main, pcas = _shared_pcas(vectors, dev, trials, refs, names, cfg, log)
 
     for s_name, t_name in directions:
         ls, lt = chosen[(s_name, t_name)]
         t0 = time.perf_counter()
-        token_maps = {}
-        for name in (m for m in cfg.methods if m in maps.METHODS and maps.METHODS[m].fits_on == "token_states"):
-            if token_run is None:
-                raise AlignInputError(f"method {name} needs --token-run (a corpus run of both models)")
-            xs_tok, xt_tok = paired_token_states(token_run, s_name, t_name, ls, lt, cfg.token_pairing)
-            token_maps[name] = maps.fit_map(name, xs_tok, xt_tok, settings=cfg.fit_settings(k_main))[0]
+        token_maps = _token_maps(cfg, token_run, s_name, t_name, ls, lt, k_main)
         methods, scrambling, trained = evaluate_direction(
             vectors[(s_name, ls)], vectors[(t_name, lt)], pcas.get((s_name, ls)), pcas.get((t_name, lt)), dev, table,
             cfg, token_maps, k_main)
         entry = {"source": s_name, "target": t_name, "layer_source": ls, "layer_target": lt, "k": k_main,
                  "methods": methods, "scrambling": scrambling, "seconds": time.perf_counter() - t0}
         if pcas:
-            ratio = lambda p: np.asarray(p.variance.sum(-1) / p.total_variance)  # noqa: E731
-            entry["variance_explained"] = {s_name: _stats(ratio(pcas[(s_name, ls)])),
-                                           t_name: _stats(ratio(pcas[(t_name, lt)]))}
-            curve = lambda p: (np.cumsum(np.asarray(p.variance[0])) / float(p.total_variance[0])).tolist()  # noqa: E731
-            entry["variance_curve"] = {s_name: curve(pcas[(s_name, ls)]), t_name: curve(pcas[(t_name, lt)])}
+            entry.update(_variance_fields(pcas, s_name, t_name, ls, lt))
         if out_dir is not None and trained:
             entry["adapters"] = _save_trained(Path(out_dir), s_name, t_name, ls, lt, trained, trials)
         results["directions"].append(entry)
