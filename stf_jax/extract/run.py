@@ -473,87 +473,112 @@ def _extract(mode, models: Sequence[str], out_dir: str | Path, opts: ExtractOpti
 
 
 def _compute(mode, plans, run: RunDir, opts, dtype, data_size, layer_spec, source, pairs, pid, nproc):
-    out_dir = run.root
+    """Per model: its chunks, its layer files and manifest entry; then the manifest (process 0)."""
     n_chunks = -(-mode.n_items // opts.chunk_size)
     bounds = [(c * opts.chunk_size, min((c + 1) * opts.chunk_size, mode.n_items)) for c in range(n_chunks)]
     summaries, entries, checksums = [], [], {}
     for plan in plans:
-        name, slug, layers, tokenized = plan.name, plan.slug, plan.layers, plan.tokenized
         job = _Job(plan, opts, data_size)
-        mine = [c for c in range(n_chunks) if c % nproc == pid and not run.chunk_ok(slug, c)]
-        n_texts = sum(len(mode.needed(*bounds[c])) for c in mine)
-        t0 = time.perf_counter()
-        real = computed = 0
-        model = None
-        mode.texts(_TextsOnly(name, plan.tokenizer))  # the pairs mode's row -> text maps for this model's texts
-        if mine:
-            model = load_model(name, dtype=dtype, progress=opts.progress)
-            job.start(model, layers, mode.pooling, opts)
-        bar = _progress(n_texts, name, opts.progress) if mine else None
-        with ThreadPoolExecutor(1) as writer:  # writing overlaps the next chunk's forwards
-            pending = []
-            for c in mine:
-                results: dict = {}
-                r_, c_ = job.run(tokenized, mode.needed(*bounds[c]), mode, results, bar)
-                real, computed = real + r_, computed + c_
-                pending.append(writer.submit(atomic_save_tensors, run.chunk_path(slug, c),
-                                             mode.chunk_tensors(*bounds[c], results)))
-            for f in pending:
-                f.result()  # a failed write fails the run
-        if bar is not None:
-            bar.close()
-        summary = ModelSummary(name, n_texts, real, computed, time.perf_counter() - t0, tokenized.truncated,
-                               str(Path(out_dir) / slug))
-        _barrier(f"chunks-{slug}")
-        files, flags = {}, {}
-        if pid == 0:
-            chunks = [run.load_chunk(slug, c) for c in range(n_chunks)]
-            for j, layer in enumerate(layers):
-                path = run.layer_path(slug, layer, kind=mode.file_kind)
-                tensors = mode.layer_tensors(chunks, j)
-                for key, ids in mode.flags(tensors).items():
-                    flags.setdefault(key, {})[str(layer)] = ids
-                rel = str(path.relative_to(run.root))
-                checksums[rel] = atomic_save_tensors(path, tensors,
-                                                     metadata={"layer": str(layer), "convention": "hf_hidden_states"})
-                files[str(layer)] = rel
-            del chunks
-            _report_flags(name, flags)
+        summary = _compute_chunks(mode, plan, job, run, bounds, opts, dtype, pid, nproc)
+        _barrier(f"chunks-{plan.slug}")
+        files, flags = _assemble_layers(mode, run, plan, n_chunks, checksums) if pid == 0 else ({}, {})
         # whole-run statistics: every chunk's batches, whichever process (or earlier run) computed them
         run_real = run_computed = 0
         for c in range(n_chunks):
-            r_, c_ = job.count(tokenized, mode.needed(*bounds[c]))
+            r_, c_ = job.count(plan.tokenized, mode.needed(*bounds[c]))
             run_real, run_computed = run_real + r_, run_computed + c_
         summaries.append(summary)
         print(summary.line(), flush=True)
-        cfg = plan.config
-        entry = {"name": name, "slug": slug, "family": cfg.family, "model_type": cfg.model_type,
-                 "config_hash": cfg.config_hash,
-                 "dtype": dtype, "n_layers": cfg.n_layers, "d_model": cfg.d_model, "layers": list(layers),
-                 "files": files, "real_tokens": run_real, "computed_tokens": run_computed,
-                 "padding_efficiency": round(run_real / max(run_computed, 1), 4),
-                 "truncated": tokenized.truncated, "max_length": plan.max_length,
-                 "inputs_hash": {"source": source["hash"], "texts": plan.texts_hash}}
-        if flags:
-            entry["flagged"] = flags
-        entries.append(entry)
-        del model, job
-
+        entries.append(_manifest_entry(plan, dtype, files, flags, run_real, run_computed, source))
+        del job
     if pid == 0:
-        extra: dict[str, Any] = {}
-        if pairs is not None:
-            data = _pairs_jsonl(pairs)
-            atomic_write_bytes(run.root / PAIRS_FILE, data)
-            digest = hashlib.sha256(data).hexdigest()
-            checksums[PAIRS_FILE] = digest
-            extra["pairs_file"] = {"path": PAIRS_FILE, "sha256": digest}
-        # no wall-clock time in the manifest: a resumed run's files are byte-identical to an uninterrupted run's
-        run.finish({"format_version": FORMAT_VERSION, "kind": mode.kind, "models": entries,
-                    "layers_requested": list(layer_spec), "pooling": mode.pooling,
-                    "chat_template": opts.chat_template, "source": source, **mode.manifest(), **extra,
-                    "checksums": dict(sorted(checksums.items())), "versions": _versions()})
+        _finish_run(run, mode, entries, layer_spec, opts, source, pairs, checksums)
     _barrier("finished")
     return summaries
+
+
+def _compute_chunks(mode, plan: _Plan, job: _Job, run: RunDir, bounds: list[tuple[int, int]], opts, dtype,
+                    pid: int, nproc: int) -> ModelSummary:
+    """This process's share of one model's missing chunks (a resumed run skips finished ones), each chunk
+    written while the next one's forwards run."""
+    name, slug, tokenized = plan.name, plan.slug, plan.tokenized
+    mine = [c for c in range(len(bounds)) if c % nproc == pid and not run.chunk_ok(slug, c)]
+    n_texts = sum(len(mode.needed(*bounds[c])) for c in mine)
+    t0 = time.perf_counter()
+    real = computed = 0
+    mode.texts(_TextsOnly(name, plan.tokenizer))  # the pairs mode's row -> text maps for this model's texts
+    if mine:
+        model = load_model(name, dtype=dtype, progress=opts.progress)
+        job.start(model, plan.layers, mode.pooling, opts)
+    bar = _progress(n_texts, name, opts.progress) if mine else None
+    with ThreadPoolExecutor(1) as writer:  # writing overlaps the next chunk's forwards
+        pending = []
+        for c in mine:
+            results: dict = {}
+            r_, c_ = job.run(tokenized, mode.needed(*bounds[c]), mode, results, bar)
+            real, computed = real + r_, computed + c_
+            pending.append(writer.submit(atomic_save_tensors, run.chunk_path(slug, c),
+                                         mode.chunk_tensors(*bounds[c], results)))
+        for f in pending:
+            f.result()  # a failed write fails the run
+    if bar is not None:
+        bar.close()
+    return ModelSummary(name, n_texts, real, computed, time.perf_counter() - t0, tokenized.truncated,
+                        str(Path(run.root) / slug))
+
+
+def _assemble_layers(mode, run: RunDir, plan: _Plan, n_chunks: int, checksums: dict[str, str]
+                     ) -> tuple[dict[str, str], dict]:
+    """Every chunk of one model joined into one file per layer (process 0); checksums gains each file.
+
+    Returns (layer -> file relative to the run, flagged rows per kind and layer)."""
+    files, flags = {}, {}
+    chunks = [run.load_chunk(plan.slug, c) for c in range(n_chunks)]
+    for j, layer in enumerate(plan.layers):
+        path = run.layer_path(plan.slug, layer, kind=mode.file_kind)
+        tensors = mode.layer_tensors(chunks, j)
+        for key, ids in mode.flags(tensors).items():
+            flags.setdefault(key, {})[str(layer)] = ids
+        rel = str(path.relative_to(run.root))
+        checksums[rel] = atomic_save_tensors(path, tensors,
+                                             metadata={"layer": str(layer), "convention": "hf_hidden_states"})
+        files[str(layer)] = rel
+    del chunks
+    _report_flags(plan.name, flags)
+    return files, flags
+
+
+def _manifest_entry(plan: _Plan, dtype, files: dict, flags: dict, run_real: int, run_computed: int,
+                    source: dict) -> dict[str, Any]:
+    """One model's manifest record: what was run (config, dtype, layers, inputs) and what it produced."""
+    cfg = plan.config
+    entry = {"name": plan.name, "slug": plan.slug, "family": cfg.family, "model_type": cfg.model_type,
+             "config_hash": cfg.config_hash,
+             "dtype": dtype, "n_layers": cfg.n_layers, "d_model": cfg.d_model, "layers": list(plan.layers),
+             "files": files, "real_tokens": run_real, "computed_tokens": run_computed,
+             "padding_efficiency": round(run_real / max(run_computed, 1), 4),
+             "truncated": plan.tokenized.truncated, "max_length": plan.max_length,
+             "inputs_hash": {"source": source["hash"], "texts": plan.texts_hash}}
+    if flags:
+        entry["flagged"] = flags
+    return entry
+
+
+def _finish_run(run: RunDir, mode, entries: list[dict], layer_spec, opts, source: dict, pairs, checksums: dict
+                ) -> None:
+    """The pairs file and the manifest (process 0): a run is complete once its manifest is written."""
+    extra: dict[str, Any] = {}
+    if pairs is not None:
+        data = _pairs_jsonl(pairs)
+        atomic_write_bytes(run.root / PAIRS_FILE, data)
+        digest = hashlib.sha256(data).hexdigest()
+        checksums[PAIRS_FILE] = digest
+        extra["pairs_file"] = {"path": PAIRS_FILE, "sha256": digest}
+    # no wall-clock time in the manifest: a resumed run's files are byte-identical to an uninterrupted run's
+    run.finish({"format_version": FORMAT_VERSION, "kind": mode.kind, "models": entries,
+                "layers_requested": list(layer_spec), "pooling": mode.pooling,
+                "chat_template": opts.chat_template, "source": source, **mode.manifest(), **extra,
+                "checksums": dict(sorted(checksums.items())), "versions": _versions()})
 
 
 class _TextsOnly:
