@@ -112,25 +112,19 @@ def _resolve_run_dir(run: str, results_path: Path, report_root: Path) -> Path | 
 
 def curve_from_run(run_dir: Path, model: str, layer: int, max_components: int | None = None) -> list[float] | None:
     """Cumulative explained-variance fraction per PCA component of a model's `vectors` at one layer of an
-    extraction run (all non-zero rows, global mean-centred, like stf_jax.align.pca). None if unavailable."""
+    extraction run (all non-zero rows, global mean-centred, like stf_jax.align.pca). None if unavailable.
+
+    Read through `extract.store.load_layer` like every stage: the model is looked up by its manifest name or
+    slug (models given as paths have slugged folders), with the format-version and checksum checks."""
+    from ..extract.store import load_layer
+
     try:
-        from safetensors import safe_open
-    except ImportError:  # pragma: no cover
+        arrays = load_layer(run_dir, model, int(layer))
+    except UserError:  # not a finished run, model or layer not there, damaged file: just no curve
         return None
-    path = run_dir / model / f"layer_{int(layer):03d}.safetensors"
-    if not path.is_file():
-        hits = sorted((run_dir / model).glob(f"layer_*{int(layer)}.safetensors")) if (run_dir / model).is_dir() else []
-        hits = [h for h in hits if h.stem.split("_")[-1].lstrip("0") == str(int(layer)).lstrip("0")]
-        if not hits:
-            return None
-        path = hits[0]
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            if "vectors" not in f.keys():
-                return None
-            x = np.asarray(f.get_tensor("vectors"), np.float64)
-    except Exception:  # noqa: BLE001 - a damaged or foreign file just means no curve
+    if "vectors" not in arrays:
         return None
+    x = np.asarray(arrays["vectors"], np.float64)
     x = x[np.abs(x).sum(1) > 0]
     if len(x) < 2:
         return None
