@@ -16,6 +16,7 @@ from safetensors.numpy import save_file
 
 from stf_jax.align import AlignInputError, paired_token_states
 from stf_jax.align.inputs import ModelRef
+from stf_jax.transfer.fit import layer_pairs
 from stf_jax.extract import LayerSpecError, parse_layer_spec, resolve_layer, resolve_layers
 from stf_jax.models.config import DecoderConfig
 from stf_jax.models.model import Model
@@ -74,6 +75,7 @@ def test_every_entry_point_resolves_a_spec_alike(spec, expected):
     if len(expected) == 1:
         assert resolve_layer(spec, N) == expected[0]
         assert _ref().resolve_layer(spec) == expected[0]
+        assert layer_pairs(spec, _ref(), _ref()) == [(expected[0], expected[0])]  # transfer fit --layers
     else:  # one-layer entry points refuse several
         with pytest.raises(LayerSpecError, match=f"names {len(expected)} layers"):
             resolve_layer(spec, N)
@@ -90,6 +92,8 @@ def test_every_entry_point_refuses_a_spec_alike(spec, message):
             call(spec)
     with pytest.raises(AlignInputError, match=message):
         _ref().resolve_layer(spec)
+    with pytest.raises(AlignInputError, match=message):
+        layer_pairs(spec, _ref(), _ref())
 
 
 def test_messages_name_the_model_the_option_and_the_valid_range():

@@ -6,7 +6,7 @@ Each layer pair is fitted twice with the same method and settings the protocol s
 the deployed map. k (Procrustes) is chosen on the training split by the protocol's variance rule.
 
 Layer pairs (`layers`):
-  an index (e.g. -6)  the same HF index in both models (negatives from the end);
+  one layer (-6, 12, 0.67)  the same layer spec in both models (negatives from the end, relative depth);
   "depth"             every steerable target layer (2..n-1) from the source layer at the same relative
                       depth: covers multi-layer control vectors (llama.cpp, repeng);
   "sweep:PATH"        every steerable target layer from the source layer with the best validation
@@ -41,8 +41,11 @@ def steerable(layers: Sequence[int], n_layers: int) -> list[int]:
 
 def layer_pairs(spec: str | int, ref_s: ModelRef, ref_t: ModelRef) -> list[tuple[int, int]]:
     """(source layer, target layer) pairs for a layer spec (module docstring)."""
-    if isinstance(spec, int) or str(spec).lstrip("-").isdigit():
-        return [(ref_s.resolve_layer(int(spec)), ref_t.resolve_layer(int(spec)))]
+    if not (spec in ("depth", "all") or str(spec).startswith("sweep:")):  # one layer: -6, 12, 0.67 ...
+        try:
+            return [(ref_s.resolve_layer(spec), ref_t.resolve_layer(spec))]
+        except AlignInputError as exc:
+            raise AlignInputError(f"{exc} (or give 'depth' or 'sweep:RESULTS.json')") from None
     src = steerable(ref_s.layers, ref_s.n_layers)
     tgt = steerable(ref_t.layers, ref_t.n_layers)
     if not src or not tgt:
@@ -50,9 +53,7 @@ def layer_pairs(spec: str | int, ref_s: ModelRef, ref_t: ModelRef) -> list[tuple
                               f"{ref_s.name if not src else ref_t.name}; extract with --layers all")
     if spec in ("depth", "all"):
         return [(min(src, key=lambda ls: abs(ls / ref_s.n_layers - lt / ref_t.n_layers)), lt) for lt in tgt]
-    if str(spec).startswith("sweep:"):
-        return _from_sweep(Path(str(spec)[6:]), ref_s, ref_t, src, tgt)
-    raise AlignInputError(f"layers {spec!r}: give an index (-6), 'depth' or 'sweep:RESULTS.json'")
+    return _from_sweep(Path(str(spec)[6:]), ref_s, ref_t, src, tgt)
 
 
 def _from_sweep(path: Path, ref_s: ModelRef, ref_t: ModelRef, src: list[int], tgt: list[int]):
