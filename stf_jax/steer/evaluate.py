@@ -33,6 +33,7 @@ from ..align.inputs import ModelRef, PairTable, find_models, load_vectors, make_
 from ..align.pca import k_for_pair
 from ..align.trait_transfer import MAP_METHODS, trait_vectors, transferred_trait_vectors, unit
 from ..errors import SteeringInputError
+from ..options import add_fields, fields_from_args
 from . import stats
 from ..extract.store import pair_tag
 from ..safe_paths import inside
@@ -558,8 +559,21 @@ def add_eval_parser(subparsers):
     p.add_argument("--generation-prompts", type=int, default=SteerConfig.generation_prompts)
     p.add_argument("--max-new-tokens", type=int, default=SteerConfig.max_new_tokens)
     p.add_argument("--seed", type=int, default=0, help="split / sampling seed [0]")
+    add_fields(p, SteerConfig, _DERIVED_FLAGS)
     p.add_argument("--out", help="output directory (required for a run; with --vector, also write vector_eval.json)")
     return p
+
+
+# SteerConfig fields whose flags are derived from the dataclass (same names as the experiment YAML's keys)
+_DERIVED_FLAGS = {
+    "holdout_trait": "carry each trait with maps fitted without its pairs (leave-one-trait-out)",
+    "ridge": "ridge of the affine / linear maps",
+    "test_fraction": "share of each trait's pairs held out for scoring",
+    "val_fraction": "share of each trait's pairs held out for validation",
+    "generation_alpha": "strength of the generation-length check (None: the largest alpha)",
+    "chat_template": "wrap generation prompts in the model's chat template",
+    "self_injection_pairs": "pairs for the self-injection exactness check",
+}
 
 
 def config_from_args(args) -> SteerConfig:
@@ -568,7 +582,7 @@ def config_from_args(args) -> SteerConfig:
                        max_continuation_tokens=args.tokens, methods=tuple(args.methods),
                        controls=tuple(args.controls), k=args.k, variance=args.variance, bootstrap=args.bootstrap, seed=args.seed,
                        generation_trait=args.generation_trait or None, generation_prompts=args.generation_prompts,
-                       max_new_tokens=args.max_new_tokens)
+                       max_new_tokens=args.max_new_tokens, **fields_from_args(args, _DERIVED_FLAGS))
 
 
 def run_eval(args) -> int:
