@@ -34,7 +34,7 @@ def steer(model, vector, prompts: str | Sequence[str], alpha: float | None = Non
     alpha: the strength [1.0 stored, 0.15 otherwise]. options: mode ("additive", "replace", ...), dtype,
       steer_prompt, chat_template, max_new_tokens, temperature, top_p, seed.
     Returns (unsteered, steered, info {"layers", "scale", "alpha", "mean_norms"})."""
-    from .apply import steered_completions
+    from .apply import default_strength, steered_completions
 
     kind = "control_vector"
     if hasattr(vector, "directions"):
@@ -47,10 +47,7 @@ def steer(model, vector, prompts: str | Sequence[str], alpha: float | None = Non
         directions, kind = load_directions(vector, trait, layer)
     else:
         directions = {layer: vector}
-    if scale == "auto":
-        scale = "mean-norm" if kind == "run" else "stored"
-    if alpha is None:
-        alpha = 1.0 if scale == "stored" else 0.15
+    scale, alpha = default_strength(kind, scale, alpha)
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     return steered_completions(model, prompts, directions, alpha, scale=scale, **options)
 

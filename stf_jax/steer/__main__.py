@@ -63,14 +63,13 @@ def main(argv=None) -> int:
     if args.command == "export":
         return run_export(args)
 
-    from .apply import steered_completions
+    from .apply import default_strength, steered_completions
     from .vectors import load_directions
 
     directions, kind = load_directions(args.vector, args.trait, args.layer)
     if None in directions:
         parser.error("--layer is required for a .npy vector")
-    scale = args.scale if args.scale != "auto" else ("mean-norm" if kind == "run" else "stored")
-    alpha = args.alpha if args.alpha is not None else (1.0 if scale == "stored" else 0.15)
+    scale, alpha = default_strength(kind, args.scale, args.alpha)
     plain, steered, info = steered_completions(
         args.model, args.prompts, directions, alpha, scale=scale, mode=args.mode, dtype=args.dtype,
         steer_prompt=not args.generated_only, max_new_tokens=args.max_new_tokens, temperature=args.temperature,

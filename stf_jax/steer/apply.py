@@ -57,6 +57,15 @@ def _mean_norms(model, texts: Sequence[str], layers: Sequence[int], add_special_
     return out
 
 
+def default_strength(kind: str, scale: str, alpha: float | None) -> tuple[str, float]:
+    """(scale, alpha) with the defaults `steer generate` and `stf_jax.steer` share: scale "auto" is
+    "mean-norm" for a run's layer file (unit vectors) and "stored" for a control vector; alpha defaults to
+    1.0 at the stored strength (llama.cpp's and repeng's) and to 0.15 x mean |h| otherwise."""
+    if scale == "auto":
+        scale = "mean-norm" if kind == "run" else "stored"
+    return scale, (alpha if alpha is not None else (1.0 if scale == "stored" else 0.15))
+
+
 def steered_completions(model, prompts: Sequence[str], directions: dict[int, np.ndarray], alpha: float,
                         scale: str = "stored", mode: str = "additive", dtype: str = "float32",
                         steer_prompt: bool = True, chat_template: bool = False, **generation: Any
