@@ -115,6 +115,28 @@ def tiny(tiny_model_dir):
     return stf_jax.load_model(tiny_model_dir("llama_gqa_untied_rope3"))
 
 
+def test_calibration_counts_the_traits_whose_guard_holds():
+    """A grid value passes when native steering is fluent for >= the configured share of traits (per trait,
+    at +a and at -a); a mean over traits would let one broken trait hide behind fluent ones."""
+    from stf_jax.judge.behaviour import BehaviourConfig, _calibration_row
+
+    traits = ("verbosity", "formality", "hedging", "optimism")
+    specs = [{"condition": "unsteered", "trait": "", "alpha": 0.0}]
+    specs += [{"condition": "native", "trait": t, "alpha": s * 0.2} for t in traits for s in (1.0, -1.0)]
+    texts = [["It may rain today. Perhaps.", "Short answer here, friend."]] * len(specs)
+    rep = np.zeros((len(specs), 2))
+    lp = np.full((len(specs), 2), -2.0)
+    lp[specs.index({"condition": "native", "trait": "formality", "alpha": -0.2})] = -4.5  # drop 2.5 nats at -a
+    row = _calibration_row(0.2, specs, texts, lp, rep, BehaviourConfig(traits=traits))
+    assert row["guard_per_trait"] == {"verbosity": True, "formality": False, "hedging": True, "optimism": True}
+    assert row["n_guard_pass"] == 3 and row["fluent"]  # 3/4 >= 0.75
+    assert abs(row["logprob_drop"] - 2.5 / 8) < 1e-9  # the mean over traits and signs would pass anyway
+    strict = _calibration_row(0.2, specs, texts, lp, rep, BehaviourConfig(traits=traits, calibration_guard_fraction=1.0))
+    assert not strict["fluent"]
+    rep[specs.index({"condition": "native", "trait": "hedging", "alpha": 0.2})] = 0.5  # loops at +a
+    assert not _calibration_row(0.2, specs, texts, lp, rep, BehaviourConfig(traits=traits))["fluent"]  # 2/4
+
+
 def test_per_row_vectors_equal_one_generation_per_vector(tiny):
     """Rows steered with different vectors and signs in one batch generate exactly what separate calls do."""
     from stf_jax.judge.behaviour import _row_intervention
@@ -234,6 +256,21 @@ def test_judge_cli(capsys):
         with pytest.raises(SystemExit) as e:
             judge_main([sub, "--help"])
         assert e.value.code == 0
+
+
+def test_behaviour_flags_are_the_config_fields(capsys):
+    from stf_jax.judge.__main__ import JudgeArgumentError, behaviour_config, build_parser
+    from stf_jax.judge.behaviour import BehaviourConfig
+
+    parse = build_parser().parse_args
+    assert behaviour_config(parse(["behaviour", "run", "--out", "o"])) == BehaviourConfig()
+    cfg = behaviour_config(parse(["behaviour", "run", "--out", "o", "--prompts", "12", "--controls", "--sampled",
+                                  "--calibration-guard-fraction", "1", "--traits", "hedging", "verbosity"]))
+    assert cfg == BehaviourConfig(n_prompts=12, controls=(), sampled=True, calibration_guard_fraction=1.0,
+                                  traits=("hedging", "verbosity"))
+    assert "--prompts is deprecated; use --n-prompts" in capsys.readouterr().err
+    with pytest.raises(JudgeArgumentError, match="no judge for trait 'loudness'"):
+        behaviour_config(parse(["behaviour", "run", "--out", "o", "--traits", "loudness"]))
 
 
 def test_judge_cli_expected_errors_are_one_line(capsys):

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError, cli_main
+from ..options import add_fields, fields_from_args
 
 
 class JudgeArgumentError(UserError, ValueError):
@@ -47,7 +48,26 @@ def _models(run_dir: str) -> list[str]:
     return sorted(find_models([run_dir]))
 
 
+# BehaviourConfig fields offered as flags of `behaviour` (the old --prompts still works).
+_BEHAVIOUR_FLAGS = {
+    "traits": "judged traits to steer",
+    "methods": "transfer methods whose carried vectors are steered",
+    "controls": "control vectors (zero_shot random shuffled; none with no value)",
+    "alpha": "fixed strength (x mean |h|) instead of calibrating [calibrate]",
+    "alpha_grid": "strengths the calibration chooses from",
+    "calibration_guard_fraction": "share of traits whose native steering must pass the fluency guard",
+    "n_prompts": "held-out neutral prompts",
+    "max_new_tokens": "new tokens per generation",
+    "sampled": "also sample (temperature 0.7, top-p 0.9, seeded) for native, affine and random",
+    "batch_rows": "rows per generation call",
+    "fluency_prompts": "score log-prob on the first N prompts only [all]",
+    "seed": "seed of the splits, sampling and bootstrap",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .behaviour import BehaviourConfig
+
     p = argparse.ArgumentParser(prog="python -m stf_jax.judge", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -66,19 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("behaviour", help="steer both models, judge the generations (native, transferred, controls)")
     b.add_argument("run_dir", help="an extraction run with >= 2 models")
     b.add_argument("--layers", nargs="+", help="MODEL:LAYER per model (HF hidden-state index) [-6 in both]")
-    b.add_argument("--traits", nargs="+", help="judged traits to steer [7 defaults]")
-    b.add_argument("--methods", nargs="+", default=["procrustes", "affine", "linear"])
-    b.add_argument("--controls", nargs="*", default=["zero_shot", "random", "shuffled"])
-    b.add_argument("--alpha", type=float, help="fixed strength (x mean |h|) instead of calibrating")
-    b.add_argument("--alpha-grid", type=float, nargs="+", default=[0.1, 0.2, 0.3])
-    b.add_argument("--prompts", type=int, default=24, help="held-out neutral prompts [24]")
-    b.add_argument("--max-new-tokens", type=int, default=48)
-    b.add_argument("--sampled", action="store_true", help="also sample (temperature 0.7, top-p 0.9, seeded)")
-    b.add_argument("--batch-rows", type=int, default=192)
+    add_fields(b, BehaviourConfig, _BEHAVIOUR_FLAGS, renamed={"prompts": "n_prompts"})
     b.add_argument("--no-logprob", action="store_true", help="fluency guard from repetition only (faster)")
-    b.add_argument("--fluency-prompts", type=int, help="score log-prob on the first N prompts only [all]")
     b.add_argument("--source", help="only this source model"), b.add_argument("--target", help="only this target")
-    b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", required=True)
 
     o = sub.add_parser("ood", help="maps fitted on the shipped run, scored on an OOD run beside in-distribution")
@@ -149,16 +159,23 @@ def _validate(args) -> int:
     return 0
 
 
+def behaviour_config(args):
+    """The BehaviourConfig the `behaviour` flags describe (a bad value is a one-line error)."""
+    from .behaviour import BehaviourConfig
+
+    try:
+        return BehaviourConfig(**fields_from_args(args, _BEHAVIOUR_FLAGS))
+    except ValueError as e:
+        raise JudgeArgumentError(f"behaviour: {e}") from None
+
+
 def _behaviour(args) -> int:
     """Steer each chosen direction and judge the generations (the behavioural evaluation)."""
-    from .behaviour import DEFAULT_TRAITS, BehaviourConfig, run_behaviour, write_results
+    from .behaviour import run_behaviour, write_results
 
+    cfg = behaviour_config(args)
     models = _models(args.run_dir)
     layers = _layers(args.layers, models)
-    cfg = BehaviourConfig(traits=tuple(args.traits or DEFAULT_TRAITS), methods=tuple(args.methods),
-                          controls=tuple(args.controls), alpha=args.alpha, alpha_grid=tuple(args.alpha_grid),
-                          n_prompts=args.prompts, max_new_tokens=args.max_new_tokens, sampled=args.sampled,
-                          batch_rows=args.batch_rows, seed=args.seed, fluency_prompts=args.fluency_prompts)
     directions = [(s, t) for s in models for t in models
                   if s != t and args.source in (None, s) and args.target in (None, t)]
     res = run_behaviour(args.run_dir, cfg, layers=layers, directions=directions, out_dir=args.out,

@@ -5,9 +5,9 @@ pairs (`stf_jax.steer.evaluate.condition_vectors`: native trait vectors, one per
 leave-one-trait-out, and the zero_shot / random / shuffled controls):
 
 1. the strength `a` (units of the layer's mean residual norm) is chosen per target model on the 8
-   calibration prompts with native vectors only: the largest `a` on the grid whose steered texts stay
-   fluent on average over the judged traits and both signs (`fluency.guard`: mean drop of the unsteered
-   model's per-token log-prob ≤ 1.0 nat, repetition-rate rise ≤ 0.15);
+   calibration prompts with native vectors only: the largest `a` on the grid at which native steering
+   passes the fluency guard (`fluency.guard`: mean drop of the unsteered model's per-token log-prob
+   ≤ 1.0 nat, repetition-rate rise ≤ 0.15; at +a and at −a) for at least 75 % of the judged traits;
 2. the 24 held-out neutral prompts are answered greedily (`max_new_tokens` new tokens, the model's chat
    template) unsteered and with every condition × judged trait × sign (±a); steering covers the prompt
    and every generated token, as `stf_jax.steer generate` does;
@@ -59,6 +59,7 @@ class BehaviourConfig:
     controls: tuple[str, ...] = ("zero_shot", "random", "shuffled")
     alpha: float | None = None
     alpha_grid: tuple[float, ...] = (0.1, 0.2, 0.3)
+    calibration_guard_fraction: float = 0.75
     n_prompts: int = 24
     n_calibration: int = 8
     max_new_tokens: int = 48
@@ -78,8 +79,12 @@ class BehaviourConfig:
     max_repetition_rise: float = fluency.MAX_REPETITION_RISE
 
     def __post_init__(self):
+        if not self.traits:
+            raise ValueError("give at least one judged trait")
         for t in self.traits:
             judge_for(t)
+        if not self.alpha_grid or not 0.0 < self.calibration_guard_fraction <= 1.0:
+            raise ValueError("alpha_grid needs a value and calibration_guard_fraction must lie in (0, 1]")
         if not 1 <= self.n_prompts <= len(prompt_sets.EVAL):
             raise ValueError(f"n_prompts must lie in 1..{len(prompt_sets.EVAL)}")
         if not 1 <= self.n_calibration <= len(prompt_sets.CALIBRATION):
@@ -262,51 +267,53 @@ def _fluency_all(model, prompts: Sequence[str], texts: Sequence[Sequence[str]], 
 
 def calibrate(model, layer: int, scale: float, conds: dict, cfg: BehaviourConfig, cache: GenerationCache,
               with_logprob: bool = True, log=print) -> dict[str, Any]:
-    """Choose `a` on the calibration prompts: the largest grid value whose native steering stays fluent
-    (mean over traits and signs of the log-prob drop and repetition rise within the guard)."""
+    """Choose `a` on the calibration prompts: the largest grid value at which native steering passes the
+    fluency guard (both signs, as `fluency_stats` judges each trait in the evaluation) for at least
+    `calibration_guard_fraction` of the judged traits. A mean over traits is not enough: one fluent trait
+    can hide two broken ones, and the evaluation then distrusts most of what it measures."""
     prompts = list(prompt_sets.CALIBRATION[:cfg.n_calibration])
-    specs = [{"condition": "unsteered", "trait": "", "alpha": 0.0, "vector": None}]
+    specs = _mode_specs(conds, ["native"], cfg.traits, cfg.alpha_grid[0])[:1]
     for a in cfg.alpha_grid:
-        for t in cfg.traits:
-            for sign in (1.0, -1.0):
-                specs.append({"condition": "native", "trait": t, "alpha": sign * a, "vector": conds["native"][t]})
+        specs += _mode_specs(conds, ["native"], cfg.traits, a)[1:]
     texts = generate_specs(model, layer, prompts, specs, scale, cfg, cache, log=log)
     chat = cfg.chat_template and getattr(model.tokenizer, "chat_template", None) is not None
     lp, rep = _fluency_all(model, prompts, texts, chat, cfg, with_logprob)
-    base_texts = texts[0]
-    rows = []
-    for a in cfg.alpha_grid:
-        drops, rises, effects = [], [], []
-        for t in cfg.traits:
-            judge = JUDGES[t]
-            base = judge(base_texts)
-            sd = float(np.nanstd(base)) or 1.0
-            got = {}
-            for sign in (1.0, -1.0):
-                i = next(j for j, s in enumerate(specs) if s["condition"] == "native" and s["trait"] == t
-                         and s["alpha"] == sign * a)
-                if lp is not None:
-                    drops.append(np.nanmean(lp[0] - lp[i]))
-                rises.append(np.nanmean(rep[i] - rep[0]))
-                got[sign] = judge(texts[i])
-            with np.errstate(invalid="ignore"):
-                effects.append(np.nanmean((got[1.0] - got[-1.0]) / 2.0) / sd)
-        row = {"alpha": a, "logprob_drop": float(np.mean(drops)) if drops else float("nan"),
-               "repetition_rise": float(np.mean(rises)), "std_effect": float(np.nanmean(effects)),
-               "std_effect_per_trait": dict(zip(cfg.traits, map(float, effects)))}
-        row["fluent"] = fluency.guard(row["logprob_drop"], row["repetition_rise"], cfg.max_logprob_drop,
-                                      cfg.max_repetition_rise) if with_logprob else \
-            bool(row["repetition_rise"] <= cfg.max_repetition_rise)
-        rows.append(row)
-        log(f"  calibration a={a}: log-prob drop {row['logprob_drop']:.2f}, repetition rise "
-            f"{row['repetition_rise']:.3f}, standardized native effect {row['std_effect']:.2f}, "
-            f"{'fluent' if row['fluent'] else 'NOT fluent'}")
+    rows = [_calibration_row(a, specs, texts, lp, rep, cfg) for a in cfg.alpha_grid]
+    for row in rows:
+        log(f"  calibration a={row['alpha']}: log-prob drop {row['logprob_drop']:.2f}, repetition rise "
+            f"{row['repetition_rise']:.3f}, standardized native effect {row['std_effect']:.2f}, guard "
+            f"{row['n_guard_pass']}/{len(cfg.traits)} traits: {'fluent' if row['fluent'] else 'NOT fluent'}")
     fluent = [r["alpha"] for r in rows if r["fluent"]]
     chosen = max(fluent) if fluent else min(cfg.alpha_grid)
     return {"grid": rows, "alpha": chosen, "prompts": prompts,
-            "rule": "largest grid alpha whose native steering keeps the mean log-prob drop <= "
-                    f"{cfg.max_logprob_drop} nat/token and repetition rise <= {cfg.max_repetition_rise} "
-                    "(mean over judged traits and both signs), on the calibration prompts"}
+            "rule": "largest grid alpha at which native steering passes the fluency guard (log-prob drop <= "
+                    f"{cfg.max_logprob_drop} nat/token and repetition rise <= {cfg.max_repetition_rise}, at +a "
+                    f"and at -a) for at least {cfg.calibration_guard_fraction:.0%} of the judged traits, on the "
+                    "calibration prompts"}
+
+
+def _calibration_row(a: float, specs: list[dict], texts, lp, rep, cfg: BehaviourConfig) -> dict[str, Any]:
+    """One grid value: per trait the guard and the standardized native effect; their means; passes or not."""
+    base_texts = texts[0]
+    per: dict[str, dict] = {}
+    for t in cfg.traits:
+        judge = JUDGES[t]
+        base = judge(base_texts)
+        i_plus, i_minus = (next(j for j, s in enumerate(specs) if s["condition"] == "native" and s["trait"] == t
+                                and s["alpha"] == sign * a) for sign in (1.0, -1.0))
+        f = fluency_stats(lp[0] if lp is not None else None, lp[i_plus] if lp is not None else None,
+                          lp[i_minus] if lp is not None else None, rep[0], rep[i_plus], rep[i_minus], cfg)
+        with np.errstate(invalid="ignore"):
+            effect = np.nanmean((judge(texts[i_plus]) - judge(texts[i_minus])) / 2.0) / (float(np.nanstd(base)) or 1.0)
+        per[t] = {**f, "std_effect": float(effect)}
+    mean = lambda key: float(np.nanmean([[v[f"{key}_plus"], v[f"{key}_minus"]] for v in per.values()]))  # noqa: E731
+    n_pass = sum(v["guard"] for v in per.values())
+    return {"alpha": a, "logprob_drop": mean("logprob_drop") if lp is not None else float("nan"),
+            "repetition_rise": mean("repetition_rise"),
+            "std_effect": float(np.nanmean([v["std_effect"] for v in per.values()])),
+            "std_effect_per_trait": {t: v["std_effect"] for t, v in per.items()},
+            "guard_per_trait": {t: v["guard"] for t, v in per.items()}, "n_guard_pass": int(n_pass),
+            "fluent": bool(n_pass >= cfg.calibration_guard_fraction * len(per))}
 
 
 def _mode_specs(conds: dict, names: Sequence[str], traits: Sequence[str], a: float) -> list[dict]:
@@ -495,7 +502,7 @@ def markdown(results: dict[str, Any], mode: str = "greedy") -> str:
         if "calibration" in d:
             lines += ["Choice of a (calibration prompts, native vectors): "
                       + "; ".join(f"a={r['alpha']}: drop {r['logprob_drop']:.2f}, rep +{r['repetition_rise']:.3f}, "
-                                  f"std effect {r['std_effect']:.2f}{'' if r['fluent'] else ' (not fluent)'}"
+                                  f"std effect {r['std_effect']:.2f}, guard {_n_guard(r)}{'' if r['fluent'] else ' (not fluent)'}"
                                   for r in d["calibration"]["grid"]), ""]
         lines += ["| condition | std effect (pooled) | ratio to native | traits with effect CI > 0 | guard |",
                   "| --- | --- | --- | --- | --- |"]
@@ -515,6 +522,12 @@ def markdown(results: dict[str, Any], mode: str = "greedy") -> str:
                              f"{'ok' if r['guard'] else 'FAIL'} |")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _n_guard(row: dict) -> str:
+    """'k/n traits' of a calibration row ('?' for results written before the per-trait rule)."""
+    per = row.get("guard_per_trait")
+    return f"{row['n_guard_pass']}/{len(per)} traits" if per else "? traits"
 
 
 def _jsonable(obj):

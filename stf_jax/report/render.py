@@ -507,6 +507,8 @@ def _behaviour_direction(d: dict, m: dict, cfg: dict, judges: dict) -> str:
         lines += ["Choice of a: " + cal.get("rule", "") + ". " + "; ".join(
             f"a = {r['alpha']}: log-prob drop {fmt(r['logprob_drop'], 2)}, repetition "
             f"{fmt(r['repetition_rise'], 3)}, native effect {fmt(r['std_effect'], 2)} SD"
+            + (f", guard passed for {r['n_guard_pass']}/{len(r['guard_per_trait'])} traits"
+               if r.get("guard_per_trait") else "")
             + ("" if r["fluent"] else " (not fluent)") for r in cal.get("grid", [])) + ".", ""]
     rows = [[f"`{c}`", fmt_ci(v["pooled"].get("std_effect")), fmt_ci(v["pooled"].get("ratio_to_native")),
              f"{v['pooled'].get('n_effect_ci_above_zero')}/{v['pooled'].get('n_traits')}",
