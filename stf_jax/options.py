@@ -1,15 +1,18 @@
 """Command-line flags derived from a stage's config dataclass, so an option is declared once.
 
 `add_fields(parser, SteerConfig, {"ridge": "help", ...})` adds `--ridge` with the field's type and
-default (bools become `--x / --no-x`, tuples take several values, `float | None` takes a float), and
+default (bools become `--x / --no-x`, tuples take zero or more values, `float | None` takes a float), and
 `fields_from_args(args, SteerConfig, names)` gives back the {field: value} to build the config with.
-Flag names are the field names with '-' for '_', as the experiment YAML spells them with '_'.
+Flag names are the field names with '-' for '_', as the experiment YAML spells them with '_'. A
+`Literal[...]` field becomes a flag with those choices. Old flag spellings stay accepted through
+`renamed={"old-flag": "field"}`, with a deprecation message naming the new flag.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import types
 import typing
 from typing import Any, Iterable
@@ -19,34 +22,72 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _scalar(tp) -> type:
-    """The one concrete type of a field annotation: float for `float | None`, str for `tuple[str, ...]`."""
+def _scalar(tp) -> Any:
+    """The one concrete type of a field annotation: float for `float | None`, str for `tuple[str, ...]`,
+    the Literal itself for `Literal["a", "b"] | None`."""
     args = [a for a in typing.get_args(tp) if a is not type(None) and a is not Ellipsis]
     if typing.get_origin(tp) in (typing.Union, types.UnionType, tuple) and len(args) == 1:
         return _scalar(args[0])
     return tp
 
 
-def add_fields(parser: argparse.ArgumentParser, cls, helps: dict[str, str]) -> None:
-    """Add a flag for each field of dataclass `cls` named in `helps` (field name -> help text)."""
+def _optional_of(tp) -> Any:
+    """`X | None` -> X (a flag cannot spell None; its default can)."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return tp
+
+
+def _type_kwargs(tp) -> dict[str, Any]:
+    """argparse type / choices for one scalar annotation."""
+    if typing.get_origin(tp) is typing.Literal:
+        choices = typing.get_args(tp)
+        return {"type": type(choices[0]), "choices": choices}
+    return {"type": tp}
+
+
+class _Renamed(argparse.Action):
+    """An old flag spelling: sets the field and says on stderr what the flag is called now."""
+
+    def __init__(self, option_strings, dest, new_flag: str, **kwargs):
+        self.new_flag = new_flag
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: {option_string} is deprecated; use {self.new_flag}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_fields(parser, cls, helps: dict[str, str], renamed: dict[str, str] | None = None, prefix: str = "") -> None:
+    """Add a flag for each field of dataclass `cls` named in `helps` (field name -> help text).
+
+    renamed: {"old-flag": "field"} kept working with a deprecation message (a bool field needs none:
+    its `--no-x` exists already). A help text that ends in ']' states its own default. prefix: for a
+    nested config whose field names clash with the outer one ("adapter_" -> --adapter-batch-size, read
+    back with the same prefix). `parser` may be an argument group."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for name, text in helps.items():
         default = fields[name].default
-        tp = hints[name]
-        kwargs: dict[str, Any] = {"default": default, "dest": name}
+        tp = _optional_of(hints[name])
+        kwargs: dict[str, Any] = {"default": default, "dest": prefix + name}
         if tp is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif typing.get_origin(tp) is tuple:
-            kwargs.update(nargs="+", type=_scalar(tp))
+            kwargs.update(nargs="*", **_type_kwargs(_scalar(tp)))
         else:
-            kwargs["type"] = _scalar(tp)
-        parser.add_argument(_flag(name), help=f"{text} [{_show(default)}]", **kwargs)
+            kwargs.update(_type_kwargs(_scalar(tp)))
+        shown = text if text.endswith("]") else f"{text} [{_show(default)}]"
+        parser.add_argument(_flag(prefix + name), help=shown, **kwargs)
+    for old, name in (renamed or {}).items():
+        parser.add_argument("--" + old, dest=prefix + name, action=_Renamed, new_flag=_flag(prefix + name),
+                            default=argparse.SUPPRESS, help=argparse.SUPPRESS, **_type_kwargs(_scalar(hints[name])))
 
 
-def fields_from_args(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
-    """{field: value} of the named fields, tuples for lists."""
-    return {n: tuple(v) if isinstance(v, list) else v for n, v in ((n, getattr(args, n)) for n in names)}
+def fields_from_args(args: argparse.Namespace, names: Iterable[str], prefix: str = "") -> dict[str, Any]:
+    """{field: value} of the named fields (flags added with `prefix`), tuples for lists."""
+    return {n: tuple(v) if isinstance(v, list) else v for n, v in ((n, getattr(args, prefix + n)) for n in names)}
 
 
 def _show(default) -> str:

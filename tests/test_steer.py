@@ -218,6 +218,12 @@ def test_steer_generate_cli_prints_both_columns(tiny_model_dir, tmp_path, capsys
                  "--max-new-tokens", "8", "hello there"]) == 0
     out = capsys.readouterr().out
     assert "unsteered" in out and "steered (additive, alpha 0.5, layers [2], stored" in out  # .npy: as stored
+    n = stf_jax.load_model(model_dir).config.n_layers
+    assert main(["generate", "--model", str(model_dir), "--vector", str(vec), "--layer", str(2 - (n + 1)), "--alpha", "0.5",
+                 "--max-new-tokens", "8", "hello there"]) == 0
+    assert capsys.readouterr().out == out  # -k is hidden state n + 1 - k, through the one layer parser
+    with pytest.raises(ValueError, match="--layer"):
+        main(["generate", "--model", str(model_dir), "--vector", str(vec), "--layer", "2,3", "hello"])
     with pytest.raises(SystemExit):
         main(["generate", "--model", str(model_dir), "--vector", str(vec), "hello"])  # .npy needs --layer
 

@@ -16,6 +16,7 @@ import argparse
 import sys
 
 from ..errors import UserError, cli_main, report_user_error
+from ..options import add_fields, fields_from_args
 from .adapters import AdapterConfig
 from .evaluate import ALL_METHODS, METHODS, EvalConfig, evaluate
 from .inputs import AlignInputError
@@ -24,6 +25,39 @@ from .report import write_results
 
 class AlignArgumentError(AlignInputError):
     """Arguments that do not make a valid configuration (reported as one line, exit 2)."""
+
+
+# EvalConfig / AdapterConfig fields offered as flags (the experiment YAML's align keys spell them the same).
+_SIZE_FLAGS = {
+    "k": "PCA components, common to both models [chosen by --variance]",
+    "variance": "choose k as the smallest count explaining this variance fraction of every model's training vectors",
+}
+_PROTOCOL_FLAGS = {
+    "trials": "trials; trial i splits with seed + i",
+    "seed": "first split seed",
+    "test_fraction": "held-out share per trait",
+    "val_fraction": "share of the training split held out to early-stop adapters and pick the sweep's layer pair",
+    "rotation_only": "Procrustes with det(R) = +1 (no reflections)",
+    "ridge": "affine ridge, relative to the mean eigenvalue of the source Gram; 0 = least squares",
+    "scramble": "methods also fitted on within-/cross-trait shuffled pairs (none: skip)",
+    "array": "stored array to align: unit steering vectors or raw differences",
+}
+_TOKEN_PAIRING_HELP = "affine_tokens: pair token rows (same tokenizer) or per-text mean states"
+_ADAPTER_FLAGS = {
+    "loss": "training loss",
+    "rank": "lowrank rank",
+    "hidden": "mlp hidden units",
+    "learning_rate": "AdamW learning rate",
+    "weight_decay": "AdamW weight decay on matrices",
+    "orthogonality": "weight of the scale-free orthogonality penalty (linear, lowrank)",
+    "max_steps": "optimizer steps at most",
+    "eval_every": "steps between validation checks",
+    "patience": "checks without improvement before stopping",
+}
+_COMPUTATION_FLAGS = {
+    "solver": "PCA: eigh of the smaller Gram matrix, or a thin SVD of the data",
+    "batch_size": "problems (trials) per vmapped chunk; lower it if memory runs out [all at once]",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,45 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Procrustes for every source layer x target layer (one batched computation); the pair "
                             "with the best centered cosine on the validation slice is then evaluated with every "
                             "method; needs a run with several layers")
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--k", type=int, help="PCA components, common to both models")
-    size.add_argument("--variance", type=float, default=0.95,
-                      help="choose k as the smallest count explaining this variance fraction of every model's "
-                           "training vectors [0.95]")
-    p.add_argument("--trials", type=int, default=5, help="trials; trial i splits with seed + i [5]")
-    p.add_argument("--seed", type=int, default=0, help="first split seed [0]")
-    p.add_argument("--test-fraction", type=float, default=0.2, help="held-out share per trait [0.2]")
-    p.add_argument("--val-fraction", type=float, default=0.1,
-                   help="share of the training split held out to early-stop adapters and pick the sweep's layer "
-                        "pair [0.1]")
-    p.add_argument("--rotation-only", action="store_true", help="Procrustes with det(R) = +1 (no reflections)")
-    p.add_argument("--ridge", type=float, default=0.1,
-                   help="affine ridge, relative to the mean eigenvalue of the source Gram; 0 = least squares [0.1]")
-    p.add_argument("--scramble", nargs="*", default=["procrustes", "affine"], metavar="METHOD",
-                   help="methods also fitted on within-/cross-trait shuffled pairs (none: skip) [procrustes affine]")
-    p.add_argument("--array", default="vectors", choices=["vectors", "diff"],
-                   help="stored array to align: unit steering vectors or raw differences [vectors]")
+    add_fields(p.add_mutually_exclusive_group(), EvalConfig, _SIZE_FLAGS)
+    add_fields(p, EvalConfig, _PROTOCOL_FLAGS)
     p.add_argument("--pairs", help="dataset with the pair texts (needed to split) [the dataset the run names]")
     p.add_argument("--token-run", help="corpus run (token mode) of both models, for method affine_tokens")
-    p.add_argument("--token-pairing", default="text_mean", choices=["token", "text_mean"],
-                   help="affine_tokens: pair token rows (same tokenizer) or per-text mean states [text_mean]")
+    add_fields(p, EvalConfig, {"token_pairing": _TOKEN_PAIRING_HELP})
     a = p.add_argument_group("adapters (linear, lowrank, mlp)")
-    a.add_argument("--loss", default="mse", choices=["mse", "cosine", "normalized_mse"], help="training loss [mse]")
-    a.add_argument("--rank", type=int, default=32, help="lowrank rank [32]")
-    a.add_argument("--hidden", type=int, default=256, help="mlp hidden units [256]")
-    a.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate [1e-3]")
-    a.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay on matrices [1e-4]")
-    a.add_argument("--orthogonality", type=float, default=0.0,
-                   help="weight of the scale-free orthogonality penalty (linear, lowrank) [0]")
-    a.add_argument("--max-steps", type=int, default=3000, help="optimizer steps at most [3000]")
-    a.add_argument("--eval-every", type=int, default=50, help="steps between validation checks [50]")
-    a.add_argument("--patience", type=int, default=8, help="checks without improvement before stopping [8]")
-    a.add_argument("--adapter-batch", type=int, default=256, help="rows per step, 0 = full batch [256]")
+    add_fields(a, AdapterConfig, _ADAPTER_FLAGS, renamed={"lr": "learning_rate"})
+    add_fields(a, AdapterConfig, {"batch_size": "rows per step, 0 = full batch"}, renamed={"adapter-batch": "batch_size"},
+               prefix="adapter_")
     c = p.add_argument_group("computation")
-    c.add_argument("--solver", default="gram", choices=["gram", "svd"],
-                   help="PCA: eigh of the smaller Gram matrix, or a thin SVD of the data [gram]")
-    c.add_argument("--batch-size", type=int,
-                   help="problems (trials) per vmapped chunk; lower it if memory runs out [all at once]")
+    add_fields(c, EvalConfig, _COMPUTATION_FLAGS)
     c.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
@@ -93,7 +99,7 @@ def check_numbers(args: argparse.Namespace) -> None:
     rules = {  # flag: (value, low, high, low inclusive)
         "--variance": (args.variance, 0.0, 1.0, False), "--test-fraction": (args.test_fraction, 0.0, 1.0, False),
         "--val-fraction": (args.val_fraction, 0.0, 1.0, False), "--ridge": (args.ridge, 0.0, math.inf, True),
-        "--lr": (args.lr, 0.0, math.inf, False), "--weight-decay": (args.weight_decay, 0.0, math.inf, True),
+        "--learning-rate": (args.learning_rate, 0.0, math.inf, False), "--weight-decay": (args.weight_decay, 0.0, math.inf, True),
         "--orthogonality": (args.orthogonality, 0.0, math.inf, True),
     }
     for flag, (value, low, high, inclusive) in rules.items():
@@ -113,16 +119,13 @@ def check_numbers(args: argparse.Namespace) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    adapter = AdapterConfig(loss=args.loss, rank=args.rank, hidden=args.hidden, learning_rate=args.lr,
-                            weight_decay=args.weight_decay, orthogonality=args.orthogonality,
-                            max_steps=args.max_steps, eval_every=args.eval_every, patience=args.patience,
-                            batch_size=args.adapter_batch, val_fraction=args.val_fraction, seed=args.seed)
-    return EvalConfig(methods=tuple(args.methods), k=args.k, variance=None if args.k else args.variance,
-                      trials=args.trials, seed=args.seed, test_fraction=args.test_fraction,
-                      val_fraction=args.val_fraction, rotation_only=args.rotation_only, ridge=args.ridge,
-                      scramble=tuple(m for m in args.scramble if m in args.methods), adapter=adapter,
-                      array=args.array, solver=args.solver, batch_size=args.batch_size,
-                      token_pairing=args.token_pairing)
+    adapter = AdapterConfig(**fields_from_args(args, _ADAPTER_FLAGS),
+                            **fields_from_args(args, ["batch_size"], prefix="adapter_"),
+                            val_fraction=args.val_fraction, seed=args.seed)
+    fields = fields_from_args(args, [*_SIZE_FLAGS, *_PROTOCOL_FLAGS, "token_pairing", *_COMPUTATION_FLAGS])
+    fields.update(variance=None if args.k else args.variance,
+                  scramble=tuple(m for m in args.scramble if m in args.methods))
+    return EvalConfig(methods=tuple(args.methods), adapter=adapter, **fields)
 
 
 def main(argv=None) -> int:

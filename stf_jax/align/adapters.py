@@ -19,7 +19,7 @@ import dataclasses
 import json
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +64,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         gram=None),
 }
 KINDS = tuple(ARCHITECTURES)
-LOSSES = ("mse", "cosine", "normalized_mse")
+Loss = Literal["mse", "cosine", "normalized_mse"]
+LOSSES = get_args(Loss)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +88,7 @@ class AdapterConfig:
     kind: str = "linear"
     rank: int = 32
     hidden: int = 256
-    loss: str = "mse"
+    loss: Loss = "mse"
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     orthogonality: float = 0.0

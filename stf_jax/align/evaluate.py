@@ -11,7 +11,7 @@ import itertools
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -68,10 +68,10 @@ class EvalConfig:
     ridge: float = 0.1
     scramble: tuple[str, ...] = ("procrustes", "affine")
     adapter: adapters_lib.AdapterConfig = adapters_lib.AdapterConfig()
-    array: str = "vectors"
-    solver: str = "gram"
+    array: Literal["vectors", "diff"] = "vectors"
+    solver: Literal["gram", "svd"] = "gram"
     batch_size: int | None = None
-    token_pairing: str = "text_mean"
+    token_pairing: Literal["token", "text_mean"] = "text_mean"
 
     def __post_init__(self):
         unknown = sorted(set(self.methods) - set(ALL_METHODS))

@@ -2,7 +2,7 @@
 
 Examples:
   python -m stf_jax.extract --models smollm2-135m gemma3-270m --pairs shipped --layers -6 --out runs/ext
-  python -m stf_jax.extract --config configs/extract/shipped_last6.yaml
+  python -m stf_jax.extract --config configs/extract/shipped_layer-6.yaml
   python -m stf_jax.extract --models smollm2-135m --corpus texts.txt --layers 0.5,-6 --out runs/tok
 
 Multi-host: start one process per host with --coordinator HOST:PORT --num-processes N --process-id I
@@ -18,6 +18,7 @@ import sys
 import yaml
 
 from ..errors import UserError, cli_main, yaml_problem
+from ..options import add_fields, fields_from_args
 from .run import ExtractOptions, extract_corpus, extract_pairs
 
 
@@ -25,11 +26,32 @@ class ExtractConfigError(UserError, ValueError):
     """A --config file that cannot be read."""
 
 
+# ExtractOptions fields offered as flags (--batch-size, --no-truncate, ...) and YAML keys (batch_size, truncate).
+_OPTION_FLAGS = {
+    "pooling": "pairs mode pooling",
+    "dtype": "compute dtype [float32 on CPU, bfloat16 on GPU/TPU]",
+    "batch_size": "rows per forward pass, rounded up to the device count",
+    "chunk_size": "pairs/texts per resumable chunk",
+    "max_length": "token cap per text; longer texts are cut, with a warning naming the pair "
+                  "[min(the model's context, 2048)]",
+    "max_batch_tokens": "padded tokens per forward pass (rows x length); long texts go in smaller batches [16384]",
+    "truncate": "cut texts longer than the cap (--no-truncate: refuse them)",
+    "chat_template": "wrap texts in each model's chat template",
+    "model_parallel": "devices per model replica (splits heads/MLP)",
+    "max_tokens_per_text": "corpus mode: keep at most this many tokens per text (deterministic subsample) [all]",
+    "seed": "seed for splits and token subsampling",
+    "overwrite": "discard a run directory started with other arguments",
+    "progress": "progress bars",
+}
+# YAML keys of earlier releases (the argparse names of negated flags) -> the field they negate
+_OLD_KEYS = {"no_truncate": "truncate", "no_progress": "progress"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m stf_jax.extract", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML file whose keys are these flags (without --, '-' as '_'); "
-                                    "flags given on the command line win")
+    p.add_argument("--config", help="YAML file whose keys are these flags (without --, '-' as '_'; booleans as "
+                                    "truncate: false); flags given on the command line win")
     p.add_argument("--models", nargs="+", help="registry names, HF directories, hub ids or .gguf paths")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--pairs", help="contrast pairs: 'shipped', a JSONL/CSV/Parquet file or folder, or hf:NAME[:SPLIT]")
@@ -38,28 +60,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-trait", type=int, help="at most this many pairs per trait, in dataset order")
     p.add_argument("--split", choices=["train", "test"], help="only this side of the seeded 80/20 split")
     p.add_argument("--layers", default="-6",
-                   help="comma list of indices (-6 = sixth from last), relative depths (0.67) or 'all' [-6]")
-    p.add_argument("--pooling", default="last", choices=["last", "mean"], help="pairs mode pooling [last]")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], help="compute dtype [float32 on CPU, bfloat16 on GPU/TPU]")
-    p.add_argument("--batch-size", type=int, default=32, help="rows per forward pass, rounded up to the device count [32]")
-    p.add_argument("--chunk-size", type=int, default=256, help="pairs/texts per resumable chunk [256]")
-    p.add_argument("--max-length", type=int, help="token cap per text; longer texts are cut, with a warning naming "
-                                                  "the pair [min(the model's context, 2048)]")
-    p.add_argument("--max-batch-tokens", type=int, help="padded tokens per forward pass (rows x length); long "
-                                                        "texts go in smaller batches [16384]")
-    p.add_argument("--no-truncate", action="store_true", help="refuse texts longer than the context instead of cutting them")
-    p.add_argument("--chat-template", action="store_true", help="wrap texts in each model's chat template")
-    p.add_argument("--model-parallel", type=int, default=1, help="devices per model replica (splits heads/MLP) [1]")
-    p.add_argument("--max-tokens-per-text", type=int, help="corpus mode: keep at most this many tokens per text "
-                                                           "(deterministic subsample)")
-    p.add_argument("--seed", type=int, default=0, help="seed for splits and token subsampling [0]")
+                   help="comma list of indices (-6 = sixth from last), relative depths (0.67), ranges or 'all' [-6]")
+    add_fields(p, ExtractOptions, _OPTION_FLAGS)
     p.add_argument("--out", help="run directory to write")
-    p.add_argument("--overwrite", action="store_true", help="discard a run directory started with other arguments")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--coordinator", help="multi-host: HOST:PORT of process 0 (jax.distributed)")
     p.add_argument("--num-processes", type=int, help="multi-host: number of processes")
     p.add_argument("--process-id", type=int, help="multi-host: this process's index")
     return p
+
+
+def _config_keys(cfg: dict, path: str) -> dict:
+    """Old negated keys (no_truncate: true) -> the field (truncate: false), with a deprecation message."""
+    out = dict(cfg)
+    for old, field in _OLD_KEYS.items():
+        if old in out:
+            if field in out:
+                raise ExtractConfigError(f"--config {path}: give {field} or {old}, not both")
+            value = out.pop(old)
+            if not isinstance(value, bool):
+                raise ExtractConfigError(f"--config {path}: {old} must be true or false, got {value!r}")
+            out[field] = not value
+            print(f"{path}: key {old}: {str(value).lower()} is deprecated; write {field}: {str(not value).lower()}",
+                  file=sys.stderr)
+    return out
 
 
 def _join_negative_layers(argv: list[str]) -> list[str]:
@@ -88,6 +111,7 @@ def parse_args(argv=None) -> argparse.Namespace:
             raise ExtractConfigError(f"--config {args.config}: not valid YAML ({yaml_problem(e)})") from None
         if not isinstance(cfg, dict):
             raise ExtractConfigError(f"--config {args.config}: expected a mapping of flag names to values")
+        cfg = _config_keys(cfg, args.config)
         known = {a.dest for a in parser._actions}
         unknown = sorted(set(cfg) - known)
         if unknown:
@@ -114,14 +138,7 @@ def main(argv=None) -> int:
 
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-    opts = ExtractOptions(
-        layers=str(args.layers), pooling=args.pooling, dtype=args.dtype, batch_size=args.batch_size,
-        chunk_size=args.chunk_size, max_length=args.max_length, max_batch_tokens=args.max_batch_tokens,
-        truncate=not args.no_truncate,
-        chat_template=args.chat_template, model_parallel=args.model_parallel,
-        max_tokens_per_text=args.max_tokens_per_text, seed=args.seed, overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    opts = ExtractOptions(layers=str(args.layers), **fields_from_args(args, _OPTION_FLAGS))
     if args.pairs:
         from .inputs import read_pairs
 

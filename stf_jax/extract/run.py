@@ -15,7 +15,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import jax
 import numpy as np
@@ -54,8 +54,8 @@ def _warn(msg: str) -> None:
 @dataclasses.dataclass
 class ExtractOptions:
     layers: Sequence[str | int | float] | str = ("-6",)
-    pooling: str = "last"  # last | mean (pairs); corpus runs always store tokens
-    dtype: str | None = None  # None: float32 on CPU, bfloat16 on accelerators
+    pooling: Literal["last", "mean"] = "last"  # pairs mode; corpus runs always store tokens
+    dtype: Literal["float32", "bfloat16"] | None = None  # None: float32 on CPU, bfloat16 on accelerators
     batch_size: int = 32  # rows per forward (rounded up to a multiple of the data-parallel size)
     chunk_size: int = 256  # pairs (or texts) per resumable chunk
     max_length: int | None = None  # default: min(the model's context, DEFAULT_MAX_LENGTH)

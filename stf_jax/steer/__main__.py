@@ -32,8 +32,8 @@ def main(argv=None) -> int:
                      help="a control vector (.gguf from stf_jax, llama.cpp or repeng, or .safetensors: every layer "
                           "it holds is steered), a run's <model>/layer_<idx>.safetensors, or a .npy vector")
     gen.add_argument("--trait", help="average only this trait's pair vectors (run layer files)")
-    gen.add_argument("--layer", type=int,
-                     help="HF hidden-state index to steer [every layer of a control vector; a run file's layer]")
+    gen.add_argument("--layer", help="HF hidden-state index to steer: 12, -6 (from the end) or 0.67 (relative "
+                                      "depth) [every layer of a control vector; a run file's layer]")
     gen.add_argument("--alpha", type=float, default=None,
                      help="strength. --scale stored: adds alpha * v as stored (llama.cpp's/repeng's strength) "
                           "[1.0]; mean-norm: adds alpha * mean|h| along v (0.1-0.3 is noticeable, > 1 "
@@ -63,15 +63,21 @@ def main(argv=None) -> int:
     if args.command == "export":
         return run_export(args)
 
+    from ..extract.layers import parse_layer_spec, resolve_layer
+    from ..models.loading import load_model
     from .apply import default_strength, steered_completions
     from .vectors import load_directions
 
-    directions, kind = load_directions(args.vector, args.trait, args.layer)
+    if args.layer is not None:
+        parse_layer_spec(args.layer)  # a malformed spec fails before the model loads
+    model = load_model(args.model, dtype=args.dtype)
+    layer = None if args.layer is None else resolve_layer(args.layer, model.config.n_layers, args.model, flag="--layer")
+    directions, kind = load_directions(args.vector, args.trait, layer)
     if None in directions:
         parser.error("--layer is required for a .npy vector")
     scale, alpha = default_strength(kind, args.scale, args.alpha)
     plain, steered, info = steered_completions(
-        args.model, args.prompts, directions, alpha, scale=scale, mode=args.mode, dtype=args.dtype,
+        model, args.prompts, directions, alpha, scale=scale, mode=args.mode, dtype=args.dtype,
         steer_prompt=not args.generated_only, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
         top_p=args.top_p, seed=args.seed, chat_template=args.chat_template)
     how = f"{args.mode}, alpha {alpha}, layers {info['layers']}, {scale}" + (

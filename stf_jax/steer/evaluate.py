@@ -541,48 +541,42 @@ def add_eval_parser(subparsers):
     p.add_argument("--alphas", type=float, nargs="+", default=None,
                    help="strengths in units of the layer's mean |h| [-0.2 -0.1 0 0.1 0.2]; with --vector "
                         "--scale stored, the strengths you would give llama.cpp (required)")
-    p.add_argument("--pairs-per-trait", type=int, default=SteerConfig.pairs_per_trait, help="held-out pairs per trait [5]")
-    p.add_argument("--traits", nargs="+", help="a subset of traits [all]")
     p.add_argument("--methods", nargs="+", default=list(SteerConfig.methods), choices=list(MAP_METHODS),
                    help="alignment methods to transfer with [procrustes affine linear]")
     p.add_argument("--controls", nargs="*", default=list(CONTROLS), choices=list(CONTROLS),
                    help="controls [zero_shot random shuffled]")
-    p.add_argument("--tokens", type=int, default=SteerConfig.max_continuation_tokens,
-                   help="continuation tokens scored per side [16]")
-    p.add_argument("--k", type=int, default=SteerConfig.k,
-                   help="procrustes PCA components [the alignment protocol's rule: --variance of both models]")
-    p.add_argument("--variance", type=float, default=SteerConfig.variance,
-                   help="with no --k: smallest k explaining this fraction of both models' training vectors [0.95]")
-    p.add_argument("--bootstrap", type=int, default=SteerConfig.bootstrap, help="bootstrap resamples [1000]")
-    p.add_argument("--generation-trait", default=SteerConfig.generation_trait,
-                   help="trait for the generation-length check, '' to skip [verbosity]")
-    p.add_argument("--generation-prompts", type=int, default=SteerConfig.generation_prompts)
-    p.add_argument("--max-new-tokens", type=int, default=SteerConfig.max_new_tokens)
-    p.add_argument("--seed", type=int, default=0, help="split / sampling seed [0]")
-    add_fields(p, SteerConfig, _DERIVED_FLAGS)
+    add_fields(p, SteerConfig, _DERIVED_FLAGS, renamed={"tokens": "max_continuation_tokens"})
     p.add_argument("--out", help="output directory (required for a run; with --vector, also write vector_eval.json)")
     return p
 
 
 # SteerConfig fields whose flags are derived from the dataclass (same names as the experiment YAML's keys)
 _DERIVED_FLAGS = {
+    "pairs_per_trait": "held-out pairs per trait",
+    "traits": "a subset of traits [all]",
+    "max_continuation_tokens": "continuation tokens scored per side",
+    "k": "procrustes PCA components [the alignment protocol's rule: --variance of both models]",
+    "variance": "with no --k: smallest k explaining this fraction of both models' training vectors",
+    "bootstrap": "bootstrap resamples",
+    "generation_trait": "trait for the generation-length check, '' to skip",
+    "generation_prompts": "prompts of the generation-length check",
+    "max_new_tokens": "new tokens per prompt in the generation-length check",
+    "seed": "split / sampling seed",
     "holdout_trait": "carry each trait with maps fitted without its pairs (leave-one-trait-out)",
     "ridge": "ridge of the affine / linear maps",
     "test_fraction": "share of each trait's pairs held out for scoring",
     "val_fraction": "share of each trait's pairs held out for validation",
-    "generation_alpha": "strength of the generation-length check (None: the largest alpha)",
+    "generation_alpha": "strength of the generation-length check [the largest alpha]",
     "chat_template": "wrap generation prompts in the model's chat template",
     "self_injection_pairs": "pairs for the self-injection exactness check",
 }
 
 
 def config_from_args(args) -> SteerConfig:
-    return SteerConfig(alphas=tuple(args.alphas or SteerConfig.alphas), pairs_per_trait=args.pairs_per_trait,
-                       traits=tuple(args.traits) if args.traits else None,
-                       max_continuation_tokens=args.tokens, methods=tuple(args.methods),
-                       controls=tuple(args.controls), k=args.k, variance=args.variance, bootstrap=args.bootstrap, seed=args.seed,
-                       generation_trait=args.generation_trait or None, generation_prompts=args.generation_prompts,
-                       max_new_tokens=args.max_new_tokens, **fields_from_args(args, _DERIVED_FLAGS))
+    fields = fields_from_args(args, _DERIVED_FLAGS)
+    fields.update(traits=fields["traits"] or None, generation_trait=fields["generation_trait"] or None)
+    return SteerConfig(alphas=tuple(args.alphas or SteerConfig.alphas), methods=tuple(args.methods),
+                       controls=tuple(args.controls), **fields)
 
 
 def run_eval(args) -> int:
