@@ -71,6 +71,10 @@ def test_vectors_match_direct_forward(tiny_model_dir, tmp_path, pooling):
     assert manifest["pair_ids"] == [p.id for p in pairs] and manifest["traits"] == [p.trait for p in pairs]
     entry = manifest["models"][0]
     assert entry["layers"] == [3, 7] and entry["config_hash"] and entry["dtype"] == "float32"
+    from stf_jax.extract.store import load_layer
+
+    by_spec = load_layer(tmp_path / "run", entry["slug"], -2)  # the store resolves specs with the one layer parser
+    assert all(np.array_equal(by_spec[k], v) for k, v in load_layer(tmp_path / "run", entry["name"], 7).items())
 
     model = stf_jax.load_model(model_dir)
     for layer in (3, 7):

@@ -69,26 +69,13 @@ def paired_token_states(run_dir: str | Path, source: str, target: str, layer_s: 
     its tokens' states, which pairs any two tokenizers.
     Returns (x_s [m, d_s], x_t [m, d_t]).
     """
-    from safetensors.numpy import load_file
-
-    from ..extract.layers import resolve_layer
-    from ..extract.store import read_manifest
+    from ..extract.store import load_layer, read_manifest
 
     manifest = read_manifest(run_dir)
     if manifest.get("kind") != "corpus":
         raise ValueError(f"{run_dir} is a {manifest.get('kind')!r} run; token-state fitting needs a corpus run "
                          "(python -m stf_jax.extract --corpus ...)")
-
-    def load(name: str, layer: int) -> dict[str, np.ndarray]:
-        for entry in manifest["models"]:
-            if name in (entry["name"], entry["slug"]):
-                layer = resolve_layer(layer, int(entry["n_layers"]), name)
-                if str(layer) not in entry["files"]:
-                    raise KeyError(f"layer {layer} was not extracted for {name}; extracted: {sorted(map(int, entry['files']))}")
-                return load_file(str(Path(run_dir) / entry["files"][str(layer)]))
-        raise KeyError(f"model {name!r} is not in {run_dir}; it has {[e['name'] for e in manifest['models']]}")
-
-    a, b = load(source, layer_s), load(target, layer_t)
+    a, b = load_layer(run_dir, source, layer_s), load_layer(run_dir, target, layer_t)
     if pairing == "token":
         same = (a["text_index"].shape == b["text_index"].shape and np.array_equal(a["text_index"], b["text_index"])
                 and np.array_equal(a["token_index"], b["token_index"]))

@@ -315,13 +315,18 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_layer(run_dir: str | Path, model: str, layer: int) -> dict[str, np.ndarray]:
-    """One model's arrays at one HF layer index of a finished run (`model` as named in the manifest).
+def load_layer(run_dir: str | Path, model: str, layer: int | str) -> dict[str, np.ndarray]:
+    """One model's arrays at one layer of a finished run (`model` as named in the manifest or its slug;
+    `layer` an HF index or any one-layer spec of `extract.layers`, e.g. -6, resolved for that model).
 
     The file is checked against the manifest's checksum (runs that record one) before it is read."""
+    from .layers import resolve_layer
+
     manifest = read_manifest(run_dir)
     for entry in manifest["models"]:
         if model in (entry["name"], entry["slug"]):
+            if not (isinstance(layer, (int, np.integer)) and layer >= 0):  # -6, 0.67, "12": resolve for this model
+                layer = resolve_layer(layer, int(entry["n_layers"]), model)
             if str(layer) not in entry["files"]:
                 raise LayerNotFoundError(f"layer {layer} was not extracted for {model} in {run_dir}; extracted: "
                                          f"{sorted(map(int, entry['files']))}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from ..errors import SteeringInputError
+from ..extract.store import RunDirError, read_manifest
 from .export import is_control_vector_file, load_control_vector
 
 
@@ -46,12 +46,13 @@ def load_steering_vector(path: str | Path, trait: str | None = None,
         layer = file_layer if file_layer is not None else layer
         rows = arrays["vectors"]
         if trait:
-            manifest = path.parent.parent / "manifest.json"
-            if not manifest.exists():
-                raise SteeringInputError(f"{manifest}: needed to select the pairs of trait {trait!r}")
-            traits = np.asarray(json.loads(manifest.read_text())["traits"])
+            run_dir = path.parent.parent
+            try:
+                traits = np.asarray(read_manifest(run_dir)["traits"])
+            except RunDirError as e:
+                raise SteeringInputError(f"{e}; its manifest is needed to select the pairs of trait {trait!r}") from None
             if trait not in set(traits):
-                raise SteeringInputError(f"trait {trait!r} is not in {manifest}; it has {sorted(set(traits))}")
+                raise SteeringInputError(f"trait {trait!r} is not in {run_dir}; it has {sorted(set(traits))}")
             rows = rows[traits == trait]
         vector = rows.mean(axis=0)
     else:
