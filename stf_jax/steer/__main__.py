@@ -17,14 +17,10 @@ r"""python -m stf_jax.steer: steer a model, evaluate steering causally, export v
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stf_jax.steer", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_generate_parser(sub) -> None:
     gen = sub.add_parser("generate", help="steered and unsteered completions side by side")
     gen.add_argument("prompts", nargs="+", help="prompt texts")
     gen.add_argument("--model", required=True, help="registry name, HF directory, hub id or .gguf path")
@@ -52,9 +48,15 @@ def main(argv=None) -> int:
     gen.add_argument("--chat-template", action="store_true", help="wrap prompts in the model's chat template")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
 
+
+def main(argv=None) -> int:
     from .evaluate import add_eval_parser, run_eval
     from .export_cli import add_export_parser, run_export
 
+    parser = argparse.ArgumentParser(prog="python -m stf_jax.steer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_generate_parser(sub)
     add_eval_parser(sub)
     add_export_parser(sub)
     args = parser.parse_args(argv)
@@ -62,7 +64,11 @@ def main(argv=None) -> int:
         return run_eval(args)
     if args.command == "export":
         return run_export(args)
+    return run_generate(args, parser)
 
+
+def run_generate(args, parser) -> int:
+    """Unsteered and steered completions of each prompt, printed side by side."""
     from ..extract.layers import parse_layer_spec, resolve_layer
     from ..models.loading import load_model
     from .apply import default_strength, steered_completions
