@@ -188,7 +188,7 @@ def main(argv=None):
                      gflops, gflops * 1e9 / max(peaks["jax_float32"], peaks["torch_float32"]), note))
         print(f"  torch {kind}: {ref_tokens / ref_seconds:,.0f} tokens/s", flush=True)
 
-    print(f"\n| pipeline | tokens | seconds | tokens/s | GFLOP/s | of matmul peak | note |\n"
+    print("\n| pipeline | tokens | seconds | tokens/s | GFLOP/s | of matmul peak | note |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
     for name, tokens, seconds, gflops, frac, note in rows:
         print(f"| {name} | {tokens} | {seconds:.1f} | {tokens / seconds:,.0f} | {gflops:.0f} | {frac:.0%} | {note} |")

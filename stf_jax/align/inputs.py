@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import UserError
 from ..data import ContrastPair, dataset_hash, load_pairs, split_pairs
 from ..extract.layers import LayerSpecError, resolve_layer
-from ..extract.store import RunDirError, load_layer, load_run_pairs, read_manifest
+from ..extract.store import load_layer, load_run_pairs, read_manifest
 
 SCRAMBLES = ("proper", "within_trait", "cross_trait")
 

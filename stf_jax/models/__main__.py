@@ -4,7 +4,6 @@ hidden-state stats, convert GGUF. Without a command it prints the families and t
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from ..errors import UserError, cli_main

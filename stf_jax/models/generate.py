@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import DecoderConfig
-from .decoder import Decoder, Intervention
+from .decoder import Decoder
 from .model import Model
 
 

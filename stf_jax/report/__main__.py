@@ -7,7 +7,6 @@ RUN_DIR holds align/<name>/results.json (python -m stf_jax.align), steer/steer_r
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def main(argv=None) -> int:
