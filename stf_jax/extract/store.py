@@ -325,7 +325,7 @@ def load_layer(run_dir: str | Path, model: str, layer: int | str) -> dict[str, n
     manifest = read_manifest(run_dir)
     for entry in manifest["models"]:
         if model in (entry["name"], entry["slug"]):
-            if not (isinstance(layer, (int, np.integer)) and layer >= 0):  # -6, 0.67, "12": resolve for this model
+            if "n_layers" in entry:  # -6, 0.67, "12", out of range: resolved and checked for this model
                 layer = resolve_layer(layer, int(entry["n_layers"]), model)
             if str(layer) not in entry["files"]:
                 raise LayerNotFoundError(f"layer {layer} was not extracted for {model} in {run_dir}; extracted: "
