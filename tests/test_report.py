@@ -477,3 +477,13 @@ def test_variance_curve_from_run_files_of_a_model_given_as_a_path(tiny_model_dir
     ev = np.linalg.eigvalsh(np.cov(x.T, bias=True))[::-1]
     np.testing.assert_allclose(curve[:5], (np.cumsum(ev) / ev.sum())[:5], atol=1e-6)
     assert curve_from_run(tmp_path / "run", model, 3) is None and curve_from_run(tmp_path / "nope", model, 2) is None
+
+
+def test_answer_names_controls_whose_text_broke():
+    from stf_jax.report.answer import _broken_controls
+
+    rows = [{"condition": "random", "direction": "a→b", "guard": "0/7"},
+            {"condition": "shuffled", "direction": "a→b", "guard": "7/7"},
+            {"condition": "zero_shot", "direction": "b→a", "guard": "4/7"}]
+    assert _broken_controls(rows) == " (the fluency guard failed for most traits of `random` in a→b (0/7): their text broke)"
+    assert _broken_controls(rows[1:]) == ""

@@ -119,6 +119,17 @@ def _ci(stat: dict) -> str:
     return f"{m:.2f}"
 
 
+def _broken_controls(ctl: list[dict]) -> str:
+    """' (...)' naming the controls whose steered text failed the fluency guard for most traits: their
+    ratio measures broken text, not the trait, and the reader of the first screen must know it."""
+    broken = []
+    for r in ctl:
+        passed, _, total = str(r.get("guard", "")).partition("/")
+        if passed.isdigit() and total.isdigit() and int(passed) * 2 < int(total):
+            broken.append(f"`{r['condition']}` in {r['direction']} ({r['guard']})")
+    return f" (the fluency guard failed for most traits of {', '.join(broken)}: their text broke)" if broken else ""
+
+
 def sentence(run: Run) -> str:
     g, b = geometric(run), behavioural(run)
     parts = []
@@ -154,7 +165,7 @@ def sentence(run: Run) -> str:
                                 for c in dict.fromkeys(r["condition"] for r in ctl))
             parts.append(f"**Behaviourally**, transferred vectors {what} this fraction of the native vector's effect "
                          f"({best_txt}" + (f"; 95 % CI over {unit})" if has_ci else ")") + (f", against {ctl_txt} for the controls" if ctl_txt else "")
-                         + ".")
+                         + _broken_controls(ctl) + ".")
     else:
         parts.append("No behavioural results in this run.")
     return " ".join(parts)
