@@ -124,17 +124,18 @@ def test_calibration_counts_the_traits_whose_guard_holds():
     specs = [{"condition": "unsteered", "trait": "", "alpha": 0.0}]
     specs += [{"condition": "native", "trait": t, "alpha": s * 0.2} for t in traits for s in (1.0, -1.0)]
     texts = [["It may rain today. Perhaps.", "Short answer here, friend."]] * len(specs)
+    prompts = ["p1", "p2"]
     rep = np.zeros((len(specs), 2))
     lp = np.full((len(specs), 2), -2.0)
     lp[specs.index({"condition": "native", "trait": "formality", "alpha": -0.2})] = -4.5  # drop 2.5 nats at -a
-    row = _calibration_row(0.2, specs, texts, lp, rep, BehaviourConfig(traits=traits))
+    row = _calibration_row(0.2, specs, texts, lp, rep, prompts, BehaviourConfig(traits=traits))
     assert row["guard_per_trait"] == {"verbosity": True, "formality": False, "hedging": True, "optimism": True}
     assert row["n_guard_pass"] == 3 and row["fluent"]  # 3/4 >= 0.75
     assert abs(row["logprob_drop"] - 2.5 / 8) < 1e-9  # the mean over traits and signs would pass anyway
-    strict = _calibration_row(0.2, specs, texts, lp, rep, BehaviourConfig(traits=traits, calibration_guard_fraction=1.0))
+    strict = _calibration_row(0.2, specs, texts, lp, rep, prompts, BehaviourConfig(traits=traits, calibration_guard_fraction=1.0))
     assert not strict["fluent"]
     rep[specs.index({"condition": "native", "trait": "hedging", "alpha": 0.2})] = 0.5  # loops at +a
-    assert not _calibration_row(0.2, specs, texts, lp, rep, BehaviourConfig(traits=traits))["fluent"]  # 2/4
+    assert not _calibration_row(0.2, specs, texts, lp, rep, prompts, BehaviourConfig(traits=traits))["fluent"]  # 2/4
 
 
 def test_per_row_vectors_equal_one_generation_per_vector(tiny):

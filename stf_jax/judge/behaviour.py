@@ -272,13 +272,13 @@ def calibrate(model, layer: int, scale: float, conds: dict, cfg: BehaviourConfig
     `calibration_guard_fraction` of the judged traits. A mean over traits is not enough: one fluent trait
     can hide two broken ones, and the evaluation then distrusts most of what it measures."""
     prompts = list(prompt_sets.CALIBRATION[:cfg.n_calibration])
-    specs = _mode_specs(conds, ["native"], cfg.traits, cfg.alpha_grid[0])[:1]
+    specs = _mode_specs(conds, [], cfg.traits, 0.0)  # the unsteered spec
     for a in cfg.alpha_grid:
         specs += _mode_specs(conds, ["native"], cfg.traits, a)[1:]
     texts = generate_specs(model, layer, prompts, specs, scale, cfg, cache, log=log)
     chat = cfg.chat_template and getattr(model.tokenizer, "chat_template", None) is not None
     lp, rep = _fluency_all(model, prompts, texts, chat, cfg, with_logprob)
-    rows = [_calibration_row(a, specs, texts, lp, rep, cfg) for a in cfg.alpha_grid]
+    rows = [_calibration_row(a, specs, texts, lp, rep, prompts, cfg) for a in cfg.alpha_grid]
     for row in rows:
         log(f"  calibration a={row['alpha']}: log-prob drop {row['logprob_drop']:.2f}, repetition rise "
             f"{row['repetition_rise']:.3f}, standardized native effect {row['std_effect']:.2f}, guard "
@@ -292,28 +292,24 @@ def calibrate(model, layer: int, scale: float, conds: dict, cfg: BehaviourConfig
                     "calibration prompts"}
 
 
-def _calibration_row(a: float, specs: list[dict], texts, lp, rep, cfg: BehaviourConfig) -> dict[str, Any]:
-    """One grid value: per trait the guard and the standardized native effect; their means; passes or not."""
-    base_texts = texts[0]
-    per: dict[str, dict] = {}
-    for t in cfg.traits:
-        judge = JUDGES[t]
-        base = judge(base_texts)
-        i_plus, i_minus = (next(j for j, s in enumerate(specs) if s["condition"] == "native" and s["trait"] == t
-                                and s["alpha"] == sign * a) for sign in (1.0, -1.0))
-        f = fluency_stats(lp[0] if lp is not None else None, lp[i_plus] if lp is not None else None,
-                          lp[i_minus] if lp is not None else None, rep[0], rep[i_plus], rep[i_minus], cfg)
-        with np.errstate(invalid="ignore"):
-            effect = np.nanmean((judge(texts[i_plus]) - judge(texts[i_minus])) / 2.0) / (float(np.nanstd(base)) or 1.0)
-        per[t] = {**f, "std_effect": float(effect)}
-    mean = lambda key: float(np.nanmean([[v[f"{key}_plus"], v[f"{key}_minus"]] for v in per.values()]))  # noqa: E731
-    n_pass = sum(v["guard"] for v in per.values())
+def _calibration_row(a: float, specs: list[dict], texts, lp, rep, prompts: Sequence[str],
+                     cfg: BehaviourConfig) -> dict[str, Any]:
+    """One grid value, judged by `_trait_rows` exactly as the evaluation judges native steering: per trait
+    the guard and the standardized effect, their means over traits, and whether enough traits pass."""
+    keep = [0] + [i for i, s in enumerate(specs) if s["condition"] == "native" and abs(s["alpha"]) == a]
+    per, std_effects, _ = _trait_rows(["native"], [specs[i] for i in keep], [texts[i] for i in keep],
+                                      None if lp is None else lp[keep], rep[keep], prompts, cfg,
+                                      _boot_idx(len(prompts), cfg.bootstrap, cfg.seed))
+    rows = per["native"]["traits"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        effect = {t: float(np.nanmean(e)) for t, e in zip(cfg.traits, std_effects["native"])}
+    mean = lambda key: float(np.nanmean([[r[f"{key}_plus"], r[f"{key}_minus"]] for r in rows.values()]))  # noqa: E731
+    n_pass = sum(r["guard"] for r in rows.values())
     return {"alpha": a, "logprob_drop": mean("logprob_drop") if lp is not None else float("nan"),
-            "repetition_rise": mean("repetition_rise"),
-            "std_effect": float(np.nanmean([v["std_effect"] for v in per.values()])),
-            "std_effect_per_trait": {t: v["std_effect"] for t, v in per.items()},
-            "guard_per_trait": {t: v["guard"] for t, v in per.items()}, "n_guard_pass": int(n_pass),
-            "fluent": bool(n_pass >= cfg.calibration_guard_fraction * len(per))}
+            "repetition_rise": mean("repetition_rise"), "std_effect": float(np.nanmean(list(effect.values()))),
+            "std_effect_per_trait": effect, "guard_per_trait": {t: r["guard"] for t, r in rows.items()},
+            "n_guard_pass": int(n_pass), "fluent": bool(n_pass >= cfg.calibration_guard_fraction * len(rows))}
 
 
 def _mode_specs(conds: dict, names: Sequence[str], traits: Sequence[str], a: float) -> list[dict]:
