@@ -2,6 +2,7 @@
 
     python scripts/bench_align.py                 # 65,329 pairs, 3 models (3072/4096/4096), k = 1300, 6 pairs x 5 trials
     python scripts/bench_align.py --scale 0.25    # everything (pairs, widths, k) scaled down
+    python scripts/bench_align.py --reference cached --ref-solver covariance_eigh   # the strongest reference only
 
 Synthetic vectors with planted shared structure (stf_jax.align.synthetic: a shared latent of rank
 ~1.6 k with a 1/j spectrum and a trait level, rotated and scaled into each model, plus noise, rows
@@ -14,9 +15,10 @@ unit-normalized), 26 traits with the paper's Table 1 counts, a trait-stratified 
     by default: randomized SVD at this shape, approximate).
 (a') the cached reference (`--reference cached`): the same, with one PCA per model per trial reused by
     every directed pair, the version a careful expert writes (15 fits instead of 60 at paper scale).
-(b) stf_jax: one PCA per model per trial (fit_pcas over all trials in one call), projections, then all
-    6 directed pairs x trials in one batched Procrustes call, scored in k dimensions. Compile time is
-    included.
+(b) stf_jax: one PCA per model per trial, all trials from one pass over the data (a trial's training
+    scatter = all rows' minus its held-out rows'; with `--splits kfold` the held-out scatters sum to the
+    total), projections, then the 3 model pairs x trials in one batched Procrustes call that serves both
+    directions of each pair (R_ba = R_abᵀ), scored in k dimensions. Compile time is included.
 Both compute the test and train cosine (raw), the centered test cosine and s for every (pair, trial).
 Prints both times, the ratio, and the max |Δ| between the two pipelines' numbers.
 """
@@ -67,6 +69,16 @@ def stratified_split(traits: np.ndarray, seed: int, test_fraction: float = 0.2):
         rows = np.nonzero(traits == t)[0]
         test[rng.choice(rows, round(test_fraction * len(rows)), replace=False)] = True
     return ~test, test
+
+
+def stratified_kfold(traits: np.ndarray, folds: int, seed: int):
+    """K trait-stratified folds; trial t tests fold t (an 80/20 split per trial when K = 5)."""
+    rng = np.random.default_rng(seed)
+    fold = np.zeros(len(traits), int)
+    for t in np.unique(traits):
+        rows = np.nonzero(traits == t)[0]
+        fold[rng.permutation(rows)] = np.arange(len(rows)) % folds
+    return [(fold != f, fold == f) for f in range(folds)]
 
 
 def row_cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -120,28 +132,31 @@ def run_stf(xs, splits, pairs, k, batch_size):
     import jax
     import jax.numpy as jnp
 
-    from stf_jax.align.protocol import fit_pcas, procrustes_pairs, project_trials, train_rows
+    from stf_jax.align.protocol import fit_pcas_by_complement, held_out_rows, procrustes_pairs, project_trials
 
     t0, c0 = time.perf_counter(), time.process_time()
     w_train = np.stack([tr for tr, _ in splits]).astype(np.float32)
     w_test = np.stack([te for _, te in splits]).astype(np.float32)
-    rows = train_rows(w_train)
+    held_out, partition = held_out_rows(w_train)
     projected = []
     for x in xs:  # widths differ: one call per model, all trials inside
         xj = jnp.asarray(x)
-        pcas = fit_pcas(xj, rows, k, batch_size=1)
+        pcas = fit_pcas_by_complement(xj, held_out, k, partition=partition)
         projected.append(jax.block_until_ready(project_trials(pcas, xj, batch_size=1)))
         print(f"  stf_jax PCA+projection d={x.shape[1]} x {len(splits)} trials: {time.perf_counter() - t0:.1f}s",
               flush=True)
         del xj, pcas
     stacked = jax.tree.map(lambda *a: jnp.stack(a), *projected)  # [M, T, ...]
     del projected
-    src, tgt = (jnp.asarray([p[i] for p in pairs]) for i in (0, 1))
+    unordered = sorted({tuple(sorted(p)) for p in pairs})
+    a_idx, b_idx = (jnp.asarray([p[i] for p in unordered]) for i in (0, 1))
     onehot = jnp.ones((x.shape[0], 1), jnp.float32)
-    res, scale = procrustes_pairs(stacked, src, tgt, jnp.asarray(w_train), jnp.asarray(w_test), onehot,
-                                  batch_size=batch_size)
-    out = {"test": np.asarray(res["test"]), "test_centered": np.asarray(res["test_centered"]),
-           "train": np.asarray(res["train"]), "scale": np.asarray(scale)}
+    res, scale = procrustes_pairs(stacked, a_idx, b_idx, jnp.asarray(w_train), jnp.asarray(w_test), onehot,
+                                  batch_size=batch_size)  # [P, 2, T]: both directions of each pair
+    where = {(a, b): (i, 0) for i, (a, b) in enumerate(unordered)} | {(b, a): (i, 1) for i, (a, b) in enumerate(unordered)}
+    pick = [where[p] for p in pairs]
+    out = {key: np.stack([np.asarray(res[key])[i, j] for i, j in pick]) for key in ("test", "test_centered", "train")}
+    out["scale"] = np.stack([np.asarray(scale)[i, j] for i, j in pick])
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
@@ -149,6 +164,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="scale pairs, widths and k [1.0 = paper scale]")
     parser.add_argument("--trials", type=int, default=5, help="trials (split seeds 0..T-1) [5]")
+    parser.add_argument("--splits", choices=["random", "kfold"], default="random",
+                        help="'random': an independent stratified 80/20 split per trial (seeds 0..T-1, the paper's "
+                             "protocol); 'kfold': T stratified folds, trial t tests fold t [random]")
     parser.add_argument("--k", type=int, help="PCA components [1300 x scale]")
     parser.add_argument("--ref-solver", nargs="+", default=["covariance_eigh", "auto"],
                         help="sklearn PCA svd_solver(s) of the reference, one reference run each: 'auto' is what "
@@ -168,7 +186,10 @@ def main():
     n = len(traits)
     print(f"data: {n} pairs, widths {[x.shape[1] for x in xs]}, k={k}, {args.trials} trials, "
           f"6 directed pairs ({time.perf_counter() - t:.1f}s to generate); {os.cpu_count()} CPUs", flush=True)
-    splits = [stratified_split(traits, s) for s in range(args.trials)]
+    if args.splits == "kfold":
+        splits = stratified_kfold(traits, args.trials, args.seed)
+    else:
+        splits = [stratified_split(traits, s) for s in range(args.trials)]
     pairs = list(itertools.permutations(range(len(xs)), 2))
 
     import jax

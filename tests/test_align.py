@@ -18,7 +18,8 @@ from stf_jax.align import (Adapter, AdapterConfig, AlignInputError, EvalConfig, 
 from stf_jax.align.__main__ import main as align_main
 from stf_jax.align.adapters import orthogonality_penalty
 from stf_jax.align.metrics import row_cosines
-from stf_jax.align.protocol import fit_pcas, procrustes_trials, project_trials, train_rows
+from stf_jax.align.protocol import (Projected, fit_pcas, fit_pcas_by_complement, held_out_rows, procrustes_pairs,
+                                   procrustes_trials, project_trials, train_rows)
 from stf_jax.align.synthetic import orthonormal_rows, planted_vectors
 from stf_jax.data import dataset_hash, load_pairs
 
@@ -192,6 +193,78 @@ def test_k_space_metrics_equal_explicit_transfer():
             assert float(scale[t, j]) == pytest.approx(float(m.procrustes.scale), rel=1e-5)
             trait0 = test & (onehot[:, 0] == 1)
             assert float(res["per_trait_test"][t, j, 0]) == pytest.approx(float(cos.raw[trait0].mean()), abs=1e-5)
+
+
+@pytest.mark.parametrize("d,width", [(5, 512), (37, 8), (64, 16)])
+def test_symmetric_gram_equals_the_full_product(d, width):
+    from stf_jax.align.ops import symmetric_gram
+
+    x = _rng(13).standard_normal((200, d)).astype(np.float32)
+    got = np.asarray(symmetric_gram(jnp.asarray(x), width))
+    np.testing.assert_allclose(got, x.astype(np.float64).T @ x, rtol=1e-5, atol=1e-4)
+    assert np.array_equal(got, got.T)
+
+
+@pytest.mark.parametrize("kfold", [False, True])
+def test_pcas_by_complement_equal_pcas_of_the_training_rows(kfold):
+    """All-rows moments minus held-out moments must give each trial's own PCA (random 80/20 splits, and
+    K-fold splits where the held-out scatters are summed instead of the total being formed)."""
+    rng = _rng(11)
+    n, d, k, trials = 500, 24, 6, 5
+    x = (rng.standard_normal((n, d)) * np.linspace(4, 0.2, d) + 3.0).astype(np.float32)
+    if kfold:
+        fold = rng.permutation(np.arange(n) % trials)
+        w_train = np.stack([(fold != t) for t in range(trials)]).astype(np.float32)
+    else:
+        w_train = (rng.random((trials, n)) < 0.8).astype(np.float32)
+    held_out, partition = held_out_rows(w_train)
+    assert partition == kfold
+    got = fit_pcas_by_complement(jnp.asarray(x), held_out, k, partition=partition)
+    for t in range(trials):
+        rows = x[w_train[t] == 1].astype(np.float64)
+        mean = rows.mean(0)
+        _, sv, vt = np.linalg.svd(rows - mean, full_matrices=False)
+        np.testing.assert_allclose(got.mean[t], mean, atol=1e-5)
+        np.testing.assert_allclose(got.variance[t], sv[:k] ** 2 / (len(rows) - 1), rtol=1e-4)
+        np.testing.assert_allclose(got.total_variance[t], (sv ** 2).sum() / (len(rows) - 1), rtol=1e-4)
+        np.testing.assert_allclose(np.abs(np.asarray(got.components[t]).T @ vt[:k].T), np.eye(k), atol=1e-3)
+    direct = fit_pcas(jnp.asarray(x), train_rows(w_train), k)
+    np.testing.assert_allclose(got.components, direct.components, atol=1e-3)  # same sign convention
+
+
+@pytest.mark.parametrize("rotation_only", [False, True])
+def test_procrustes_pairs_both_ways_equal_explicit_transfer(rotation_only):
+    """One fit per unordered model pair serves both directions: each must equal its own fitted map applied
+    in d_t (R_ba = R_abᵀ, s_ba = tr Σ / ‖z_b‖²)."""
+    rng = _rng(12)
+    n, k, trials = 300, 5, 2
+    x_a, x_b, _, _ = _planted_pair(seed=12, n=n, noise=0.5)
+    x_c = (x_b @ _random_orthogonal(rng, x_b.shape[1]) + 0.3 * rng.standard_normal(x_b.shape)).astype(np.float32)
+    xs = [jnp.asarray(x) for x in (x_a, x_b, x_c)]
+    w_train = (rng.random((trials, n)) < 0.7).astype(np.float32)
+    w_test = 1.0 - w_train
+    onehot = np.eye(3, dtype=np.float32)[rng.integers(0, 3, n)]
+    rows = train_rows(w_train)
+    pcas = [fit_pcas(x, rows, k) for x in xs]
+    proj = Projected(*[jnp.stack(a) for a in zip(*[project_trials(p, x) for p, x in zip(pcas, xs)])])
+    pairs = [(0, 1), (0, 2), (1, 2)]
+    res, scale = procrustes_pairs(proj, jnp.asarray([a for a, _ in pairs]), jnp.asarray([b for _, b in pairs]),
+                                  jnp.asarray(w_train), jnp.asarray(w_test), jnp.asarray(onehot),
+                                  rotation_only=rotation_only, batch_size=2)
+    assert res["test"].shape == (3, 2, trials)
+    for p, (a, b) in enumerate(pairs):
+        for direction, (src, tgt) in enumerate([(a, b), (b, a)]):
+            for t in range(trials):
+                pca_s, pca_t = (type(pcas[m])(*[x[t] for x in pcas[m]]) for m in (src, tgt))
+                m = fit_procrustes_map(pca_s, pca_t, xs[src], xs[tgt], jnp.asarray(w_train[t]),
+                                       rotation_only=rotation_only)
+                cos = row_cosines(transfer(m, xs[src]), xs[tgt], pca_t.mean)
+                test, train = w_test[t] == 1, w_train[t] == 1
+                got = {key: float(res[key][p, direction, t]) for key in ("test", "test_centered", "train")}
+                assert got["test"] == pytest.approx(float(cos.raw[test].mean()), abs=1e-5)
+                assert got["test_centered"] == pytest.approx(float(cos.centered[test].mean()), abs=1e-5)
+                assert got["train"] == pytest.approx(float(cos.raw[train].mean()), abs=1e-5)
+                assert float(scale[p, direction, t]) == pytest.approx(float(m.procrustes.scale), rel=1e-5)
 
 
 # ------------------------------------------------------------------ adapters

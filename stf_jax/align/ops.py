@@ -30,6 +30,23 @@ def weighted_gram(a: jax.Array, b: jax.Array, w: jax.Array) -> jax.Array:
     return mm((a * w[:, None]).T, b)
 
 
+def symmetric_gram(x: jax.Array, width: int = 512) -> jax.Array:
+    """x: [n, d] -> xᵀx [d, d] from the column blocks on and above the diagonal, mirrored below.
+
+    BLAS computes xᵀx with syrk (half the products); XLA:CPU runs it as one dot, which at paper scale
+    (n 52k, d 4,096) reaches a third of this CPU's matmul rate. Blocks `width` columns wide skip the
+    products below the diagonal and keep each dot's output small: 2.9x faster there (one dot 25.8 s,
+    512-wide blocks 9.0 s, the same sums up to f32 rounding)."""
+    d = x.shape[1]
+    edges = list(range(0, d, width)) + [d]
+    if len(edges) <= 2:
+        return mm(x.T, x)
+    parts = [x[:, a:b] for a, b in zip(edges[:-1], edges[1:])]
+    upper = {(i, j): mm(parts[i].T, parts[j]) for i in range(len(parts)) for j in range(i, len(parts))}
+    return jnp.block([[upper[(i, j)] if i <= j else upper[(j, i)].T for j in range(len(parts))]
+                      for i in range(len(parts))])
+
+
 def safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
     """num / den with 0 where den is 0 (a zero prediction has no direction: cosine 0, not NaN)."""
     ok = den > 0

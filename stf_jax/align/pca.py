@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .ops import mm, safe_div, weighted_mean
+from .ops import mm, safe_div, symmetric_gram, weighted_mean
 
 
 class PCA(NamedTuple):
@@ -64,23 +64,39 @@ def fit_pca(x: jax.Array, w: jax.Array, k: int, solver: str = "gram") -> PCA:
         raise ValueError(f"k={k} must lie in 1..min(n={n}, d={d})")
     xc, mean = _centered(x, w)
     dof = jnp.sum(w) - 1.0
+    if solver == "gram" and n >= d:  # covariance route: eigenvectors of xcᵀxc are the axes
+        return _from_scatter(symmetric_gram(xc), mean, dof, k)
     if solver == "svd":
         _, sv, vt = jnp.linalg.svd(xc, full_matrices=False)
         components, eig = vt[:k].T, sv[:k] ** 2
-        total = jnp.sum(xc * xc)
-    elif solver == "gram":
-        if n >= d:  # covariance route: eigenvectors of xcᵀxc are the axes
-            evals, evecs = jnp.linalg.eigh(mm(xc.T, xc))
-            eig, components = evals[::-1][:k], evecs[:, ::-1][:, :k]
-        else:  # Gram route: axes = xcᵀ u / σ for eigenvectors u of xc xcᵀ
-            evals, evecs = jnp.linalg.eigh(mm(xc, xc.T))
-            eig, u = evals[::-1][:k], evecs[:, ::-1][:, :k]
-            components = safe_div(mm(xc.T, u), jnp.sqrt(jnp.maximum(eig, 0.0))[None, :])
-        total = jnp.sum(xc * xc)
+    elif solver == "gram":  # Gram route: axes = xcᵀ u / σ for eigenvectors u of xc xcᵀ
+        evals, evecs = jnp.linalg.eigh(symmetric_gram(xc.T))
+        eig, u = evals[::-1][:k], evecs[:, ::-1][:, :k]
+        components = safe_div(mm(xc.T, u), jnp.sqrt(jnp.maximum(eig, 0.0))[None, :])
     else:
         raise ValueError(f"solver must be 'gram' or 'svd', got {solver!r}")
     eig = jnp.maximum(eig, 0.0)
-    return PCA(mean, _fix_signs(components), eig / dof, total / dof)
+    return PCA(mean, _fix_signs(components), eig / dof, jnp.sum(xc * xc) / dof)
+
+
+def _from_scatter(scatter: jax.Array, mean: jax.Array, dof: jax.Array, k: int) -> PCA:
+    """scatter: [d, d] Σ (x − μ)(x − μ)ᵀ over the fit rows -> its top-k axes."""
+    evals, evecs = jnp.linalg.eigh(scatter)
+    eig, components = jnp.maximum(evals[::-1][:k], 0.0), evecs[:, ::-1][:, :k]
+    return PCA(mean, _fix_signs(components), eig / dof, jnp.trace(scatter) / dof)
+
+
+@partial(jax.jit, static_argnames=("k",))
+def fit_pca_from_moments(scatter: jax.Array, total: jax.Array, m: jax.Array, shift: jax.Array, k: int) -> PCA:
+    """The PCA of m rows given their moments about a fixed point c (`shift` [d]): scatter = Σ (x − c)(x − c)ᵀ
+    [d, d], total = Σ (x − c) [d].
+
+    Moments add and subtract, so a trial's training fit can be the moments of all rows minus those of its
+    held-out rows (`protocol.fit_pcas_by_complement`): one pass over the data serves every trial. With
+    δ = total / m = μ − c, the centred scatter is scatter − m δδᵀ; c near μ keeps that subtraction exact
+    in f32."""
+    delta = total / m
+    return _from_scatter(scatter - m * jnp.outer(delta, delta), shift + delta, m - 1.0, k)
 
 
 @jax.jit
@@ -88,7 +104,7 @@ def spectrum(x: jax.Array, w: jax.Array) -> tuple[jax.Array, jax.Array]:
     """All variances, descending ([min(n, d)]), and the total: what choosing k by variance needs."""
     n, d = x.shape
     xc, _ = _centered(x, w)
-    gram = mm(xc.T, xc) if n >= d else mm(xc, xc.T)
+    gram = symmetric_gram(xc) if n >= d else symmetric_gram(xc.T)
     dof = jnp.sum(w) - 1.0
     return jnp.maximum(jnp.linalg.eigvalsh(gram)[::-1], 0.0) / dof, jnp.sum(xc * xc) / dof
 

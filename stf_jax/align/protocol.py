@@ -24,8 +24,8 @@ import numpy as np
 
 from . import baselines, maps
 from .metrics import RowStats, cosines, masked_mean, row_cosines, summarize
-from .ops import map_batched, mm, weighted_mean
-from .pca import PCA, fit_pca, spectrum
+from .ops import map_batched, mm, symmetric_gram, weighted_mean
+from .pca import PCA, fit_pca, fit_pca_from_moments, spectrum
 from .procrustes import fit_procrustes
 
 
@@ -47,6 +47,37 @@ def train_rows(w_train: np.ndarray) -> TrainRows:
         index[t, : len(rows)] = rows
         weight[t, : len(rows)] = 1.0
     return TrainRows(jnp.asarray(index), jnp.asarray(weight))
+
+
+def held_out_rows(w_train: np.ndarray) -> tuple[TrainRows, bool]:
+    """The rows outside each trial's training set (0/1 masks [T, n]), and whether they partition the rows
+    (K-fold splits: every row held out exactly once), for `fit_pcas_by_complement`."""
+    out = 1.0 - np.asarray(w_train, np.float32)
+    return train_rows(out), bool(np.all(out.sum(0) == 1.0))
+
+
+@partial(jax.jit, static_argnames=("k", "partition", "batch_size"))
+def fit_pcas_by_complement(x: jax.Array, held_out: TrainRows, k: int, partition: bool = False,
+                           batch_size: int | None = 1) -> PCA:
+    """The same PCAs as `fit_pcas` (covariance route, n ≥ d), from one pass over the data.
+
+    A trial's training scatter is the scatter of all rows minus that of its held-out rows, so T trials of
+    80/20 splits cost 1 + 0.2·T passes over x [n, d] instead of 0.8·T, and one pass when the held-out sets
+    partition the rows (`partition`: their scatters sum to the total). held_out: `held_out_rows(w_train)`."""
+    if not 0 < k <= x.shape[1]:
+        raise ValueError(f"k={k} must lie in 1..d={x.shape[1]}")
+    shift = jnp.mean(x, 0)
+    xs = x - shift  # moments about the overall mean: the per-trial correction m·δδᵀ stays small
+
+    def moments(r):
+        xo = xs[r[0]] * r[1][:, None]
+        return symmetric_gram(xo), jnp.sum(xo, 0), jnp.sum(r[1])
+
+    s_out, t_out, m_out = map_batched(moments, tuple(held_out), batch_size)  # [T, d, d], [T, d], [T]
+    s_all = jnp.sum(s_out, 0) if partition else symmetric_gram(xs)
+    t_all, n = jnp.sum(xs, 0), x.shape[0]
+    return map_batched(lambda a: fit_pca_from_moments(s_all - a[0], t_all - a[1], n - a[2], shift, k),
+                       (s_out, t_out, m_out), batch_size)
 
 
 @partial(jax.jit, static_argnames=("k", "solver", "batch_size"))
@@ -131,25 +162,48 @@ def procrustes_trials(src: Projected, tgt: Projected, w_train: jax.Array, w_test
     return map_batched(trial, (src, tgt, w_train, w_test, perms), batch_size)
 
 
-@partial(jax.jit, static_argnames=("rotation_only", "batch_size"))
-def procrustes_pairs(proj: Projected, src_idx: jax.Array, tgt_idx: jax.Array, w_train: jax.Array,
-                     w_test: jax.Array, onehot: jax.Array, rotation_only: bool = False, batch_size: int | None = 1):
-    """Every directed model pair × trial (proper pairing) in one call, after PCA to a common k.
+def procrustes_stats_both_ways(a: Projected, b: Projected, w_fit: jax.Array, rotation_only: bool
+                               ) -> tuple[tuple[RowStats, jax.Array], tuple[RowStats, jax.Array]]:
+    """Both directions of one model pair from one fit: ((stats, s) for a → b, (stats, s) for b → a).
 
-    proj: Projected stacked over models and trials [M, T, …]; src_idx, tgt_idx: [P] model indices.
-    Returns (metrics with leading [P, T], scale [P, T]). Problems are indexed, not gathered, so the
-    stacked coordinates are not copied per pair."""
-    n_pairs, n_trials = src_idx.shape[0], w_train.shape[0]
-    flat = jnp.arange(n_pairs * n_trials)
+    z_bᵀ z_a is the transpose of z_aᵀ z_b, so b → a has R_ba = R_abᵀ (the Kabsch sign too) and
+    s_ba = tr Σ / ‖z_b‖² = s_ab ‖z_a‖² / ‖z_b‖². Each row's bilinear form (z_a R)·z_b serves both
+    directions and R is orthogonal (|z R| = |z|), so the pair costs one Gram, one SVD and one [n, k]·[k, k]
+    product instead of two of each."""
+    fit = fit_procrustes(a.z, b.z, w_fit, rotation_only=rotation_only)
+    bilinear = jnp.sum(mm(a.z, fit.rotation) * b.z, -1)  # [n] (z_a R)·z_b = (z_b Rᵀ)·z_a
+    sq_a, sq_b = jnp.sum(a.z * a.z, -1), jnp.sum(b.z * b.z, -1)
+    scale_ba = fit.scale * jnp.sum(w_fit * sq_a) / jnp.sum(w_fit * sq_b)
+
+    def stats(scale, z_src, sq_src, r_mu, tgt):  # y = scale · z_src R (or Rᵀ); r_mu: y·μ_t = scale · z_src·r_mu
+        y_mu = scale * (z_src @ r_mu)
+        return RowStats(dot=tgt.x_dot_mu + scale * bilinear + y_mu, pred_sq=tgt.mu_sq + 2.0 * y_mu + scale**2 * sq_src,
+                        target_sq=tgt.x_sq, dot_c=scale * bilinear, pred_c_sq=scale**2 * sq_src,
+                        target_c_sq=tgt.x_sq - 2.0 * tgt.x_dot_mu + tgt.mu_sq)
+
+    return ((stats(fit.scale, a.z, sq_a, mm(fit.rotation, b.mu_proj), b), fit.scale),
+            (stats(scale_ba, b.z, sq_b, mm(a.mu_proj, fit.rotation), a), scale_ba))
+
+
+@partial(jax.jit, static_argnames=("rotation_only", "batch_size"))
+def procrustes_pairs(proj: Projected, a_idx: jax.Array, b_idx: jax.Array, w_train: jax.Array, w_test: jax.Array,
+                     onehot: jax.Array, rotation_only: bool = False, batch_size: int | None = 1):
+    """Every model pair × trial (proper pairing), both directions, in one call, after PCA to a common k.
+
+    proj: Projected stacked over models and trials [M, T, …]; a_idx, b_idx: [P] model indices of P
+    unordered pairs. Returns (metrics with leading [P, 2, T], scale [P, 2, T]); direction 0 is a → b, 1 is
+    b → a. Problems are indexed, not gathered, so the stacked coordinates are not copied per pair."""
+    n_pairs, n_trials = a_idx.shape[0], w_train.shape[0]
 
     def problem(i):
         p, t = i // n_trials, i % n_trials
-        tgt = jax.tree.map(lambda a: a[tgt_idx[p], t], proj)
-        stats, scale = procrustes_stats(proj.z[src_idx[p], t], tgt, w_train[t], None, rotation_only)
-        return summarize(cosines(stats), w_train[t], w_test[t], onehot), scale
+        a, b = (jax.tree.map(lambda x: x[idx[p], t], proj) for idx in (a_idx, b_idx))
+        both = procrustes_stats_both_ways(a, b, w_train[t], rotation_only)
+        out = [(summarize(cosines(st), w_train[t], w_test[t], onehot), scale) for st, scale in both]
+        return jax.tree.map(lambda u, v: jnp.stack([u, v]), *out)
 
-    out = map_batched(problem, flat, batch_size)
-    return jax.tree.map(lambda a: a.reshape(n_pairs, n_trials, *a.shape[1:]), out)
+    out = map_batched(problem, jnp.arange(n_pairs * n_trials), batch_size)  # leading [P·T, 2]
+    return jax.tree.map(lambda a: jnp.swapaxes(a.reshape(n_pairs, n_trials, *a.shape[1:]), 1, 2), out)
 
 
 @partial(jax.jit, static_argnames=("name", "settings", "batch_size"))
