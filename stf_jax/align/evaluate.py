@@ -26,8 +26,8 @@ from .inputs import (SCRAMBLES, AlignInputError, ModelRef, PairTable, Trials, ar
                      find_models, load_vectors, make_trials, pair_table, zero_rows)
 from .ops import map_batched
 from .pca import PCA, k_for_variance
-from .protocol import (baseline_trials, fit_pcas, fitted_map_trials, layer_sweep, map_trials, procrustes_trials,
-                       project_trials, spectra, train_rows)
+from .protocol import (baseline_trials, fit_pcas, fit_pcas_by_complement, fitted_map_trials, held_out_rows,
+                       layer_sweep, map_trials, procrustes_trials, project_trials, spectra, train_rows)
 from ..extract.store import pair_tag
 from ..safe_paths import inside
 
@@ -361,6 +361,12 @@ def _shared_pcas(vectors: dict, dev: _Device, trials: Trials, refs: dict[str, Mo
         jax.tree.map(np.asarray, spectra(jnp.asarray(x), dev.rows)) for x in vectors.values()]
     k = _resolve_k(cfg, specs, trials.n_train_min, {m: refs[m].d_model for m in names})
     log(f"PCA k={k}")
+    n_fit = int(np.asarray(trials.train).sum(1).max())
+    if cfg.solver == "gram" and cfg.trials > 1 and all(n_fit >= x.shape[1] for x in vectors.values()):
+        # the covariance route (more training rows than dimensions): every trial's fit from one pass
+        held_out, partition = held_out_rows(trials.train)
+        return k, {key: fit_pcas_by_complement(jnp.asarray(x), held_out, k, partition=partition,
+                                               batch_size=cfg.batch_size) for key, x in vectors.items()}
     return k, {key: fit_pcas(jnp.asarray(x), dev.rows, k, solver=cfg.solver, batch_size=cfg.batch_size)
                for key, x in vectors.items()}
 

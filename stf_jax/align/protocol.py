@@ -5,7 +5,8 @@ Shapes: T trials, S pairings (SCRAMBLES: proper, within-trait, cross-trait shuff
 rows), L_s/L_t layers, C traits. Each trial is a pair of 0/1 row masks (train, test) over the same n
 rows, so splits of slightly different sizes stack. PCA fits gather each trial's training rows
 (`TrainRows`: indices padded to a common length, padding weighted 0), so paper-scale fits do not pay for
-the test rows. Every `batch_size` argument bounds how many problems one vmapped chunk holds
+the test rows; at the paper's scale (n ≫ d) `fit_pcas_by_complement` gets every trial's fit from one
+pass over the data instead. Every `batch_size` argument bounds how many problems one vmapped chunk holds
 (`ops.map_batched`); None runs them all in one vmap.
 
 Procrustes is evaluated in k dimensions: with y = s·z_s R the predicted target coordinates,
