@@ -89,8 +89,9 @@ def stf_matmul_flops(n: int, dims: list[int], k: int, w_train: np.ndarray, n_pai
     """Matmul FLOPs run_stf executes (LAPACK eigh/SVD not counted): the scatters (upper 512-wide blocks of
     all rows, unless the held-out sets partition them, plus each trial's held-out rows), the projections
     of every row per trial, and per model pair and trial the fit Gram and the bilinear form over all rows."""
-    held_out = (1 - w_train).sum(1)
-    passes = held_out.sum() + (0 if np.all((1 - w_train).sum(0) == 1) else n)
+    from stf_jax.align.protocol import held_out_rows
+
+    passes = (1 - w_train).sum() + (0 if held_out_rows(w_train)[1] else n)
     total = 0.0
     for d in dims:
         blocks = [min(width, d - a) for a in range(0, d, width)]

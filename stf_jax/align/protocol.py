@@ -127,6 +127,13 @@ def project_trials(pcas: PCA, x: jax.Array, batch_size: int | None = None) -> Pr
     return map_batched(lambda p: project_rows(p, x), pcas, batch_size)
 
 
+def kspace_stats(tgt: Projected, y_dot_z: jax.Array, y_mu: jax.Array, y_sq: jax.Array) -> RowStats:
+    """Per-row stats of a prediction y [n, k] in the target's PCA coordinates, from y·z_t, y·(μ_t W_t) and
+    |y|² (the module docstring's identities): the one place the k-space cosines are assembled."""
+    return RowStats(dot=tgt.x_dot_mu + y_dot_z + y_mu, pred_sq=tgt.mu_sq + 2.0 * y_mu + y_sq, target_sq=tgt.x_sq,
+                    dot_c=y_dot_z, pred_c_sq=y_sq, target_c_sq=tgt.x_sq - 2.0 * tgt.x_dot_mu + tgt.mu_sq)
+
+
 def procrustes_stats(z_s: jax.Array, tgt: Projected, w_fit: jax.Array, perm: jax.Array | None,
                      rotation_only: bool) -> tuple[RowStats, jax.Array]:
     """Fit on rows (perm[i] of the source ↔ i of the target) with w_fit = 1; score every row's true pair.
@@ -134,16 +141,7 @@ def procrustes_stats(z_s: jax.Array, tgt: Projected, w_fit: jax.Array, perm: jax
     Returns the per-row stats and the scale s."""
     fit = fit_procrustes(z_s if perm is None else z_s[perm], tgt.z, w_fit, rotation_only=rotation_only)
     y = fit.scale * mm(z_s, fit.rotation)  # predicted target coordinates [n, k]
-    y_sq = jnp.sum(y * y, -1)
-    stats = RowStats(
-        dot=tgt.x_dot_mu + jnp.sum(y * (tgt.z + tgt.mu_proj), -1),
-        pred_sq=tgt.mu_sq + 2.0 * (y @ tgt.mu_proj) + y_sq,
-        target_sq=tgt.x_sq,
-        dot_c=jnp.sum(y * tgt.z, -1),
-        pred_c_sq=y_sq,
-        target_c_sq=tgt.x_sq - 2.0 * tgt.x_dot_mu + tgt.mu_sq,
-    )
-    return stats, fit.scale
+    return kspace_stats(tgt, jnp.sum(y * tgt.z, -1), y @ tgt.mu_proj, jnp.sum(y * y, -1)), fit.scale
 
 
 @partial(jax.jit, static_argnames=("rotation_only", "batch_size"))
@@ -177,10 +175,7 @@ def procrustes_stats_both_ways(a: Projected, b: Projected, w_fit: jax.Array, rot
     scale_ba = fit.scale * jnp.sum(w_fit * sq_a) / jnp.sum(w_fit * sq_b)
 
     def stats(scale, z_src, sq_src, r_mu, tgt):  # y = scale · z_src R (or Rᵀ); r_mu: y·μ_t = scale · z_src·r_mu
-        y_mu = scale * (z_src @ r_mu)
-        return RowStats(dot=tgt.x_dot_mu + scale * bilinear + y_mu, pred_sq=tgt.mu_sq + 2.0 * y_mu + scale**2 * sq_src,
-                        target_sq=tgt.x_sq, dot_c=scale * bilinear, pred_c_sq=scale**2 * sq_src,
-                        target_c_sq=tgt.x_sq - 2.0 * tgt.x_dot_mu + tgt.mu_sq)
+        return kspace_stats(tgt, scale * bilinear, scale * (z_src @ r_mu), scale**2 * sq_src)
 
     return ((stats(fit.scale, a.z, sq_a, mm(fit.rotation, b.mu_proj), b), fit.scale),
             (stats(scale_ba, b.z, sq_b, mm(a.mu_proj, fit.rotation), a), scale_ba))
