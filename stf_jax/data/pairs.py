@@ -21,6 +21,16 @@ from ..errors import UserError
 
 SHIPPED_DIR = Path(__file__).parent / "contrast_pairs"
 SHIPPED_NAMES: tuple[str, ...] = ("shipped", "stf-26")
+# Every dataset that ships with the package, by name (`--pairs NAME`). Each is a folder of JSONL pair files,
+# except "corpus": contrast pairs of two general texts cut at word boundaries (`stf_jax.data.corpus`).
+DATASETS: dict[str, str] = {
+    "shipped": "contrast_pairs",   # 26 style traits (the paper's stf-26 set)
+    "stf-26": "contrast_pairs",
+    "ood": "ood_pairs",            # evaluation-only style pairs in other formats (never fitted on)
+    "ab": "ab_items",              # A/B multiple-choice behaviour items (Contrastive Activation Addition form)
+    "dialogue": "dialogue_pairs",  # dialogue turns that differ in the assistant's last turn
+    "corpus": "corpus",            # general text, as pairs of two different texts
+}
 PAIR_SUFFIXES: tuple[str, ...] = (".jsonl", ".csv", ".parquet")
 REQUIRED_FIELDS: tuple[str, ...] = ("id", "trait", "positive", "negative")
 OPTIONAL_FIELDS: tuple[str, ...] = ("prompt", "source", "split")
@@ -39,13 +49,15 @@ class MissingDependencyError(UserError, ImportError):
 
 
 def load_pairs(name_or_path: str | Path, traits: Sequence[str] | None = None) -> list[ContrastPair]:
-    """Load pairs from the shipped set ("shipped" / "stf-26"), a file, or a directory.
+    """Load pairs from a shipped dataset (a name in DATASETS: "shipped", "ab", "dialogue", "ood",
+    "corpus"), a file, or a directory.
 
     A directory contributes every .jsonl, .csv and .parquet file directly inside it.
     ``traits`` keeps only those traits; a trait absent from the data is a ValueError
     that lists the traits present. Duplicate ids across all files are an error.
     """
-    pairs = _dedup_ids(_read_all(_pair_files(name_or_path)))
+    generated = _named_pairs(str(name_or_path))
+    pairs = generated if generated is not None else _dedup_ids(_read_all(_pair_files(name_or_path)))
     if traits is not None:
         available = sorted({pair.trait for pair in pairs})
         unknown = sorted(set(traits) - set(available))
@@ -75,12 +87,27 @@ def is_shipped(name_or_path: str | Path) -> bool:
     return str(name_or_path) in SHIPPED_NAMES
 
 
+def dataset_dir(name: str) -> Path:
+    """The folder of a shipped dataset (a key of DATASETS)."""
+    return Path(__file__).parent / DATASETS[name]
+
+
+def _named_pairs(name: str) -> list[ContrastPair] | None:
+    """Pairs of a dataset that is generated rather than read (the corpus pairs), else None."""
+    if name != "corpus":
+        return None
+    from stf_jax.data.corpus import corpus_pairs, load_corpus
+
+    return corpus_pairs(load_corpus())
+
+
 def _pair_files(name_or_path: str | Path) -> list[Path]:
     """Resolve a name or path to the data files to read, in a fixed order."""
-    if is_shipped(name_or_path):
-        files = sorted(SHIPPED_DIR.glob("*.jsonl"))
+    if str(name_or_path) in DATASETS:
+        folder = dataset_dir(str(name_or_path))
+        files = sorted(folder.glob("*.jsonl"))
         if not files:
-            raise PairSourceError(f"no shipped contrast-pair files found in {SHIPPED_DIR}; reinstall stf_jax")
+            raise PairSourceError(f"no shipped files for dataset {str(name_or_path)!r} in {folder}; reinstall stf_jax")
         return files
     path = Path(name_or_path)
     if path.is_dir():
@@ -93,7 +120,7 @@ def _pair_files(name_or_path: str | Path) -> list[Path]:
             raise PairFormatError(f"{path}: unsupported file type {path.suffix!r}; use {', '.join(PAIR_SUFFIXES)}")
         return [path]
     raise PairSourceError(
-        f"{name_or_path}: no such file or directory, and not a dataset name ({', '.join(SHIPPED_NAMES)})"
+        f"{name_or_path}: no such file or directory, and not a dataset name ({', '.join(DATASETS)})"
     )
 
 

@@ -17,33 +17,53 @@ from __future__ import annotations
 import sys
 import types
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from .apply import STRENGTHS, Carried, TransferInputError, carry, carry_many, read_vector_file, transfer_files
+from .apply import (STRENGTHS, Carried, CoverageError, TransferInputError, carry, carry_many, read_vector_file,
+                    transfer_files)
 from .mapfile import LayerMap, MapFileError, MapSet, load_map, load_map_set, save_map
 
-__all__ = ["STRENGTHS", "Carried", "LayerMap", "MapFileError", "MapSet", "TransferInputError", "carry",
+__all__ = ["STRENGTHS", "Carried", "CoverageError", "LayerMap", "MapFileError", "MapSet", "TransferInputError", "carry",
            "carry_many", "fit_map", "load_map", "load_map_set", "read_vector_file", "save_map", "transfer",
            "transfer_files"]
 
 
-def fit_map(run_dir: str | Path, source: str, target: str, method: str = "affine", layers: str | int = -6,
-            out: str | Path | None = None, norms: bool | dict = True, norm_texts: int = 64, log=print,
-            **settings) -> MapSet:
+def fit_map(run_dir: str | Path | Sequence[str | Path], source: str, target: str, method: str = "affine",
+            layers: str | int = -6, out: str | Path | None = None, norms: bool | dict = True, norm_texts: int = 64,
+            log=print, weights: Sequence[float] | None = None, exclude_traits: Sequence[str] = (),
+            dtype: str = "float32", **settings) -> MapSet:
     """Fit a map set from an extraction run (see `fit.fit_map_set` for the settings); with `out`, save it.
 
-    norms=True loads both models and measures each layer's typical |h| on `norm_texts` of the run's
-    texts (needed for the default relative strength of `transfer`); False skips it; a dict gives them."""
-    from .fit import fit_map_set
+    Several runs (a list), or `weights`: affine maps on the weighted mixture of the runs' pairs
+    (`fit.fit_mixture_map_set`; each run a source: style pairs, A/B items, dialogues, corpus pairs), with
+    `exclude_traits` left out of every source. norms=True loads both models and measures each layer's
+    typical |h| on `norm_texts` of the first run's texts (needed for the default relative strength of
+    `transfer`); False skips it; a dict gives them."""
+    from .fit import fit_map_set, fit_mixture_map_set
+    from .mixture import Source
 
+    runs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
+    mixture = len(runs) > 1 or weights is not None or bool(exclude_traits)
+    if mixture and method != "affine":
+        raise TransferInputError(f"method {method!r}: a mixture of sources is fitted with method 'affine' only "
+                                 "(its maps are solved from the sources' moments)")
+    weights = list(weights) if weights is not None else [1.0] * len(runs)
+    if len(weights) != len(runs):
+        raise TransferInputError(f"{len(weights)} weight(s) for {len(runs)} run(s): give one weight per run")
     model_types = None
     if norms is True:
-        norms, model_types = _measure_norms(run_dir, source, target, layers, norm_texts)
-    map_set = fit_map_set(run_dir, source, target, method, layers, norms=norms or None, model_types=model_types,
-                          log=log, **settings)
+        norms, model_types = _measure_norms(runs[0], source, target, layers, norm_texts)
+    if mixture:
+        sources = [Source(Path(r), float(w), tuple(exclude_traits)) for r, w in zip(runs, weights)]
+        map_set = fit_mixture_map_set(sources, source, target, layers, norms=norms or None, model_types=model_types,
+                                      log=log, **settings)
+    else:
+        map_set = fit_map_set(runs[0], source, target, method, layers, norms=norms or None, model_types=model_types,
+                              log=log, **settings)
     if out is not None:
-        map_set.save(out)
+        map_set.save(out, dtype)
     return map_set
 
 
@@ -68,23 +88,27 @@ def _measure_norms(run_dir, source: str, target: str, layers, n_texts: int):
     return out, types
 
 
-def transfer(vector, map_set: MapSet | str | Path, layer: int | None = None, strength: str = "relative") -> Carried:
+def transfer(vector, map_set: MapSet | str | Path, layer: int | None = None, strength: str = "relative",
+             strict: bool = False) -> Carried:
     """Carry a vector to the map set's target model: a file path (.gguf/.safetensors control vector, .npy
-    with `layer`), a {source HF layer: vector} dict, or an array with `layer`."""
+    with `layer`), a {source HF layer: vector} dict, or an array with `layer`. `map_set`: a MapSet, a
+    directory, or a shipped set by name ("shipped:smollm2-135m->gemma3-270m"). The result's `coverage`
+    says per layer how far the map can be trusted for this vector; strict=True refuses low coverage."""
     if not isinstance(map_set, MapSet):
         map_set = load_map_set(map_set)
     if isinstance(vector, (str, Path)):
         vector, _ = read_vector_file(vector, layer)
         layer = None
-    return carry(map_set, vector, layer, strength)
+    return carry(map_set, vector, layer, strength, strict)
 
 
 class _CallableModule(types.ModuleType):
     """`stf_jax.transfer` is both this package (`python -m stf_jax.transfer`, its modules) and the verb:
     `stf_jax.transfer(vector, maps)` calls `transfer` above, whichever way the package was imported."""
 
-    def __call__(self, vector, map_set, layer: int | None = None, strength: str = "relative") -> Carried:
-        return transfer(vector, map_set, layer, strength)
+    def __call__(self, vector, map_set, layer: int | None = None, strength: str = "relative",
+                 strict: bool = False) -> Carried:
+        return transfer(vector, map_set, layer, strength, strict)
 
 
 sys.modules[__name__].__class__ = _CallableModule

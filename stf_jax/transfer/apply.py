@@ -11,6 +11,9 @@ Strength (`strength`):
   "unit"      |out| = 1.
 Layers: a source layer with no map, or a target layer whose source layer the input lacks, is reported
 in the result's `report`, never dropped silently.
+Coverage (`transfer.coverage`): every carried layer gets a score of how much of the input direction lies
+where its map was fitted (`Carried.coverage`, `report["coverage"]`, and `stf_jax.coverage` in written
+files); below the threshold a warning names the layer, and strict=True refuses the vector.
 """
 
 from __future__ import annotations
@@ -35,12 +38,27 @@ class TransferInputError(UserError, ValueError):
     """A vector that cannot be carried by the given map set (width, layers, values, file type)."""
 
 
+class CoverageError(TransferInputError):
+    """strict=True and a carried layer's coverage is below the threshold: the map cannot vouch for it."""
+
+
 @dataclasses.dataclass
 class Carried:
     """The target model's directions {HF layer: [d_t]} and what happened to each layer."""
 
     directions: dict[int, np.ndarray]
     report: dict[str, Any]
+
+    @property
+    def coverage(self) -> dict[int, float]:
+        """{target HF layer: coverage of the input under that layer's map} (empty for maps without it)."""
+        return {int(k): v for k, v in self.report.get("coverage", {}).items()}
+
+    def low_coverage(self, threshold: float | None = None) -> dict[int, float]:
+        from .coverage import THRESHOLD
+
+        t = THRESHOLD if threshold is None else threshold
+        return {lay: c for lay, c in self.coverage.items() if c < t}
 
 
 def _check_vector(v: np.ndarray, layer: int, d_s: int, where: str) -> float:
@@ -83,9 +101,11 @@ def _apply_unit(m, u: np.ndarray) -> np.ndarray:
 
 
 def carry_many(map_set: MapSet, inputs: Sequence[dict[int, np.ndarray]], strength: str = "relative",
-               names: Sequence[str] | None = None) -> list[Carried]:
+               names: Sequence[str] | None = None, strict: bool = False,
+               threshold: float | None = None) -> list[Carried]:
     """Carry many multi-layer vectors ({source HF layer: [d_s]} each) at once: one batched map call per
-    layer pair, whatever the number of vectors (a library of thousands)."""
+    layer pair, whatever the number of vectors (a library of thousands). strict: refuse (CoverageError)
+    a vector with any carried layer whose coverage is below `threshold` (default coverage.THRESHOLD)."""
     if strength not in STRENGTHS:
         raise TransferInputError(f"strength {strength!r}: choose from {list(STRENGTHS)}")
     names = list(names) if names is not None else [f"vector {i}" for i in range(len(inputs))]
@@ -93,6 +113,7 @@ def carry_many(map_set: MapSet, inputs: Sequence[dict[int, np.ndarray]], strengt
     norms = [{lay: _check_vector(np.asarray(v, np.float32), lay, d_s, names[i]) for lay, v in d.items()}
              for i, d in enumerate(inputs)]
     outs: list[dict[int, np.ndarray]] = [{} for _ in inputs]
+    cover: list[dict[str, float]] = [{} for _ in inputs]
     used: list[set[int]] = [set() for _ in inputs]
     missing: list[list[int]] = [[] for _ in inputs]
     for lt, lm in sorted(map_set.maps.items()):
@@ -105,9 +126,12 @@ def carry_many(map_set: MapSet, inputs: Sequence[dict[int, np.ndarray]], strengt
             continue
         u = np.stack([np.asarray(inputs[i][ls], np.float32) / norms[i][ls] for i in rows])
         carried = _apply_unit(lm.map, u)
+        scores = map_set.coverage(lt, u)
         for r, i in enumerate(rows):
             outs[i][lt] = carried[r] * np.float32(_out_norm(strength, norms[i][ls], lm.header, names[i]))
             used[i].add(ls)
+            if scores is not None:
+                cover[i][str(lt)] = round(float(scores[r]), 4)
     results = []
     for i, d in enumerate(inputs):
         unmapped = sorted(set(d) - used[i])
@@ -119,13 +143,28 @@ def carry_many(map_set: MapSet, inputs: Sequence[dict[int, np.ndarray]], strengt
         report = {"layer_mapping": {str(lm.layer_source): lt for lt, lm in sorted(map_set.maps.items())
                                     if lt in outs[i]},
                   "unmapped_source_layers": unmapped, "target_layers_without_input": missing[i],
-                  "strength": strength}
+                  "strength": strength, "coverage": cover[i]}
         results.append(Carried(dict(sorted(outs[i].items())), report))
+    if strict:
+        _refuse_low_coverage(results, names, threshold)
     return results
 
 
+def _refuse_low_coverage(results: list[Carried], names: Sequence[str], threshold: float | None) -> None:
+    from .coverage import THRESHOLD
+
+    t = THRESHOLD if threshold is None else threshold
+    for name, c in zip(names, results):
+        low = c.low_coverage(t)
+        if low:
+            shown = ", ".join(f"L{lay} {v:.2f}" for lay, v in sorted(low.items())[:6])
+            raise CoverageError(f"{name}: coverage below {t} at {len(low)} target layer(s) ({shown}): the map set "
+                                "was not fitted on vectors like this one; use a map set fitted on data of its kind "
+                                "(e.g. --map shipped:…, or transfer fit with more sources), or drop strict")
+
+
 def carry(map_set: MapSet, directions: dict[int, np.ndarray] | np.ndarray, layer: int | None = None,
-          strength: str = "relative") -> Carried:
+          strength: str = "relative", strict: bool = False) -> Carried:
     """One vector: {source HF layer: [d_s]}, or a single [d_s] array with its source `layer`."""
     if isinstance(directions, np.ndarray) or not isinstance(directions, dict):
         v = np.asarray(directions, np.float32)
@@ -135,7 +174,7 @@ def carry(map_set: MapSet, directions: dict[int, np.ndarray] | np.ndarray, layer
                                          f"{len(map_set.maps)} layer pairs")
             layer = next(iter(map_set.maps.values())).layer_source
         directions = {int(layer): v}
-    return carry_many(map_set, [directions], strength)[0]
+    return carry_many(map_set, [directions], strength, strict=strict)[0]
 
 
 # ---------------------------------------------------------------- files
@@ -188,7 +227,8 @@ def library_files(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str | Path, *, layer: int | None = None,
-                   strength: str = "relative", fmt: str = "gguf", log=print) -> list[tuple[Path, Carried]]:
+                   strength: str = "relative", fmt: str = "gguf", strict: bool = False,
+                   threshold: float | None = None, log=print) -> list[tuple[Path, Carried]]:
     """Carry every input file (or library directory) and write the target control vectors under out_dir.
 
     Output names mirror the inputs' paths relative to their library directory; each file records its
@@ -206,7 +246,8 @@ def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str |
         files.extend(found)
         rel.extend(q.relative_to(p) if p.is_dir() else Path(q.name) for q in found)
     read = [read_vector_file(f, layer) for f in files]
-    carried = carry_many(map_set, [d for d, _ in read], strength, names=[str(f) for f in files])
+    carried = carry_many(map_set, [d for d, _ in read], strength, names=[str(f) for f in files], strict=strict,
+                         threshold=threshold)
     digest = map_set.digest()
     target, source = map_set.target, map_set.source
     norms_t = {str(lm.layer_target): lm.header["target"].get("typical_norm") for lm in map_set.maps.values()}
@@ -220,10 +261,17 @@ def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str |
             "strength_convention": strength, "typical_norms": json.dumps({k: norms_t[k] for k in map(str, c.directions)}),
             "unmapped_source_layers": json.dumps(c.report["unmapped_source_layers"]),
             "source_model_hint": meta.get("controlvector.model_hint", ""),
+            "coverage": json.dumps(c.report["coverage"]),
         }
         export_control_vector(dest, c.directions, model_hint=target.get("model_type") or target["name"],
                               metadata=provenance)
         written.append((dest, c))
         if c.report["unmapped_source_layers"]:
             log(f"{f}: source layers {c.report['unmapped_source_layers']} have no map in the set (not carried)")
+        low = c.low_coverage(threshold)
+        if low:
+            log(f"warning: {f}: low coverage at target layer(s) " + ", ".join(
+                f"L{lay} {v:.2f}" for lay, v in sorted(low.items())) +
+                " (the map set was not fitted on vectors like this; the carried direction may be unrelated to the "
+                "target's own; --strict refuses such vectors)")
     return written

@@ -11,6 +11,10 @@ Layer pairs (`layers`):
                       depth: covers multi-layer control vectors (llama.cpp, repeng);
   "sweep:PATH"        every steerable target layer from the source layer with the best validation
                       cosine in an alignment sweep's results.json (python -m stf_jax.align --layer-sweep).
+
+Several runs (`fit_mixture_map_set`): affine maps fitted on a weighted mixture of sources (style pairs,
+A/B behaviour items, dialogue turns, corpus pairs; `transfer.mixture`), deployed on the training rows.
+Every map records its coverage basis (`transfer.coverage`), from the source rows it was fitted on.
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ from ..align.pca import k_for_pair
 from ..align.protocol import baseline_trials, map_trials
 from ..data import dataset_hash
 from ..extract.store import read_manifest
+from .coverage import coverage_basis, scatter
 from .mapfile import LayerMap, MapSet, header_for
+from .mixture import LayerData, Source, data_record, fit_layer, log_quality, open_sources
 
 
 def steerable(layers: Sequence[int], n_layers: int) -> list[int]:
@@ -127,9 +133,42 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
         header = header_for(method, settings, {**info_s, "layer": ls, "typical_norm": norm_s},
                             {**info_t, "layer": lt, "typical_norm": norm_t},
                             {**data, "n_used": int(usable.sum())}, quality)
-        out[lt] = LayerMap(m, header)
+        basis = coverage_basis(scatter(x_s[~excluded]), ridge if method == "affine" else 0.1)
+        out[lt] = LayerMap(m, header, basis)
         log(f"{source} L{ls} -> {target} L{lt}: {method} held-out centered cosine {quality['centered_cosine']:.3f} "
             f"(trait_mean {quality['trait_mean_centered']:.3f}), k={k_used}, {int(usable.sum())} pairs")
+    return MapSet(out)
+
+
+def fit_mixture_map_set(sources: Sequence[Source], source: str, target: str, layers: str | int = "depth", *,
+                        ridge: float = 0.1, seed: int = 0, test_fraction: float = 0.2,
+                        norms: dict[str, dict[int, float]] | None = None, model_types: dict[str, str] | None = None,
+                        log: Callable[[str], None] = print) -> MapSet:
+    """Affine maps source → target at each layer pair of `layers`, fitted on the weighted mixture of
+    `sources` (module docstring of `transfer.mixture`); quality is per source on its held-out rows."""
+    if source == target:
+        raise AlignInputError("source and target are the same model")
+    if not (np.isfinite(ridge) and ridge >= 0):
+        raise AlignInputError(f"ridge must be a finite number >= 0, got {ridge}")
+    runs = open_sources(sources, source, target, test_fraction, seed)
+    ref_s, ref_t = runs[0].ref_s, runs[0].ref_t
+    manifest = read_manifest(runs[0].source.run)
+    info_s, info_t = _model_info(ref_s, manifest), _model_info(ref_t, manifest)
+    for info in (info_s, info_t):
+        info["model_type"] = (model_types or {}).get(info["name"], info["model_type"])
+    data = data_record(runs, test_fraction, seed)
+    settings = maps.FitSettings(ridge=ridge)
+    out = {}
+    for ls, lt in layer_pairs(layers, ref_s, ref_t):
+        layer = LayerData.load(runs, ls, lt)
+        m, basis, by_source = fit_layer(layer, ridge)
+        quality = {"by_source": by_source, "centered_cosine": None, "trait_mean_centered": None}
+        header = header_for("affine", settings, {**info_s, "layer": ls, "typical_norm": (norms or {}).get(source, {}).get(ls)},
+                            {**info_t, "layer": lt, "typical_norm": (norms or {}).get(target, {}).get(lt)},
+                            {**data, "n_used": int(sum((layer.train_weights(i) > 0).sum() for i in range(len(runs))))},
+                            quality)
+        out[lt] = LayerMap(m, header, basis)
+        log_quality(source, target, ls, lt, by_source, log)
     return MapSet(out)
 
 

@@ -8,6 +8,9 @@ header saying everything needed to use and trust it:
     source / target: name, model_type, config_hash, d_model, n_layers, layer, typical_norm
     data: dataset hash, pair count, traits;  quality: held-out centered cosine vs the trait_mean baseline
 
+A map file may also hold `coverage/basis` [k, d_s] (`transfer.coverage`): where in the source space the
+map was fitted, so `transfer` can score how far each carried vector can be trusted.
+
 A **map set** is a directory: `mapset.json` (the same model-level fields and one entry per layer pair)
 plus one map file per pair. It covers the target's steerable layers, so a multi-layer control vector is
 carried in one call (`MapSet.carry`).
@@ -43,6 +46,7 @@ class LayerMap:
 
     map: Any
     header: dict[str, Any]
+    coverage_basis: np.ndarray | None = None  # [k, d_s] (transfer.coverage); None in maps written before it
 
     @property
     def layer_source(self) -> int:
@@ -61,11 +65,18 @@ def header_for(method: str, settings: maps.FitSettings, source: dict, target: di
             "source": source, "target": target, "data": data, "quality": quality, "stf_jax": __version__}
 
 
-def save_map(path: str | Path, layer_map: LayerMap) -> str:
-    """Write one map file atomically; returns its sha256."""
+COVERAGE_TENSOR = "coverage/basis"
+
+
+def save_map(path: str | Path, layer_map: LayerMap, dtype: str = "float32") -> str:
+    """Write one map file atomically; returns its sha256. dtype "float16" halves the file (the shipped
+    map sets: directions keep a cosine > 0.9999 to the float32 map's)."""
     from ..extract.store import atomic_save_tensors
 
-    tensors = maps.map_tensors(layer_map.map)
+    tensors = dict(maps.map_tensors(layer_map.map))
+    if layer_map.coverage_basis is not None:
+        tensors[COVERAGE_TENSOR] = np.asarray(layer_map.coverage_basis, np.float32)
+    tensors = {k: v.astype(dtype) for k, v in tensors.items()}
     return atomic_save_tensors(Path(path), tensors, {_HEADER_KEY: json.dumps(layer_map.header, sort_keys=True)})
 
 
@@ -102,12 +113,16 @@ def load_map(path: str | Path) -> LayerMap:
         raise MapFileError(f"{path}: corrupt map header ({exc})") from None
     _check_header(header, str(path))
     settings = maps.FitSettings.from_json(header["settings"])
+    basis = tensors.pop(COVERAGE_TENSOR, None)
+    d_s = int(header["source"]["d_model"])
+    if basis is not None and (basis.ndim != 2 or basis.shape[1] != d_s or not np.isfinite(basis).all()):
+        raise MapFileError(f"{path}: tensor {COVERAGE_TENSOR} has shape {basis.shape} (expected [k, {d_s}], finite)")
     try:
-        m = maps.map_from_tensors(header["method"], tensors, int(header["source"]["d_model"]),
+        m = maps.map_from_tensors(header["method"], {k: v.astype(np.float32) for k, v in tensors.items()}, d_s,
                                   int(header["target"]["d_model"]), settings)
     except ValueError as exc:
         raise MapFileError(f"{path}: {exc}") from None
-    return LayerMap(m, header)
+    return LayerMap(m, header, None if basis is None else basis.astype(np.float32))
 
 
 def _model_fields(d: dict) -> dict:
@@ -148,9 +163,18 @@ class MapSet:
             for name, arr in sorted(maps.map_tensors(m.map).items()):
                 h.update(name.encode())
                 h.update(np.ascontiguousarray(arr, np.float32).tobytes())
+            if m.coverage_basis is not None:
+                h.update(np.ascontiguousarray(m.coverage_basis, np.float32).tobytes())
         return h.hexdigest()
 
-    def save(self, out_dir: str | Path) -> Path:
+    def coverage(self, layer_target: int, u: np.ndarray) -> np.ndarray | None:
+        """Coverage of source directions u [..., d_s] under the map of `layer_target` (None: not recorded)."""
+        from .coverage import coverage
+
+        basis = self.maps[layer_target].coverage_basis
+        return None if basis is None else coverage(basis, u)
+
+    def save(self, out_dir: str | Path, dtype: str = "float32") -> Path:
         """Write the map files and `mapset.json` (last, so a directory with mapset.json is complete)."""
         from ..extract.store import atomic_write_bytes
 
@@ -159,7 +183,7 @@ class MapSet:
         entries = []
         for lt, m in sorted(self.maps.items()):
             name = f"map_L{m.layer_source:03d}_to_L{lt:03d}.safetensors"
-            sha = save_map(out / name, m)
+            sha = save_map(out / name, m, dtype)
             entries.append({"layer_source": m.layer_source, "layer_target": lt, "file": name, "sha256": sha,
                             "quality": m.header["quality"]})
         index = {"format": FORMAT + "set", "format_version": FORMAT_VERSION, "method": self.method,
@@ -170,8 +194,32 @@ class MapSet:
         return out
 
 
+SHIPPED_PREFIX = "shipped:"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "maps"
+
+
+def shipped_map_sets() -> list[str]:
+    """Names of the map sets installed with the package ("smollm2-135m->gemma3-270m", ...)."""
+    if not SHIPPED_DIR.is_dir():
+        return []
+    return sorted(p.name.replace("__", "->") for p in SHIPPED_DIR.iterdir() if (p / SET_FILE).is_file())
+
+
+def shipped_path(name: str) -> Path:
+    """The directory of a shipped map set, by name ("shipped:SOURCE->TARGET" or "SOURCE->TARGET")."""
+    name = name[len(SHIPPED_PREFIX):] if name.startswith(SHIPPED_PREFIX) else name
+    known = shipped_map_sets()
+    if name not in known:
+        raise MapFileError(f"no shipped map set {name!r}; installed: {known or 'none'} "
+                           "(or give a map-set directory)")
+    return SHIPPED_DIR / name.replace("->", "__")
+
+
 def load_map_set(path: str | Path) -> MapSet:
-    """A map-set directory (or a single map file, as a set of one)."""
+    """A map-set directory, a single map file (as a set of one), or a shipped set by name
+    ("shipped:smollm2-135m->gemma3-270m")."""
+    if isinstance(path, str) and path.startswith(SHIPPED_PREFIX):
+        path = shipped_path(path)
     path = Path(path)
     if path.is_file():
         m = load_map(path)

@@ -1,0 +1,231 @@
+"""Map training data from several sources, mixed by weight, and affine maps fitted from their moments.
+
+A map carries what it was fitted on. Fitted on 26 style traits of short texts, it carries an unseen style
+well and an A/B behaviour vector not at all; so the data a map is fitted on is an input, and a mixture of
+kinds (style pairs, A/B behaviour items, dialogue turns, general-text corpus pairs) is what makes a map
+general. Each source is an extraction run (`python -m stf_jax.extract --pairs NAME`) holding both models;
+its rows are the runs' unit steering vectors, paired across models by pair id.
+
+Weights are shares: a source of weight w contributes w / Σw of the total row weight, however many rows
+it has (a corpus of 800 pairs does not drown 60 A/B items). The ridge-affine map (the LRT paper's map on
+paired vectors) needs only the weighted first and second moments of the rows, so sources are streamed
+one layer at a time in memory O(d²), and a trait's moments can be subtracted from the total to refit
+without it: leave-one-trait-out costs one solve per trait (`evaluate_kinds`).
+
+Rows are split train/test per source (pinned `split` fields first, else a text-disjoint, trait-stratified
+split); the deployed map is fitted on the training rows only, so the held-out figures it prints and
+records are the quality of the map that is saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..align.affine import AffineMap
+from ..align.inputs import AlignInputError, ModelRef, find_models, load_vectors, pair_table, zero_rows
+from ..data import dataset_hash, split_pairs
+from .coverage import coverage_basis
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One kind of training data: an extraction run holding both models, its weight, traits to leave out."""
+
+    run: Path
+    weight: float = 1.0
+    exclude_traits: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if not (np.isfinite(self.weight) and self.weight > 0):
+            raise AlignInputError(f"weight of {self.run}: must be a positive number, got {self.weight}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Moments:
+    """Weighted sufficient statistics of paired rows (float64): total weight, sums, second moments."""
+
+    w: float
+    sx: np.ndarray   # [d_s]
+    sy: np.ndarray   # [d_t]
+    sxx: np.ndarray  # [d_s, d_s]
+    sxy: np.ndarray  # [d_s, d_t]
+
+    @classmethod
+    def of(cls, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> "Moments":
+        x, y, w = np.asarray(x, np.float64), np.asarray(y, np.float64), np.asarray(w, np.float64)
+        xw = x * w[:, None]
+        return cls(float(w.sum()), xw.sum(0), (y * w[:, None]).sum(0), xw.T @ x, xw.T @ y)
+
+    def __add__(self, o: "Moments") -> "Moments":
+        return Moments(self.w + o.w, self.sx + o.sx, self.sy + o.sy, self.sxx + o.sxx, self.sxy + o.sxy)
+
+    def __sub__(self, o: "Moments") -> "Moments":
+        return Moments(self.w - o.w, self.sx - o.sx, self.sy - o.sy, self.sxx - o.sxx, self.sxy - o.sxy)
+
+
+def fit_affine_moments(m: Moments, ridge: float) -> tuple[AffineMap, np.ndarray]:
+    """The ridge-affine map of `align.affine.fit_affine` (same relative ridge) from moments, and the
+    centered source scatter it was solved with, per unit weight (for the coverage basis)."""
+    if m.w <= 0:
+        raise AlignInputError("no training rows to fit a map on")
+    mu_s, mu_t = m.sx / m.w, m.sy / m.w
+    gram = m.sxx / m.w - np.outer(mu_s, mu_s)      # [d_s, d_s]
+    cross = m.sxy / m.w - np.outer(mu_s, mu_t)     # [d_s, d_t]
+    lam = ridge * np.trace(gram) / gram.shape[0]
+    a = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), cross)
+    b = mu_t - mu_s @ a
+    return AffineMap(np.asarray(a, np.float32), np.asarray(b, np.float32)), gram
+
+
+@dataclasses.dataclass
+class SourceRun:
+    """One source opened: both models' refs, the pair table, each row's trait and split side."""
+
+    source: Source
+    ref_s: ModelRef
+    ref_t: ModelRef
+    order_s: np.ndarray
+    order_t: np.ndarray
+    traits: np.ndarray   # [n] str
+    train: np.ndarray    # [n] bool
+    ids: tuple[str, ...]
+    data_hash: str
+
+    @classmethod
+    def open(cls, source: Source, source_model: str, target_model: str, test_fraction: float = 0.2,
+             seed: int = 0) -> "SourceRun":
+        refs = find_models([source.run])
+        for name in (source_model, target_model):
+            if name not in refs:
+                raise AlignInputError(f"model {name!r} is not in {source.run}; it holds {sorted(refs)} "
+                                      "(extract every source with both models)")
+        table, orders = pair_table([refs[source_model], refs[target_model]])
+        split = split_pairs(table.pairs, test_fraction=test_fraction, seed=seed)
+        test = set(split.test)
+        order = orders[Path(source.run)]
+        return cls(source, refs[source_model], refs[target_model], order, order, np.array(table.traits),
+                   np.array([pid not in test for pid in table.pair_ids]), table.pair_ids,
+                   dataset_hash(table.pairs))
+
+    @property
+    def trait_names(self) -> list[str]:
+        return sorted(set(self.traits.tolist()))
+
+    def rows(self, ls: int, lt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x_s [n, d_s], x_t [n, d_t], usable [n] bool) unit steering vectors at one layer pair."""
+        x_s = load_vectors(self.ref_s, ls, self.order_s)
+        x_t = load_vectors(self.ref_t, lt, self.order_t)
+        usable = ~(zero_rows(x_s) | zero_rows(x_t)) & ~np.isin(self.traits, self.source.exclude_traits)
+        return x_s, x_t, usable
+
+    def row_weight(self) -> float:
+        """The weight of one training row: the source's share spread over its training rows."""
+        n = int((self.train & ~np.isin(self.traits, self.source.exclude_traits)).sum())
+        if n == 0:
+            raise AlignInputError(f"{self.source.run}: no training rows left")
+        return self.source.weight / n
+
+
+def open_sources(sources: Sequence[Source], source_model: str, target_model: str, test_fraction: float = 0.2,
+                 seed: int = 0) -> list[SourceRun]:
+    runs = [SourceRun.open(s, source_model, target_model, test_fraction, seed) for s in sources]
+    for r in runs[1:]:
+        for a, b in ((r.ref_s, runs[0].ref_s), (r.ref_t, runs[0].ref_t)):
+            if (a.d_model, a.n_layers) != (b.d_model, b.n_layers):
+                raise AlignInputError(f"{a.name} differs between {b.run_dir} and {a.run_dir} (d_model, n_layers "
+                                      f"{(b.d_model, b.n_layers)} vs {(a.d_model, a.n_layers)}): not the same model")
+    return runs
+
+
+@dataclasses.dataclass
+class LayerData:
+    """Every source's rows at one layer pair, with per-row mixture weights (0 off the training split)."""
+
+    runs: list[SourceRun]
+    x_s: list[np.ndarray]
+    x_t: list[np.ndarray]
+    usable: list[np.ndarray]
+
+    @classmethod
+    def load(cls, runs: list[SourceRun], ls: int, lt: int) -> "LayerData":
+        loaded = [r.rows(ls, lt) for r in runs]
+        return cls(runs, [a for a, _, _ in loaded], [b for _, b, _ in loaded], [u for _, _, u in loaded])
+
+    def train_weights(self, i: int) -> np.ndarray:
+        r = self.runs[i]
+        return np.where(self.usable[i] & r.train, r.row_weight(), 0.0)
+
+    def moments(self, i: int, mask: np.ndarray | None = None) -> Moments:
+        w = self.train_weights(i) if mask is None else np.where(mask, self.train_weights(i), 0.0)
+        return Moments.of(self.x_s[i], self.x_t[i], w)
+
+    def total(self) -> Moments:
+        out = self.moments(0)
+        for i in range(1, len(self.runs)):
+            out = out + self.moments(i)
+        return out
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    n = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.maximum(n, 1e-12)
+
+
+def carry_rows(m: AffineMap, x: np.ndarray) -> np.ndarray:
+    """Unit rows through the map, normalised (what `transfer.apply` does to a vector's direction)."""
+    return unit(np.asarray(x, np.float64) @ np.asarray(m.weight, np.float64) + np.asarray(m.bias, np.float64))
+
+
+def held_out_quality(m: AffineMap, data: LayerData, min_rows: int = 4) -> dict[str, Any]:
+    """Per source, on its test rows: mean row cosine (carried vs the target's own pair vector) and mean
+    trait-level cosine (carried mean vector vs the target's mean vector, traits with >= min_rows rows)."""
+    out = {}
+    for i, r in enumerate(data.runs):
+        test = data.usable[i] & ~r.train
+        if not test.any():
+            continue
+        rows = float(np.mean(np.sum(carry_rows(m, data.x_s[i][test]) * data.x_t[i][test], -1)))
+        traits = []
+        for t in r.trait_names:
+            sel = test & (r.traits == t)
+            if sel.sum() >= min_rows:
+                carried = carry_rows(m, unit(data.x_s[i][sel].mean(0)))
+                traits.append(float(np.sum(carried * unit(data.x_t[i][sel].mean(0)))))
+        out[str(r.source.run)] = {"row_cosine": rows, "trait_cosine": float(np.mean(traits)) if traits else None,
+                                  "n_test": int(test.sum()), "n_traits": len(traits)}
+    return out
+
+
+def fit_layer(data: LayerData, ridge: float) -> tuple[AffineMap, np.ndarray, dict[str, Any]]:
+    """The deployed map of one layer pair (training rows of every source), its coverage basis, quality."""
+    m, gram = fit_affine_moments(data.total(), ridge)
+    return m, coverage_basis(gram, ridge), held_out_quality(m, data)
+
+
+def data_record(runs: list[SourceRun], test_fraction: float, seed: int) -> dict[str, Any]:
+    """What the maps were fitted on: per source its run, weight, pairs' hash, traits (in map headers)."""
+    return {"sources": [{"run": str(r.source.run), "weight": r.source.weight, "dataset_hash": r.data_hash,
+                         "n_pairs": len(r.ids), "n_train": int(r.train.sum()),
+                         "traits": [t for t in r.trait_names if t not in r.source.exclude_traits],
+                         "excluded_traits": list(r.source.exclude_traits)} for r in runs],
+            "split": {"test_fraction": test_fraction, "seed": seed, "deployed_on": "train"},
+            "dataset_hash": dataset_hash_of(runs), "n_pairs": sum(len(r.ids) for r in runs),
+            "traits": sorted({t for r in runs for t in r.trait_names if t not in r.source.exclude_traits})}
+
+
+def dataset_hash_of(runs: list[SourceRun]) -> str:
+    """One hash naming the whole mixture: every source's pairs hash, weight and exclusions."""
+    import hashlib
+    import json
+
+    rec = [[r.data_hash, r.source.weight, sorted(r.source.exclude_traits)] for r in runs]
+    return hashlib.sha256(json.dumps(rec).encode()).hexdigest()
+
+
+def log_quality(source: str, target: str, ls: int, lt: int, quality: dict, log: Callable[[str], None]) -> None:
+    parts = [f"{Path(k).name} {v['trait_cosine']:.3f}" for k, v in quality.items() if v["trait_cosine"] is not None]
+    log(f"{source} L{ls} -> {target} L{lt}: affine (mixture) held-out trait cosine: " + ", ".join(parts))

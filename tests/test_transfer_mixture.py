@@ -1,0 +1,236 @@
+"""Maps fitted on a mixture of sources, coverage, and shipped data of more kinds (fast, planted runs).
+
+The planted world: one true linear map W from the source model (d 24) to the target (d 32). Style pairs
+move the source only inside a subspace S1, A/B behaviour items only inside S2 ⟂ S1 (plus a little
+noise everywhere). A map fitted on styles alone has never seen S2: it must carry an A/B vector badly
+*and say so* (low coverage); fitted on the mixture it carries a held-out behaviour's vector to where W
+sends it, with high coverage."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_align import write_run
+
+from stf_jax.align.affine import fit_affine
+from stf_jax.data import load_pairs, validate_pairs
+from stf_jax.data.corpus import corpus_pairs, load_corpus
+from stf_jax.steer.export import export_control_vector, load_control_vector
+from stf_jax.transfer import CoverageError, carry, fit_map, load_map_set
+from stf_jax.transfer.coverage import coverage, coverage_basis, scatter
+from stf_jax.transfer.kinds import Fit, kinds_report, spearman
+from stf_jax.transfer.mixture import Moments, fit_affine_moments
+
+D_S, D_T, HALF = 24, 32, 12
+QUIET = dict(norms=None, log=lambda *a: None)
+
+
+def _world(seed=0):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((D_S, D_S)))
+    return q[:, :HALF], q[:, HALF:], rng.standard_normal((D_S, D_T))  # S1, S2, W
+
+
+def _rows(pairs, basis, w, seed):
+    """Unit source rows: a trait centre + within-trait spread, both inside `basis`, small noise elsewhere."""
+    rng = np.random.default_rng(seed)
+    names = sorted({p.trait for p in pairs})
+    centers = rng.standard_normal((len(names), basis.shape[1])) * 1.5
+    z = centers[[names.index(p.trait) for p in pairs]] + rng.standard_normal((len(pairs), basis.shape[1]))
+    x = z @ basis.T + 0.02 * rng.standard_normal((len(pairs), D_S))
+    y = x @ w
+    unit = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+    return unit(x), unit(y)
+
+
+def _planted_run(root: Path, dataset: str, basis, w, seed, per_trait=30, n_traits=8) -> Path:
+    pairs, seen = [], {}
+    for p in load_pairs(dataset):
+        if (len(seen) < n_traits or p.trait in seen) and seen.get(p.trait, 0) < per_trait:
+            pairs.append(p)
+            seen[p.trait] = seen.get(p.trait, 0) + 1
+    x, y = _rows(pairs, basis, w, seed)
+    run = write_run(root, pairs, {"A": [x] * 4, "B": [y] * 4})
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["source"]["dataset"] = dataset
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    s1, s2, w = _world()
+    root = tmp_path_factory.mktemp("mix")
+    return {"styles": _planted_run(root / "styles", "shipped", s1, w, 1),
+            "ab": _planted_run(root / "ab", "ab", s2, w, 2), "s1": s1, "s2": s2, "w": w}
+
+
+def _cos(a, b):
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_moments_fit_is_fit_affine():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 20))
+    y = x @ rng.standard_normal((20, 12)) + 0.1 * rng.standard_normal((200, 12)) + 1.0
+    ref = fit_affine(jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32), jnp.ones(200), ridge=0.1)
+    got, gram = fit_affine_moments(Moments.of(x, y, np.ones(200)), ridge=0.1)
+    np.testing.assert_allclose(got.weight, np.asarray(ref.weight), atol=2e-5)
+    np.testing.assert_allclose(got.bias, np.asarray(ref.bias), atol=2e-5)
+    # subtracting rows' moments is refitting without them
+    keep = np.arange(200) >= 50
+    part, _ = fit_affine_moments(Moments.of(x, y, np.ones(200)) - Moments.of(x[:50], y[:50], np.ones(50)), 0.1)
+    direct, _ = fit_affine_moments(Moments.of(x[keep], y[keep], np.ones(150)), 0.1)
+    np.testing.assert_allclose(part.weight, direct.weight, atol=1e-8)
+
+
+def test_coverage_is_ridge_leverage():
+    """|B u|² from the stored basis = uᵀ G (G+λI)⁻¹ u (an explicit solve); 1 inside the data's span,
+    ~0 orthogonal to it."""
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.standard_normal((30, 30)))[0][:, :10]
+    x = rng.standard_normal((500, 10)) @ basis.T
+    g = scatter(x)
+    u = rng.standard_normal((4, 30))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    lam = 0.1 * np.trace(g) / 30
+    want = np.einsum("md,md->m", u, (g @ np.linalg.solve(g + lam * np.eye(30), u.T)).T)
+    np.testing.assert_allclose(coverage(coverage_basis(g, 0.1), u), want, atol=0.02)  # KEEP drops ≤ 0.02
+    inside, outside = basis @ rng.standard_normal(10), np.linalg.qr(rng.standard_normal((30, 30)))[0][:, 0]
+    outside -= basis @ (basis.T @ outside)
+    assert coverage(coverage_basis(g, 0.1), inside) > 0.95
+    assert coverage(coverage_basis(g, 0.1), outside) < 0.02
+
+
+def test_mixture_carries_an_unseen_kind_and_coverage_says_when_it_cannot(world):
+    """A held-out A/B behaviour: the styles-only map misses it (low cosine, low coverage); the mixture
+    fitted without that behaviour carries it where W sends it (high cosine, high coverage)."""
+    ab = [p for p in load_pairs("ab")]
+    held = "ai_coordination"
+    styles_only = fit_map(world["styles"], "A", "B", layers=1, **QUIET)
+    mixture = fit_map([world["styles"], world["ab"]], "A", "B", layers=1, exclude_traits=[held], **QUIET)
+    rng = np.random.default_rng(5)
+    v = world["s2"] @ rng.standard_normal(HALF)  # a direction inside the A/B subspace
+    want = v @ world["w"]
+    lo, hi = carry(styles_only, v, layer=1, strength="unit"), carry(mixture, v, layer=1, strength="unit")
+    assert _cos(hi.directions[1], want) > 0.95 > 0.5 > _cos(lo.directions[1], want)
+    assert hi.coverage[1] > 0.75 and lo.coverage[1] < 0.2
+    assert lo.low_coverage() == {1: lo.coverage[1]} and not hi.low_coverage()
+    with pytest.raises(CoverageError, match="coverage below 0.5 at 1 target layer"):
+        carry(styles_only, v, layer=1, strength="unit", strict=True)
+    rec = mixture.maps[1].header["data"]
+    assert [s["excluded_traits"] for s in rec["sources"]] == [[held], [held]] and held not in rec["traits"]
+    by_source = mixture.maps[1].header["quality"]["by_source"]  # held-out rows: styles (the A/B rows are all train)
+    assert {Path(k).name for k in by_source} == {"styles"} and next(iter(by_source.values()))["trait_cosine"] > 0.95
+    assert len(ab) == 480
+
+
+def test_weights_are_shares_of_the_rows(world, tmp_path):
+    """A source's weight is its share of the fit whatever its row count: weight 0-ish styles is the
+    A/B-only map; the map set records the weights and both data hashes."""
+    only_ab = fit_map([world["ab"]], "A", "B", layers=1, weights=[1.0], **QUIET)
+    tiny_styles = fit_map([world["styles"], world["ab"]], "A", "B", layers=1, weights=[1e-9, 1.0], **QUIET)
+    np.testing.assert_allclose(tiny_styles.maps[1].map.weight, only_ab.maps[1].map.weight, atol=1e-4)
+    ms = fit_map([world["styles"], world["ab"]], "A", "B", layers=1, weights=[2, 1], out=tmp_path / "m", **QUIET)
+    loaded = load_map_set(tmp_path / "m")
+    assert [s["weight"] for s in loaded.maps[1].header["data"]["sources"]] == [2.0, 1.0]
+    assert loaded.digest() == ms.digest()
+    assert np.array_equal(loaded.maps[1].coverage_basis, ms.maps[1].coverage_basis)
+    with pytest.raises(ValueError, match="weight"):
+        fit_map([world["styles"], world["ab"]], "A", "B", layers=1, weights=[1, -1], **QUIET)
+    with pytest.raises(ValueError, match="affine"):
+        fit_map([world["styles"], world["ab"]], "A", "B", method="procrustes", layers=1, **QUIET)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "stf_jax.transfer", *map(str, args)], capture_output=True, text=True)
+
+
+def test_cli_mixture_fit_apply_coverage_and_strict(world, tmp_path):
+    r = _cli("fit", world["styles"], world["ab"], "--weights", "1", "1", "--source", "A", "--target", "B",
+             "--layers", "2", "--no-norms", "--dtype", "float16", "--out", tmp_path / "mix")
+    assert r.returncode == 0, r.stderr
+    assert "held-out trait cosine: styles" in r.stderr
+    r = _cli("fit", world["styles"], "--source", "A", "--target", "B", "--layers", "2", "--no-norms",
+             "--out", tmp_path / "styles")
+    assert r.returncode == 0, r.stderr
+    v = world["s2"] @ np.random.default_rng(3).standard_normal(HALF)
+    export_control_vector(tmp_path / "in" / "ab_vec.gguf", {2: v.astype(np.float32)}, model_hint="llama")
+    r = _cli("apply", "--map", tmp_path / "styles", tmp_path / "in", "--out", tmp_path / "out1", "--strength", "unit")
+    assert r.returncode == 0, r.stderr
+    assert "warning:" in r.stderr and "low coverage at target layer(s) L2" in r.stderr
+    cov = json.loads(load_control_vector(tmp_path / "out1" / "ab_vec.gguf").metadata["stf_jax.coverage"])
+    assert set(cov) == {"2"} and cov["2"] < 0.2
+    r = _cli("apply", "--map", tmp_path / "styles", tmp_path / "in", "--out", tmp_path / "out2", "--strict",
+             "--strength", "unit")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "coverage below 0.5" in r.stderr
+    assert not (tmp_path / "out2" / "ab_vec.gguf").exists()
+    r = _cli("apply", "--map", tmp_path / "mix", tmp_path / "in", "--out", tmp_path / "out3", "--strict",
+             "--strength", "unit")
+    assert r.returncode == 0, r.stderr
+    out = load_control_vector(tmp_path / "out3" / "ab_vec.gguf")
+    assert json.loads(out.metadata["stf_jax.coverage"])["2"] > 0.75
+    assert _cos(out.directions[2], v @ world["w"]) > 0.95  # float16 map files still carry it
+    r = _cli("apply", "--map", "shipped:nope->none", tmp_path / "in", "--out", tmp_path / "o4")
+    assert r.returncode == 2 and "no shipped map set" in r.stderr
+
+
+def test_kinds_evaluation_separates_recipes_and_coverage_predicts(world, tmp_path):
+    res = kinds_report({"styles": str(world["styles"]), "ab": str(world["ab"])}, ["A", "B"], tmp_path, eval_only=(),
+                       recipes={"styles": ("styles",), "mixture": ("styles", "ab")}, layers=1, log=lambda *a: None)
+    d = res["directions"]["A->B"]
+    assert d["unseen"]["mixture"]["ab"] > 0.9 > 0.5 > d["unseen"]["styles"]["ab"]
+    assert d["coverage_spearman_all"] > 0.5
+    assert (tmp_path / "kinds.png").stat().st_size > 1000 and "| fitted on |" in (tmp_path / "kinds.md").read_text()
+
+
+def test_fit_solve_coverage_matches_basis():
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((100, 16)), rng.standard_normal((100, 8))
+    m = Moments.of(x, y, np.ones(100))
+    u = rng.standard_normal((3, 16))
+    _, gram = fit_affine_moments(m, 0.1)
+    np.testing.assert_allclose(Fit.solve(m, 0.1).coverage(u), coverage(coverage_basis(gram, 0.1), u), atol=0.02)
+    assert abs(spearman([1, 2, 3, 4], [10, 20, 30, 40]) - 1) < 1e-12 and abs(spearman([1, 2, 3], [3, 2, 1]) + 1) < 1e-12
+
+
+# ---------------------------------------------------------------- shipped data of more kinds
+
+
+@pytest.mark.parametrize("name,traits,per_trait", [("ab", 8, 60), ("dialogue", 5, 40)])
+def test_shipped_kinds_load_validate_and_hold_out(name, traits, per_trait):
+    pairs = load_pairs(name)
+    by_trait = {}
+    for p in pairs:
+        by_trait.setdefault(p.trait, []).append(p)
+    assert len(by_trait) == traits and all(len(v) == per_trait for v in by_trait.values())
+    assert all({p.split for p in v} == {"train", "test"} for v in by_trait.values())
+    report = validate_pairs(pairs, min_per_trait=per_trait)
+    assert report.ok, report.errors[:3]
+    if name == "ab":  # the A/B form: same item, the answer letter differs, matching letter balanced
+        assert all(p.positive[:-3] == p.negative[:-3] and {p.positive[-3:], p.negative[-3:]} == {"(A)", "(B)"}
+                   for p in pairs)
+        for v in by_trait.values():
+            assert sum(p.positive.endswith("(A)") for p in v) == per_trait // 2
+
+
+def test_corpus_pairs_are_deterministic_within_split_and_cut_at_words():
+    texts = load_corpus()
+    assert len(texts) >= 300 and {t.split for t in texts} == {"train", "test"}
+    pairs = corpus_pairs(texts)
+    assert pairs == corpus_pairs(load_corpus()) == load_pairs("corpus")
+    split_of = {t.id: t.split for t in texts}
+    full = {t.id: t.text for t in texts}
+    for p in pairs[:200]:
+        tid = p.id[len("corpus-"):].rsplit("-", 1)[0]
+        assert p.split == split_of[tid] and full[tid].startswith(p.positive) and p.positive != p.negative
+        rest = full[tid][len(p.positive):]
+        assert rest == "" or rest.startswith(" ")
+    test_texts = {t.text for t in texts if t.split == "test"}
+    assert all(any(t.startswith(p.negative) for t in test_texts) for p in pairs if p.split == "test")
