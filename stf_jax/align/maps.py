@@ -80,6 +80,8 @@ class Method(NamedTuple):
     directions, so its bias is dropped). scramble: whether fitting on scrambled pairings is meaningful.
     scorer: how the protocol scores it: "fit" (fit per trial, carry every row) or "kspace" (Procrustes in
     PCA coordinates, no [n, d_t] reconstruction; equal numbers, see align.protocol).
+    moments: the fit is a function of the rows' first and second moments (ridge-affine), so a weighted
+    mixture of sources can be fitted in bounded memory (`transfer.mixture`); its ridge is `settings.ridge`.
     """
 
     name: str
@@ -88,6 +90,7 @@ class Method(NamedTuple):
     scramble: bool = True
     scorer: str = "fit"
     summary: str = ""
+    moments: bool = False
 
 
 def _fit_identity(x_s, x_t, w_train, w_val, key, s: FitSettings):
@@ -130,7 +133,8 @@ def _adapter_fitter(kind: str):
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("identity", _fit_identity, summary="zero-shot: the source vector itself, padded/truncated"),
     Method("procrustes", _fit_procrustes, scorer="kspace", summary="PCA per model + similarity Procrustes (the seed paper)"),
-    Method("affine", _fit_affine, summary="least-squares / ridge affine map on paired vectors (the LRT paper)"),
+    Method("affine", _fit_affine, summary="least-squares / ridge affine map on paired vectors (the LRT paper)",
+           moments=True),
     Method("affine_tokens", _fit_affine_tokens, fits_on="token_states", scramble=False,
            summary="affine map on paired corpus hidden states, applied to directions (the LRT paper)"),
     *(Method(kind, _adapter_fitter(kind), summary=f"optax-trained {kind} adapter, early-stopped")

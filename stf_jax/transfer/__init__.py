@@ -46,9 +46,11 @@ def fit_map(run_dir: str | Path | Sequence[str | Path], source: str, target: str
 
     runs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
     mixture = len(runs) > 1 or weights is not None or bool(exclude_traits)
-    if mixture and method != "affine":
-        raise TransferInputError(f"method {method!r}: a mixture of sources is fitted with method 'affine' only "
-                                 "(its maps are solved from the sources' moments)")
+    from ..align.maps import METHODS
+
+    if mixture and not (method in METHODS and METHODS[method].moments):
+        raise TransferInputError(f"method {method!r}: a mixture of sources is fitted with a method solved from the "
+                                 f"rows' moments: {[n for n, m in METHODS.items() if m.moments]}")
     weights = list(weights) if weights is not None else [1.0] * len(runs)
     if len(weights) != len(runs):
         raise TransferInputError(f"{len(weights)} weight(s) for {len(runs)} run(s): give one weight per run")
@@ -57,8 +59,8 @@ def fit_map(run_dir: str | Path | Sequence[str | Path], source: str, target: str
         norms, model_types = _measure_norms(runs[0], source, target, layers, norm_texts)
     if mixture:
         sources = [Source(Path(r), float(w), tuple(exclude_traits)) for r, w in zip(runs, weights)]
-        map_set = fit_mixture_map_set(sources, source, target, layers, norms=norms or None, model_types=model_types,
-                                      log=log, **settings)
+        map_set = fit_mixture_map_set(sources, source, target, layers, method=method, norms=norms or None,
+                                      model_types=model_types, log=log, **settings)
     else:
         map_set = fit_map_set(runs[0], source, target, method, layers, norms=norms or None, model_types=model_types,
                               log=log, **settings)
