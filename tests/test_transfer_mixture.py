@@ -101,11 +101,18 @@ def test_coverage_is_ridge_leverage():
     u /= np.linalg.norm(u, axis=1, keepdims=True)
     lam = 0.1 * np.trace(g) / 30
     want = np.einsum("md,md->m", u, (g @ np.linalg.solve(g + lam * np.eye(30), u.T)).T)
-    np.testing.assert_allclose(coverage(coverage_basis(g, 0.1), u), want, atol=0.02)  # KEEP drops ≤ 0.02
+    np.testing.assert_allclose(coverage(coverage_basis(g, 0.1)[0], u), want, atol=0.02)  # KEEP drops ≤ 0.02
     inside, outside = basis @ rng.standard_normal(10), np.linalg.qr(rng.standard_normal((30, 30)))[0][:, 0]
     outside -= basis @ (basis.T @ outside)
-    assert coverage(coverage_basis(g, 0.1), inside) > 0.95
-    assert coverage(coverage_basis(g, 0.1), outside) < 0.02
+    assert coverage(coverage_basis(g, 0.1)[0], inside) > 0.95
+    assert coverage(coverage_basis(g, 0.1)[0], outside) < 0.02
+    # a compact basis (top axes + the dropped axes' mean leverage) on a smooth spectrum: close to exact
+    x = rng.standard_normal((2000, 30)) * np.linspace(2.0, 0.2, 30)
+    g = scatter(x)
+    exact = coverage(coverage_basis(g, 0.1)[0], u)
+    b, rest = coverage_basis(g, 0.1, max_axes=20)
+    assert b.shape == (20, 30) and 0 < rest < 1
+    np.testing.assert_allclose(coverage(b, u, rest), exact, atol=0.08)  # ≤ spread of dropped leverages
 
 
 def test_mixture_carries_an_unseen_kind_and_coverage_says_when_it_cannot(world):
@@ -142,6 +149,8 @@ def test_weights_are_shares_of_the_rows(world, tmp_path):
     assert [s["weight"] for s in loaded.maps[1].header["data"]["sources"]] == [2.0, 1.0]
     assert loaded.digest() == ms.digest()
     assert np.array_equal(loaded.maps[1].coverage_basis, ms.maps[1].coverage_basis)
+    compact = fit_map([world["styles"], world["ab"]], "A", "B", layers=1, coverage_axes=8, **QUIET)
+    assert compact.maps[1].coverage_basis.shape == (8, D_S) and compact.maps[1].coverage_rest > 0
     with pytest.raises(ValueError, match="weight"):
         fit_map([world["styles"], world["ab"]], "A", "B", layers=1, weights=[1, -1], **QUIET)
     with pytest.raises(ValueError, match="affine"):
@@ -196,7 +205,7 @@ def test_fit_solve_coverage_matches_basis():
     m = Moments.of(x, y, np.ones(100))
     u = rng.standard_normal((3, 16))
     _, gram = fit_affine_moments(m, 0.1)
-    np.testing.assert_allclose(Fit.solve(m, 0.1).coverage(u), coverage(coverage_basis(gram, 0.1), u), atol=0.02)
+    np.testing.assert_allclose(Fit.solve(m, 0.1).coverage(u), coverage(coverage_basis(gram, 0.1)[0], u), atol=0.02)
     assert abs(spearman([1, 2, 3, 4], [10, 20, 30, 40]) - 1) < 1e-12 and abs(spearman([1, 2, 3], [3, 2, 1]) + 1) < 1e-12
 
 

@@ -10,7 +10,10 @@ nothing learned. The coverage of a unit direction u is the leverage-weighted sha
 1 when u lies in well-sampled directions, near 0 when it is orthogonal to everything the map saw. λ is
 the map's own relative ridge (λ = ridge · mean g_i; for maps without a ridge the affine default 0.1).
 A map file stores B = diag(sqrt(g/(g+λ))) Eᵀ for the axes with leverage above `KEEP` (coverage = |B u|²,
-so the dropped axes can lower it by at most KEEP): tensor `coverage/basis` [k, d_s].
+so the dropped axes can lower it by at most KEEP): tensor `coverage/basis` [k, d_s]. Compact files (the
+shipped map sets) keep only the `max_axes` axes of highest leverage and `coverage/rest` [1], the mean
+leverage of the dropped axes, applied to the energy of u outside the kept ones (the error is at most the
+spread of the dropped leverages times that energy).
 
 Below `THRESHOLD` `transfer apply` warns, naming the layer, and `--strict` refuses. The threshold and
 the score's rank correlation with carried-vs-native quality are measured in `evaluate_kinds` (README).
@@ -25,15 +28,20 @@ THRESHOLD = 0.5
 DEFAULT_RIDGE = 0.1
 
 
-def coverage_basis(gram: np.ndarray, ridge: float = DEFAULT_RIDGE) -> np.ndarray:
-    """B [k, d_s] from the source scatter G [d_s, d_s] of a map's training rows (module docstring)."""
+def coverage_basis(gram: np.ndarray, ridge: float = DEFAULT_RIDGE, max_axes: int | None = None
+                   ) -> tuple[np.ndarray, float]:
+    """(B [k, d_s], rest) from the source scatter G [d_s, d_s] of a map's training rows (module docstring)."""
     gram = np.asarray(gram, np.float64)
     g, e = np.linalg.eigh((gram + gram.T) / 2)
-    g = np.clip(g, 0.0, None)
+    g, e = np.clip(g[::-1], 0.0, None), e[:, ::-1]
     lam = max(ridge if ridge > 0 else DEFAULT_RIDGE, 1e-6) * max(g.mean(), 1e-30)
     lev = g / (g + lam)
     keep = lev > KEEP
-    return (np.sqrt(lev[keep])[:, None] * e[:, keep].T).astype(np.float32)
+    rest = 0.0
+    if max_axes is not None and keep.sum() > max_axes:
+        rest = float(lev[max_axes:].mean())
+        keep = np.arange(len(lev)) < max_axes
+    return (np.sqrt(lev[keep])[:, None] * e[:, keep].T).astype(np.float32), rest
 
 
 def scatter(x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
@@ -45,8 +53,15 @@ def scatter(x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     return xc.T @ xc / w.sum()
 
 
-def coverage(basis: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Coverage of directions u [..., d_s] (normalised here) under one map's basis [k, d_s]."""
+def coverage(basis: np.ndarray, u: np.ndarray, rest: float = 0.0) -> np.ndarray:
+    """Coverage of directions u [..., d_s] (normalised here) under one map's basis [k, d_s] (and the
+    mean leverage `rest` of the axes a compact basis dropped)."""
     u = np.asarray(u, np.float64)
     u = u / np.maximum(np.linalg.norm(u, axis=-1, keepdims=True), 1e-30)
-    return np.sum((u @ np.asarray(basis, np.float64).T) ** 2, axis=-1)
+    basis = np.asarray(basis, np.float64)
+    proj = u @ basis.T
+    out = np.sum(proj ** 2, axis=-1)
+    if rest:
+        inside = np.sum((proj / np.maximum(np.linalg.norm(basis, axis=-1), 1e-30)) ** 2, axis=-1)
+        out = out + rest * np.clip(1.0 - inside, 0.0, 1.0)
+    return np.clip(out, 0.0, 1.0)

@@ -133,15 +133,15 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
         header = header_for(method, settings, {**info_s, "layer": ls, "typical_norm": norm_s},
                             {**info_t, "layer": lt, "typical_norm": norm_t},
                             {**data, "n_used": int(usable.sum())}, quality)
-        basis = coverage_basis(scatter(x_s[~excluded]), ridge if maps.METHODS[method].moments else 0.1)
-        out[lt] = LayerMap(m, header, basis)
+        basis, rest = coverage_basis(scatter(x_s[~excluded]), ridge if maps.METHODS[method].moments else 0.1)
+        out[lt] = LayerMap(m, header, basis, rest)
         log(f"{source} L{ls} -> {target} L{lt}: {method} held-out centered cosine {quality['centered_cosine']:.3f} "
             f"(trait_mean {quality['trait_mean_centered']:.3f}), k={k_used}, {int(usable.sum())} pairs")
     return MapSet(out)
 
 
 def fit_mixture_map_set(sources: Sequence[Source], source: str, target: str, layers: str | int = "depth", *,
-                        method: str = "affine", ridge: float = 0.1, seed: int = 0, test_fraction: float = 0.2,
+                        method: str = "affine", ridge: float = 0.1, coverage_axes: int | None = None, seed: int = 0, test_fraction: float = 0.2,
                         norms: dict[str, dict[int, float]] | None = None, model_types: dict[str, str] | None = None,
                         log: Callable[[str], None] = print) -> MapSet:
     """Affine maps source → target at each layer pair of `layers`, fitted on the weighted mixture of
@@ -161,13 +161,13 @@ def fit_mixture_map_set(sources: Sequence[Source], source: str, target: str, lay
     out = {}
     for ls, lt in layer_pairs(layers, ref_s, ref_t):
         layer = LayerData.load(runs, ls, lt)
-        m, basis, by_source = fit_layer(layer, ridge)
+        m, (basis, rest), by_source = fit_layer(layer, ridge, coverage_axes)
         quality = {"by_source": by_source, "centered_cosine": None, "trait_mean_centered": None}
         header = header_for(method, settings, {**info_s, "layer": ls, "typical_norm": (norms or {}).get(source, {}).get(ls)},
                             {**info_t, "layer": lt, "typical_norm": (norms or {}).get(target, {}).get(lt)},
                             {**data, "n_used": int(sum((layer.train_weights(i) > 0).sum() for i in range(len(runs))))},
                             quality)
-        out[lt] = LayerMap(m, header, basis)
+        out[lt] = LayerMap(m, header, basis, rest)
         log_quality(source, target, ls, lt, by_source, log)
     return MapSet(out)
 

@@ -32,12 +32,21 @@ class Fit:
 
     @classmethod
     def solve(cls, m: Moments, ridge: float) -> "Fit":
+        return cls.scored(m, ridge, np.zeros((0, len(m.sx))))[0]
+
+    @classmethod
+    def scored(cls, m: Moments, ridge: float, u: np.ndarray) -> tuple["Fit", np.ndarray, np.ndarray]:
+        """The fit, and for unit rows u [k, d_s] their carried directions [k, d_t] and coverages [k], from
+        one solve: (G + λI)⁻¹ [C | uᵀ]."""
         mu_s, mu_t = m.sx / m.w, m.sy / m.w
         gram = m.sxx / m.w - np.outer(mu_s, mu_s)
         cross = m.sxy / m.w - np.outer(mu_s, mu_t)
         lam = ridge * np.trace(gram) / gram.shape[0]
-        a = np.linalg.solve(gram + lam * np.eye(len(gram)), cross)
-        return cls(a, mu_t - mu_s @ a, gram, float(lam))
+        u = unit(np.asarray(u, np.float64))
+        z = np.linalg.solve(gram + lam * np.eye(len(gram)), np.concatenate([cross, u.T], axis=1))
+        a, zu = z[:, :cross.shape[1]], z[:, cross.shape[1]:]
+        fit = cls(a, mu_t - mu_s @ a, gram, float(lam))
+        return fit, fit.carry(u), np.sum(u.T * (gram @ zu), axis=0)
 
     def carry(self, u: np.ndarray) -> np.ndarray:
         return unit(u @ self.a + self.b)
@@ -50,12 +59,20 @@ class Fit:
 
 
 def _trait_vectors(data: LayerData, i: int, trait: str, rng: np.random.Generator):
-    """(source vector, target vector, target split-half cosine) of one trait: all its usable pairs."""
+    """(source vector, target vector, target split-half cosine) of one trait: all its usable pairs.
+
+    The halves are stratified by the pairs' text endings: a last-token vector carries the identity of
+    the final token, and in A/B items that is the answer letter, balanced over the whole trait but not
+    over a random half (whose mean then points along "A minus B", not along the behaviour)."""
     r = data.runs[i]
     sel = np.flatnonzero(data.usable[i] & (r.traits == trait))
-    perm = rng.permutation(sel)
-    h1, h2 = perm[: len(perm) // 2], perm[len(perm) // 2:]
-    half = float(np.sum(unit(data.x_t[i][h1].mean(0)) * unit(data.x_t[i][h2].mean(0)))) if len(h1) else float("nan")
+    h1, h2 = [], []
+    for ending in np.unique(r.endings[sel]):
+        rows = rng.permutation(sel[r.endings[sel] == ending])
+        first = len(h1) <= len(h2)
+        (h1 if first else h2).extend(rows[0::2])
+        (h2 if first else h1).extend(rows[1::2])
+    half = float(np.sum(unit(data.x_t[i][h1].mean(0)) * unit(data.x_t[i][h2].mean(0)))) if h1 and h2 else float("nan")
     return unit(data.x_s[i][sel].mean(0)), unit(data.x_t[i][sel].mean(0)), half, len(sel)
 
 
@@ -67,29 +84,31 @@ def evaluate_layer(data: LayerData, kinds: Sequence[str], recipes: dict[str, Seq
     rng = np.random.default_rng(seed)
     index = {k: i for i, k in enumerate(kinds)}
     per_kind = {k: data.moments(i) for k, i in index.items() if k not in eval_only}
+    traits = [(kind, i, t, *_trait_vectors(data, i, t, rng)) for kind, i in index.items() if kind != CORPUS_KIND
+              for t in data.runs[i].trait_names]
+    traits = [t for t in traits if t[-1] >= 2]
     rows = []
+
+    def row(rname, kind, trait, protocol, seen, carried, u_t, cov, half, n):
+        rows.append({"recipe": rname, "kind": kind, "trait": trait, "protocol": protocol, "seen_kind": seen,
+                     "cosine": float(np.sum(carried * u_t)), "coverage": float(cov), "split_half": half, "n": n})
+
     for rname, fitted in recipes.items():
         total = _sum([per_kind[k] for k in fitted])
-        full = Fit.solve(total, ridge)
-        for kind, i in index.items():
-            if kind == CORPUS_KIND:
+        _, carried, cov = Fit.scored(total, ridge, np.stack([t[3] for t in traits]))
+        kind_out = {k: Fit.scored(total - per_kind[k], ridge, np.stack([t[3] for t in traits if t[0] == k]))
+                    for k in fitted if len(fitted) > 1 and k != CORPUS_KIND}
+        seen_k = {k: 0 for k in kind_out}
+        for j, (kind, i, trait, u_s, u_t, half, n) in enumerate(traits):
+            row(rname, kind, trait, "full", kind in fitted, carried[j], u_t, cov[j], half, n)
+            if kind not in fitted:
                 continue
-            r = data.runs[i]
-            for trait in r.trait_names:
-                u_s, u_t, half, n = _trait_vectors(data, i, trait, rng)
-                if n < 2:
-                    continue
-                fits = {"full": full}
-                if kind in fitted:
-                    fits["trait_out"] = Fit.solve(total - data.moments(i, r.traits == trait), ridge)
-                    fits["kind_out"] = Fit.solve(total - per_kind[kind], ridge) if len(fitted) > 1 else None
-                for protocol, fit in fits.items():
-                    if fit is None:
-                        continue
-                    rows.append({"recipe": rname, "kind": kind, "trait": trait, "protocol": protocol,
-                                 "seen_kind": kind in fitted and protocol != "kind_out",
-                                 "cosine": float(np.sum(fit.carry(u_s) * u_t)),
-                                 "coverage": float(fit.coverage(u_s[None])[0]), "split_half": half, "n": n})
+            _, c1, v1 = Fit.scored(total - data.moments(i, data.runs[i].traits == trait), ridge, u_s[None])
+            row(rname, kind, trait, "trait_out", True, c1[0], u_t, v1[0], half, n)
+            if kind in kind_out:
+                _, c2, v2 = kind_out[kind]
+                row(rname, kind, trait, "kind_out", False, c2[seen_k[kind]], u_t, v2[seen_k[kind]], half, n)
+                seen_k[kind] += 1
     return rows
 
 
@@ -116,10 +135,16 @@ def unseen_rows(rows: list[dict]) -> list[dict]:
     return list(best.values())
 
 
-def summary_table(rows: list[dict], protocol: str) -> dict[str, dict[str, float]]:
-    """{recipe: {kind: mean cosine}} over rows of one protocol ('trait_out', 'kind_out', or 'unseen')."""
+STABLE = 0.5  # split-half cosine of the target's own vector at or above which it is a direction, not noise
+
+
+def summary_table(rows: list[dict], protocol: str, stable: float | None = None) -> dict[str, dict[str, float]]:
+    """{recipe: {kind: mean cosine}} over rows of one protocol ('trait_out', 'kind_out', or 'unseen'),
+    optionally only where the target's own vector is stable (split-half cosine >= `stable`)."""
     sel = unseen_rows(rows) if protocol == "unseen" else [r for r in rows if r["protocol"] == protocol or
                                                           (r["protocol"] == "full" and not r["seen_kind"])]
+    if stable is not None:
+        sel = [r for r in sel if r["split_half"] >= stable]
     out: dict[str, dict[str, list]] = {}
     for r in sel:
         out.setdefault(r["recipe"], {}).setdefault(r["kind"], []).append(r["cosine"])
@@ -186,9 +211,11 @@ def kinds_report(kind_runs: dict[str, str], models: Sequence[str], out_dir, *, e
         rows = evaluate_kinds(runs, names, pairs, recipes, ridge, eval_only, log)
         unseen = unseen_rows(rows)
         result["directions"][f"{src}->{tgt}"] = {
-            "layer_pairs": pairs, "rows": rows,
-            "unseen": summary_table(rows, "unseen"), "trait_out": summary_table(rows, "trait_out"),
-            "kind_out": summary_table(rows, "kind_out"),
+            "layer_pairs": pairs, "rows": rows, "stable": STABLE,
+            "unseen": summary_table(rows, "unseen"), "unseen_stable": summary_table(rows, "unseen", STABLE),
+            "kind_out_stable": summary_table(rows, "kind_out", STABLE),
+            "n_stable": {k: len([r for r in unseen if r["kind"] == k and r["split_half"] >= STABLE
+                                 and r["recipe"] == next(iter(recipes))]) for k in names},
             "coverage_spearman": {rec: spearman([r["coverage"] for r in unseen if r["recipe"] == rec],
                                                 [r["cosine"] for r in unseen if r["recipe"] == rec])
                                   for rec in recipes},
@@ -202,11 +229,20 @@ def kinds_markdown(result: dict[str, Any]) -> str:
     lines = []
     for direction, d in result["directions"].items():
         kinds = sorted({k for t in d["unseen"].values() for k in t})
-        lines += [f"### {direction} ({len(d['layer_pairs'])} layer pairs; mean carried-vs-native cosine of traits the "
-                  "map never saw)", "", "| fitted on | " + " | ".join(kinds) + " |",
-                  "| --- | " + " | ".join("---" for _ in kinds) + " |"]
+        lines += [f"### {direction} ({len(d['layer_pairs'])} layer pairs)", "",
+                  "Mean carried-vs-native cosine of traits the map never saw (leave-one-trait-out; a kind outside "
+                  "the recipe is unseen as a whole). Each cell: (trait, layer) rows where the target's own vector "
+                  f"is stable (split-half ≥ {d['stable']}), then [all rows]; n = stable rows.", "",
+                  "| fitted on | " + " | ".join(kinds) + " |", "| --- | " + " | ".join("---" for _ in kinds) + " |"]
         for rec, t in d["unseen"].items():
-            lines.append(f"| {rec} | " + " | ".join(f"{t[k]:.2f}" if k in t else "" for k in kinds) + " |")
+            st = d["unseen_stable"].get(rec, {})
+            lines.append(f"| {rec} | " + " | ".join(
+                (f"{st[k]:.2f}" if k in st else "–") + (f" [{t[k]:.2f}]" if k in t else "") for k in kinds) + " |")
+        lines.append("| n | " + " | ".join(str(d["n_stable"].get(k, "")) for k in kinds) + " |")
+        ko = d.get("kind_out_stable", {})
+        if ko:
+            lines += ["", "Leave-one-kind-out (the recipe without the trait's whole kind), stable rows: " + "; ".join(
+                f"{rec}: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(t.items())) for rec, t in ko.items())]
         lines += ["", "coverage vs cosine, Spearman over unseen (trait, layer) rows: " + ", ".join(
             f"{rec} {v:.2f}" for rec, v in d["coverage_spearman"].items()) + f"; all {d['coverage_spearman_all']:.2f} "
             f"(n = {d['n_unseen']})", ""]
@@ -234,17 +270,17 @@ def kinds_figure(result: dict[str, Any], path) -> None:
     dirs = list(result["directions"].items())
     fig, axes = plt.subplots(1, len(dirs), figsize=(5.5 * len(dirs), 3.6), squeeze=False)
     for ax, (direction, d) in zip(axes[0], dirs):
-        kinds = sorted({k for t in d["unseen"].values() for k in t})
-        recs = list(d["unseen"])
+        kinds = sorted({k for t in d["unseen_stable"].values() for k in t})
+        recs = list(d["unseen_stable"])
         width = 0.8 / max(1, len(recs))
         for j, rec in enumerate(recs):
-            vals = [d["unseen"][rec].get(k, np.nan) for k in kinds]
+            vals = [d["unseen_stable"][rec].get(k, np.nan) for k in kinds]
             ax.bar(np.arange(len(kinds)) + j * width, vals, width, label=f"fitted on {rec}")
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
         ax.set_xticks(np.arange(len(kinds)) + width * (len(recs) - 1) / 2, kinds)
         ax.set_ylim(-0.2, 1.0)
         ax.set_title(direction, fontsize=9)
-        ax.set_ylabel("carried vs native cosine (unseen traits)")
+        ax.set_ylabel("carried vs native cosine\n(unseen traits, stable layers)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     tmp = str(path) + ".tmp.png"

@@ -47,6 +47,7 @@ class LayerMap:
     map: Any
     header: dict[str, Any]
     coverage_basis: np.ndarray | None = None  # [k, d_s] (transfer.coverage); None in maps written before it
+    coverage_rest: float = 0.0  # mean leverage of the axes a compact basis dropped
 
     @property
     def layer_source(self) -> int:
@@ -66,6 +67,7 @@ def header_for(method: str, settings: maps.FitSettings, source: dict, target: di
 
 
 COVERAGE_TENSOR = "coverage/basis"
+COVERAGE_REST = "coverage/rest"
 
 
 def save_map(path: str | Path, layer_map: LayerMap, dtype: str = "float32") -> str:
@@ -76,6 +78,7 @@ def save_map(path: str | Path, layer_map: LayerMap, dtype: str = "float32") -> s
     tensors = dict(maps.map_tensors(layer_map.map))
     if layer_map.coverage_basis is not None:
         tensors[COVERAGE_TENSOR] = np.asarray(layer_map.coverage_basis, np.float32)
+        tensors[COVERAGE_REST] = np.asarray([layer_map.coverage_rest], np.float32)
     tensors = {k: v.astype(dtype) for k, v in tensors.items()}
     return atomic_save_tensors(Path(path), tensors, {_HEADER_KEY: json.dumps(layer_map.header, sort_keys=True)})
 
@@ -113,16 +116,18 @@ def load_map(path: str | Path) -> LayerMap:
         raise MapFileError(f"{path}: corrupt map header ({exc})") from None
     _check_header(header, str(path))
     settings = maps.FitSettings.from_json(header["settings"])
-    basis = tensors.pop(COVERAGE_TENSOR, None)
+    basis, rest = tensors.pop(COVERAGE_TENSOR, None), tensors.pop(COVERAGE_REST, np.zeros(1, np.float32))
     d_s = int(header["source"]["d_model"])
     if basis is not None and (basis.ndim != 2 or basis.shape[1] != d_s or not np.isfinite(basis).all()):
         raise MapFileError(f"{path}: tensor {COVERAGE_TENSOR} has shape {basis.shape} (expected [k, {d_s}], finite)")
+    if rest.shape != (1,) or not 0.0 <= float(rest[0]) <= 1.0:
+        raise MapFileError(f"{path}: tensor {COVERAGE_REST} must be one number in [0, 1]")
     try:
         m = maps.map_from_tensors(header["method"], {k: v.astype(np.float32) for k, v in tensors.items()}, d_s,
                                   int(header["target"]["d_model"]), settings)
     except ValueError as exc:
         raise MapFileError(f"{path}: {exc}") from None
-    return LayerMap(m, header, None if basis is None else basis.astype(np.float32))
+    return LayerMap(m, header, None if basis is None else basis.astype(np.float32), float(rest[0]))
 
 
 def _model_fields(d: dict) -> dict:
@@ -165,14 +170,15 @@ class MapSet:
                 h.update(np.ascontiguousarray(arr, np.float32).tobytes())
             if m.coverage_basis is not None:
                 h.update(np.ascontiguousarray(m.coverage_basis, np.float32).tobytes())
+                h.update(np.float32(m.coverage_rest).tobytes())
         return h.hexdigest()
 
     def coverage(self, layer_target: int, u: np.ndarray) -> np.ndarray | None:
         """Coverage of source directions u [..., d_s] under the map of `layer_target` (None: not recorded)."""
         from .coverage import coverage
 
-        basis = self.maps[layer_target].coverage_basis
-        return None if basis is None else coverage(basis, u)
+        lm = self.maps[layer_target]
+        return None if lm.coverage_basis is None else coverage(lm.coverage_basis, u, lm.coverage_rest)
 
     def save(self, out_dir: str | Path, dtype: str = "float32") -> Path:
         """Write the map files and `mapset.json` (last, so a directory with mapset.json is complete)."""

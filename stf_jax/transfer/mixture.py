@@ -94,6 +94,7 @@ class SourceRun:
     train: np.ndarray    # [n] bool
     ids: tuple[str, ...]
     data_hash: str
+    endings: np.ndarray  # [n] str: the last characters of both texts (what a last-token vector reads)
 
     @classmethod
     def open(cls, source: Source, source_model: str, target_model: str, test_fraction: float = 0.2,
@@ -109,7 +110,7 @@ class SourceRun:
         order = orders[Path(source.run)]
         return cls(source, refs[source_model], refs[target_model], order, order, np.array(table.traits),
                    np.array([pid not in test for pid in table.pair_ids]), table.pair_ids,
-                   dataset_hash(table.pairs))
+                   dataset_hash(table.pairs), np.array([p.positive[-3:] + "|" + p.negative[-3:] for p in table.pairs]))
 
     @property
     def trait_names(self) -> list[str]:
@@ -200,10 +201,12 @@ def held_out_quality(m: AffineMap, data: LayerData, min_rows: int = 4) -> dict[s
     return out
 
 
-def fit_layer(data: LayerData, ridge: float) -> tuple[AffineMap, np.ndarray, dict[str, Any]]:
-    """The deployed map of one layer pair (training rows of every source), its coverage basis, quality."""
+def fit_layer(data: LayerData, ridge: float, coverage_axes: int | None = None
+              ) -> tuple[AffineMap, tuple[np.ndarray, float], dict[str, Any]]:
+    """The deployed map of one layer pair (training rows of every source), its coverage basis and rest
+    (`coverage.coverage_basis`), and its held-out quality."""
     m, gram = fit_affine_moments(data.total(), ridge)
-    return m, coverage_basis(gram, ridge), held_out_quality(m, data)
+    return m, coverage_basis(gram, ridge, coverage_axes), held_out_quality(m, data)
 
 
 def data_record(runs: list[SourceRun], test_fraction: float, seed: int) -> dict[str, Any]:
