@@ -27,14 +27,14 @@ from stf_jax.transfer.coverage import coverage, coverage_basis, scatter
 from stf_jax.transfer.kinds import Fit, kinds_report, spearman
 from stf_jax.transfer.mixture import Moments, fit_affine_moments
 
-D_S, D_T, HALF = 24, 32, 12
+D_S, D_T, HALF = 24, 32, 3  # styles and A/B each move 3 of the 24 source axes
 QUIET = dict(norms=None, log=lambda *a: None)
 
 
 def _world(seed=0):
     rng = np.random.default_rng(seed)
     q, _ = np.linalg.qr(rng.standard_normal((D_S, D_S)))
-    return q[:, :HALF], q[:, HALF:], rng.standard_normal((D_S, D_T))  # S1, S2, W
+    return q[:, :HALF], q[:, HALF:2 * HALF], rng.standard_normal((D_S, D_T))  # S1, S2, W
 
 
 def _rows(pairs, basis, w, seed):
@@ -43,8 +43,9 @@ def _rows(pairs, basis, w, seed):
     names = sorted({p.trait for p in pairs})
     centers = rng.standard_normal((len(names), basis.shape[1])) * 1.5
     z = centers[[names.index(p.trait) for p in pairs]] + rng.standard_normal((len(pairs), basis.shape[1]))
-    x = z @ basis.T + 0.02 * rng.standard_normal((len(pairs), D_S))
-    y = x @ w
+    signal = z @ basis.T
+    x = signal + 0.02 * rng.standard_normal((len(pairs), D_S))  # each model's own noise: carries no map
+    y = signal @ w + 0.02 * rng.standard_normal((len(pairs), D_T))
     unit = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
     return unit(x), unit(y)
 
@@ -90,27 +91,27 @@ def test_moments_fit_is_fit_affine():
     np.testing.assert_allclose(part.weight, direct.weight, atol=1e-8)
 
 
-def test_coverage_is_ridge_leverage():
-    """|B u|² from the stored basis = uᵀ G (G+λI)⁻¹ u (an explicit solve); 1 inside the data's span,
-    ~0 orthogonal to it."""
+def test_coverage_is_leverage():
+    """|B u|² from the stored basis = uᵀ G (G+λI)⁻¹ u (an explicit solve); near 1 inside the data's span
+    (variance well above the mean per axis), ~0 orthogonal to it."""
     rng = np.random.default_rng(0)
-    basis = np.linalg.qr(rng.standard_normal((30, 30)))[0][:, :10]
-    x = rng.standard_normal((500, 10)) @ basis.T
+    basis = np.linalg.qr(rng.standard_normal((30, 30)))[0][:, :4]
+    x = rng.standard_normal((500, 4)) @ basis.T
     g = scatter(x)
     u = rng.standard_normal((4, 30))
     u /= np.linalg.norm(u, axis=1, keepdims=True)
-    lam = 0.1 * np.trace(g) / 30
+    lam = np.trace(g) / 30  # the score's λ: the mean variance per axis
     want = np.einsum("md,md->m", u, (g @ np.linalg.solve(g + lam * np.eye(30), u.T)).T)
-    np.testing.assert_allclose(coverage(coverage_basis(g, 0.1)[0], u), want, atol=0.02)  # KEEP drops ≤ 0.02
-    inside, outside = basis @ rng.standard_normal(10), np.linalg.qr(rng.standard_normal((30, 30)))[0][:, 0]
+    np.testing.assert_allclose(coverage(coverage_basis(g)[0], u), want, atol=0.02)  # KEEP drops ≤ 0.02
+    inside, outside = basis @ rng.standard_normal(4), np.linalg.qr(rng.standard_normal((30, 30)))[0][:, 0]
     outside -= basis @ (basis.T @ outside)
-    assert coverage(coverage_basis(g, 0.1)[0], inside) > 0.95
-    assert coverage(coverage_basis(g, 0.1)[0], outside) < 0.02
+    assert coverage(coverage_basis(g)[0], inside) > 0.85  # variance 7.5x the mean per axis: leverage 0.88
+    assert coverage(coverage_basis(g)[0], outside) < 0.02
     # a compact basis (top axes + the dropped axes' mean leverage) on a smooth spectrum: close to exact
     x = rng.standard_normal((2000, 30)) * np.linspace(2.0, 0.2, 30)
     g = scatter(x)
-    exact = coverage(coverage_basis(g, 0.1)[0], u)
-    b, rest = coverage_basis(g, 0.1, max_axes=20)
+    exact = coverage(coverage_basis(g)[0], u)
+    b, rest = coverage_basis(g, max_axes=20)
     assert b.shape == (20, 30) and 0 < rest < 1
     np.testing.assert_allclose(coverage(b, u, rest), exact, atol=0.08)  # ≤ spread of dropped leverages
 
@@ -149,8 +150,8 @@ def test_weights_are_shares_of_the_rows(world, tmp_path):
     assert [s["weight"] for s in loaded.maps[1].header["data"]["sources"]] == [2.0, 1.0]
     assert loaded.digest() == ms.digest()
     assert np.array_equal(loaded.maps[1].coverage_basis, ms.maps[1].coverage_basis)
-    compact = fit_map([world["styles"], world["ab"]], "A", "B", layers=1, coverage_axes=8, **QUIET)
-    assert compact.maps[1].coverage_basis.shape == (8, D_S) and compact.maps[1].coverage_rest > 0
+    compact = fit_map([world["styles"], world["ab"]], "A", "B", layers=1, coverage_axes=4, **QUIET)
+    assert compact.maps[1].coverage_basis.shape == (4, D_S) and compact.maps[1].coverage_rest > 0
     with pytest.raises(ValueError, match="weight"):
         fit_map([world["styles"], world["ab"]], "A", "B", layers=1, weights=[1, -1], **QUIET)
     with pytest.raises(ValueError, match="affine"):
@@ -197,6 +198,12 @@ def test_kinds_evaluation_separates_recipes_and_coverage_predicts(world, tmp_pat
     assert d["unseen"]["mixture"]["ab"] > 0.9 > 0.5 > d["unseen"]["styles"]["ab"]
     assert d["coverage_spearman_all"] > 0.5
     assert (tmp_path / "kinds.png").stat().st_size > 1000 and "| fitted on |" in (tmp_path / "kinds.md").read_text()
+    from stf_jax.report.render import write_report  # the report shows it as one figure
+
+    md, html = write_report(tmp_path, tmp_path / "report")
+    text = md.read_text()
+    assert "## Transfer by vector kind" in text and "fig-kinds.png" in text and "| fitted on |" in text
+    assert (tmp_path / "report" / "figures" / "fig-kinds.png").stat().st_size > 1000
 
 
 def test_fit_solve_coverage_matches_basis():
@@ -205,7 +212,7 @@ def test_fit_solve_coverage_matches_basis():
     m = Moments.of(x, y, np.ones(100))
     u = rng.standard_normal((3, 16))
     _, gram = fit_affine_moments(m, 0.1)
-    np.testing.assert_allclose(Fit.solve(m, 0.1).coverage(u), coverage(coverage_basis(gram, 0.1)[0], u), atol=0.02)
+    np.testing.assert_allclose(Fit.solve(m, 0.1).coverage(u), coverage(coverage_basis(gram)[0], u), atol=0.02)
     assert abs(spearman([1, 2, 3, 4], [10, 20, 30, 40]) - 1) < 1e-12 and abs(spearman([1, 2, 3], [3, 2, 1]) + 1) < 1e-12
 
 
@@ -243,3 +250,60 @@ def test_corpus_pairs_are_deterministic_within_split_and_cut_at_words():
         assert rest == "" or rest.startswith(" ")
     test_texts = {t.text for t in texts if t.split == "test"}
     assert all(any(t.startswith(p.negative) for t in test_texts) for p in pairs if p.split == "test")
+
+
+# ---------------------------------------------------------------- the shipped general map sets
+
+SHIPPED = ("smollm2-135m->gemma3-270m", "gemma3-270m->smollm2-135m")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_map_set_loads_by_name_and_carries_with_coverage(name):
+    import stf_jax
+    from stf_jax.transfer.mapfile import shipped_map_sets
+
+    assert set(SHIPPED) <= set(shipped_map_sets())
+    ms = stf_jax.load_map(f"shipped:{name}")
+    src, tgt = name.split("->")
+    assert (ms.source["name"], ms.target["name"]) == (src, tgt)
+    n_t = ms.target["n_layers"]
+    assert sorted(ms.maps) == list(range(2, n_t))  # every steerable target layer
+    rec = ms.header["data"]
+    assert {Path(s["run"]).name for s in rec["sources"]} == {"styles", "ab", "dialogue", "corpus"}
+    assert rec["split"]["deployed_on"] == "train" and len(rec["dataset_hash"]) == 64
+    assert all(m.coverage_basis is not None and m.header["source"]["typical_norm"] for m in ms.maps.values())
+    rng = np.random.default_rng(0)
+    ls = ms.maps[max(ms.maps)].layer_source
+    carried = stf_jax.transfer(rng.standard_normal(ms.source["d_model"]).astype(np.float32), f"shipped:{name}",
+                               layer=ls)
+    assert carried.coverage and all(0.0 <= c <= 1.0 for c in carried.coverage.values())
+    assert all(np.isfinite(v).all() and v.shape == (ms.target["d_model"],) for v in carried.directions.values())
+
+
+def test_shipped_maps_were_fitted_on_the_shipped_data():
+    """Each source's recorded dataset hash is the hash of the shipped data as it stands now (edit the data,
+    and this fails until `python scripts/fit_shipped_maps.py` refits), and the reserved traits are absent."""
+    from stf_jax.data import dataset_hash
+    from stf_jax.extract.inputs import read_pairs
+
+    want = {"styles": dataset_hash(read_pairs("shipped", per_trait=60)[0]), "ab": dataset_hash(load_pairs("ab")),
+            "dialogue": dataset_hash(load_pairs("dialogue")), "corpus": dataset_hash(load_pairs("corpus"))}
+    for name in SHIPPED:
+        rec = load_map_set(f"shipped:{name}").header["data"]
+        assert {Path(s["run"]).name: s["dataset_hash"] for s in rec["sources"]} == want
+        excluded = set(rec["sources"][0]["excluded_traits"])
+        assert {"humor", "power_seeking", "honesty", "playfulness"} <= excluded and not excluded & set(rec["traits"])
+
+
+def test_cli_apply_with_a_shipped_map_writes_coverage(tmp_path):
+    ms = load_map_set("shipped:smollm2-135m->gemma3-270m")
+    ls = sorted({m.layer_source for m in ms.maps.values()})
+    rng = np.random.default_rng(1)
+    export_control_vector(tmp_path / "v.gguf", {lay: rng.standard_normal(576).astype(np.float32) for lay in ls},
+                          model_hint="llama")
+    r = _cli("apply", "--map", "shipped:smollm2-135m->gemma3-270m", tmp_path / "v.gguf", "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    out = load_control_vector(tmp_path / "out" / "v.gguf")
+    cov = json.loads(out.metadata["stf_jax.coverage"])
+    assert sorted(map(int, cov)) == sorted(out.directions) == sorted(ms.maps)
+    assert "coverage" in r.stderr

@@ -18,6 +18,7 @@ expected at least one of
   RUN_DIR/align/<name>/results.json   written by `python -m stf_jax.align EXTRACT_RUN --out RUN_DIR/align/<name>`
   RUN_DIR/steer/steer_results.json    written by `python -m stf_jax.steer eval ... --out RUN_DIR/steer`
   RUN_DIR/judge/*/{behaviour,ood,fewshot}_results.json   written by `python -m stf_jax.judge ... --out RUN_DIR/judge/<name>`
+  RUN_DIR/kinds/kinds.json            written by `python -m stf_jax.transfer kinds ... --out RUN_DIR/kinds`
 (optionally RUN_DIR/experiment.json); `python -m stf_jax.run` writes the whole layout in one go.
 RUN_DIR may also be a single alignment output directory (holding results.json)."""
 
@@ -38,6 +39,7 @@ class Run:
     steer_path: Path | None = None
     judge: dict[str, dict[str, Any]] = field(default_factory=dict)  # behaviour | ood | fewshot -> results
     judge_paths: dict[str, Path] = field(default_factory=dict)
+    kinds: dict[str, Any] | None = None  # transfer by vector kind (kinds.json)
 
     @property
     def name(self) -> str:
@@ -85,7 +87,14 @@ def load_run(run_dir: str | Path) -> Run:
             if not isinstance(data, dict) or key not in data:
                 raise ReportInputError(f"{hits[0]}: not a {kind}_results.json (no {key!r})")
             run.judge[kind], run.judge_paths[kind] = data, hits[0]
-    if not run.align and run.steer is None and not run.judge:
+    for cand in (root / "kinds" / "kinds.json", root / "kinds.json"):
+        if cand.is_file():
+            data = _read(cand)
+            if not isinstance(data, dict) or "directions" not in data:
+                raise ReportInputError(f"{cand}: not a kinds.json (no 'directions')")
+            run.kinds = data
+            break
+    if not run.align and run.steer is None and not run.judge and run.kinds is None:
         raise ReportInputError(f"{root}: no results to report\n{EXPECTED}")
     return run
 

@@ -576,6 +576,21 @@ def _fewshot_section(doc: Document, few: dict) -> None:
                lambda: JF.fewshot_figure(few))
 
 
+def _kinds_section(doc: Document, run: Run) -> None:
+    """Transfer by vector kind (`python -m stf_jax.transfer kinds`): one figure and its tables."""
+    if run.kinds is None:
+        return
+    from ..transfer.kinds import kinds_markdown, kinds_plot
+
+    doc.md("## Transfer by vector kind\n\nDoes a map carry vectors of traits, and kinds, it never saw? Each map "
+           "is refitted without the trait (or its whole kind) and the trait's carried vector is compared with the "
+           "target model's own, for maps fitted on styles only, on the mixture of kinds, and on corpora only.")
+    doc.figure("kinds", "Carried-vs-native cosine by vector kind",
+               "Mean over traits the map never saw and layer pairs where the target's own vector is stable; one bar "
+               "per training recipe; dashed line: 0.5.", lambda: kinds_plot(run.kinds))
+    doc.md(kinds_markdown(run.kinds))
+
+
 def build(run: Run) -> Document:
     doc = Document(f"Steering-vector transfer report: {run.name}")
     _answer_section(doc, run)
@@ -583,6 +598,7 @@ def build(run: Run) -> Document:
     _judge_sections(doc, run)
     _alignment_sections(doc, run)
     _steer_sections(doc, run)
+    _kinds_section(doc, run)
     _experiment_section(doc, run)  # configuration and stage tables last
     return doc
 

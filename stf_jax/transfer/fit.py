@@ -133,7 +133,7 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
         header = header_for(method, settings, {**info_s, "layer": ls, "typical_norm": norm_s},
                             {**info_t, "layer": lt, "typical_norm": norm_t},
                             {**data, "n_used": int(usable.sum())}, quality)
-        basis, rest = coverage_basis(scatter(x_s[~excluded]), ridge if maps.METHODS[method].moments else 0.1)
+        basis, rest = coverage_basis(scatter(x_s[~excluded]))
         out[lt] = LayerMap(m, header, basis, rest)
         log(f"{source} L{ls} -> {target} L{lt}: {method} held-out centered cosine {quality['centered_cosine']:.3f} "
             f"(trait_mean {quality['trait_mean_centered']:.3f}), k={k_used}, {int(usable.sum())} pairs")

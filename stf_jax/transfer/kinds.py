@@ -16,19 +16,19 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .mixture import LayerData, Moments, SourceRun, unit
+from .coverage import coverage_lambda
+from .mixture import LayerData, Moments, SourceRun, solve_moments, unit
 
 CORPUS_KIND = "corpus"
 
 
 @dataclasses.dataclass(frozen=True)
 class Fit:
-    """A solved ridge system: the affine map's parts, and the factor that gives coverage."""
+    """A solved ridge system (float64): the affine map's parts, and the scatter that gives coverage."""
 
     a: np.ndarray
     b: np.ndarray
     gram: np.ndarray
-    lam: float
 
     @classmethod
     def solve(cls, m: Moments, ridge: float) -> "Fit":
@@ -36,25 +36,21 @@ class Fit:
 
     @classmethod
     def scored(cls, m: Moments, ridge: float, u: np.ndarray) -> tuple["Fit", np.ndarray, np.ndarray]:
-        """The fit, and for unit rows u [k, d_s] their carried directions [k, d_t] and coverages [k], from
-        one solve: (G + λI)⁻¹ [C | uᵀ]."""
-        mu_s, mu_t = m.sx / m.w, m.sy / m.w
-        gram = m.sxx / m.w - np.outer(mu_s, mu_s)
-        cross = m.sxy / m.w - np.outer(mu_s, mu_t)
-        lam = ridge * np.trace(gram) / gram.shape[0]
+        """The fit, and for unit rows u [k, d_s] their carried directions [k, d_t] and coverages [k]."""
+        fit = cls(*solve_moments(m, ridge))
         u = unit(np.asarray(u, np.float64))
-        z = np.linalg.solve(gram + lam * np.eye(len(gram)), np.concatenate([cross, u.T], axis=1))
-        a, zu = z[:, :cross.shape[1]], z[:, cross.shape[1]:]
-        fit = cls(a, mu_t - mu_s @ a, gram, float(lam))
-        return fit, fit.carry(u), np.sum(u.T * (gram @ zu), axis=0)
+        return fit, fit.carry(u), fit.coverage(u)
 
     def carry(self, u: np.ndarray) -> np.ndarray:
         return unit(u @ self.a + self.b)
 
     def coverage(self, u: np.ndarray) -> np.ndarray:
-        """uᵀ G (G + λI)⁻¹ u for unit rows u (= `coverage.coverage` with every axis kept)."""
-        u = unit(u)
-        z = np.linalg.solve(self.gram + self.lam * np.eye(len(self.gram)), u.T)  # [d_s, m]
+        """uᵀ G (G + λ_c I)⁻¹ u for unit rows u [m, d_s], λ_c = mean variance per axis (= `coverage.coverage`
+        with every axis kept)."""
+        u = unit(np.atleast_2d(u))
+        if not len(u):
+            return np.zeros(0)
+        z = np.linalg.solve(self.gram + coverage_lambda(self.gram) * np.eye(len(self.gram)), u.T)  # [d_s, m]
         return np.sum(u.T * (self.gram @ z), axis=0)
 
 
@@ -126,8 +122,7 @@ def unseen_rows(rows: list[dict]) -> list[dict]:
     best: dict[tuple, dict] = {}
     rank = {"full": 0, "kind_out": 1, "trait_out": 2}
     for r in rows:
-        key = (r["layer_source"], r["layer_target"], r["recipe"], r["kind"], r["trait"]) if "layer_source" in r else \
-            (r["recipe"], r["kind"], r["trait"])
+        key = (r.get("layer_source"), r.get("layer_target"), r["recipe"], r["kind"], r["trait"])
         if r["protocol"] == "full" and r["seen_kind"]:
             continue  # a trait the map was fitted on
         if key not in best or rank[r["protocol"]] > rank[best[key]["protocol"]]:
@@ -260,8 +255,8 @@ def _write_kinds(out: "Path", result: dict[str, Any]) -> None:
     kinds_figure(result, out / "kinds.png")
 
 
-def kinds_figure(result: dict[str, Any], path) -> None:
-    """One figure: per direction, mean unseen-trait cosine by kind, one bar per recipe."""
+def kinds_plot(result: dict[str, Any]):
+    """One matplotlib figure: per direction, mean unseen-trait cosine (stable rows) by kind, a bar per recipe."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -283,9 +278,57 @@ def kinds_figure(result: dict[str, Any], path) -> None:
         ax.set_ylabel("carried vs native cosine\n(unseen traits, stable layers)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def kinds_figure(result: dict[str, Any], path) -> None:
+    import os
+
+    import matplotlib.pyplot as plt
+
+    fig = kinds_plot(result)
     tmp = str(path) + ".tmp.png"
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    import os
-
     os.replace(tmp, path)
+
+
+def score_map_set(map_set, kind_runs: dict[str, str], traits: dict[str, Sequence[str] | None],
+                  seed: int = 0) -> list[dict[str, Any]]:
+    """Carry each listed trait's vector (all its pairs; None: every trait of the kind) through a saved map
+    set, layer by layer, and compare with the target's own: rows {kind, trait, layer_source, layer_target,
+    cosine, coverage, split_half}. What `fit_shipped_maps.py` reports for the shipped sets."""
+    from pathlib import Path
+
+    from .apply import carry_many
+    from .mixture import Source, open_sources
+
+    src, tgt = map_set.source["name"], map_set.target["name"]
+    names = list(kind_runs)
+    runs = open_sources([Source(Path(kind_runs[k])) for k in names], src, tgt)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for ls, lt in map_set.layer_pairs():
+        data = LayerData.load(runs, ls, lt)
+        for i, kind in enumerate(names):
+            chosen = traits.get(kind) or data.runs[i].trait_names
+            vecs = [(t, *_trait_vectors(data, i, t, rng)) for t in chosen if t in data.runs[i].trait_names]
+            if not vecs:
+                continue
+            carried = carry_many(map_set, [{ls: v[1]} for v in vecs], strength="unit")
+            for (trait, u_s, u_t, half, n), c in zip(vecs, carried):
+                rows.append({"kind": kind, "trait": trait, "layer_source": ls, "layer_target": lt, "n": n,
+                             "cosine": float(np.sum(unit(c.directions[lt]) * u_t)), "split_half": half,
+                             "coverage": c.coverage.get(lt, float("nan"))})
+    return rows
+
+
+def score_table(rows: list[dict], stable: float = STABLE) -> dict[str, dict[str, float]]:
+    """{kind: {"stable": mean cosine over stable rows, "all": mean over all, "n_stable", "n"}}."""
+    out = {}
+    for kind in sorted({r["kind"] for r in rows}):
+        sel = [r for r in rows if r["kind"] == kind]
+        st = [r["cosine"] for r in sel if r["split_half"] >= stable]
+        out[kind] = {"stable": float(np.mean(st)) if st else float("nan"), "all": float(np.mean([r["cosine"] for r in sel])),
+                     "n_stable": len(st), "n": len(sel)}
+    return out

@@ -67,9 +67,9 @@ class Moments:
         return Moments(self.w - o.w, self.sx - o.sx, self.sy - o.sy, self.sxx - o.sxx, self.sxy - o.sxy)
 
 
-def fit_affine_moments(m: Moments, ridge: float) -> tuple[AffineMap, np.ndarray]:
-    """The ridge-affine map of `align.affine.fit_affine` (same relative ridge) from moments, and the
-    centered source scatter it was solved with, per unit weight (for the coverage basis)."""
+def solve_moments(m: Moments, ridge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A [d_s, d_t], b [d_t], G [d_s, d_s]) in float64: the ridge-affine map of `align.affine.fit_affine`
+    (same relative ridge) from moments, and the centered source scatter per unit weight it was solved with."""
     if m.w <= 0:
         raise AlignInputError("no training rows to fit a map on")
     mu_s, mu_t = m.sx / m.w, m.sy / m.w
@@ -77,7 +77,12 @@ def fit_affine_moments(m: Moments, ridge: float) -> tuple[AffineMap, np.ndarray]
     cross = m.sxy / m.w - np.outer(mu_s, mu_t)     # [d_s, d_t]
     lam = ridge * np.trace(gram) / gram.shape[0]
     a = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), cross)
-    b = mu_t - mu_s @ a
+    return a, mu_t - mu_s @ a, gram
+
+
+def fit_affine_moments(m: Moments, ridge: float) -> tuple[AffineMap, np.ndarray]:
+    """`solve_moments` as a float32 `AffineMap` (what map files hold), and the scatter (for coverage)."""
+    a, b, gram = solve_moments(m, ridge)
     return AffineMap(np.asarray(a, np.float32), np.asarray(b, np.float32)), gram
 
 
@@ -206,7 +211,7 @@ def fit_layer(data: LayerData, ridge: float, coverage_axes: int | None = None
     """The deployed map of one layer pair (training rows of every source), its coverage basis and rest
     (`coverage.coverage_basis`), and its held-out quality."""
     m, gram = fit_affine_moments(data.total(), ridge)
-    return m, coverage_basis(gram, ridge, coverage_axes), held_out_quality(m, data)
+    return m, coverage_basis(gram, coverage_axes), held_out_quality(m, data)
 
 
 def data_record(runs: list[SourceRun], test_fraction: float, seed: int) -> dict[str, Any]:
