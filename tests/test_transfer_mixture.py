@@ -154,12 +154,55 @@ def test_weights_are_shares_of_the_rows(world, tmp_path):
     assert compact.maps[1].coverage_basis.shape == (4, D_S) and compact.maps[1].coverage_rest > 0
     with pytest.raises(ValueError, match="weight"):
         fit_map([world["styles"], world["ab"]], "A", "B", layers=1, weights=[1, -1], **QUIET)
+    with pytest.raises(ValueError, match="in none of the sources"):
+        fit_map([world["styles"], world["ab"]], "A", "B", layers=1, exclude_traits=["nosuch"], **QUIET)
     with pytest.raises(ValueError, match="affine"):
         fit_map([world["styles"], world["ab"]], "A", "B", method="procrustes", layers=1, **QUIET)
 
 
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "stf_jax.transfer", *map(str, args)], capture_output=True, text=True)
+
+
+def _corpus_run(root: Path, w, same_tokens: bool) -> Path:
+    """A corpus run (token states) of models A and B: general text moves every source axis, B = A W + noise;
+    with same_tokens=False, B's tokenizer drops each text's last token (rows pair only as text means)."""
+    from safetensors.numpy import save_file
+
+    rng = np.random.default_rng(7)
+    text = np.repeat(np.arange(40), 6)
+    token = np.tile(np.arange(6), 40)
+    signal = rng.standard_normal((len(text), D_S)) + rng.standard_normal((40, D_S))[text]
+    states = {"A": signal + 0.02 * rng.standard_normal(signal.shape),
+              "B": signal @ w + 0.02 * rng.standard_normal((len(text), D_T))}
+    keep = {"A": np.ones(len(text), bool), "B": np.ones(len(text), bool) if same_tokens else token < 5}
+    root.mkdir(parents=True)
+    entries = []
+    for name, x in states.items():
+        (root / name).mkdir()
+        files = {}
+        for lay in range(4):
+            files[str(lay)] = f"{name}/layer_{lay:03d}.safetensors"
+            k = keep[name]
+            save_file({"states": x[k].astype(np.float32), "text_index": text[k], "token_index": token[k]},
+                      str(root / files[str(lay)]))
+        entries.append({"name": name, "slug": name, "d_model": x.shape[1], "n_layers": 3, "layers": [0, 1, 2, 3],
+                        "files": files})
+    (root / "manifest.json").write_text(json.dumps({"format_version": 1, "kind": "corpus", "models": entries,
+                                                    "source": {"corpus": "planted", "hash": "x", "n_texts": 40}}))
+    return root
+
+
+@pytest.mark.parametrize("same_tokens,pairing", [(True, "token"), (False, "text_mean")])
+def test_a_corpus_run_is_a_source(world, tmp_path, same_tokens, pairing):
+    """General-text states (the LRT paper's data) move every axis: a map fitted on them with the styles
+    carries an A/B-subspace vector where W sends it, and records how the rows were paired."""
+    corpus = _corpus_run(tmp_path / "corpus", world["w"], same_tokens)
+    ms = fit_map([world["styles"], corpus], "A", "B", layers=1, **QUIET)
+    v = world["s2"] @ np.random.default_rng(4).standard_normal(HALF)
+    c = carry(ms, v, layer=1, strength="unit")
+    assert _cos(c.directions[1], v @ world["w"]) > 0.9 and c.coverage[1] > 0.3  # styles alone: < 0.2
+    assert [s["rows"] for s in ms.header["data"]["sources"]] == ["pairs", pairing]
 
 
 def test_cli_mixture_fit_apply_coverage_and_strict(world, tmp_path):

@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit a map set from an extraction run")
     fit.add_argument("run", nargs="+", help="extraction run directory holding both models (python -m stf_jax.extract); "
-                                            "several: a mixture of sources (affine)")
+                                            "several: a mixture of sources (affine), each a pairs run (--pairs "
+                                            "shipped|ab|dialogue|corpus|FILE) or a corpus run (--corpus: token "
+                                            "states, paired by token or by text mean)")
     fit.add_argument("--weights", type=float, nargs="+",
                      help="one weight per run: its share of the training rows (mixture) [1 each]")
     fit.add_argument("--exclude-traits", nargs="+", default=[], metavar="TRAIT",

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .coverage import coverage_lambda
-from .mixture import LayerData, Moments, SourceRun, solve_moments, unit
+from .mixture import CorpusSourceRun, LayerData, Moments, SourceRun, solve_moments, unit
 
 CORPUS_KIND = "corpus"
 
@@ -80,8 +80,8 @@ def evaluate_layer(data: LayerData, kinds: Sequence[str], recipes: dict[str, Seq
     rng = np.random.default_rng(seed)
     index = {k: i for i, k in enumerate(kinds)}
     per_kind = {k: data.moments(i) for k, i in index.items() if k not in eval_only}
-    traits = [(kind, i, t, *_trait_vectors(data, i, t, rng)) for kind, i in index.items() if kind != CORPUS_KIND
-              for t in data.runs[i].trait_names]
+    traits = [(kind, i, t, *_trait_vectors(data, i, t, rng)) for kind, i in index.items()
+              if kind != CORPUS_KIND and not isinstance(data.runs[i], CorpusSourceRun) for t in data.runs[i].trait_names]
     traits = [t for t in traits if t[-1] >= 2]
     rows = []
 

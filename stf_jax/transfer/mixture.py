@@ -12,8 +12,11 @@ paired vectors) needs only the weighted first and second moments of the rows, so
 one layer at a time in memory O(d²), and a trait's moments can be subtracted from the total to refit
 without it: leave-one-trait-out costs one solve per trait (`evaluate_kinds`).
 
+A corpus run (`extract --corpus`, token states) is a source too (`CorpusSourceRun`): paired token states
+when both models tokenize alike, per-text mean states otherwise, each relative to the corpus mean.
+
 Rows are split train/test per source (pinned `split` fields first, else a text-disjoint, trait-stratified
-split); the deployed map is fitted on the training rows only, so the held-out figures it prints and
+split; corpus runs: every fifth text); the deployed map is fitted on the training rows only, so the held-out figures it prints and
 records are the quality of the map that is saved.
 """
 
@@ -136,9 +139,85 @@ class SourceRun:
         return self.source.weight / n
 
 
+CORPUS_STATES = "corpus_states"  # the one "trait" of a corpus-run source
+
+
+@dataclasses.dataclass
+class CorpusSourceRun:
+    """A corpus run (`python -m stf_jax.extract --corpus`) as a source: the LRT paper's general-text rows.
+
+    Rows are paired token states when both models tokenize the corpus identically (`pairing` "token"),
+    else per-text mean states ("text_mean", any two tokenizers) (`align.affine.paired_token_states`);
+    each is taken relative to the corpus mean of the training texts and normalised, so that, like a
+    steering vector, a row is a difference of states. Every fifth text is held out."""
+
+    source: Source
+    ref_s: ModelRef
+    ref_t: ModelRef
+    pairing: str
+    texts: np.ndarray    # [n] text index of each row
+    traits: np.ndarray   # [n] str, all CORPUS_STATES
+    train: np.ndarray    # [n] bool
+    ids: tuple[str, ...]
+    data_hash: str
+    endings: np.ndarray
+
+    @classmethod
+    def open(cls, source: Source, source_model: str, target_model: str) -> "CorpusSourceRun":
+        from ..extract.store import load_layer, read_manifest
+
+        manifest = read_manifest(source.run)
+        refs = {e["name"]: ModelRef(Path(source.run), e["name"], e["slug"], int(e["d_model"]), int(e["n_layers"]),
+                                    tuple(int(x) for x in e["layers"])) for e in manifest["models"]}
+        for name in (source_model, target_model):
+            if name not in refs:
+                raise AlignInputError(f"model {name!r} is not in {source.run}; it holds {sorted(refs)} "
+                                      "(extract every source with both models)")
+        ref_s, ref_t = refs[source_model], refs[target_model]
+        a = load_layer(source.run, source_model, ref_s.layers[0])
+        b = load_layer(source.run, target_model, ref_t.layers[0])
+        same = (a["text_index"].shape == b["text_index"].shape and np.array_equal(a["text_index"], b["text_index"])
+                and np.array_equal(a["token_index"], b["token_index"]))
+        texts = a["text_index"] if same else np.unique(a["text_index"])
+        n = len(texts)
+        return cls(source, ref_s, ref_t, "token" if same else "text_mean", texts, np.full(n, CORPUS_STATES),
+                   texts % 5 != 4, tuple(f"text {t}" for t in texts), str((manifest.get("source") or {}).get("hash")),
+                   np.full(n, ""))
+
+    @property
+    def trait_names(self) -> list[str]:
+        return [CORPUS_STATES]
+
+    def rows(self, ls: int, lt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        from ..align.affine import paired_token_states
+
+        try:
+            x_s, x_t = paired_token_states(self.source.run, self.ref_s.name, self.ref_t.name, ls, lt, self.pairing)
+        except ValueError as exc:
+            raise AlignInputError(f"{self.source.run}: {exc}") from None
+        x_s, x_t = (unit(x - x[self.train].mean(0)).astype(np.float32) for x in (x_s, x_t))
+        return x_s, x_t, ~(zero_rows(x_s) | zero_rows(x_t))
+
+    def row_weight(self) -> float:
+        return self.source.weight / max(int(self.train.sum()), 1)
+
+
+def _open_source(s: Source, source_model: str, target_model: str, test_fraction: float, seed: int):
+    from ..extract.store import read_manifest
+
+    if read_manifest(s.run).get("kind") == "corpus":
+        return CorpusSourceRun.open(s, source_model, target_model)
+    return SourceRun.open(s, source_model, target_model, test_fraction, seed)
+
+
 def open_sources(sources: Sequence[Source], source_model: str, target_model: str, test_fraction: float = 0.2,
-                 seed: int = 0) -> list[SourceRun]:
-    runs = [SourceRun.open(s, source_model, target_model, test_fraction, seed) for s in sources]
+                 seed: int = 0) -> list[SourceRun | CorpusSourceRun]:
+    """Every source opened (pairs runs and corpus runs), checked to hold the same two models."""
+    runs = [_open_source(s, source_model, target_model, test_fraction, seed) for s in sources]
+    known = {t for r in runs for t in r.trait_names}
+    unknown = sorted({t for s in sources for t in s.exclude_traits} - known)
+    if unknown:
+        raise AlignInputError(f"excluded trait(s) {unknown} are in none of the sources; their traits: {sorted(known)}")
     for r in runs[1:]:
         for a, b in ((r.ref_s, runs[0].ref_s), (r.ref_t, runs[0].ref_t)):
             if (a.d_model, a.n_layers) != (b.d_model, b.n_layers):
@@ -217,6 +296,7 @@ def fit_layer(data: LayerData, ridge: float, coverage_axes: int | None = None
 def data_record(runs: list[SourceRun], test_fraction: float, seed: int) -> dict[str, Any]:
     """What the maps were fitted on: per source its run, weight, pairs' hash, traits (in map headers)."""
     return {"sources": [{"run": str(r.source.run), "weight": r.source.weight, "dataset_hash": r.data_hash,
+                         "rows": getattr(r, "pairing", "pairs"),
                          "n_pairs": len(r.ids), "n_train": int(r.train.sum()),
                          "traits": [t for t in r.trait_names if t not in r.source.exclude_traits],
                          "excluded_traits": list(r.source.exclude_traits)} for r in runs],
