@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -76,10 +77,21 @@ def source_dir() -> Path:
     return src
 
 
+def _no_amx() -> list[str]:
+    """Compiler flags that keep ggml's AMX kernels out of a native build on x86: on an AMX machine (Sapphire
+    Rapids and later) inside a container or VM that does not grant the tile state, llama-completion built
+    with -march=native segfaults on the first Q4_K matmul (measured: gemma-3-270m Q4_K_M, exit -11); without
+    AMX it runs, with AVX-512 kernels."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return []
+    flags = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    return [f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"]
+
+
 def tool(name: str) -> Path:
     """Build (once) and return a llama.cpp binary, e.g. "llama-completion", "llama-cvector-generator"."""
     src = source_dir()
-    build = src / "build"
+    build = src / "build-noamx"  # not "build": trees built before AMX was turned off crash on AMX machines
     binary = build / "bin" / name
     if binary.exists():
         return binary
@@ -91,7 +103,8 @@ def tool(name: str) -> Path:
         if not (build / "CMakeCache.txt").exists():
             cfg = subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
                                   "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                                  "-DLLAMA_BUILD_SERVER=OFF", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF"],
+                                  "-DLLAMA_BUILD_SERVER=OFF", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF",
+                                  *_no_amx()],
                                  capture_output=True, text=True)
             if cfg.returncode != 0:
                 raise LlamaCppUnavailable(f"cmake configure failed: {cfg.stderr[-1500:]}")
