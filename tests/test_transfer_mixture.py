@@ -203,6 +203,17 @@ def test_a_corpus_run_is_a_source(world, tmp_path, same_tokens, pairing):
     c = carry(ms, v, layer=1, strength="unit")
     assert _cos(c.directions[1], v @ world["w"]) > 0.9 and c.coverage[1] > 0.3  # styles alone: < 0.2
     assert [s["rows"] for s in ms.header["data"]["sources"]] == ["pairs", pairing]
+    # read in chunks of 7 rows (two passes) or whole: the same moments and held-out sample
+    from stf_jax.transfer.mixture import Source, open_sources
+
+    run = open_sources([Source(corpus)], "A", "B")[0]
+    whole = run.stream(1, 1)
+    run.chunk_rows = 7
+    chunked = run.stream(1, 1)
+    for a, b in zip((whole[0].sxx, whole[0].sxy, whole[0].sx, whole[1], whole[2]),
+                    (chunked[0].sxx, chunked[0].sxy, chunked[0].sx, chunked[1], chunked[2])):
+        np.testing.assert_allclose(a, b, atol=1e-10)
+    assert run.n_train == (240 if same_tokens else 40) * 4 // 5 and len(whole[1]) == run.n_rows - run.n_train
 
 
 def test_cli_mixture_fit_apply_coverage_and_strict(world, tmp_path):

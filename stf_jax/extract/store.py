@@ -24,7 +24,7 @@ import re
 import shutil
 import struct
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from safetensors.numpy import load_file, save
@@ -315,11 +315,10 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def load_layer(run_dir: str | Path, model: str, layer: int | str) -> dict[str, np.ndarray]:
-    """One model's arrays at one layer of a finished run (`model` as named in the manifest or its slug;
-    `layer` an HF index or any one-layer spec of `extract.layers`, e.g. -6, resolved for that model).
-
-    The file is checked against the manifest's checksum (runs that record one) before it is read."""
+def layer_file(run_dir: str | Path, model: str, layer: int | str) -> Path:
+    """The file of one model's arrays at one layer of a finished run, checked against the manifest's
+    checksum (runs that record one). `model` as named in the manifest or its slug; `layer` an HF index or
+    any one-layer spec of `extract.layers`, e.g. -6, resolved for that model."""
     from .layers import resolve_layer
 
     manifest = read_manifest(run_dir)
@@ -335,8 +334,29 @@ def load_layer(run_dir: str | Path, model: str, layer: int | str) -> dict[str, n
             if problems:
                 raise DamagedRunError(f"{run_dir}: {problems[0]}; rerun the extraction with the same arguments to "
                                       "recompute it")
-            return load_tensors(Path(run_dir) / rel)
+            return Path(run_dir) / rel
     raise LayerNotFoundError(f"model {model!r} is not in {run_dir}; it has {[e['name'] for e in manifest['models']]}")
+
+
+def load_layer(run_dir: str | Path, model: str, layer: int | str) -> dict[str, np.ndarray]:
+    """One model's arrays at one layer of a finished run (`layer_file`, read whole)."""
+    return load_tensors(layer_file(run_dir, model, layer))
+
+
+def layer_row_chunks(run_dir: str | Path, model: str, layer: int | str, names: Sequence[str],
+                     rows: int = 65536) -> Iterator[dict[str, np.ndarray]]:
+    """The arrays `names` of one layer file, `rows` rows at a time (bounded memory for token-state runs of
+    any size; the file is checksum-verified first, as by `load_layer`)."""
+    from safetensors import safe_open
+
+    path = layer_file(run_dir, model, layer)
+    try:
+        with safe_open(str(path), "numpy") as f:
+            n = f.get_slice(names[0]).get_shape()[0]
+            for a in range(0, n, rows):
+                yield {k: f.get_slice(k)[a:min(a + rows, n)] for k in names}
+    except (OSError, ValueError, KeyError) as e:
+        raise DamagedRunError(f"{path}: unreadable ({type(e).__name__}: {e}); rerun the extraction") from None
 
 
 def load_run_pairs(run_dir: str | Path, manifest: dict[str, Any] | None = None):

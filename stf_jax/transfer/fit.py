@@ -165,7 +165,7 @@ def fit_mixture_map_set(sources: Sequence[Source], source: str, target: str, lay
         quality = {"by_source": by_source, "centered_cosine": None, "trait_mean_centered": None}
         header = header_for(method, settings, {**info_s, "layer": ls, "typical_norm": (norms or {}).get(source, {}).get(ls)},
                             {**info_t, "layer": lt, "typical_norm": (norms or {}).get(target, {}).get(lt)},
-                            {**data, "n_used": int(sum((layer.train_weights(i) > 0).sum() for i in range(len(runs))))},
+                            {**data, "n_used": layer.n_train_rows()},
                             quality)
         out[lt] = LayerMap(m, header, basis, rest)
         log_quality(source, target, ls, lt, by_source, log)

@@ -131,6 +131,14 @@ class SourceRun:
         usable = ~(zero_rows(x_s) | zero_rows(x_t)) & ~np.isin(self.traits, self.source.exclude_traits)
         return x_s, x_t, usable
 
+    @property
+    def n_rows(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train.sum())
+
     def row_weight(self) -> float:
         """The weight of one training row: the source's share spread over its training rows."""
         n = int((self.train & ~np.isin(self.traits, self.source.exclude_traits)).sum())
@@ -147,24 +155,26 @@ class CorpusSourceRun:
     """A corpus run (`python -m stf_jax.extract --corpus`) as a source: the LRT paper's general-text rows.
 
     Rows are paired token states when both models tokenize the corpus identically (`pairing` "token"),
-    else per-text mean states ("text_mean", any two tokenizers) (`align.affine.paired_token_states`);
-    each is taken relative to the corpus mean of the training texts and normalised, so that, like a
-    steering vector, a row is a difference of states. Every fifth text is held out."""
+    else per-text mean states ("text_mean", any two tokenizers); each is taken relative to the mean of the
+    training rows and normalised, so that, like a steering vector, a row is a difference of states. Every
+    fifth text is held out. The layer files are read `chunk_rows` rows at a time (two passes: the mean,
+    then the moments), so memory stays O(chunk · d + d²) plus one [n_texts, d] table for text means,
+    whatever the corpus size; a sample of at most `sample` held-out rows is kept for the quality figure.
+    To the mixture it presents those held-out rows only (`traits`, `train` describe them); its training
+    rows enter as moments (`stream`)."""
 
     source: Source
     ref_s: ModelRef
     ref_t: ModelRef
     pairing: str
-    texts: np.ndarray    # [n] text index of each row
-    traits: np.ndarray   # [n] str, all CORPUS_STATES
-    train: np.ndarray    # [n] bool
-    ids: tuple[str, ...]
+    row_texts: np.ndarray  # [n_rows] text index of each row (token rows or texts)
     data_hash: str
-    endings: np.ndarray
+    chunk_rows: int = 65536
+    sample: int = 4096
 
     @classmethod
     def open(cls, source: Source, source_model: str, target_model: str) -> "CorpusSourceRun":
-        from ..extract.store import load_layer, read_manifest
+        from ..extract.store import layer_row_chunks, read_manifest
 
         manifest = read_manifest(source.run)
         refs = {e["name"]: ModelRef(Path(source.run), e["name"], e["slug"], int(e["d_model"]), int(e["n_layers"]),
@@ -174,32 +184,89 @@ class CorpusSourceRun:
                 raise AlignInputError(f"model {name!r} is not in {source.run}; it holds {sorted(refs)} "
                                       "(extract every source with both models)")
         ref_s, ref_t = refs[source_model], refs[target_model]
-        a = load_layer(source.run, source_model, ref_s.layers[0])
-        b = load_layer(source.run, target_model, ref_t.layers[0])
-        same = (a["text_index"].shape == b["text_index"].shape and np.array_equal(a["text_index"], b["text_index"])
-                and np.array_equal(a["token_index"], b["token_index"]))
-        texts = a["text_index"] if same else np.unique(a["text_index"])
-        n = len(texts)
-        return cls(source, ref_s, ref_t, "token" if same else "text_mean", texts, np.full(n, CORPUS_STATES),
-                   texts % 5 != 4, tuple(f"text {t}" for t in texts), str((manifest.get("source") or {}).get("hash")),
-                   np.full(n, ""))
+        index = [np.concatenate([np.stack([c["text_index"], c["token_index"]]) for c in layer_row_chunks(
+            source.run, ref.name, ref.layers[0], ("text_index", "token_index"))], axis=1) for ref in (ref_s, ref_t)]
+        same = index[0].shape == index[1].shape and np.array_equal(index[0], index[1])
+        if not same and not np.array_equal(np.unique(index[0][0]), np.unique(index[1][0])):
+            raise AlignInputError(f"{source.run}: {source_model} and {target_model} have states for different texts")
+        texts = index[0][0] if same else np.unique(index[0][0])
+        return cls(source, ref_s, ref_t, "token" if same else "text_mean", texts,
+                   str((manifest.get("source") or {}).get("hash")))
+
+    @property
+    def is_train(self) -> np.ndarray:
+        return self.row_texts % 5 != 4
+
+    @property
+    def sample_rows(self) -> np.ndarray:
+        test = np.flatnonzero(~self.is_train)
+        return test[np.linspace(0, len(test) - 1, min(len(test), self.sample)).astype(int)] if len(test) else test
+
+    # the interface the mixture reads (held-out sample rows only)
+    @property
+    def traits(self) -> np.ndarray:
+        return np.full(len(self.sample_rows), CORPUS_STATES)
+
+    @property
+    def train(self) -> np.ndarray:
+        return np.zeros(len(self.sample_rows), bool)
+
+    @property
+    def endings(self) -> np.ndarray:
+        return np.full(len(self.sample_rows), "")
 
     @property
     def trait_names(self) -> list[str]:
         return [CORPUS_STATES]
 
-    def rows(self, ls: int, lt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from ..align.affine import paired_token_states
+    @property
+    def n_rows(self) -> int:
+        return len(self.row_texts)
 
-        try:
-            x_s, x_t = paired_token_states(self.source.run, self.ref_s.name, self.ref_t.name, ls, lt, self.pairing)
-        except ValueError as exc:
-            raise AlignInputError(f"{self.source.run}: {exc}") from None
-        x_s, x_t = (unit(x - x[self.train].mean(0)).astype(np.float32) for x in (x_s, x_t))
-        return x_s, x_t, ~(zero_rows(x_s) | zero_rows(x_t))
+    @property
+    def n_train(self) -> int:
+        return int(self.is_train.sum())
 
     def row_weight(self) -> float:
-        return self.source.weight / max(int(self.train.sum()), 1)
+        return self.source.weight / max(self.n_train, 1)
+
+    def _states(self, ref: ModelRef, layer: int):
+        """Chunks [m, d] of rows (token pairing), or the one [n_texts, d] table of text means."""
+        from ..extract.store import layer_row_chunks
+
+        chunks = layer_row_chunks(self.source.run, ref.name, layer, ("states", "text_index"), self.chunk_rows)
+        if self.pairing == "token":
+            return (np.asarray(c["states"], np.float64) for c in chunks)
+        pos = {int(t): i for i, t in enumerate(self.row_texts)}
+        sums, counts = np.zeros((len(pos), ref.d_model)), np.zeros(len(pos))
+        for c in chunks:
+            rows = np.array([pos[int(t)] for t in c["text_index"]])
+            np.add.at(sums, rows, c["states"])
+            np.add.at(counts, rows, 1)
+        return iter([sums / np.maximum(counts, 1)[:, None]])
+
+    def stream(self, ls: int, lt: int) -> tuple[Moments, np.ndarray, np.ndarray]:
+        """(moments of the weighted training rows, held-out sample x_s [m, d_s], x_t [m, d_t]) at one layer pair."""
+        train, w = self.is_train, self.row_weight()
+        mu = []
+        for ref, lay in ((self.ref_s, ls), (self.ref_t, lt)):
+            total, a = np.zeros(ref.d_model), 0
+            for x in self._states(ref, lay):
+                total += x[train[a:a + len(x)]].sum(0)
+                a += len(x)
+            mu.append(total / max(self.n_train, 1))
+        keep = np.zeros(self.n_rows, bool)
+        keep[self.sample_rows] = True
+        out, samples, a = None, ([], []), 0
+        for x, y in zip(self._states(self.ref_s, ls), self._states(self.ref_t, lt)):
+            x, y = unit(x - mu[0]), unit(y - mu[1])
+            rows = slice(a, a + len(x))
+            m = Moments.of(x, y, np.where(train[rows], w, 0.0))
+            out = m if out is None else out + m
+            samples[0].append(x[keep[rows]])
+            samples[1].append(y[keep[rows]])
+            a += len(x)
+        return out, np.concatenate(samples[0]).astype(np.float32), np.concatenate(samples[1]).astype(np.float32)
 
 
 def _open_source(s: Source, source_model: str, target_model: str, test_fraction: float, seed: int):
@@ -230,23 +297,42 @@ def open_sources(sources: Sequence[Source], source_model: str, target_model: str
 class LayerData:
     """Every source's rows at one layer pair, with per-row mixture weights (0 off the training split)."""
 
-    runs: list[SourceRun]
+    runs: list[SourceRun | CorpusSourceRun]
     x_s: list[np.ndarray]
     x_t: list[np.ndarray]
     usable: list[np.ndarray]
+    streamed: dict[int, Moments]  # sources whose training rows arrive as moments (corpus runs)
 
     @classmethod
-    def load(cls, runs: list[SourceRun], ls: int, lt: int) -> "LayerData":
-        loaded = [r.rows(ls, lt) for r in runs]
-        return cls(runs, [a for a, _, _ in loaded], [b for _, b, _ in loaded], [u for _, _, u in loaded])
+    def load(cls, runs: list, ls: int, lt: int) -> "LayerData":
+        xs, xt, usable, streamed = [], [], [], {}
+        for i, r in enumerate(runs):
+            if isinstance(r, CorpusSourceRun):
+                streamed[i], a, b = r.stream(ls, lt)
+                u = ~(zero_rows(a) | zero_rows(b))
+            else:
+                a, b, u = r.rows(ls, lt)
+            xs.append(a)
+            xt.append(b)
+            usable.append(u)
+        return cls(runs, xs, xt, usable, streamed)
 
     def train_weights(self, i: int) -> np.ndarray:
         r = self.runs[i]
         return np.where(self.usable[i] & r.train, r.row_weight(), 0.0)
 
     def moments(self, i: int, mask: np.ndarray | None = None) -> Moments:
+        if i in self.streamed:
+            if mask is not None:
+                raise ValueError("a streamed source's rows cannot be masked")
+            return self.streamed[i]
         w = self.train_weights(i) if mask is None else np.where(mask, self.train_weights(i), 0.0)
         return Moments.of(self.x_s[i], self.x_t[i], w)
+
+    def n_train_rows(self) -> int:
+        """Training rows with weight, over every source (streamed sources: all their training rows)."""
+        return sum(self.runs[i].n_train if i in self.streamed else int((self.train_weights(i) > 0).sum())
+                   for i in range(len(self.runs)))
 
     def total(self) -> Moments:
         out = self.moments(0)
@@ -297,11 +383,11 @@ def data_record(runs: list[SourceRun], test_fraction: float, seed: int) -> dict[
     """What the maps were fitted on: per source its run, weight, pairs' hash, traits (in map headers)."""
     return {"sources": [{"run": str(r.source.run), "weight": r.source.weight, "dataset_hash": r.data_hash,
                          "rows": getattr(r, "pairing", "pairs"),
-                         "n_pairs": len(r.ids), "n_train": int(r.train.sum()),
+                         "n_pairs": r.n_rows, "n_train": r.n_train,
                          "traits": [t for t in r.trait_names if t not in r.source.exclude_traits],
                          "excluded_traits": list(r.source.exclude_traits)} for r in runs],
             "split": {"test_fraction": test_fraction, "seed": seed, "deployed_on": "train"},
-            "dataset_hash": dataset_hash_of(runs), "n_pairs": sum(len(r.ids) for r in runs),
+            "dataset_hash": dataset_hash_of(runs), "n_pairs": sum(r.n_rows for r in runs),
             "traits": sorted({t for r in runs for t in r.trait_names if t not in r.source.exclude_traits})}
 
 
