@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     kinds.add_argument("--models", nargs=2, required=True, metavar=("A", "B"), help="the two models (both directions)")
     kinds.add_argument("--eval-only", nargs="*", default=["ood"], help="kinds never fitted on [ood]")
     kinds.add_argument("--weights", nargs="*", default=[], metavar="KIND=W", help="mixture weights [1 each]")
+    kinds.add_argument("--recipe", nargs="*", default=[], metavar="NAME=KIND,KIND",
+                       help="training recipes to compare [styles=styles mixture=styles,ab,dialogue,corpus "
+                            "corpus=corpus]")
     kinds.add_argument("--layers", default="depth", help="layer pairs, as for fit [depth]")
     kinds.add_argument("--every", type=int, default=1, help="evaluate every n-th layer pair [1]")
     kinds.add_argument("--ridge", type=float, default=0.1, help="relative ridge [0.1]")
@@ -141,10 +144,15 @@ def _assignments(items, what: str, cast=str) -> dict:
 
 
 def _kinds(args, log) -> int:
+    from . import TransferInputError
     from .kinds import kinds_markdown, kinds_report
 
     runs = _assignments(args.kind, "--kind")
-    result = kinds_report(runs, args.models, args.out, eval_only=args.eval_only,
+    recipes = {k: tuple(v.split(",")) for k, v in _assignments(args.recipe, "--recipe").items()} or None
+    unknown = sorted({k for v in (recipes or {}).values() for k in v} - set(runs))
+    if unknown:
+        raise TransferInputError(f"--recipe names kind(s) {unknown} not given with --kind")
+    result = kinds_report(runs, args.models, args.out, eval_only=args.eval_only, recipes=recipes,
                           weights=_assignments(args.weights, "--weights", float), layers=args.layers,
                           every=args.every, ridge=args.ridge, log=log)
     print(kinds_markdown(result))

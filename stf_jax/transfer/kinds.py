@@ -92,8 +92,9 @@ def evaluate_layer(data: LayerData, kinds: Sequence[str], recipes: dict[str, Seq
     for rname, fitted in recipes.items():
         total = _sum([per_kind[k] for k in fitted])
         _, carried, cov = Fit.scored(total, ridge, np.stack([t[3] for t in traits]))
+        with_traits = {t[0] for t in traits}
         kind_out = {k: Fit.scored(total - per_kind[k], ridge, np.stack([t[3] for t in traits if t[0] == k]))
-                    for k in fitted if len(fitted) > 1 and k != CORPUS_KIND}
+                    for k in fitted if len(fitted) > 1 and k in with_traits}
         seen_k = {k: 0 for k in kind_out}
         for j, (kind, i, trait, u_s, u_t, half, n) in enumerate(traits):
             row(rname, kind, trait, "full", kind in fitted, carried[j], u_t, cov[j], half, n)
