@@ -229,6 +229,7 @@ def test_cli_mixture_fit_apply_coverage_and_strict(world, tmp_path):
     r = _cli("apply", "--map", tmp_path / "styles", tmp_path / "in", "--out", tmp_path / "out1", "--strength", "unit")
     assert r.returncode == 0, r.stderr
     assert "warning:" in r.stderr and "low coverage at target layer(s) L2" in r.stderr
+    assert "1 with low coverage at some layer" in r.stdout
     cov = json.loads(load_control_vector(tmp_path / "out1" / "ab_vec.gguf").metadata["stf_jax.coverage"])
     assert set(cov) == {"2"} and cov["2"] < 0.2
     r = _cli("apply", "--map", tmp_path / "styles", tmp_path / "in", "--out", tmp_path / "out2", "--strict",

@@ -124,7 +124,9 @@ def main(argv=None) -> int:
             + (f"; coverage {min(cov.values()):.2f}-{max(cov.values()):.2f}" if cov else "; coverage not recorded")
             + (f"; no input for target layers {carried.report['target_layers_without_input']}"
                if carried.report["target_layers_without_input"] else ""))
-    print(f"wrote {len(written)} control vector(s) for {map_set.target['name']} under {args.out}")
+    low = sum(bool(c.low_coverage(args.coverage_threshold)) for _, c in written)
+    print(f"wrote {len(written)} control vector(s) for {map_set.target['name']} under {args.out}"
+          + (f"; {low} with low coverage at some layer (see the warnings; --strict refuses them)" if low else ""))
     return 0
 
 
