@@ -7,9 +7,16 @@
     carried = stf_jax.transfer("formality.gguf", maps)                # llama.cpp / repeng / stf_jax file
     carried.directions                                                 # {target HF layer: [d_t]}
 
-CLI: `python -m stf_jax.transfer fit ...` and `python -m stf_jax.transfer apply ...` (see --help).
-Modules: mapfile (map files and map sets), fit (fitting from an extraction run, held-out quality,
-typical residual norms), apply (carrying vectors, strength convention, files and libraries).
+    carried = stf_jax.transfer("sycophancy.gguf", "shipped:smollm2-135m->gemma3-270m")  # shipped general maps
+    carried.coverage                                                   # {target layer: 0..1}
+    maps = stf_jax.fit_map(["runs/styles", "runs/ab", "runs/corpus"], "smollm2-135m", "gemma3-270m",
+                           layers="depth", weights=[1, 1, 0.5])       # a mixture of kinds of data
+
+CLI: `python -m stf_jax.transfer fit|apply|kinds ...` (see --help).
+Modules: mapfile (map files, map sets, shipped sets by name), fit (fitting from extraction runs, held-out
+quality, typical residual norms), mixture (sources, weights, moments, corpus runs), coverage (how far a
+map can be trusted for a vector), apply (carrying vectors, strength convention, files and libraries),
+kinds (evaluation by vector kind).
 """
 
 from __future__ import annotations
