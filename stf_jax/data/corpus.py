@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from stf_jax.data.pairs import PairFormatError, PairSourceError, dataset_dir, text_lines
+from stf_jax.data.pairs import GENERATED, PairFormatError, PairSourceError, dataset_dir, text_lines
 from stf_jax.data.schema import SPLITS, ContrastPair
 
 CORPUS_TRAIT = "corpus"
@@ -95,3 +95,6 @@ def corpus_pairs(texts: Sequence[CorpusText], per_text: int = 2, seed: int = 0) 
                     continue
                 out.append(ContrastPair(f"corpus-{t.id}-{c}", CORPUS_TRAIT, pos, neg, "", "corpus", split))
     return sorted(out, key=lambda p: p.id)
+
+
+GENERATED[CORPUS_TRAIT] = lambda: corpus_pairs(load_corpus())  # load_pairs("corpus"), --pairs corpus

@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +92,15 @@ def dataset_dir(name: str) -> Path:
     return Path(__file__).parent / DATASETS[name]
 
 
+# Datasets made rather than read, by name -> a function returning their pairs (`stf_jax.data.corpus`
+# registers "corpus"; the package's __init__ imports it, so the entry is there before any load).
+GENERATED: dict[str, Callable[[], list[ContrastPair]]] = {}
+
+
 def _named_pairs(name: str) -> list[ContrastPair] | None:
     """Pairs of a dataset that is generated rather than read (the corpus pairs), else None."""
-    if name != "corpus":
-        return None
-    from stf_jax.data.corpus import corpus_pairs, load_corpus
-
-    return corpus_pairs(load_corpus())
+    make = GENERATED.get(name)
+    return make() if make is not None else None
 
 
 def _pair_files(name_or_path: str | Path) -> list[Path]:
