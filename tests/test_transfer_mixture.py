@@ -362,3 +362,21 @@ def test_cli_apply_with_a_shipped_map_writes_coverage(tmp_path):
     cov = json.loads(out.metadata["stf_jax.coverage"])
     assert sorted(map(int, cov)) == sorted(out.directions) == sorted(ms.maps)
     assert "coverage" in r.stderr
+
+
+def test_cli_errors_are_one_line(world, tmp_path):
+    cases = [
+        (["fit", world["styles"], world["ab"], "--weights", "1", "--source", "A", "--target", "B", "--no-norms",
+          "--out", tmp_path / "a"], "1 weight(s) for 2 run(s)"),
+        (["fit", world["styles"], world["ab"], "--weights", "1", "nan", "--source", "A", "--target", "B",
+          "--no-norms", "--out", tmp_path / "b"], "must be a positive number"),
+        (["fit", world["styles"], world["ab"], "--exclude-traits", "nosuch", "--source", "A", "--target", "B",
+          "--no-norms", "--layers", "1", "--out", tmp_path / "c"], "in none of the sources"),
+        (["kinds", "--kind", f"styles={world['styles']}", "--recipe", "x=nope", "--models", "A", "B", "--out",
+          tmp_path / "k"], "not given with --kind"),
+        (["kinds", "--kind", "styles", "--models", "A", "B", "--out", tmp_path / "k"], "write KIND=VALUE"),
+    ]
+    for args, message in cases:
+        r = _cli(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and message in r.stderr, (args, r.stderr)
+    assert not any((tmp_path / d).exists() for d in "abc")
