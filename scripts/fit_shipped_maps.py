@@ -54,7 +54,8 @@ def main(argv=None) -> int:
         out = Path(args.out) / f"{src}__{tgt}"
         if not args.score_only:
             fit_map([runs / k for k in SOURCES], src, tgt, layers="depth", weights=[WEIGHTS[k] for k in SOURCES],
-                    exclude_traits=reserved, ridge=args.ridge, out=out, dtype="float16", coverage_axes=256)
+                    exclude_traits=reserved, ridge=args.ridge, out=out, dtype="float16", coverage_axes=256,
+                    overwrite=True)
             print(f"wrote {out}")
         sections.append(_score(load_map_set(out), runs))
     _write_readme(Path(args.out) / "README.md", sections, reserved)

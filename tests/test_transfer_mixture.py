@@ -380,3 +380,54 @@ def test_cli_errors_are_one_line(world, tmp_path):
         r = _cli(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr and message in r.stderr, (args, r.stderr)
     assert not any((tmp_path / d).exists() for d in "abc")
+
+
+# ---------------------------------------------------------------- map sets that stay consistent, outputs never lost
+
+
+def test_map_sets_are_checked_for_consistency_on_load(world, tmp_path):
+    """A map for the reverse direction, or two maps for one target layer, do not load into a set."""
+    import shutil
+
+    fwd = fit_map(world["styles"], "A", "B", layers=1, out=tmp_path / "fwd", **QUIET)
+    fit_map(world["styles"], "B", "A", layers=2, out=tmp_path / "rev", **QUIET)
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "fwd", bad)
+    index = json.loads((bad / "mapset.json").read_text())
+    rev = json.loads((tmp_path / "rev" / "mapset.json").read_text())["maps"][0]
+    shutil.copy(tmp_path / "rev" / rev["file"], bad / rev["file"])
+    (bad / "mapset.json").write_text(json.dumps({**index, "maps": index["maps"] + [rev]}))
+    with pytest.raises(ValueError, match="another source model"):
+        load_map_set(bad)
+    index["maps"] = index["maps"] * 2
+    (bad / "mapset.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="two maps for target layer 1"):
+        load_map_set(bad)
+    assert load_map_set(tmp_path / "fwd").digest() == fwd.digest()
+
+
+def test_no_output_is_overwritten_silently(world, tmp_path):
+    lib = tmp_path / "lib"
+    v = np.random.default_rng(0).standard_normal(D_S).astype(np.float32)
+    export_control_vector(lib / "a.gguf", {2: v}, model_hint="llama")
+    np.save(lib / "a.npy", v)
+    r = _cli("fit", world["styles"], "--source", "A", "--target", "B", "--layers", "2", "--no-norms",
+             "--out", tmp_path / "m")
+    assert r.returncode == 0, r.stderr
+    r = _cli("apply", "--map", tmp_path / "m", lib, "--layer", "2", "--out", tmp_path / "out", "--strength", "unit")
+    assert r.returncode == 2 and "would both be written as" in r.stderr and not (tmp_path / "out").exists()
+    before = (tmp_path / "m" / "mapset.json").read_bytes()
+    r = _cli("fit", world["styles"], "--source", "A", "--target", "B", "--layers", "1", "--no-norms",
+             "--out", tmp_path / "m")
+    assert r.returncode == 2 and "already holds a map set" in r.stderr
+    assert (tmp_path / "m" / "mapset.json").read_bytes() == before
+    r = _cli("fit", world["styles"], "--source", "A", "--target", "B", "--layers", "1", "--no-norms",
+             "--out", tmp_path / "m", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert sorted(load_map_set(tmp_path / "m").maps) == [1]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["map_L001_to_L001.safetensors", "mapset.json"]
+    for flag, value in (("--ridge", "nan"), ("--ridge", "-1"), ("--k", "-3"), ("--test-fraction", "1.5")):
+        r = _cli("fit", world["styles"], "--source", "A", "--target", "B", "--layers", "1", "--no-norms",
+                 "--out", tmp_path / "n", flag, value)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and flag[2:].replace("-", "_") in r.stderr, r.stderr
+    assert not (tmp_path / "n").exists()

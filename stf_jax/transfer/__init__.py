@@ -40,16 +40,34 @@ __all__ = ["STRENGTHS", "Carried", "CoverageError", "LayerMap", "MapFileError", 
 def fit_map(run_dir: str | Path | Sequence[str | Path], source: str, target: str, method: str = "affine",
             layers: str | int = -6, out: str | Path | None = None, norms: bool | dict = True, norm_texts: int = 64,
             log=print, weights: Sequence[float] | None = None, exclude_traits: Sequence[str] = (),
-            dtype: str = "float32", **settings) -> MapSet:
+            dtype: str = "float32", overwrite: bool = False, **settings) -> MapSet:
     """Fit a map set from an extraction run (see `fit.fit_map_set` for the settings); with `out`, save it.
 
     Several runs (a list), or `weights`: affine maps on the weighted mixture of the runs' pairs
     (`fit.fit_mixture_map_set`; each run a source: style pairs, A/B items, dialogues, corpus pairs), with
     `exclude_traits` left out of every source. norms=True loads both models and measures each layer's
     typical |h| on `norm_texts` of the first run's texts (needed for the default relative strength of
-    `transfer`); False skips it; a dict gives them."""
+    `transfer`); False skips it; a dict gives them. `out` holding a map set already is refused unless
+    overwrite=True; the directory is locked while it is written (one writer)."""
+    from ..locks import DirLock
     from .fit import fit_map_set, fit_mixture_map_set
     from .mixture import Source
+
+    _check_settings(settings)
+    if out is not None:
+        out = Path(out)
+        _check_out(out, overwrite)
+        created = not out.exists()
+        try:
+            with DirLock(out, "transfer fit"):
+                map_set = fit_map(run_dir, source, target, method, layers, None, norms, norm_texts, log, weights,
+                                  exclude_traits, dtype, overwrite, **settings)
+                map_set.save(out, dtype, replace=overwrite)
+        except BaseException:
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # a failed fit leaves no empty directory behind
+            raise
+        return map_set
 
     runs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
     mixture = len(runs) > 1 or weights is not None or bool(exclude_traits)
@@ -71,9 +89,37 @@ def fit_map(run_dir: str | Path | Sequence[str | Path], source: str, target: str
     else:
         map_set = fit_map_set(runs[0], source, target, method, layers, norms=norms or None, model_types=model_types,
                               log=log, **settings)
-    if out is not None:
-        map_set.save(out, dtype)
     return map_set
+
+
+_RANGES = {"ridge": (0.0, None, "a finite number >= 0"), "k": (1, None, "an integer >= 1"),
+           "variance": (0.0, 1.0, "a number in (0, 1]"), "test_fraction": (0.0, 1.0, "a number in (0, 1)"),
+           "val_fraction": (0.0, 1.0, "a number in [0, 1)")}
+
+
+def _check_settings(settings: dict) -> None:
+    """Fit settings in range before any work (a NaN ridge fitted an all-NaN map set, k = -3 became 1)."""
+    import math
+
+    for name, (lo, hi, what) in _RANGES.items():
+        v = settings.get(name)
+        if v is None:
+            continue
+        bad = not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < lo or \
+            (hi is not None and v > hi) or (name == "k" and v != int(v)) or \
+            (name in ("variance", "test_fraction") and v <= lo) or (name in ("test_fraction", "val_fraction") and v >= hi)
+        if bad:
+            raise TransferInputError(f"{name} = {v!r}: give {what}")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """The map-set directory can be written, and holds no map set unless overwrite: checked before fitting."""
+    from .mapfile import SET_FILE
+
+    if out.exists() and not out.is_dir():
+        raise TransferInputError(f"{out} exists and is not a directory; give a directory for the map set")
+    if (out / SET_FILE).exists() and not overwrite:
+        raise TransferInputError(f"{out} already holds a map set; give another --out, or --overwrite to replace it")
 
 
 def _measure_norms(run_dir, source: str, target: str, layers, n_texts: int):

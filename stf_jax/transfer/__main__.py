@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="one weight per run: its share of the training rows (mixture) [1 each]")
     fit.add_argument("--exclude-traits", nargs="+", default=[], metavar="TRAIT",
                      help="traits left out of every source (e.g. held out for evaluation)")
+    fit.add_argument("--overwrite", action="store_true", help="replace a map set already in --out")
     fit.add_argument("--dtype", default="float32", choices=["float32", "float16"],
                      help="storage of the map files (float16 halves them) [float32]")
     fit.add_argument("--source", required=True, help="model the vectors come from (as named in the run)")
@@ -107,7 +108,8 @@ def main(argv=None) -> int:
         extra = {} if mixture else {"k": args.k, "variance": args.variance, "rotation_only": args.rotation_only}
         fit_map(args.run if mixture else args.run[0], args.source, args.target, args.method, args.layers, out=args.out,
                 norms=not args.no_norms, norm_texts=args.norm_texts, log=log, weights=args.weights,
-                exclude_traits=args.exclude_traits, dtype=args.dtype, ridge=args.ridge, seed=args.seed,
+                exclude_traits=args.exclude_traits, dtype=args.dtype, overwrite=args.overwrite, ridge=args.ridge,
+                seed=args.seed,
                 test_fraction=args.test_fraction, **extra)
         print(f"wrote map set {args.out}")
         return 0

@@ -245,6 +245,13 @@ def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str |
         found = library_files([p])
         files.extend(found)
         rel.extend(q.relative_to(p) if p.is_dir() else Path(q.name) for q in found)
+    dests: dict[Path, Path] = {}
+    for f, r in zip(files, rel):  # refused before any work: one output per input, never one over another
+        dest = r.with_suffix("." + fmt)
+        if dest in dests:
+            raise TransferInputError(f"{f} and {dests[dest]} would both be written as {out_dir / dest}; rename one, "
+                                     "or carry them in separate calls with different --out")
+        dests[dest] = f
     read = [read_vector_file(f, layer) for f in files]
     carried = carry_many(map_set, [d for d, _ in read], strength, names=[str(f) for f in files], strict=strict,
                          threshold=threshold)

@@ -180,11 +180,15 @@ class MapSet:
         lm = self.maps[layer_target]
         return None if lm.coverage_basis is None else coverage(lm.coverage_basis, u, lm.coverage_rest)
 
-    def save(self, out_dir: str | Path, dtype: str = "float32") -> Path:
-        """Write the map files and `mapset.json` (last, so a directory with mapset.json is complete)."""
+    def save(self, out_dir: str | Path, dtype: str = "float32", replace: bool = False) -> Path:
+        """Write the map files and `mapset.json` (last, so a directory with mapset.json is complete).
+        A directory holding a map set already is refused unless replace=True (then the old set's map
+        files that the new one does not list are removed after the new index is written)."""
         from ..extract.store import atomic_write_bytes
 
         out = Path(out_dir)
+        if (out / SET_FILE).exists() and not replace:
+            raise MapFileError(f"{out} already holds a map set; write elsewhere, or replace=True (--overwrite)")
         out.mkdir(parents=True, exist_ok=True)
         entries = []
         for lt, m in sorted(self.maps.items()):
@@ -196,6 +200,10 @@ class MapSet:
                  "source": self.source, "target": self.target, "settings": self.header["settings"],
                  "data": self.header["data"], "stf_jax": self.header["stf_jax"], "maps": entries}
         atomic_write_bytes(out / SET_FILE, (json.dumps(index, indent=1) + "\n").encode())
+        listed = {e["file"] for e in entries}
+        for old in out.glob("map_L*_to_L*.safetensors"):
+            if old.name not in listed:
+                old.unlink()
         self.path = out
         return out
 
@@ -242,15 +250,40 @@ def load_map_set(path: str | Path) -> MapSet:
     if not isinstance(index.get("format_version"), int) or index["format_version"] > FORMAT_VERSION:
         raise MapFileError(f"{index_path}: map-set format version {index.get('format_version')!r} is newer than "
                            f"this stf_jax reads ({FORMAT_VERSION}); upgrade stf_jax")
+    entries = index.get("maps", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise MapFileError(f"{index_path}: 'maps' must be a list of objects")
     out = {}
-    for entry in index.get("maps", []):
+    for entry in entries:
         name = entry.get("file", "")
-        if not name or Path(name).name != name:  # a file name inside the set, never a path elsewhere
+        if not isinstance(name, str) or not name or Path(name).name != name:  # a file inside the set, never elsewhere
             raise MapFileError(f"{index_path}: bad map file name {name!r}")
         m = load_map(path / name)
         if file_sha256(path / name) != entry.get("sha256"):
             raise MapFileError(f"{path / name}: checksum differs from {SET_FILE} (truncated or edited); refit the map set")
+        if m.layer_target in out:
+            raise MapFileError(f"{index_path}: two maps for target layer {m.layer_target} ({name} and another); "
+                               "a map set has one map per target layer")
         out[m.layer_target] = m
     if not out:
         raise MapFileError(f"{index_path}: the map set holds no maps")
+    check_consistent(out, index, str(index_path))
     return MapSet(out, path)
+
+
+_IDENTITY = ("name", "config_hash", "d_model", "n_layers")
+
+
+def check_consistent(layer_maps: dict[int, LayerMap], index: dict, where: str) -> None:
+    """One source and one target model for the set and every map in it (name, config_hash, d_model,
+    n_layers): a map for other models, or for the reverse direction, does not load into a set."""
+    for side in ("source", "target"):
+        want = index.get(side)
+        if not isinstance(want, dict):
+            raise MapFileError(f"{where}: no {side!r} model record")
+        for lt, m in layer_maps.items():
+            got = m.header.get(side) or {}
+            diff = [k for k in _IDENTITY if k in want and got.get(k) != want[k]]
+            if diff:
+                raise MapFileError(f"{where}: the map for target layer {lt} has another {side} model ({diff[0]} "
+                                   f"{got.get(diff[0])!r}, the set's is {want[diff[0]]!r}); refit the map set")
