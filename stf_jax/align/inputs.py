@@ -71,13 +71,15 @@ class PairTable:
         return out
 
 
-def find_models(run_dirs: Sequence[str | Path]) -> dict[str, ModelRef]:
-    """name -> ModelRef over all run directories (a name in two runs is ambiguous: error)."""
+def find_models(run_dirs: Sequence[str | Path], kind: str = "pairs") -> dict[str, ModelRef]:
+    """name -> ModelRef over all run directories of one `kind` ("pairs" or "corpus"; a name in two runs
+    is ambiguous: error)."""
     found: dict[str, ModelRef] = {}
     for run_dir in run_dirs:
         manifest = read_manifest(run_dir)
-        if manifest.get("kind", "pairs") != "pairs":
-            raise AlignInputError(f"{run_dir} is a {manifest.get('kind')!r} run; alignment needs a pairs run")
+        if manifest.get("kind", "pairs") != kind:
+            raise AlignInputError(f"{run_dir} is a {manifest.get('kind')!r} run; alignment needs a pairs run"
+                                  if kind == "pairs" else f"{run_dir} is a {manifest.get('kind')!r} run, not a {kind} run")
         for e in manifest["models"]:
             ref = ModelRef(Path(run_dir), e["name"], e["slug"], int(e["d_model"]), int(e["n_layers"]),
                            tuple(int(x) for x in e["layers"]))
@@ -87,6 +89,16 @@ def find_models(run_dirs: Sequence[str | Path]) -> dict[str, ModelRef]:
     if not found:
         raise AlignInputError("no models in the given run directories")
     return found
+
+
+def model_pair(run_dir: str | Path, source: str, target: str, kind: str = "pairs",
+               hint: str = "") -> tuple[ModelRef, ModelRef]:
+    """(source ref, target ref) of one run, each required to be in it (`hint` ends the error)."""
+    refs = find_models([run_dir], kind)
+    for name in (source, target):
+        if name not in refs:
+            raise AlignInputError(f"model {name!r} is not in {run_dir}; it holds {sorted(refs)}{hint}")
+    return refs[source], refs[target]
 
 
 def _run_rows(run_dir: Path) -> tuple[list[str], list[str], dict]:

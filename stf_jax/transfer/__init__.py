@@ -21,6 +21,7 @@ kinds (evaluation by vector kind).
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 from pathlib import Path
@@ -50,29 +51,36 @@ def fit_map(run_dir: str | Path | Sequence[str | Path], source: str, target: str
     `transfer`); False skips it; a dict gives them. `out` holding a map set already is refused unless
     overwrite=True; the directory is locked while it is written (one writer)."""
     from ..locks import DirLock
+    from .fit import check_settings
+
+    check_settings(settings)  # before the models are loaded for norms
+    fit = functools.partial(_fit, run_dir, source, target, method, layers, norms, norm_texts, log, weights,
+                            exclude_traits, settings)
+    if out is None:
+        return fit()
+    out = Path(out)
+    _check_out(out, overwrite)
+    created = not out.exists()
+    try:
+        with DirLock(out, "transfer fit"):
+            map_set = fit()
+            map_set.save(out, dtype, replace=overwrite)
+    except BaseException:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed fit leaves no empty directory behind
+        raise
+    return map_set
+
+
+def _fit(run_dir, source: str, target: str, method: str, layers, norms, norm_texts: int, log, weights,
+         exclude_traits, settings: dict) -> MapSet:
+    """`fit_map` without the output directory: one run, or a mixture of runs."""
+    from ..align.maps import METHODS
     from .fit import fit_map_set, fit_mixture_map_set
     from .mixture import Source
 
-    _check_settings(settings)
-    if out is not None:
-        out = Path(out)
-        _check_out(out, overwrite)
-        created = not out.exists()
-        try:
-            with DirLock(out, "transfer fit"):
-                map_set = fit_map(run_dir, source, target, method, layers, None, norms, norm_texts, log, weights,
-                                  exclude_traits, dtype, overwrite, **settings)
-                map_set.save(out, dtype, replace=overwrite)
-        except BaseException:
-            if created and out.is_dir() and not any(out.iterdir()):
-                out.rmdir()  # a failed fit leaves no empty directory behind
-            raise
-        return map_set
-
     runs = [run_dir] if isinstance(run_dir, (str, Path)) else list(run_dir)
     mixture = len(runs) > 1 or weights is not None or bool(exclude_traits)
-    from ..align.maps import METHODS
-
     if mixture and not (method in METHODS and METHODS[method].moments):
         raise TransferInputError(f"method {method!r}: a mixture of sources is fitted with a method solved from the "
                                  f"rows' moments: {[n for n, m in METHODS.items() if m.moments]}")
@@ -90,26 +98,6 @@ def fit_map(run_dir: str | Path | Sequence[str | Path], source: str, target: str
         map_set = fit_map_set(runs[0], source, target, method, layers, norms=norms or None, model_types=model_types,
                               log=log, **settings)
     return map_set
-
-
-_RANGES = {"ridge": (0.0, None, "a finite number >= 0"), "k": (1, None, "an integer >= 1"),
-           "variance": (0.0, 1.0, "a number in (0, 1]"), "test_fraction": (0.0, 1.0, "a number in (0, 1)"),
-           "val_fraction": (0.0, 1.0, "a number in [0, 1)")}
-
-
-def _check_settings(settings: dict) -> None:
-    """Fit settings in range before any work (a NaN ridge fitted an all-NaN map set, k = -3 became 1)."""
-    import math
-
-    for name, (lo, hi, what) in _RANGES.items():
-        v = settings.get(name)
-        if v is None:
-            continue
-        bad = not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < lo or \
-            (hi is not None and v > hi) or (name == "k" and v != int(v)) or \
-            (name in ("variance", "test_fraction") and v <= lo) or (name in ("test_fraction", "val_fraction") and v >= hi)
-        if bad:
-            raise TransferInputError(f"{name} = {v!r}: give {what}")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:

@@ -245,13 +245,13 @@ def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str |
         found = library_files([p])
         files.extend(found)
         rel.extend(q.relative_to(p) if p.is_dir() else Path(q.name) for q in found)
-    dests: dict[Path, Path] = {}
-    for f, r in zip(files, rel):  # refused before any work: one output per input, never one over another
-        dest = r.with_suffix("." + fmt)
-        if dest in dests:
-            raise TransferInputError(f"{f} and {dests[dest]} would both be written as {out_dir / dest}; rename one, "
+    outs = [r.with_suffix("." + fmt) for r in rel]
+    first: dict[Path, Path] = {}
+    for f, dest in zip(files, outs):  # refused before any work: one output per input, never one over another
+        if dest in first:
+            raise TransferInputError(f"{f} and {first[dest]} would both be written as {out_dir / dest}; rename one, "
                                      "or carry them in separate calls with different --out")
-        dests[dest] = f
+        first[dest] = f
     read = [read_vector_file(f, layer) for f in files]
     carried = carry_many(map_set, [d for d, _ in read], strength, names=[str(f) for f in files], strict=strict,
                          threshold=threshold)
@@ -259,8 +259,8 @@ def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str |
     target, source = map_set.target, map_set.source
     norms_t = {str(lm.layer_target): lm.header["target"].get("typical_norm") for lm in map_set.maps.values()}
     written = []
-    for f, r, (dirs, meta), c in zip(files, rel, read, carried):
-        dest = inside(out_dir, r.with_suffix("." + fmt))
+    for f, r, (dirs, meta), c in zip(files, outs, read, carried):
+        dest = inside(out_dir, r)
         provenance = {
             "source_model": source["name"], "target_model": target["name"], "transfer_method": map_set.method,
             "trait": meta.get("stf_jax.trait", f.stem), "source_file": f.name, "source_file_sha256": file_sha256(f),

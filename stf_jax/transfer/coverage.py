@@ -61,6 +61,17 @@ def scatter(x: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
     return xc.T @ xc / w.sum()
 
 
+def coverage_exact(gram: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """uᵀ G (G + λI)⁻¹ u for directions u [m, d_s] (normalised here), straight from the scatter: what
+    `coverage` gives from a basis with every axis kept (one solve, no eigendecomposition)."""
+    u = np.atleast_2d(np.asarray(u, np.float64))
+    u = u / np.maximum(np.linalg.norm(u, axis=-1, keepdims=True), 1e-30)
+    if not len(u):
+        return np.zeros(0)
+    z = np.linalg.solve(gram + coverage_lambda(gram) * np.eye(len(gram)), u.T)  # [d_s, m]
+    return np.sum(u.T * (gram @ z), axis=0)
+
+
 def coverage(basis: np.ndarray, u: np.ndarray, rest: float = 0.0) -> np.ndarray:
     """Coverage of directions u [..., d_s] (normalised here) under one map's basis [k, d_s] (and the
     mean leverage `rest` of the axes a compact basis dropped)."""

@@ -29,12 +29,13 @@ import numpy as np
 
 from ..align import maps
 from ..align.adapters import AdapterConfig
-from ..align.inputs import (AlignInputError, ModelRef, find_models, load_vectors, make_trials, pair_table,
+from ..align.inputs import (AlignInputError, ModelRef, load_vectors, make_trials, model_pair, pair_table,
                             zero_rows)
 from ..align.pca import k_for_pair
 from ..align.protocol import baseline_trials, map_trials
 from ..data import dataset_hash
 from ..extract.store import read_manifest
+from .apply import TransferInputError
 from .coverage import coverage_basis, scatter
 from .mapfile import LayerMap, MapSet, header_for
 from .mixture import LayerData, Source, data_record, fit_layer, log_quality, open_sources
@@ -89,6 +90,43 @@ def _model_info(ref: ModelRef, manifest: dict) -> dict[str, Any]:
             "config_hash": entry.get("config_hash"), "d_model": ref.d_model, "n_layers": ref.n_layers}
 
 
+_RANGES = {"ridge": (0.0, None, "a finite number >= 0"), "k": (1, None, "an integer >= 1"),
+           "variance": (0.0, 1.0, "a number in (0, 1]"), "test_fraction": (0.0, 1.0, "a number in (0, 1)"),
+           "val_fraction": (0.0, 1.0, "a number in [0, 1)")}
+
+
+def check_settings(settings: dict) -> None:
+    """Fit settings in range before any work (a NaN ridge fitted an all-NaN map set, k = -3 became 1); the
+    ranges are declared once, here, for `fit_map`, `fit_map_set` and `fit_mixture_map_set`."""
+    import math
+
+    for name, (lo, hi, what) in _RANGES.items():
+        v = settings.get(name)
+        if v is None:
+            continue
+        bad = not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < lo or \
+            (hi is not None and v > hi) or (name == "k" and v != int(v)) or \
+            (name in ("variance", "test_fraction") and v <= lo) or (name in ("test_fraction", "val_fraction") and v >= hi)
+        if bad:
+            raise TransferInputError(f"{name} = {v!r}: give {what}")
+
+
+def _model_infos(ref_s: ModelRef, ref_t: ModelRef, manifest: dict, model_types: dict[str, str] | None):
+    """The map headers' source and target model records (model_type overridden by `model_types`)."""
+    infos = (_model_info(ref_s, manifest), _model_info(ref_t, manifest))
+    for info in infos:
+        info["model_type"] = (model_types or {}).get(info["name"], info["model_type"])
+    return infos
+
+
+def _layer_header(method: str, settings: maps.FitSettings, infos, ls: int, lt: int, norms, data: dict,
+                  quality: dict) -> dict[str, Any]:
+    """One map's header: the model records with this layer pair and its typical |h| (`norms`)."""
+    sides = [{**info, "layer": lay, "typical_norm": (norms or {}).get(info["name"], {}).get(lay)}
+             for info, lay in zip(infos, (ls, lt))]
+    return header_for(method, settings, *sides, data, quality)
+
+
 def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "affine", layers: str | int = -6, *,
                 k: int | None = None, variance: float = 0.95, ridge: float = 0.1, rotation_only: bool = False,
                 adapter: AdapterConfig = AdapterConfig(), seed: int = 0, test_fraction: float = 0.2,
@@ -100,21 +138,16 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
     vector's strength relative to the residual stream); see `typical_norms`. model_types: {model name: HF
     model_type} (the control-vector model hint; default: the run's family name)."""
     maps.method(method)
-    refs = find_models([run_dir])
-    for name in (source, target):
-        if name not in refs:
-            raise AlignInputError(f"model {name!r} is not in {run_dir}; it holds {sorted(refs)}")
+    check_settings({"ridge": ridge, "k": k, "variance": variance, "test_fraction": test_fraction,
+                    "val_fraction": val_fraction})
+    ref_s, ref_t = model_pair(run_dir, source, target)
     if source == target:
         raise AlignInputError("source and target are the same model")
-    ref_s, ref_t = refs[source], refs[target]
     if maps.METHODS[method].fits_on != "vectors":
         raise AlignInputError(f"method {method} is fitted on corpus token states; transfer fit takes methods "
                               f"fitted on paired vectors: {list(maps.VECTOR_METHODS)}")
     table, orders = pair_table([ref_s, ref_t])
-    manifest = read_manifest(run_dir)
-    info_s, info_t = _model_info(ref_s, manifest), _model_info(ref_t, manifest)
-    for info in (info_s, info_t):
-        info["model_type"] = (model_types or {}).get(info["name"], info["model_type"])
+    infos = _model_infos(ref_s, ref_t, read_manifest(run_dir), model_types)
     data = {"dataset_hash": dataset_hash(table.pairs), "n_pairs": table.n, "traits": list(table.trait_names),
             "run": str(run_dir)}
     out = {}
@@ -128,11 +161,8 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
         quality = _held_out_quality(method, settings, x_s, x_t, trials, table)
         usable = (~excluded).astype(np.float32)
         m, _ = maps.fit_map(method, x_s, x_t, usable, trials.val[0], settings=settings)
-        norm_s = (norms or {}).get(source, {}).get(ls)
-        norm_t = (norms or {}).get(target, {}).get(lt)
-        header = header_for(method, settings, {**info_s, "layer": ls, "typical_norm": norm_s},
-                            {**info_t, "layer": lt, "typical_norm": norm_t},
-                            {**data, "n_used": int(usable.sum())}, quality)
+        header = _layer_header(method, settings, infos, ls, lt, norms, {**data, "n_used": int(usable.sum())},
+                               quality)
         basis, rest = coverage_basis(scatter(x_s[~excluded]))
         out[lt] = LayerMap(m, header, basis, rest)
         log(f"{source} L{ls} -> {target} L{lt}: {method} held-out centered cosine {quality['centered_cosine']:.3f} "
@@ -148,14 +178,10 @@ def fit_mixture_map_set(sources: Sequence[Source], source: str, target: str, lay
     `sources` (module docstring of `transfer.mixture`); quality is per source on its held-out rows."""
     if source == target:
         raise AlignInputError("source and target are the same model")
-    if not (np.isfinite(ridge) and ridge >= 0):
-        raise AlignInputError(f"ridge must be a finite number >= 0, got {ridge}")
+    check_settings({"ridge": ridge, "test_fraction": test_fraction})
     runs = open_sources(sources, source, target, test_fraction, seed)
     ref_s, ref_t = runs[0].ref_s, runs[0].ref_t
-    manifest = read_manifest(runs[0].source.run)
-    info_s, info_t = _model_info(ref_s, manifest), _model_info(ref_t, manifest)
-    for info in (info_s, info_t):
-        info["model_type"] = (model_types or {}).get(info["name"], info["model_type"])
+    infos = _model_infos(ref_s, ref_t, read_manifest(runs[0].source.run), model_types)
     data = data_record(runs, test_fraction, seed)
     settings = maps.FitSettings(ridge=ridge)
     out = {}
@@ -163,10 +189,8 @@ def fit_mixture_map_set(sources: Sequence[Source], source: str, target: str, lay
         layer = LayerData.load(runs, ls, lt)
         m, (basis, rest), by_source = fit_layer(layer, ridge, coverage_axes)
         quality = {"by_source": by_source, "centered_cosine": None, "trait_mean_centered": None}
-        header = header_for(method, settings, {**info_s, "layer": ls, "typical_norm": (norms or {}).get(source, {}).get(ls)},
-                            {**info_t, "layer": lt, "typical_norm": (norms or {}).get(target, {}).get(lt)},
-                            {**data, "n_used": layer.n_train_rows()},
-                            quality)
+        header = _layer_header(method, settings, infos, ls, lt, norms, {**data, "n_used": layer.n_train_rows()},
+                               quality)
         out[lt] = LayerMap(m, header, basis, rest)
         log_quality(source, target, ls, lt, by_source, log)
     return MapSet(out)

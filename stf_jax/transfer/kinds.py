@@ -12,12 +12,14 @@ target vector's split-half cosine (how stable the native vector itself is: the c
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .coverage import coverage_lambda
-from .mixture import CorpusSourceRun, LayerData, Moments, SourceRun, solve_moments, unit
+from ..align.affine import AffineMap
+from .coverage import coverage_exact
+from .mixture import CorpusSourceRun, LayerData, Moments, SourceRun, carry_rows, solve_moments, unit
 
 CORPUS_KIND = "corpus"
 
@@ -42,16 +44,10 @@ class Fit:
         return fit, fit.carry(u), fit.coverage(u)
 
     def carry(self, u: np.ndarray) -> np.ndarray:
-        return unit(u @ self.a + self.b)
+        return carry_rows(AffineMap(self.a, self.b), u)
 
     def coverage(self, u: np.ndarray) -> np.ndarray:
-        """uᵀ G (G + λ_c I)⁻¹ u for unit rows u [m, d_s], λ_c = mean variance per axis (= `coverage.coverage`
-        with every axis kept)."""
-        u = unit(np.atleast_2d(u))
-        if not len(u):
-            return np.zeros(0)
-        z = np.linalg.solve(self.gram + coverage_lambda(self.gram) * np.eye(len(self.gram)), u.T)  # [d_s, m]
-        return np.sum(u.T * (self.gram @ z), axis=0)
+        return coverage_exact(self.gram, u)
 
 
 def _trait_vectors(data: LayerData, i: int, trait: str, rng: np.random.Generator):
@@ -90,7 +86,7 @@ def evaluate_layer(data: LayerData, kinds: Sequence[str], recipes: dict[str, Seq
                      "cosine": float(np.sum(carried * u_t)), "coverage": float(cov), "split_half": half, "n": n})
 
     for rname, fitted in recipes.items():
-        total = _sum([per_kind[k] for k in fitted])
+        total = Moments.sum([per_kind[k] for k in fitted])
         _, carried, cov = Fit.scored(total, ridge, np.stack([t[3] for t in traits]))
         with_traits = {t[0] for t in traits}
         kind_out = {k: Fit.scored(total - per_kind[k], ridge, np.stack([t[3] for t in traits if t[0] == k]))
@@ -107,13 +103,6 @@ def evaluate_layer(data: LayerData, kinds: Sequence[str], recipes: dict[str, Seq
                 row(rname, kind, trait, "kind_out", False, c2[seen_k[kind]], u_t, v2[seen_k[kind]], half, n)
                 seen_k[kind] += 1
     return rows
-
-
-def _sum(ms: list[Moments]) -> Moments:
-    out = ms[0]
-    for m in ms[1:]:
-        out = out + m
-    return out
 
 
 def unseen_rows(rows: list[dict]) -> list[dict]:
@@ -189,8 +178,6 @@ def kinds_report(kind_runs: dict[str, str], models: Sequence[str], out_dir, *, e
                  seed: int = 0, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Both directions between `models`: rows, summary tables, coverage-quality rank correlation; writes
     kinds.json, kinds.md and kinds.png under out_dir."""
-    from pathlib import Path
-
     from .fit import layer_pairs
     from .mixture import Source, open_sources
 
@@ -245,7 +232,7 @@ def kinds_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_kinds(out: "Path", result: dict[str, Any]) -> None:
+def _write_kinds(out: Path, result: dict[str, Any]) -> None:
     import json
 
     from ..extract.store import atomic_write_bytes, atomic_write_text
@@ -299,9 +286,8 @@ def score_map_set(map_set, kind_runs: dict[str, str], traits: dict[str, Sequence
     """Carry each listed trait's vector (all its pairs; None: every trait of the kind) through a saved map
     set, layer by layer, and compare with the target's own: rows {kind, trait, layer_source, layer_target,
     cosine, coverage, split_half}. What `fit_shipped_maps.py` reports for the shipped sets."""
-    from pathlib import Path
-
     from .apply import carry_many
+    from .mapfile import MapSet
     from .mixture import Source, open_sources
 
     src, tgt = map_set.source["name"], map_set.target["name"]
@@ -316,7 +302,8 @@ def score_map_set(map_set, kind_runs: dict[str, str], traits: dict[str, Sequence
             vecs = [(t, *_trait_vectors(data, i, t, rng)) for t in chosen if t in data.runs[i].trait_names]
             if not vecs:
                 continue
-            carried = carry_many(map_set, [{ls: v[1]} for v in vecs], strength="unit")
+            # through this layer pair's map only (several target layers may share the source layer)
+            carried = carry_many(MapSet({lt: map_set.maps[lt]}), [{ls: v[1]} for v in vecs], strength="unit")
             for (trait, u_s, u_t, half, n), c in zip(vecs, carried):
                 rows.append({"kind": kind, "trait": trait, "layer_source": ls, "layer_target": lt, "n": n,
                              "cosine": float(np.sum(unit(c.directions[lt]) * u_t)), "split_half": half,

@@ -23,13 +23,15 @@ records are the quality of the map that is saved.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import operator
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..align.affine import AffineMap
-from ..align.inputs import AlignInputError, ModelRef, find_models, load_vectors, pair_table, zero_rows
+from ..align.inputs import AlignInputError, ModelRef, load_vectors, model_pair, pair_table, zero_rows
 from ..data import dataset_hash, split_pairs
 from .coverage import coverage_basis
 
@@ -69,6 +71,10 @@ class Moments:
     def __sub__(self, o: "Moments") -> "Moments":
         return Moments(self.w - o.w, self.sx - o.sx, self.sy - o.sy, self.sxx - o.sxx, self.sxy - o.sxy)
 
+    @staticmethod
+    def sum(ms: Sequence["Moments"]) -> "Moments":
+        return functools.reduce(operator.add, ms)
+
 
 def solve_moments(m: Moments, ridge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(A [d_s, d_t], b [d_t], G [d_s, d_s]) in float64: the ridge-affine map of `align.affine.fit_affine`
@@ -96,8 +102,7 @@ class SourceRun:
     source: Source
     ref_s: ModelRef
     ref_t: ModelRef
-    order_s: np.ndarray
-    order_t: np.ndarray
+    order: np.ndarray    # [n] the run's rows in pair-table order (both models: one run)
     traits: np.ndarray   # [n] str
     train: np.ndarray    # [n] bool
     ids: tuple[str, ...]
@@ -107,16 +112,11 @@ class SourceRun:
     @classmethod
     def open(cls, source: Source, source_model: str, target_model: str, test_fraction: float = 0.2,
              seed: int = 0) -> "SourceRun":
-        refs = find_models([source.run])
-        for name in (source_model, target_model):
-            if name not in refs:
-                raise AlignInputError(f"model {name!r} is not in {source.run}; it holds {sorted(refs)} "
-                                      "(extract every source with both models)")
-        table, orders = pair_table([refs[source_model], refs[target_model]])
+        ref_s, ref_t = model_pair(source.run, source_model, target_model, hint=_BOTH_MODELS)
+        table, orders = pair_table([ref_s, ref_t])
         split = split_pairs(table.pairs, test_fraction=test_fraction, seed=seed)
         test = set(split.test)
-        order = orders[Path(source.run)]
-        return cls(source, refs[source_model], refs[target_model], order, order, np.array(table.traits),
+        return cls(source, ref_s, ref_t, orders[Path(source.run)], np.array(table.traits),
                    np.array([pid not in test for pid in table.pair_ids]), table.pair_ids,
                    dataset_hash(table.pairs), np.array([p.positive[-3:] + "|" + p.negative[-3:] for p in table.pairs]))
 
@@ -126,8 +126,8 @@ class SourceRun:
 
     def rows(self, ls: int, lt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(x_s [n, d_s], x_t [n, d_t], usable [n] bool) unit steering vectors at one layer pair."""
-        x_s = load_vectors(self.ref_s, ls, self.order_s)
-        x_t = load_vectors(self.ref_t, lt, self.order_t)
+        x_s = load_vectors(self.ref_s, ls, self.order)
+        x_t = load_vectors(self.ref_t, lt, self.order)
         usable = ~(zero_rows(x_s) | zero_rows(x_t)) & ~np.isin(self.traits, self.source.exclude_traits)
         return x_s, x_t, usable
 
@@ -148,6 +148,7 @@ class SourceRun:
 
 
 CORPUS_STATES = "corpus_states"  # the one "trait" of a corpus-run source
+_BOTH_MODELS = " (extract every source with both models)"
 
 
 @dataclasses.dataclass
@@ -177,13 +178,7 @@ class CorpusSourceRun:
         from ..extract.store import layer_row_chunks, read_manifest
 
         manifest = read_manifest(source.run)
-        refs = {e["name"]: ModelRef(Path(source.run), e["name"], e["slug"], int(e["d_model"]), int(e["n_layers"]),
-                                    tuple(int(x) for x in e["layers"])) for e in manifest["models"]}
-        for name in (source_model, target_model):
-            if name not in refs:
-                raise AlignInputError(f"model {name!r} is not in {source.run}; it holds {sorted(refs)} "
-                                      "(extract every source with both models)")
-        ref_s, ref_t = refs[source_model], refs[target_model]
+        ref_s, ref_t = model_pair(source.run, source_model, target_model, "corpus", hint=_BOTH_MODELS)
         index = [np.concatenate([np.stack([c["text_index"], c["token_index"]]) for c in layer_row_chunks(
             source.run, ref.name, ref.layers[0], ("text_index", "token_index"))], axis=1) for ref in (ref_s, ref_t)]
         same = index[0].shape == index[1].shape and np.array_equal(index[0], index[1])
@@ -335,10 +330,7 @@ class LayerData:
                    for i in range(len(self.runs)))
 
     def total(self) -> Moments:
-        out = self.moments(0)
-        for i in range(1, len(self.runs)):
-            out = out + self.moments(i)
-        return out
+        return Moments.sum([self.moments(i) for i in range(len(self.runs))])
 
 
 def unit(v: np.ndarray) -> np.ndarray:
@@ -347,7 +339,7 @@ def unit(v: np.ndarray) -> np.ndarray:
 
 
 def carry_rows(m: AffineMap, x: np.ndarray) -> np.ndarray:
-    """Unit rows through the map, normalised (what `transfer.apply` does to a vector's direction)."""
+    """Unit rows through the map (float64), normalised (what `transfer.apply` does to a direction)."""
     return unit(np.asarray(x, np.float64) @ np.asarray(m.weight, np.float64) + np.asarray(m.bias, np.float64))
 
 
