@@ -19,12 +19,15 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml
 	$(PIP) install -e '.[test]'
 	# repeng (interop test) pins numpy < 2, which would break pyarrow; its other dependencies are in the test extra
 	$(PIP) install --no-deps repeng==0.4.0
+	# steering-vectors (interop test, tests/test_vector.py) pins transformers < 5, which must not be downgraded;
+	# it needs only torch and transformers, which the test extra has
+	$(PIP) install --no-deps steering-vectors==0.12.2
 	# headless Chromium for tests/test_report.py (loads report.html like a reader would)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
 	touch $@
 
 demo: $(VENV)/.base
-	$(PY) -m stf_jax.run configs/experiments/demo.yaml
+	$(PY) -m stf_jax.experiment configs/experiments/demo.yaml
 
 # test files run on TEST_WORKERS processes (XLA compiles on one thread; 2 workers use both cores here)
 TEST_WORKERS ?= 2

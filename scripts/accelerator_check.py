@@ -41,94 +41,13 @@ from pathlib import Path
 os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.45")  # PyTorch shares the card in the same process
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
-for p in (ROOT, ROOT / "scripts", ROOT / "tests"):
-    if str(p) not in sys.path:
-        sys.path.insert(0, str(p))
 
 import numpy as np  # noqa: E402
 
+from stf_jax.bench.device import (datasheet_peak, extraction_throughput, matmul_peaks,  # noqa: E402
+                                  torch_device)
+
 SHAPES = json.loads((ROOT / "scripts" / "shipped_shapes.json").read_text())
-DATASHEET_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM
-
-
-# ------------------------------------------------------------------ helpers
-
-def _timed(fn, reps: int, sync) -> float:
-    """Median seconds of fn() over reps calls after one warm-up; sync(result) waits for the device."""
-    sync(fn())
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        sync(fn())
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-def _torch_device():
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _torch_sync(x):
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return x
-
-
-def _jax_sync(x):
-    import jax
-
-    return jax.block_until_ready(x)
-
-
-def _datasheet_peak(kind: str) -> float | None:
-    return next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in kind.upper()), None)
-
-
-def matmul_peaks(n: int, reps: int = 5) -> dict:
-    """FLOP/s of an n^3 matmul in bf16 and f32 (full precision) through JAX and PyTorch on the default device
-    (the physical limit throughputs are compared with), and how XLA compiles the bf16 dot. PyTorch's CPU bf16
-    matmul can run at ~1 GFLOP/s, so on CPU it is timed at 512^3 (recorded as "torch_bfloat16_n")."""
-    import re
-
-    import jax
-    import jax.numpy as jnp
-    import torch
-
-    a = np.random.default_rng(0).standard_normal((n, n), np.float32)
-    device = _torch_device()
-    out = {}
-    for dtype in ("bfloat16", "float32"):
-        x = jnp.asarray(a, dtype)
-        prec = jax.lax.Precision.HIGHEST if dtype == "float32" else None
-        f = jax.jit(lambda u, v: jnp.matmul(u, v, precision=prec))
-        out[f"jax_{dtype}"] = 2 * n ** 3 / _timed(lambda: f(x, x), reps, _jax_sync)
-        tn = n if dtype == "float32" or device == "cuda" else min(n, 512)
-        t = torch.as_tensor(a[:tn, :tn], device=device).to(getattr(torch, dtype))
-        out[f"torch_{dtype}"] = 2 * tn ** 3 / _timed(lambda: t @ t, reps, _torch_sync)
-        if tn != n:
-            out[f"torch_{dtype}_n"] = tn
-        if dtype == "bfloat16":
-            upcast = re.search(r"= f32\[\d+,\d+\]\{[^}]*\} convert\(", f.lower(x, x).compile().as_text())
-            out["xla_bf16_dot"] = "converted to f32" if upcast else "native bf16"
-        del x, t
-    if jax.devices()[0].platform == "cpu":  # the BLAS NumPy/SciPy references run on
-        out["numpy_float32"] = 2 * n ** 3 / _timed(lambda: a @ a, reps, lambda r: r)
-    return out
-
-
-def block_flops_per_token(cfg, context: float, causal: bool) -> float:
-    """Matmul FLOPs per token of one decoder block: 2 x its parameters (the projections) plus QK^T and PV
-    over `context` keys (half of them on average when causal=True)."""
-    import jax
-
-    from stf_jax.models.decoder import param_shapes
-
-    block_params = sum(int(np.prod(x.shape[1:])) for x in jax.tree_util.tree_leaves(param_shapes(cfg)["layers"]))
-    return 2 * block_params + 4 * cfg.n_heads * cfg.head_dim * context * (0.5 if causal else 1.0)
 
 
 # ------------------------------------------------------------------ device
@@ -156,7 +75,7 @@ def device_section(args) -> dict:
         else:
             out[key] = flops
     out["peak_bf16_tflops"] = max(out["jax_matmul_bfloat16_tflops"], out["torch_matmul_bfloat16_tflops"])
-    out["datasheet_bf16_tflops"] = _datasheet_peak(dev.device_kind)
+    out["datasheet_bf16_tflops"] = datasheet_peak(dev.device_kind)
     return out
 
 
@@ -169,7 +88,8 @@ def _save_random_shape(name: str, hf: dict, out_dir: str) -> str:
     """A shipped model's shape with random weights (norms randomized so (1 + w) vs w matters)."""
     import torch
     import transformers
-    from conftest import _byte_tokenizer
+
+    from stf_jax.testing import _byte_tokenizer
 
     config = transformers.AutoConfig.for_model(**hf)
     torch.manual_seed(0)
@@ -184,17 +104,16 @@ def _save_random_shape(name: str, hf: dict, out_dir: str) -> str:
 
 
 def _model_dir(name: str, tmp: str) -> str:
-    """Build (once per run) a saved checkpoint: conftest.TINY, test_families.FAMILY_TINY or a shipped shape."""
+    """Build (once per run) a saved checkpoint: stf_jax.testing's TINY or FAMILY_TINY, or a shipped shape."""
     if name in _BUILT:
         return _BUILT[name]
-    import conftest
-    import test_families
+    from stf_jax import testing
 
     out = os.path.join(tmp, name)
-    if name in conftest.TINY:
-        conftest.build_tiny(name, out)
-    elif name in test_families.FAMILY_TINY:
-        test_families.build_family_tiny(name, out)
+    if name in testing.TINY:
+        testing.build_tiny(name, out)
+    elif name in testing.FAMILY_TINY:
+        testing.build_family_tiny(name, out)
     else:
         _save_random_shape(name, SHAPES[name.removesuffix("-shape")], out)
     _BUILT[name] = out
@@ -207,7 +126,7 @@ def _torch_model(model_dir: str, dtype: str):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager",
-                                                dtype=getattr(torch, dtype)).to(_torch_device()).eval()
+                                                dtype=getattr(torch, dtype)).to(torch_device()).eval()
 
 
 def _torch_states(model, ids, mask):
@@ -224,7 +143,7 @@ def _torch_states(model, ids, mask):
 
 
 def _error(states, logits, ref_states, ref_logits, mask) -> float:
-    from conftest import max_rel_error
+    from stf_jax.testing import max_rel_error
 
     errs = [max_rel_error(states[i], ref_states[i], mask) for i in range(len(ref_states))]
     return max(errs + [max_rel_error(logits, ref_logits, mask)])
@@ -238,13 +157,12 @@ def _ours(model, ids, mask, attention: str):
 
 def parity_section(args) -> dict:
     import jax
-    import conftest
-    import test_families
 
     import stf_jax
+    from stf_jax import testing
     from stf_jax.models.decoder import attention_implementation
 
-    tiny = sorted(conftest.TINY) + sorted(n for n in test_families.FAMILY_TINY if n != "qwen2_full")
+    tiny = sorted(testing.TINY) + sorted(n for n in testing.FAMILY_TINY if n != "qwen2_full")
     shapes = [f"{n}-shape" for n in SHAPES]
     names = (tiny[:1] + ["gemma3_pattern"] if args.reduced else tiny) + ([] if args.reduced else shapes)
     batch, seq = (2, 64) if args.reduced else (4, 256)
@@ -254,10 +172,10 @@ def parity_section(args) -> dict:
         f32 = stf_jax.load_model(model_dir, progress=False)
         bf16 = stf_jax.load_model(model_dir, dtype="bfloat16", progress=False)
         impls = ["xla"] + (["cudnn"] if attention_implementation(bf16.config, bf16.dtype) == "cudnn" else [])
-        vocab = min(f32.config.vocab_size, conftest.VOCAB)
+        vocab = min(f32.config.vocab_size, testing.VOCAB)
         torch_f32, torch_bf16 = _torch_model(model_dir, "float32"), _torch_model(model_dir, "bfloat16")
         for padding in ("right", "left"):
-            ids, mask = conftest.random_batch(np.random.default_rng(len(rows)), batch, seq, vocab, padding)
+            ids, mask = testing.random_batch(np.random.default_rng(len(rows)), batch, seq, vocab, padding)
             ref = _torch_states(torch_f32, ids, mask)
             row = {"model": name, "padding": padding, "batch": batch, "seq": seq,
                    "f32": _error(*_ours(f32, ids, mask, "xla"), *ref, mask),
@@ -282,105 +200,6 @@ def parity_section(args) -> dict:
 
 
 # ------------------------------------------------------------------ extraction throughput
-
-def _random_params(cfg, dtype):
-    import jax
-    import jax.numpy as jnp
-
-    from stf_jax.models.decoder import param_shapes
-
-    leaves, tree = jax.tree_util.tree_flatten(param_shapes(cfg, dtype))
-    keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
-    init = jax.jit(lambda k, s: (0.02 * jax.random.normal(k, s, jnp.float32)).astype(dtype), static_argnums=1)
-    return tree.unflatten([init(k, x.shape) for k, x in zip(keys, leaves)])
-
-
-def extraction_throughput(name: str, layer: int, batch: int, seq: int, steps: int, tiny: bool,
-                          peak_tflops: float | None = None, datasheet_tflops: float | None = None) -> dict:
-    """Random-weight bf16 extraction at a registry shape: stf_jax (each attention implementation) vs
-    PyTorch sdpa as a user writes it and as the equal-work reference, same device, same tokens."""
-    import jax
-    import jax.numpy as jnp
-    import torch
-    import transformers
-
-    from stf_jax.models.config import config_from_hf
-    from stf_jax.models.decoder import attention_implementation, hidden_states
-    from stf_jax.models.registry import entry
-
-    hf = dict(entry(name)["config"])
-    if tiny:
-        hf |= {"hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 4, "num_attention_heads": 4,
-               "num_key_value_heads": 2, "head_dim": 64, "vocab_size": 4096}
-    cfg = config_from_hf(hf, name)
-    layers = (cfg.resolve_layers([layer])[0],)
-    n_run = layers[0]
-    params = _random_params(cfg, jnp.bfloat16)
-    ids = np.random.default_rng(0).integers(0, cfg.vocab_size, (batch, seq)).astype(np.int32)
-    ids_j, mask_j = jax.device_put(ids), jax.device_put(np.ones_like(ids))
-    tokens = batch * seq
-    res = {"shape": name + (" (tiny)" if tiny else ""), "layer": n_run, "n_layers": cfg.n_layers, "batch": batch,
-           "seq": seq, "tokens_per_forward": tokens}
-
-    impls = ["xla"] + (["cudnn"] if attention_implementation(cfg, jnp.bfloat16) == "cudnn" else [])
-    pooled = {}
-    for impl in impls:
-        c = dataclasses.replace(cfg, attention=impl)
-        fn = jax.jit(lambda p, i, m, c=c: hidden_states(p, i, m, cfg=c, layers=layers, dtype=jnp.bfloat16,
-                                                        collect=lambda h, _: h[:, -1].astype(jnp.float32)))
-        t0 = time.perf_counter()
-        try:
-            pooled[impl] = np.asarray(jax.block_until_ready(fn(params, ids_j, mask_j)))[0]
-        except Exception as e:  # noqa: BLE001 - recorded; the other implementation still runs
-            res[f"stf_{impl}_error"] = f"{type(e).__name__}: {str(e)[:300]}"
-            print(f"  {impl}: {res[f'stf_{impl}_error']}", flush=True)
-            continue
-        res[f"stf_{impl}_compile_s"] = time.perf_counter() - t0
-        res[f"stf_{impl}_tokens_per_s"] = tokens / _timed(lambda: fn(params, ids_j, mask_j), steps, _jax_sync)
-        print(f"  stf_jax {impl}: {res[f'stf_{impl}_tokens_per_s']:,.0f} tokens/s", flush=True)
-    if len(pooled) == 2:
-        a, b = pooled["xla"], pooled["cudnn"]
-        res["cudnn_vs_xla_cos_min"] = float(np.min(np.sum(a * b, 1) / np.linalg.norm(a, axis=1)
-                                                   / np.linalg.norm(b, axis=1)))
-    del params
-    jax.clear_caches()
-
-    device = _torch_device()
-    config = transformers.AutoConfig.for_model(**hf)
-    config._attn_implementation = "sdpa"
-    with torch.device(device):
-        model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).eval()
-    ids_t = torch.as_tensor(ids, device=device, dtype=torch.long)
-    with torch.no_grad():
-        user = lambda: model(input_ids=ids_t, output_hidden_states=True).hidden_states[n_run][:, -1]  # noqa: E731
-        res["torch_user_tokens_per_s"] = tokens / _timed(user, steps, _torch_sync)
-        print(f"  torch user-style: {res['torch_user_tokens_per_s']:,.0f} tokens/s", flush=True)
-        base = model.model
-        base.layers = base.layers[:n_run]  # equal work: the blocks up to the layer, no LM head
-        equal = lambda: base(input_ids=ids_t).last_hidden_state[:, -1]  # noqa: E731
-        res["torch_equal_tokens_per_s"] = tokens / _timed(equal, steps, _torch_sync)
-    del model, base
-    if device == "cuda":
-        torch.cuda.empty_cache()
-
-    block = block_flops_per_token(cfg, seq, causal=False)  # causal half not discounted
-    per_token = n_run * block  # the work of the blocks up to the layer
-    full_per_token = cfg.n_layers * block + 2 * cfg.vocab_size * cfg.d_model
-    best = max((i for i in impls if f"stf_{i}_tokens_per_s" in res), key=lambda i: res[f"stf_{i}_tokens_per_s"])
-    res["stf_best"] = best
-    for key, work in (("stf_xla", per_token), ("stf_cudnn", per_token), ("torch_equal", per_token),
-                      ("torch_user", full_per_token)):
-        if f"{key}_tokens_per_s" in res:
-            tflops = res[f"{key}_tokens_per_s"] * work / 1e12
-            res[f"{key}_tflops"] = tflops
-            if peak_tflops:
-                res[f"{key}_mfu_measured_peak"] = tflops / peak_tflops
-            if datasheet_tflops:
-                res[f"{key}_mfu_datasheet"] = tflops / datasheet_tflops
-    res["ratio_vs_torch_user"] = res[f"stf_{best}_tokens_per_s"] / res["torch_user_tokens_per_s"]
-    res["ratio_vs_torch_equal"] = res[f"stf_{best}_tokens_per_s"] / res["torch_equal_tokens_per_s"]
-    return res
-
 
 def extraction_section(args, peak=None, datasheet=None) -> dict:
     if args.reduced:
@@ -434,7 +253,7 @@ def alignment_section(args) -> dict:
 
     import jax
 
-    import bench_align
+    from stf_jax.bench import align as bench_align
 
     scale, trials = (0.02, 2) if args.reduced else (args.align_scale, 5)
     k = round(1300 * scale)
@@ -521,7 +340,7 @@ def run_check(out: str | os.PathLike, reduced: bool = False, only=None, budget_s
 
 
 def _write(out: Path, report: dict) -> None:
-    from stf_jax.extract.store import atomic_write_json, atomic_write_text
+    from stf_jax.core.atomic import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "accelerator_report.json", report)
     atomic_write_text(out / "accelerator_report.md", markdown(report))

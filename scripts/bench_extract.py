@@ -28,18 +28,11 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-
-ROOT = Path(__file__).resolve().parent.parent
-for _p in (ROOT / "scripts", ROOT / "tests"):
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
 
 
 def torch_reference(model_dir: str, texts: list[str], layer: int, batch_size: int, tokenizer, equal_work: bool):
@@ -79,12 +72,11 @@ def torch_reference(model_dir: str, texts: list[str], layer: int, batch_size: in
 def llama_cpp_peer(gguf: str, mean_len: int, batch_tokens: int) -> str:
     """llama-bench prompt processing on the GGUF (all threads); a one-line reason when unavailable."""
     try:
-        from llamacpp import LlamaCppUnavailable, tool
+        from stf_jax.bench.llamacpp import tool
 
         bench = tool("llama-bench")
     except Exception as e:  # noqa: BLE001 - the peer is optional
         return f"skipped ({type(e).__name__}: {str(e)[:120]})"
-    del LlamaCppUnavailable
     got = subprocess.run([str(bench), "-m", gguf, "-p", str(mean_len), "-n", "0", "-b", str(batch_tokens),
                           "-t", str(os.cpu_count()), "-r", "3", "-o", "json"], capture_output=True, text=True)
     if got.returncode != 0:
@@ -132,7 +124,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=10, help="accelerator mode: timed forwards [10]")
     args = parser.parse_args(argv)
     if args.shape:
-        from accelerator_check import extraction_throughput
+        from stf_jax.bench.device import extraction_throughput
 
         res = extraction_throughput(args.shape, args.layer, args.batch_size, args.seq, args.steps, args.tiny)
         for k, v in res.items():
@@ -140,7 +132,7 @@ def main(argv=None):
         return
 
     import stf_jax
-    from accelerator_check import block_flops_per_token, matmul_peaks
+    from stf_jax.bench.device import block_flops_per_token, matmul_peaks
     from stf_jax.data import load_pairs
     from stf_jax.models.loading import convert_gguf
     from stf_jax.models.registry import registry, resolve

@@ -49,8 +49,8 @@ def main() -> None:
     p.add_argument("--reference-n", type=int, default=100, help="vectors for the one-at-a-time reference [100]")
     args = p.parse_args()
 
-    from stf_jax.steer.export import export_control_vector
-    from stf_jax.transfer import carry, load_map_set, read_vector_file, transfer_files
+    from stf_jax import SteeringVector
+    from stf_jax.transfer import carry, load_map_set, transfer_files
 
     t0 = time.perf_counter()
     map_set = load_map_set(args.maps) if args.maps else planted_map_set(args.method)
@@ -62,7 +62,7 @@ def main() -> None:
         lib, out = Path(tmp) / "lib", Path(tmp) / "out"
         for i in range(args.n):
             dirs = {lay: rng.standard_normal(d_s).astype(np.float32) for lay in src_layers}
-            export_control_vector(lib / f"v{i:05d}.gguf", dirs, model_hint="llama", metadata={"trait": f"t{i}"})
+            SteeringVector(dirs, model_type="llama", trait=f"t{i}").save(lib / f"v{i:05d}.gguf")
         t0, c0 = time.perf_counter(), time.process_time()
         written = transfer_files(map_set, [lib], out, log=lambda *a: None)
         t_all, c_all = time.perf_counter() - t0, time.process_time() - c0
@@ -71,11 +71,11 @@ def main() -> None:
         files = sorted(lib.glob("*.gguf"))[: args.reference_n]
         t0 = time.perf_counter()
         for f in files:
-            carry(map_set, read_vector_file(f)[0])
+            carry(map_set, SteeringVector.load(f))
         t_ref = (time.perf_counter() - t0) / len(files) * args.n
         t0 = time.perf_counter()
         for f in sorted(lib.glob("*.gguf")):
-            read_vector_file(f)
+            SteeringVector.load(f)
         t_read = time.perf_counter() - t0
     n_pairs = len(map_set.maps)
     print(f"map set: {map_set.method}, {n_pairs} layer pairs, d {d_s} -> {map_set.target['d_model']} "

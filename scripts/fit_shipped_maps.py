@@ -81,7 +81,7 @@ def _score(map_set, runs: Path) -> str:
 
 
 def _write_readme(path: Path, sections: list[str], reserved: list[str]) -> None:
-    from stf_jax.extract.store import atomic_write_text
+    from stf_jax.core.atomic import atomic_write_text
 
     head = ["# Shipped general map sets", "",
             "Affine maps between the two shipped models, both directions, every steerable target layer (from the "

@@ -10,7 +10,6 @@ unchanged: on the planted run 2,706 numbers, max |difference| 3e-7.
 """
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +32,7 @@ def snapshot(out: Path, run: str | None) -> None:
 
     results = {}
     if run is None:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from test_align import make_planted_run
+        from stf_jax.testing import make_planted_run
 
         root, _ = make_planted_run(Path("/tmp/snap/run"), zero_vectors=False)
         cfg = EvalConfig(trials=2, adapter=AdapterConfig(max_steps=200, eval_every=50))

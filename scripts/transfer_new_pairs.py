@@ -17,18 +17,10 @@ import numpy as np
 
 
 def trait_vector(model, pairs, layers):
-    """{HF layer: unit mean of the pairs' unit difference vectors}, last-token pooling like extraction."""
-    out = {}
-    ids_p, mask_p = model.encode([p.positive for p in pairs], padding_side="left")
-    ids_n, mask_n = model.encode([p.negative for p in pairs], padding_side="left")
-    hp = np.asarray(model.hidden_states(ids_p, mask_p, layers))[:, :, -1]  # [L, B, D] last token (left pad)
-    hn = np.asarray(model.hidden_states(ids_n, mask_n, layers))[:, :, -1]
-    for j, lay in enumerate(layers):
-        d = hp[j] - hn[j]
-        d = d / np.linalg.norm(d, axis=-1, keepdims=True)
-        m = d.mean(0)
-        out[lay] = (m / np.linalg.norm(m)).astype(np.float32)
-    return out
+    """{HF layer: unit trait vector} of the pairs on a loaded model (stf_jax.train_vector, mean_diff)."""
+    from stf_jax import train_vector
+
+    return dict(train_vector(model, pairs, layers=list(layers)).directions)
 
 
 def main() -> None:
@@ -43,7 +35,7 @@ def main() -> None:
 
     from stf_jax.data import load_pairs
     from stf_jax.models.loading import load_model
-    from stf_jax.steer.export import export_control_vector
+    from stf_jax import SteeringVector
     from stf_jax.transfer import carry, fit_map, load_map_set
 
     loaded = load_map_set(args.maps)
@@ -70,9 +62,8 @@ def main() -> None:
     print(f"{len(pairs)} new {args.trait} pairs (not in the run); carried vectors bit-identical in memory vs "
           f"loaded: {identical}")
     if args.write:
-        export_control_vector(args.write, {k: v_s[k] * norms[src][k] for k in ls}, model_hint="llama",
-                              metadata={"trait": args.trait, "source_model": src,
-                                        "scale": "x typical |h| per layer"})
+        SteeringVector({k: v_s[k] for k in ls}, model=src, model_type="llama", trait=args.trait,
+                       units="typical_norm", typical_norms=norms[src]).to_residual(1.0).save(args.write)
         print(f"wrote {args.write}")
 
 

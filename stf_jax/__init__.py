@@ -1,18 +1,21 @@
 """stf_jax: extract, align and transfer steering vectors between language models in JAX/Flax.
 
-The five verbs (each documented once, on the function; imported lazily, so data-only tools such as
-`python -m stf_jax.data` start without JAX):
+The verbs (each documented once, on the function; imported lazily, so data-only tools such as
+`python -m stf_jax.data` start without JAX), and the one vector type they pass around:
     load_model(name_or_path, dtype="float32")         -> Model (.config, .tokenizer, .hidden_states(...))
+    train_vector(model, pairs, layers=-6, method="mean_diff", trait=None) -> SteeringVector
     extract(models, pairs, out, layers=-6, ...)       -> steering vectors per model and layer in a run directory
     fit_map(run_dir, source, target, method, layers, out) -> MapSet between two models' vector spaces
-    transfer(vector_or_file, map_set)                 -> Carried (.directions {target HF layer: vector})
-    steer(model, vector, prompts, alpha)              -> (unsteered, steered completions, info)
+    transfer(vector_or_file, map_set)                 -> SteeringVector of the target model
+    steer(model, vector, prompts, alpha=None)         -> (unsteered, steered completions, info)
     report(run_dir)                                   -> (report.md, report.html) for an experiment directory
-and load_map(path) -> MapSet (a saved map set or one map file).
+and load_map(path) -> MapSet (a saved map set or one map file). Models may be given loaded (a `Model`) or
+by name to every verb. `SteeringVector` (`stf_jax.core.vector`): .load/.save (llama.cpp, repeng, safetensors),
+arithmetic, conversions to and from repeng's and steering-vectors' objects.
 
 `extract`, `transfer`, `steer` and `report` are also the subpackages behind them (`python -m stf_jax.<verb>`,
 their modules); calling one calls the verb. Layers are named the same way everywhere (-6, 0.67, 10:20, all:
-`stf_jax.extract.layers`), as Hugging Face hidden-state indices (0 = embeddings, n_layers = last block).
+`stf_jax.core.layers`), as Hugging Face hidden-state indices (0 = embeddings, n_layers = last block).
 """
 
 import sys
@@ -28,6 +31,8 @@ _LAZY = {
     "Intervention": "stf_jax.models.decoder",
     "fit_map": "stf_jax.transfer",
     "load_map": ("stf_jax.transfer.mapfile", "load_map_set"),
+    "SteeringVector": "stf_jax.core.vector",
+    "train_vector": "stf_jax.extract.vector",
 }
 _VERB_PACKAGES = ("extract", "transfer", "steer", "report")  # callable subpackages
 __all__ = [*_LAZY, *_VERB_PACKAGES, "__version__"]
@@ -66,3 +71,13 @@ def _callable_package(name: str, verb) -> None:
     module.__class__ = type(f"{verb.__name__.title()}Package", (types.ModuleType,),
                             {"__call__": staticmethod(verb), "__module__": name})
     module.__signature__ = inspect.signature(verb)
+
+
+def _moved(old: str, new: str) -> None:
+    """Keep the module name `old` importable after a move: warn once (DeprecationWarning) and make
+    `old` the module `new` itself, so every name, private ones included, is what it was."""
+    import warnings
+
+    warnings.warn(f"{old} moved to {new}; import it from there (the old name will be removed)",
+                  DeprecationWarning, stacklevel=3)
+    sys.modules[old] = import_module(new)

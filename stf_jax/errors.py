@@ -1,5 +1,8 @@
 """Expected errors and how command lines report them.
 
+Library errors speak the library's language: they name arguments as a call writes them (`layer=`), and
+the command lines show them as flags (`--layer`, see `cli_message`).
+
 An *expected* error is one a user can fix: a bad argument, a missing or malformed file, runs that do not
 belong together. Its message says what is wrong, where (file, line, argument, layer) and how to fix it,
 in one line. Every error class of the package that means "your input" derives from `UserError`;
@@ -16,6 +19,7 @@ traceback. `--debug` (or `STF_JAX_DEBUG=1`) shows the traceback of expected erro
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -36,10 +40,20 @@ def debug_enabled(argv: Sequence[str] | None = None) -> bool:
     return "--debug" in argv or os.environ.get("STF_JAX_DEBUG", "") not in ("", "0")
 
 
+_ARGUMENT = re.compile(r"(?<![\w.-])([a-z][a-z0-9_]*)=(?=[\s),;:]|$)")
+
+
+def cli_message(text: str) -> str:
+    """A library message as a command line shows it. Library errors name Python arguments the way a call
+    writes them, `layer=`; every command's flag for an argument is the argument's name with dashes
+    (`--layer`, `--test-fraction`), so the translation is one rule: `name=` -> `--name`."""
+    return _ARGUMENT.sub(lambda m: "--" + m.group(1).replace("_", "-"), text)
+
+
 def one_line(exc: BaseException) -> str:
-    """The message on one line (multi-line messages are joined with ' | ')."""
+    """The message on one line (multi-line messages are joined with ' | '), as a command line shows it."""
     text = str(exc).strip() or type(exc).__name__
-    return " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    return cli_message(" | ".join(line.strip() for line in text.splitlines() if line.strip()))
 
 
 def yaml_problem(exc: BaseException) -> str:

@@ -14,14 +14,15 @@ from scipy.linalg import orthogonal_procrustes
 
 from stf_jax.align import (Adapter, AdapterConfig, AlignInputError, EvalConfig, evaluate, fit_affine, fit_pca,
                            fit_procrustes, fit_procrustes_map, k_for_variance, load_adapter, paired_token_states,
-                           save_adapter, train_adapter, transfer)
+                           save_adapter, train_adapter)
+from stf_jax.align import apply_procrustes_map as transfer
 from stf_jax.align.__main__ import main as align_main
 from stf_jax.align.adapters import orthogonality_penalty
 from stf_jax.align.metrics import row_cosines
 from stf_jax.align.protocol import (Projected, fit_pcas, fit_pcas_by_complement, held_out_rows, procrustes_pairs,
                                    procrustes_trials, project_trials, train_rows)
-from stf_jax.align.synthetic import orthonormal_rows, planted_vectors
-from stf_jax.data import dataset_hash, load_pairs
+from stf_jax.align.synthetic import orthonormal_rows
+from stf_jax.testing import make_planted_run, write_run
 
 
 def _rng(seed=0):
@@ -301,52 +302,6 @@ def test_adapter_learns_a_planted_map_and_survives_save_restore(tmp_path):
 
 
 # ------------------------------------------------------------------ protocol on run directories
-
-
-def _pairs(per_trait=24, n_traits=8):
-    pairs, seen = [], {}
-    for p in load_pairs("shipped"):
-        if len(seen) < n_traits or p.trait in seen:
-            if seen.get(p.trait, 0) < per_trait:
-                pairs.append(p)
-                seen[p.trait] = seen.get(p.trait, 0) + 1
-    return pairs
-
-
-def write_run(root: Path, pairs, models: dict[str, list[np.ndarray]], kind="pairs") -> Path:
-    """A run directory in the extraction format; models: name -> one [n, d] array per layer."""
-    root.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for name, layers in models.items():
-        (root / name).mkdir(exist_ok=True)
-        files = {}
-        for i, x in enumerate(layers):
-            files[str(i)] = f"{name}/layer_{i:03d}.safetensors"
-            save_file({"vectors": np.ascontiguousarray(x, np.float32)}, str(root / files[str(i)]))
-        entries.append({"name": name, "slug": name, "d_model": layers[0].shape[1], "n_layers": len(layers) - 1,
-                        "layers": list(range(len(layers))), "files": files})
-    manifest = {"format_version": 1, "kind": kind, "models": entries, "pair_ids": [p.id for p in pairs],
-                "traits": [p.trait for p in pairs],
-                "source": {"dataset": "shipped", "hash": dataset_hash(pairs), "n_pairs": len(pairs)}}
-    (root / "manifest.json").write_text(json.dumps(manifest))
-    return root
-
-
-def make_planted_run(root: Path, zero_vectors: bool = True):
-    """Two models, 3 layers each; only source layer 1 and target layer 2 share instance-level structure.
-
-    zero_vectors: a third of source layer 0's rows are zero (no direction), as at the embeddings."""
-    pairs = _pairs()
-    names = sorted({p.trait for p in pairs})
-    traits = np.array([names.index(p.trait) for p in pairs])
-    a1, b2 = planted_vectors(traits, [24, 32], 20, noise=0.3, trait_strength=0.7, seed=1, normalize=True)
-    a0, _ = planted_vectors(traits, [24, 32], 20, seed=2, normalize=True)
-    _, b0 = planted_vectors(traits, [24, 32], 20, seed=3, normalize=True)
-    a2, _ = planted_vectors(traits, [24, 32], 20, seed=4, normalize=True)
-    if zero_vectors:
-        a0[::3] = 0.0  # zero steering vectors (same last token at the embeddings): no direction, left out
-    _, b1 = planted_vectors(traits, [24, 32], 20, seed=5, normalize=True)
-    return write_run(root, pairs, {"A": [a0, a1, a2], "B": [b0, b1, b2]}), pairs
 
 
 @pytest.fixture(scope="module")

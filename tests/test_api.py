@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 import stf_jax
 
-VERBS = ("load_model", "extract", "fit_map", "transfer", "steer", "report")
+VERBS = ("load_model", "train_vector", "extract", "fit_map", "transfer", "steer", "report")
 
 
 @pytest.mark.parametrize("verb", VERBS)
@@ -69,3 +69,41 @@ def test_report_verb_calls_write_report(tmp_path):
 
     with pytest.raises(ReportInputError):
         stf_jax.report(tmp_path)
+
+
+MOVED = [("stf_jax.extract.layers", "stf_jax.core.layers", "resolve_layers"),
+         ("stf_jax.steer.stats", "stf_jax.core.stats", "bootstrap"),
+         ("stf_jax.align.inputs", "stf_jax.extract.rundir", "find_models"),
+         ("stf_jax.extract.run", "stf_jax.extract.driver", "extract_pairs"),
+         ("stf_jax.align.trait_transfer", "stf_jax.align.carry_traits", "transferred_trait_vectors"),
+         ("stf_jax.run", "stf_jax.experiment", "run_experiment")]
+
+
+@pytest.mark.parametrize("old,new,name", MOVED)
+def test_moved_modules_still_import_with_a_deprecation(old, new, name):
+    code = (f"import warnings; warnings.simplefilter('always')\n"
+            f"import {new}\nfrom {old} import {name} as a\nfrom {new} import {name} as b\nassert a is b")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    assert f"{old} moved to {new}" in got.stderr and "DeprecationWarning" in got.stderr
+
+
+def test_old_export_names_still_work_with_a_deprecation(tmp_path):
+    code = ("import warnings; warnings.simplefilter('always'); import numpy as np\n"
+            "from stf_jax.steer.export import export_control_vector, load_control_vector\n"
+            f"p = export_control_vector({str(tmp_path / 'v.gguf')!r}, {{3: np.ones(8, np.float32)}}, model_hint='llama')\n"
+            "cv = load_control_vector(p); assert cv.layers == [3] and cv.model_hint == 'llama'")
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    assert "stf_jax.steer.export moved" in got.stderr
+
+
+def test_run_alias_runs_the_experiment_cli():
+    got = subprocess.run([sys.executable, "-m", "stf_jax.run", "--help"], capture_output=True, text=True)
+    assert got.returncode == 0 and "python -m stf_jax.experiment" in got.stdout
+
+
+def test_load_map_is_one_thing():
+    import stf_jax.transfer
+
+    assert stf_jax.load_map is stf_jax.transfer.load_map is stf_jax.transfer.load_map_set

@@ -13,8 +13,9 @@ import pytest
 from safetensors import safe_open
 
 import stf_jax
-from stf_jax.extract.store import FORMAT_VERSION, atomic_save_tensors, atomic_write_json
-from stf_jax.steer.export import export_control_vector, load_control_vector
+from stf_jax.core.atomic import atomic_save_tensors, atomic_write_json
+from stf_jax.extract.store import FORMAT_VERSION
+from stf_jax.core.vectorfile import read_control_vector as load_control_vector, write_vector_file as export_control_vector
 from stf_jax.steer.export_cli import add_export_parser, run_export
 from stf_jax.steer.vectors import load_steering_vector
 
@@ -152,7 +153,7 @@ def test_load_steering_vector_exported(tmp_path, suffix):
 
 
 def make_run(root, rows, traits, layer=13, slug="gemma3-270m", family="gemma3"):
-    """A finished pairs run as stf_jax/extract/run.py leaves it: manifest + <slug>/layer_<idx>.safetensors."""
+    """A finished pairs run as stf_jax/extract/driver.py leaves it: manifest + <slug>/layer_<idx>.safetensors."""
     rel = f"{slug}/layer_{layer:03d}.safetensors"
     (root / slug).mkdir(parents=True)
     diff = rows * 3.0

@@ -98,7 +98,7 @@ def test_rerun_with_other_arguments_is_refused(tiny_model_dir, tmp_path):
     pairs = small_pairs(2)
     extract_pairs([model_dir], pairs, tmp_path / "run", ExtractOptions(layers="1", progress=False))
     assert extract_pairs([model_dir], pairs, tmp_path / "run", ExtractOptions(layers="1", progress=False)) == []
-    with pytest.raises(RunDirError, match="differs in: layers.*--overwrite"):
+    with pytest.raises(RunDirError, match="differs in: layers.*overwrite="):
         extract_pairs([model_dir], pairs, tmp_path / "run", ExtractOptions(layers="2", progress=False))
     extract_pairs([model_dir], pairs, tmp_path / "run", ExtractOptions(layers="2", progress=False, overwrite=True))
     assert [key.split("/")[1] for key in run_files(tmp_path / "run")] == ["2"]

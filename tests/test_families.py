@@ -20,41 +20,12 @@ import numpy as np
 import pytest
 
 import stf_jax
-from conftest import _byte_tokenizer, max_rel_error, random_batch
+from stf_jax.testing import FAMILY_TINY, VOCAB, build_family_tiny, max_rel_error, random_batch
 
-VOCAB = 300
 SEQ = 512
 
-# name -> (config class, model class, config kwargs). Weights are random; norms and biases too.
-FAMILY_TINY = {
-    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(
-        hidden_size=64, num_attention_heads=4, num_hidden_layers=3, intermediate_size=96,
-        max_position_embeddings=1024, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
-                                                       "partial_rotary_factor": 0.25},
-        use_parallel_residual=True, hidden_act="gelu", tie_word_embeddings=False)),
-    "gpt_neox_sequential": ("GPTNeoXConfig", "GPTNeoXForCausalLM", dict(
-        hidden_size=48, num_attention_heads=2, num_hidden_layers=2, intermediate_size=80,
-        max_position_embeddings=1024, rope_parameters={"rope_type": "default", "rope_theta": 500.0,
-                                                       "partial_rotary_factor": 0.5},
-        use_parallel_residual=False, hidden_act="gelu_new", attention_bias=False, tie_word_embeddings=True)),
-    "gpt2": ("GPT2Config", "GPT2LMHeadModel", dict(n_embd=48, n_head=3, n_layer=3, n_positions=1024)),
-    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", dict(
-        hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=3, intermediate_size=96,
-        max_position_embeddings=1024, tie_word_embeddings=True, use_sliding_window=True, sliding_window=37,
-        max_window_layers=1)),
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", dict(
-        hidden_size=64, num_attention_heads=4, num_key_value_heads=1, head_dim=24, num_hidden_layers=3,
-        intermediate_size=96, max_position_embeddings=1024, tie_word_embeddings=False)),
-    "phi3": ("Phi3Config", "Phi3ForCausalLM", dict(
-        hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=3, intermediate_size=96,
-        max_position_embeddings=1024, original_max_position_embeddings=1024, sliding_window=37,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
-        pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)),
-}
 # GGUF variants: llama.cpp's converter keeps no Qwen2 sliding window, so that file comes from a full-attention twin.
 GGUF_TINY = {"gpt_neox": "gpt_neox", "gpt2": "gpt2", "qwen2": "qwen2_full", "qwen3": "qwen3", "phi3": "phi3"}
-FAMILY_TINY["qwen2_full"] = (FAMILY_TINY["qwen2"][0], FAMILY_TINY["qwen2"][1],
-                             FAMILY_TINY["qwen2"][2] | dict(use_sliding_window=False, sliding_window=None))
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -67,27 +38,6 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def build_family_tiny(name: str, out_dir):
-    """Save one tiny random checkpoint; weights are rounded to f16 so an F16 GGUF of it is exact."""
-    import torch
-    import transformers
-
-    cfg_cls, model_cls, kwargs = FAMILY_TINY[name]
-    config = getattr(transformers, cfg_cls)(vocab_size=VOCAB, **kwargs)
-    torch.manual_seed(sum(map(ord, name)))
-    model = getattr(transformers, model_cls)(config).eval()
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            if p.ndim == 1 and "bias" not in pname:  # norm scales
-                p.normal_(1.0 if "ln" in pname or "layernorm" in pname or "layer_norm" in pname else 0.0, 0.5)
-            elif "bias" in pname:
-                p.normal_(0.0, 0.1)
-            p.copy_(p.half().float())
-    model.save_pretrained(out_dir)
-    _byte_tokenizer().save_pretrained(out_dir)
-    return out_dir
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +225,7 @@ GGUF_OUTTYPE = {"gpt_neox": "f16", "gpt2": "f16", "qwen2": "f32", "qwen3": "f16"
 @pytest.fixture(scope="module")
 def llama_cpp_ggufs(family_dir, tmp_path_factory):
     """arch -> (GGUF written by llama.cpp's convert_hf_to_gguf.py, the HF directory it came from)."""
-    from llamacpp import LlamaCppUnavailable, source_dir
+    from stf_jax.bench.llamacpp import LlamaCppUnavailable, source_dir
 
     try:
         src = source_dir()
@@ -385,7 +335,7 @@ def test_pythia_experiment_runs_end_to_end_on_random_weights(tmp_path, monkeypat
     import yaml
 
     from stf_jax.models import registry as reg
-    from stf_jax.run.__main__ import main
+    from stf_jax.experiment.__main__ import main
 
     exp = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/experiments/pythia.yaml").read_text())
     shapes = {"pythia-160m": dict(hidden_size=32, num_attention_heads=2, intermediate_size=64),

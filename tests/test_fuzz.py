@@ -115,7 +115,7 @@ def test_random_bytes_in_corpora(tmp_path_factory, data, suffix):
 
 
 def _valid_control_vector(tmp_path, fmt: str):
-    from stf_jax.steer.export import export_control_vector
+    from stf_jax.core.vectorfile import write_vector_file as export_control_vector
 
     path = tmp_path / f"cv.{fmt}"
     rng = np.random.default_rng(0)
@@ -130,7 +130,7 @@ def _valid_control_vector(tmp_path, fmt: str):
 def test_damaged_and_random_control_vectors(tmp_path_factory, data, fmt):
     """Random bytes, and a valid file truncated or with bytes flipped: a correct ControlVector or an
     expected error, never another exception."""
-    from stf_jax.steer.export import load_control_vector
+    from stf_jax.core.vectorfile import read_control_vector as load_control_vector
 
     tmp = tmp_path_factory.mktemp("cv")
     valid = _valid_control_vector(tmp, fmt)

@@ -117,9 +117,9 @@ def test_item01_safe_name_and_inside(tmp_path):
 
 
 def test_item01_hostile_trait_names_stay_inside_the_export_dir(tmp_path):
-    """python -m stf_jax.run's export stage, given a trait named ../../../../X for two models: both files are
+    """python -m stf_jax.experiment's export stage, given a trait named ../../../../X for two models: both files are
     written inside the export directory, under different names."""
-    from stf_jax.run import _export
+    from stf_jax.experiment import _export
 
     root = tmp_path / "a" / "b" / "c" / "d" / "exp"
     run_dir, steer_dir, out = root / "extract", root / "steer", root / "export"
@@ -146,7 +146,7 @@ def test_item01_hostile_trait_names_stay_inside_the_export_dir(tmp_path):
 
 
 def test_item02_runs_from_different_texts_under_the_same_ids_are_refused(runs):
-    from stf_jax.align.inputs import AlignInputError, find_models, pair_table
+    from stf_jax.extract.rundir import AlignInputError, find_models, pair_table
 
     root, _ = runs
     refs = find_models([root / "A", root / "C"])
@@ -191,7 +191,7 @@ def test_item05_identical_texts_refused_and_zero_vectors_flagged_by_id(runs, lla
 
 KILLER = textwrap.dedent("""
     import os, signal, sys
-    import stf_jax.extract.run as run
+    import stf_jax.extract.driver as run
     save, n = run.atomic_save_tensors, [0]
     def killing_save(path, *args, **kw):
         digest = save(path, *args, **kw)
@@ -244,7 +244,7 @@ def test_item11_safetensors_headers_are_canonical(tmp_path):
     (and compact), so the same arrays and metadata always give the same bytes."""
     import struct
 
-    from stf_jax.extract.store import atomic_save_tensors
+    from stf_jax.core.atomic import atomic_save_tensors
 
     meta = {k: k.upper() for k in ("layer", "convention", "model", "trait", "alpha", "beta", "gamma", "delta")}
     tensors = {k: np.arange(6, dtype=np.float32) * i for i, k in enumerate(("vectors", "diff", "positive", "b"))}
@@ -310,7 +310,7 @@ def test_item09_long_texts_are_cut_with_a_warning_and_batched_by_a_token_budget(
     from stf_jax.extract.batching import make_batches, rows_for_length, tokenize
     from stf_jax.models.loading import load_tokenizer
 
-    from stf_jax.extract.run import DEFAULT_MAX_LENGTH
+    from stf_jax.extract.driver import DEFAULT_MAX_LENGTH
 
     assert DEFAULT_MAX_LENGTH <= 2048  # not the model's context (8192-32768): one row's attention < 1 GB here
     long = ContrastPair("long-1", "verbosity", "word " * 20_000, "Short.")
@@ -333,7 +333,7 @@ def test_item09_long_texts_are_cut_with_a_warning_and_batched_by_a_token_budget(
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 15.2GiB")
 
     monkeypatch.setattr(forward.PooledForward, "__call__", exhausted)
-    with pytest.raises(UserError, match=r"out of memory on a batch of \d+x\d+ .*lower --max-length"):
+    with pytest.raises(UserError, match=r"out of memory on a batch of \d+x\d+ .*lower max_length="):
         _quiet_extract([llama], pairs, tmp_path / "oom", _opts(layers="-1", max_length=256))
 
 
@@ -409,10 +409,10 @@ def test_item13_runs_work_from_any_directory_without_the_pairs_file(runs, tmp_pa
 def test_item14_arguments_are_checked_for_every_model_before_any_work(tiny_model_dir, llama, tmp_path):
     gemma3 = str(tiny_model_dir("gemma3_pattern"))  # 8 blocks; llama has 4
     out = tmp_path / "run"
-    with pytest.raises(UserError, match=rf"--layers: layer 6 is out of range for {llama} with 4 blocks"):
+    with pytest.raises(UserError, match=rf"layers=: layer 6 is out of range for {llama} with 4 blocks"):
         extract_pairs([gemma3, llama], _pairs(1), out, _opts(layers="6"))
     assert not out.exists()  # no files, no run_args.json: a corrected rerun is not refused
-    with pytest.raises(UserError, match="has no chat template; drop --chat-template"):
+    with pytest.raises(UserError, match="has no chat template; drop chat_template="):
         extract_pairs([gemma3, llama], _pairs(1), out, _opts(chat_template=True))
     assert not out.exists()
 
@@ -441,3 +441,38 @@ def test_cli_expected_errors_are_one_line_and_exit_2(tmp_path):
     r = _cli("stf_jax.align", str(tmp_path / "run"), "--out", str(tmp_path / "al"), "--quiet")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert r.stderr.startswith(f"error: {tmp_path / 'run' / 'manifest.json'}: manifest.json is damaged"), r.stderr
+
+
+# issue 25, point 8: library errors name arguments (layer=), the command lines show their flags (--layer)
+
+
+def test_cli_message_turns_python_arguments_into_flags():
+    from stf_jax.errors import cli_message, one_line
+
+    assert cli_message("a .npy vector records no layer; give its HF layer (layer=)") == \
+        "a .npy vector records no layer; give its HF layer (--layer)"
+    assert cli_message("test_fraction= must be in (0, 1)") == "--test-fraction must be in (0, 1)"
+    assert cli_message("layers=: layer 6 is out of range") == "--layers: layer 6 is out of range"
+    assert cli_message("lower max_length= (now 256), max_batch_tokens= or batch_size=") == \
+        "lower --max-length (now 256), --max-batch-tokens or --batch-size"
+    assert cli_message("give both source= and target=, or neither") == "give both --source and --target, or neither"
+    for kept in ("load it with dtype='bfloat16'", "write elsewhere, or replace=True", "cfg.layer= set",
+                 "runs/x=y/file.npy", "a == b", "key=value", "Layer= (capitalised)"):
+        assert cli_message(kept) == kept
+    assert one_line(ValueError("first (layer=)\n  second k= ")) == "first (--layer) | second --k"
+
+
+def test_a_library_error_names_the_argument_and_the_cli_its_flag(tmp_path):
+    from stf_jax import SteeringVector
+    from stf_jax.errors import SteeringInputError
+
+    vec = tmp_path / "x.npy"
+    np.save(vec, np.ones(576, np.float32))
+    with pytest.raises(SteeringInputError, match=r"x\.npy: a \.npy vector records no layer; give its HF layer "
+                                                 r"\(layer=\)$"):
+        SteeringVector.load(vec)
+    r = _cli("stf_jax.transfer", "apply", "--map", "shipped:smollm2-135m->gemma3-270m", str(vec),
+             "--out", str(tmp_path / "carried"))
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        f"error: {vec}: a .npy vector records no layer; give its HF layer (--layer)"], r.stderr
+    assert not (tmp_path / "carried").exists()

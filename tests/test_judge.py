@@ -91,7 +91,8 @@ def test_repetition_and_guard():
 
 
 def test_condition_stats_effect_and_ratio():
-    from stf_jax.judge.behaviour import _boot_idx, condition_stats
+    from stf_jax.core.stats import resample_indices as _boot_idx
+    from stf_jax.judge.behaviour import condition_stats
 
     n = 10
     base = np.zeros(n)
@@ -304,7 +305,7 @@ def test_behaviour_tables_are_the_judges_of_the_cached_generations(tiny_model_di
         sum(i * ord(ch) for i, ch in enumerate(x)) % 997 for x in texts], "", ""))
 
     from stf_jax.data.pairs import load_pairs
-    from stf_jax.extract.run import ExtractOptions, extract_pairs
+    from stf_jax.extract.driver import ExtractOptions, extract_pairs
     from stf_jax.extract.store import pair_tag
     from stf_jax.judge.behaviour import BehaviourConfig, run_behaviour
 

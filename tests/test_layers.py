@@ -15,7 +15,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from stf_jax.align import AlignInputError, paired_token_states
-from stf_jax.align.inputs import ModelRef
+from stf_jax.extract.rundir import ModelRef
 from stf_jax.transfer.fit import layer_pairs
 from stf_jax.extract import LayerSpecError, parse_layer_spec, resolve_layer, resolve_layers
 from stf_jax.models.config import DecoderConfig
@@ -97,7 +97,7 @@ def test_every_entry_point_refuses_a_spec_alike(spec, message):
 
 
 def test_messages_name_the_model_the_option_and_the_valid_range():
-    with pytest.raises(LayerSpecError, match=r"^--layers: layer 31 is out of range for gemma with 30 blocks: "
+    with pytest.raises(LayerSpecError, match=r"^layers=: layer 31 is out of range for gemma with 30 blocks: "
                                              r"valid indices are -31\.\.30 \(0 = embeddings, 30 = final-normed"):
         resolve_layers("31", N, model="gemma")
     with pytest.raises(ValueError, match=r"^layer 7 is out of range for a model with 4 blocks: valid indices are "

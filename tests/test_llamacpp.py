@@ -18,7 +18,8 @@ import subprocess
 
 import numpy as np
 import pytest
-from llamacpp import LlamaCppUnavailable, tool
+
+from stf_jax.bench.llamacpp import LlamaCppUnavailable, tool
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +44,8 @@ def _common_prefix(a: str, b: str) -> int:
 
 @pytest.fixture(scope="module")
 def carried(shipped_maps, tmp_path_factory):
-    from stf_jax.align.inputs import find_models, load_vectors, pair_table
-    from stf_jax.steer.export import export_control_vector
+    from stf_jax.extract.rundir import find_models, load_vectors, pair_table
+    from stf_jax.core.vectorfile import write_vector_file as export_control_vector
     from stf_jax.transfer import transfer_files
 
     try:

@@ -9,7 +9,7 @@ import pytest
 import stf_jax
 from stf_jax.models.config import ConfigError
 from stf_jax.models.params import WeightError
-from conftest import max_rel_error, random_batch
+from stf_jax.testing import max_rel_error, random_batch
 
 D, F, H, KV, L, V = 64, 128, 4, 2, 3, 256
 

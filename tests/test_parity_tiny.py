@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import stf_jax
-from conftest import TINY, VOCAB, max_rel_error, random_batch, torch_reference
+from stf_jax.testing import TINY, VOCAB, max_rel_error, random_batch, torch_reference
 
 SEQ = 512  # long: short prompts hide RoPE bugs, and it is well past the sliding window (37)
 

@@ -1,5 +1,5 @@
 """The two shipped GGUF models against transformers' PyTorch GGUF loading (the reference; transformers' own
-reading of each GGUF is kept in the cache after the first run, see conftest.transformers_from_gguf)."""
+reading of each GGUF is kept in the cache after the first run, see stf_jax.testing.transformers_from_gguf)."""
 
 import json
 import subprocess
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import stf_jax
-from conftest import transformers_from_gguf
 from stf_jax.models.registry import resolve
+from stf_jax.testing import transformers_from_gguf
 
 REAL = ["smollm2-135m", "gemma3-270m"]
 

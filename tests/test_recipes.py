@@ -468,7 +468,7 @@ def test_missing_source_says_what_where_and_how(tmp_path: Path) -> None:
     assert "STF_DATASETS_DIR is not set" in message
     assert str(tmp_path / "hf_home" / "hub" / "datasets--stanfordnlp--imdb") in message
     assert str(tmp_path / "hf_home" / "datasets" / "stanfordnlp___imdb") in message
-    assert "--source PATH" in message and "aclImdb" in message
+    assert "Provide it with source= (a file" in message and "aclImdb" in message
 
     with pytest.raises(SourceNotFoundError, match=r"nowhere \(does not exist\)"):
         build_recipe("optimism", source=tmp_path / "nowhere")

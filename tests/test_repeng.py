@@ -28,7 +28,7 @@ def repeng_file(shipped_maps, tmp_path_factory):
     if not hasattr(np, "float_"):  # repeng 0.4.0 annotates with np.float_, removed in NumPy 2 (test-only shim)
         np.float_ = np.float64
     repeng = pytest.importorskip("repeng")
-    from conftest import transformers_from_gguf
+    from stf_jax.testing import transformers_from_gguf
     from stf_jax.data import load_pairs
     from stf_jax.models.registry import resolve
 

@@ -199,7 +199,7 @@ def build_run_dir(root: Path) -> Path:
     traits = align["layer-6"]["traits"]
     (run / "steer").mkdir()
     (run / "steer" / "steer_results.json").write_text(json.dumps(make_steer_results(traits), allow_nan=True))
-    (run / "experiment.json").write_text(json.dumps({  # as stf_jax.run writes it
+    (run / "experiment.json").write_text(json.dumps({  # as stf_jax.experiment writes it
         "name": "shipped-pair", "config_file": "configs/experiments/shipped.yaml",
         "config": {"models": ["gemma3-270m", "smollm2-135m"], "align": {"k": None, "trials": 5},
                    "steer": {"alphas": [-0.2, -0.1, 0.0, 0.1, 0.2]}},
@@ -354,7 +354,7 @@ def test_missing_results_errors(tmp_path, capsys):
         write_report(tmp_path / "empty")
     assert main([str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
-    assert "no results to report" in err and "python -m stf_jax.run" in err
+    assert "no results to report" in err and "python -m stf_jax.experiment" in err
     with pytest.raises(ReportInputError, match="no such directory"):
         write_report(tmp_path / "absent")
 
@@ -465,7 +465,7 @@ def test_variance_curve_from_run_files_of_a_model_given_as_a_path(tiny_model_dir
     """Models given as paths live under a slugged folder: the report finds their layer through the store
     (it guessed the file from the name and drew no curve), and refuses quietly what is not there."""
     from stf_jax.data.pairs import load_pairs
-    from stf_jax.extract.run import ExtractOptions, extract_pairs
+    from stf_jax.extract.driver import ExtractOptions, extract_pairs
     from stf_jax.extract.store import load_layer
     from stf_jax.report.load import curve_from_run
 

@@ -1,4 +1,4 @@
-"""python -m stf_jax.run end to end, stage skipping, and the exported control vectors of transferred vectors
+"""python -m stf_jax.experiment end to end, stage skipping, and the exported control vectors of transferred vectors
 loading back bit-identical.
 
 The runner's plumbing is tested on two tiny random checkpoints of different families (Llama and Gemma 3
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import yaml
 
-from stf_jax.run import ExperimentError, check_experiment, load_experiment
-from stf_jax.run.__main__ import main
+from stf_jax.experiment import ExperimentError, check_experiment, load_experiment
+from stf_jax.experiment.__main__ import main
 
 SMALL = {
     "name": "small",
@@ -72,7 +72,7 @@ def test_every_stage_writes_its_outputs(small_run, models):
 def test_exported_transferred_vector_loads_back_identical(small_run, models):
     import gguf
 
-    from stf_jax.steer.export import load_control_vector
+    from stf_jax.core.vectorfile import read_control_vector as load_control_vector
     from stf_jax.extract.store import model_slug
     from stf_jax.steer.vectors import load_steering_vector
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import stf_jax
-from conftest import VOCAB, max_rel_error, random_batch
+from stf_jax.testing import VOCAB, max_rel_error, random_batch
 from stf_jax.steer import make_intervention, mean_logprobs, position_mask
 
 

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 
 import stf_jax
-from conftest import max_rel_error
 from stf_jax.models import decoder
 from stf_jax.steer import make_intervention
-from stf_jax.steer import stats
+from stf_jax.core import stats
 from stf_jax.steer.propensity import PrefixScorer
-from test_align import _pairs, write_run
+from stf_jax.testing import max_rel_error, shipped_pairs, write_run
 from test_steer import hooked_reference
 
 PROMPTS = ["Describe the weather.", "Say hi to the team.", "What is a prime?"]
@@ -104,7 +103,7 @@ def test_slopes_and_intervals_equal_numpy():
 def exact_transfer_run(tmp_path_factory, tiny_model_dir):
     """Source and target are one tiny model; target vectors = source vectors · Q (Q orthogonal), so the
     affine map is exact and its transferred trait vectors equal the target's own."""
-    pairs = _pairs(per_trait=24, n_traits=6)  # enough rows that every leave-one-trait-out fit is determined
+    pairs = shipped_pairs(per_trait=24, n_traits=6)  # enough rows that every leave-one-trait-out fit is determined
     model = stf_jax.load_model(tiny_model_dir("llama_gqa_untied_rope3"))
     d, n_layers = model.config.d_model, model.config.n_layers
     rng = np.random.default_rng(0)
@@ -125,7 +124,7 @@ def test_exact_transfer_matches_native_and_controls_do_not(exact_transfer_run, t
 
     root, models = exact_transfer_run
     cfg = SteerConfig(alphas=(-2.0, -1.0, 0.0, 1.0, 2.0), pairs_per_trait=3, methods=("affine", "procrustes"),
-                      ridge=0.0, k=8, bootstrap=200, generation_trait=_pairs(24, 6)[0].trait, generation_prompts=2,
+                      ridge=0.0, k=8, bootstrap=200, generation_trait=shipped_pairs(24, 6)[0].trait, generation_prompts=2,
                       max_new_tokens=4, self_injection_pairs=2)
     res = evaluate_steering(root, cfg, layer=2, directions=[("src", "tgt")], models=models, out_dir=tmp_path,
                             log=lambda *_: None)
@@ -179,7 +178,7 @@ def test_bad_steering_configs_fail_clearly(exact_transfer_run):
 
 
 def test_leave_one_trait_out_transfer_equals_numpy_lstsq_without_that_trait():
-    from stf_jax.align.trait_transfer import transferred_trait_vectors
+    from stf_jax.align.carry_traits import transferred_trait_vectors
 
     rng = np.random.default_rng(3)
     traits = np.repeat(["a", "b", "c", "d"], 30)
@@ -210,7 +209,7 @@ def test_multi_layer_vector_propensity_matches_pytorch_hooks_and_cli(tiny_model_
     from stf_jax.errors import cli_main
     from stf_jax.steer.__main__ import main
     from stf_jax.steer.apply import steered_propensity
-    from stf_jax.steer.export import export_control_vector
+    from stf_jax.core.vectorfile import write_vector_file as export_control_vector
     from stf_jax.steer.propensity import encode_continuations
 
     model_dir = tiny_model_dir("llama_gqa_untied_rope3")

@@ -13,13 +13,13 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_align import _pairs, write_run
 
 from stf_jax.align import EvalConfig, evaluate
 from stf_jax.align.adapters import AdapterConfig
 from stf_jax.align.maps import METHODS, VECTOR_METHODS, FitSettings, fit_map, map_from_tensors, map_tensors
 from stf_jax.align.synthetic import planted_vectors
-from stf_jax.steer.export import export_control_vector, load_control_vector
+from stf_jax.core.vectorfile import read_control_vector as load_control_vector, write_vector_file as export_control_vector
+from stf_jax.testing import shipped_pairs, write_run
 from stf_jax.transfer import MapFileError, TransferInputError, carry, load_map_set, transfer_files
 from stf_jax.transfer.fit import fit_map_set
 
@@ -30,7 +30,7 @@ NORMS = {"A": {1: 2.0, 2: 3.0, 3: 4.0}, "B": {1: 10.0, 2: 20.0, 3: 30.0}}
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """Models A (d 24) and B (d 32), 4 blocks each; layers 1..3 share a planted map."""
-    pairs = _pairs()
+    pairs = shipped_pairs()
     names = sorted({p.trait for p in pairs})
     traits = np.array([names.index(p.trait) for p in pairs])
     layers = {"A": [], "B": []}

@@ -16,12 +16,12 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_align import write_run
 
 from stf_jax.align.affine import fit_affine
 from stf_jax.data import load_pairs, validate_pairs
 from stf_jax.data.corpus import corpus_pairs, load_corpus
-from stf_jax.steer.export import export_control_vector, load_control_vector
+from stf_jax.core.vectorfile import read_control_vector as load_control_vector, write_vector_file as export_control_vector
+from stf_jax.testing import write_run
 from stf_jax.transfer import CoverageError, carry, fit_map, load_map_set
 from stf_jax.transfer.coverage import coverage, coverage_basis, scatter
 from stf_jax.transfer.kinds import Fit, kinds_report, spearman

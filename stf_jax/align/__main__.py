@@ -19,7 +19,7 @@ from ..errors import UserError, cli_main, report_user_error
 from ..options import add_fields, fields_from_args
 from .adapters import AdapterConfig
 from .evaluate import ALL_METHODS, METHODS, EvalConfig, evaluate
-from .inputs import AlignInputError
+from ..extract.rundir import AlignInputError
 from .report import write_results
 
 

@@ -10,6 +10,7 @@ import dataclasses
 import itertools
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -22,12 +23,14 @@ from ..data import dataset_hash
 from . import adapters as adapters_lib
 from . import maps
 from .affine import paired_token_states
-from .inputs import (SCRAMBLES, AlignInputError, ModelRef, PairTable, Trials, array_hash, check_k, describe_inputs,
+from ..extract.rundir import (SCRAMBLES, AlignInputError, ModelRef, PairTable, Trials, array_hash, check_k, describe_inputs,
                      find_models, load_vectors, make_trials, pair_table, zero_rows)
+from .metrics import cosines, masked_mean, summarize
 from .ops import map_batched
 from .pca import PCA, k_for_variance
-from .protocol import (baseline_trials, fit_pcas, fit_pcas_by_complement, fitted_map_trials, held_out_rows,
-                       layer_sweep, map_trials, procrustes_trials, project_trials, spectra, train_rows)
+from .protocol import (Projected, baseline_trials, fit_pcas, fit_pcas_by_complement, fitted_map_trials,
+                       held_out_rows, layer_sweep, map_trials, procrustes_stats_both_ways, procrustes_trials,
+                       project_trials, spectra, train_rows)
 from ..extract.store import pair_tag
 from ..safe_paths import inside
 
@@ -146,13 +149,15 @@ def _k_from_spectra(specs: Sequence[tuple[np.ndarray, np.ndarray]], fraction: fl
 
 
 def evaluate_direction(x_s: np.ndarray, x_t: np.ndarray, pca_s: PCA | None, pca_t: PCA | None, dev: _Device,
-                       table: PairTable, cfg: EvalConfig, token_maps: dict | None = None, k: int | None = None
-                       ) -> tuple[dict, dict, dict]:
+                       table: PairTable, cfg: EvalConfig, token_maps: dict | None = None, k: int | None = None,
+                       proper: tuple[dict, jax.Array] | None = None) -> tuple[dict, dict, dict]:
     """All methods of cfg for one directed pair at fixed layers, each scored the way its table entry says.
 
     pca_s, pca_t: per-trial PCAs (for the k-space Procrustes scorer); token_maps: {method: map} for
-    methods fitted on corpus token states. Returns (methods: name -> summary, scrambling: method ->
-    pairing -> summary, trained: method -> (maps, info) with leading trial axis, for saving)."""
+    methods fitted on corpus token states; proper: the k-space Procrustes of the proper pairing already
+    computed (metrics, scale: leading [T]), from the fit of the opposite direction (`_procrustes_both_ways`).
+    Returns (methods: name -> summary, scrambling: method -> pairing -> summary, trained: method ->
+    (maps, info) with leading trial axis, for saving)."""
     traits = table.trait_names
     x_s, x_t = jnp.asarray(x_s), jnp.asarray(x_t)
     settings = cfg.fit_settings(k)
@@ -173,9 +178,7 @@ def evaluate_direction(x_s: np.ndarray, x_t: np.ndarray, pca_s: PCA | None, pca_
             methods[name] = _summarize_method(res, traits)
             continue
         if spec.scorer == "kspace":  # Procrustes scored in PCA coordinates (protocol docstring): same numbers
-            res, scale = procrustes_trials(project_trials(pca_s, x_s), project_trials(pca_t, x_t), dev.train,
-                                           dev.test, perms, dev.onehot, rotation_only=cfg.rotation_only,
-                                           batch_size=cfg.batch_size)
+            res, scale = _kspace_trials(x_s, x_t, pca_s, pca_t, dev, perms, cfg, proper)
             res["scale"] = scale
         else:
             res, fitted, info = map_trials(name, settings, x_s, x_t, dev.train, dev.val, dev.test, perms, dev.onehot,
@@ -197,12 +200,61 @@ def evaluate_direction(x_s: np.ndarray, x_t: np.ndarray, pca_s: PCA | None, pca_
     return methods, scrambling, trained
 
 
+def _kspace_trials(x_s, x_t, pca_s: PCA, pca_t: PCA, dev: _Device, perms: jax.Array, cfg: EvalConfig,
+                   proper: tuple[dict, jax.Array] | None) -> tuple[dict, jax.Array]:
+    """Procrustes in PCA coordinates for every trial and pairing of `perms` (metrics, scale: leading [T, S]).
+    With `proper` (the proper pairing, perms[:, 0], from the opposite direction's fit) only the scrambled
+    pairings are fitted here: their permutations of the source rows are not the transposed problem."""
+    if proper is not None and perms.shape[1] == 1:
+        return jax.tree.map(lambda a: a[:, None], proper)
+    todo = perms if proper is None else perms[:, 1:]
+    res = procrustes_trials(project_trials(pca_s, x_s), project_trials(pca_t, x_t), dev.train, dev.test, todo,
+                            dev.onehot, rotation_only=cfg.rotation_only, batch_size=cfg.batch_size)
+    if proper is None:
+        return res
+    return jax.tree.map(lambda p, r: jnp.concatenate([p[:, None], r], 1), proper, res)
+
+
+@partial(jax.jit, static_argnames=("rotation_only", "batch_size"))
+def _procrustes_trials_both_ways(a: Projected, b: Projected, w_train: jax.Array, w_test: jax.Array,
+                                 onehot: jax.Array, rotation_only: bool = False, batch_size: int | None = None):
+    """Proper-pairing Procrustes of a → b and b → a per trial from one fit (protocol.procrustes_stats_both_ways:
+    R_ba = R_abᵀ, s_ba = tr Σ / ‖z_b‖²) -> ((metrics, scale) a → b, (metrics, scale) b → a), leading [T]."""
+
+    def trial(args):
+        pa, pb, wtr, wte = args
+        return tuple((summarize(cosines(st), wtr, wte, onehot), scale)
+                     for st, scale in procrustes_stats_both_ways(pa, pb, wtr, rotation_only))
+
+    return map_batched(trial, (a, b, w_train, w_test), batch_size)
+
+
+def _procrustes_both_ways(vectors: dict, pcas: dict, chosen: dict, directions: list[tuple[str, str]], dev: _Device,
+                          cfg: EvalConfig) -> dict:
+    """The k-space Procrustes of the proper pairing for both directions of each model pair, one fit per pair
+    and trial: (source, target) -> (metrics, scale), leading [T], for `evaluate_direction(proper=...)`.
+
+    Only where both directions are evaluated at mirrored layers (a sweep may pick (i, j) one way and not
+    (j, i) the other); the rest are fitted per direction as before."""
+    if not pcas or not any(maps.METHODS[m].scorer == "kspace" for m in cfg.methods if m in maps.METHODS):
+        return {}
+    out = {}
+    for s_name, t_name in directions:
+        ls, lt = chosen[(s_name, t_name)]
+        if (s_name, t_name) in out or chosen.get((t_name, s_name)) != (lt, ls):
+            continue
+        a, b = ((project_trials(pcas[key], jnp.asarray(vectors[key]))) for key in ((s_name, ls), (t_name, lt)))
+        out[(s_name, t_name)], out[(t_name, s_name)] = _procrustes_trials_both_ways(
+            a, b, dev.train, dev.test, dev.onehot, rotation_only=cfg.rotation_only, batch_size=cfg.batch_size)
+    return out
+
+
 # ---------------------------------------------------------------- the whole protocol
 
 
 def _directions(refs: dict[str, ModelRef], source: str | None, target: str | None) -> list[tuple[str, str]]:
     if (source is None) != (target is None):
-        raise AlignInputError("give both --source and --target, or neither (all directed pairs)")
+        raise AlignInputError("give both source= and target=, or neither (all directed pairs)")
     if source is not None:
         for name in (source, target):
             if name not in refs:
@@ -288,9 +340,55 @@ def _sweep_pair(s_name: str, t_name: str, k: int, layers: dict, mats: dict, val_
     }
 
 
+@partial(jax.jit, static_argnames=("rotation_only", "batch_size"))
+def _layer_sweep_both_ways(a: Projected, b: Projected, w_train: jax.Array, w_test: jax.Array, valid_a: jax.Array,
+                           valid_b: jax.Array, rotation_only: bool = False, batch_size: int | None = 1
+                           ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
+    """protocol.layer_sweep for a → b ([L_a, L_b, T]) and b → a ([L_b, L_a, T]) from one fit per layer pair and
+    trial (protocol.procrustes_stats_both_ways: R_ba = R_abᵀ, s_ba = tr Σ / ‖z_b‖²). a, b: Projected [L, T, …]."""
+
+    def pair(pa, pb, wtr, wte):
+        out = []
+        for stats, scale in procrustes_stats_both_ways(pa, pb, wtr, rotation_only):
+            c = cosines(stats)
+            out.append({"test": masked_mean(c.raw, wte), "test_centered": masked_mean(c.centered, wte),
+                        "train": masked_mean(c.raw, wtr), "train_centered": masked_mean(c.centered, wtr),
+                        "scale": scale})
+        return tuple(out)
+
+    over_trials = jax.vmap(pair, in_axes=(0, 0, 0, 0))
+
+    def per_target(pa, va, pb, vb):
+        both = va * vb
+        return over_trials(pa, pb, w_train * both, w_test * both)
+
+    over_targets = jax.vmap(per_target, in_axes=(None, None, 0, 0))
+    forward, reverse = map_batched(lambda x: over_targets(x[0], x[1], b, valid_b), (a, valid_a), batch_size)
+    return forward, jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), reverse)
+
+
+def _layer_sweeps(proj: dict, directions: list[tuple[str, str]], w_train: jax.Array, w_test: jax.Array, valid: dict,
+                  cfg: EvalConfig) -> dict[tuple[str, str], dict[str, np.ndarray]]:
+    """layer_sweep's matrices for every direction; the two directions of a model pair come from one fit per
+    layer pair and trial."""
+    out = {}
+    for s_name, t_name in directions:
+        if (s_name, t_name) in out:
+            continue
+        if (t_name, s_name) in directions:
+            out[(s_name, t_name)], out[(t_name, s_name)] = _layer_sweep_both_ways(
+                proj[s_name], proj[t_name], w_train, w_test, valid[s_name], valid[t_name],
+                rotation_only=cfg.rotation_only)
+        else:
+            out[(s_name, t_name)] = layer_sweep(proj[s_name], proj[t_name], w_train, w_test, valid[s_name],
+                                                valid[t_name], rotation_only=cfg.rotation_only)
+    return {d: jax.tree.map(np.asarray, m) for d, m in out.items()}
+
+
 def _sweep(names: list[str], refs: dict[str, ModelRef], load, directions: list[tuple[str, str]], trials: Trials,
            dev: _Device, cfg: EvalConfig, hashes: dict[str, str], log) -> tuple[dict, dict]:
-    """Procrustes over every source × target layer of each direction, as one batched call per direction.
+    """Procrustes over every source × target layer of each direction, as one batched call per model pair (both
+    directions from one fit) or per direction evaluated alone.
 
     Returns (best layer pair per direction, the JSON-ready sweep record)."""
     layers, stacks, valid, zeros = _layer_stacks(names, refs, load, hashes, log)
@@ -304,17 +402,12 @@ def _sweep(names: list[str], refs: dict[str, ModelRef], load, directions: list[t
 
     # the layer pair is chosen on the validation slice (maps fitted on train minus validation), so the test
     # cosine reported at the chosen pair is not selected on the test rows themselves
-    selection = {}
-    proj = projected(train_rows(trials.fit))
-    for s_name, t_name in directions:
-        selection[(s_name, t_name)] = np.asarray(layer_sweep(
-            proj[s_name], proj[t_name], dev.fit, dev.val, valid[s_name], valid[t_name],
-            rotation_only=cfg.rotation_only)["test_centered"]).mean(-1)
-    proj = projected(dev.rows)
+    selection = {d: m["test_centered"].mean(-1) for d, m in _layer_sweeps(
+        projected(train_rows(trials.fit)), directions, dev.fit, dev.val, valid, cfg).items()}
+    sweeps = _layer_sweeps(projected(dev.rows), directions, dev.train, dev.test, valid, cfg)
     chosen, record = {}, {}
     for s_name, t_name in directions:
-        mats = jax.tree.map(np.asarray, layer_sweep(proj[s_name], proj[t_name], dev.train, dev.test, valid[s_name],
-                                                    valid[t_name], rotation_only=cfg.rotation_only))
+        mats = sweeps[(s_name, t_name)]
         best, rec = _sweep_pair(s_name, t_name, k, layers, mats, selection[(s_name, t_name)], valid, cfg)
         chosen[(s_name, t_name)], record[f"{s_name}->{t_name}"] = best, rec
         log(f"sweep {s_name}->{t_name}: best layers {best} (validation centered "
@@ -376,7 +469,7 @@ def _token_maps(cfg: EvalConfig, token_run, s_name: str, t_name: str, ls: int, l
     token_maps = {}
     for name in (m for m in cfg.methods if m in maps.METHODS and maps.METHODS[m].fits_on == "token_states"):
         if token_run is None:
-            raise AlignInputError(f"method {name} needs --token-run (a corpus run of both models)")
+            raise AlignInputError(f"method {name} needs token_run= (a corpus run of both models)")
         xs_tok, xt_tok = paired_token_states(token_run, s_name, t_name, ls, lt, cfg.token_pairing)
         token_maps[name] = maps.fit_map(name, xs_tok, xt_tok, settings=cfg.fit_settings(k))[0]
     return token_maps
@@ -423,6 +516,7 @@ def evaluate(run_dirs: Sequence[str | Path], cfg: EvalConfig, layer: int = -6, s
     trials, dev, results["excluded_pairs"] = _without_zero_vectors(vectors, table, trials, dev, cfg, log)
     results["split_sizes"] = {side: getattr(trials, side).sum(1).astype(int).tolist() for side in ("train", "test", "val")}
     k_main, pcas = _shared_pcas(vectors, dev, trials, refs, names, cfg, log)
+    proper = _procrustes_both_ways(vectors, pcas, chosen, directions, dev, cfg)
 
     for s_name, t_name in directions:
         ls, lt = chosen[(s_name, t_name)]
@@ -430,7 +524,7 @@ def evaluate(run_dirs: Sequence[str | Path], cfg: EvalConfig, layer: int = -6, s
         token_maps = _token_maps(cfg, token_run, s_name, t_name, ls, lt, k_main)
         methods, scrambling, trained = evaluate_direction(
             vectors[(s_name, ls)], vectors[(t_name, lt)], pcas.get((s_name, ls)), pcas.get((t_name, lt)), dev, table,
-            cfg, token_maps, k_main)
+            cfg, token_maps, k_main, proper.get((s_name, t_name)))
         entry = {"source": s_name, "target": t_name, "layer_source": ls, "layer_target": lt, "k": k_main,
                  "methods": methods, "scrambling": scrambling, "seconds": time.perf_counter() - t0}
         if pcas:

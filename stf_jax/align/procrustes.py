@@ -40,7 +40,7 @@ class ProcrustesMap(NamedTuple):
 
     def __call__(self, v: jax.Array) -> jax.Array:
         """v: [..., d_s] -> T(v): [..., d_t]."""
-        return transfer(self, v)
+        return apply_procrustes_map(self, v)
 
 
 @partial(jax.jit, static_argnames=("rotation_only",))
@@ -65,7 +65,7 @@ def fit_procrustes_map(source: PCA, target: PCA, x_s: jax.Array, x_t: jax.Array,
 
 
 @jax.jit
-def transfer(m: ProcrustesMap, v: jax.Array) -> jax.Array:
+def apply_procrustes_map(m: ProcrustesMap, v: jax.Array) -> jax.Array:
     """T(v) = μ_t + s·(v − μ_s) W_s R W_tᵀ for v: [..., d_s]."""
     z = project(m.source, v)
     return reconstruct(m.target, m.procrustes.scale * mm(z, m.procrustes.rotation))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..markdown import table_lines
-from .inputs import SCRAMBLES
+from ..extract.rundir import SCRAMBLES
 
 
 def _f(stat: dict | None, digits: int = 3) -> str:

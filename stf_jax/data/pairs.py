@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -70,16 +69,9 @@ def load_pairs(name_or_path: str | Path, traits: Sequence[str] | None = None) ->
 
 def save_pairs(pairs: Sequence[ContrastPair], path: str | Path) -> None:
     """Write pairs as JSONL, one record per line, UTF-8 kept readable (atomically: temporary file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            for pair in pairs:
-                handle.write(json.dumps(pair.to_dict(), ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    from ..core.atomic import atomic_write_text
+
+    atomic_write_text(Path(path), "".join(json.dumps(pair.to_dict(), ensure_ascii=False) + "\n" for pair in pairs))
 
 
 def is_shipped(name_or_path: str | Path) -> bool:

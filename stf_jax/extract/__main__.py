@@ -19,7 +19,7 @@ import yaml
 
 from ..errors import UserError, cli_main, yaml_problem
 from ..options import add_fields, fields_from_args
-from .run import ExtractOptions, extract_corpus, extract_pairs
+from .driver import ExtractOptions, extract_corpus, extract_pairs
 
 
 class ExtractConfigError(UserError, ValueError):

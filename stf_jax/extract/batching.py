@@ -51,7 +51,7 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int, truncate: bool = 
                 if not truncate:
                     raise TokenizeError(
                         f"{describe(start + j)} has {len(row)} tokens, more than the model's context of {max_length} tokens "
-                        "allowed here (drop --no-truncate to cut it, raise --max-length, or shorten the text)"
+                        "allowed here (cut it with truncate=, raise max_length=, or shorten the text)"
                     )
                 lengths[start + j] = len(row)
                 row = row[:max_length]

@@ -40,7 +40,7 @@ POOLINGS = {"last": pool_last, "mean": pool_mean, "tokens": pool_tokens}
 def make_mesh(model_parallel: int = 1, devices=None) -> Mesh:
     devices = list(devices if devices is not None else jax.local_devices())
     if len(devices) % model_parallel:
-        raise ValueError(f"--model-parallel {model_parallel} does not divide the {len(devices)} local devices")
+        raise ValueError(f"model_parallel= {model_parallel} does not divide the {len(devices)} local devices")
     grid = np.array(devices).reshape(len(devices) // model_parallel, model_parallel)
     return Mesh(grid, ("data", "model"))
 

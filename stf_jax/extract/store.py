@@ -17,9 +17,7 @@ file (`checksums`); a damaged run is recomputed on rerun and reported on load.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import shutil
 import struct
@@ -27,8 +25,9 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-from safetensors.numpy import load_file, save
+from safetensors.numpy import load_file
 
+from ..core.atomic import atomic_write_json, file_sha256
 from ..errors import UserError
 from ..safe_paths import inside, is_safe_name, safe_name
 
@@ -53,68 +52,6 @@ class LayerNotFoundError(RunDirError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: Path, obj: Any, **kw) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False, **kw) + "\n").encode())
-
-
-def safetensors_bytes(tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> bytes:
-    """safetensors serialization with a canonical header (sorted keys, compact): equal arrays and metadata
-    give equal bytes in every process (the library's header order varies from process to process)."""
-    raw = save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=metadata)
-    n = struct.unpack("<Q", raw[:8])[0]
-    header = json.loads(raw[8:8 + n])
-    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + raw[8 + n:]
-
-
-def atomic_save_tensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> str:
-    """Write a safetensors file atomically (canonical header); returns its sha256."""
-    data = safetensors_bytes(tensors, metadata)
-    atomic_write_bytes(path, data)
-    return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def safetensors_problem(path: Path) -> str | None:
@@ -176,7 +113,7 @@ def read_json_file(path: Path, what: str) -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DamagedRunError(f"{path}: {what} is damaged (not valid JSON: {e}); rerun the extraction with the same "
-                              "arguments to recompute it, or pass --overwrite") from None
+                              "arguments to recompute it, or pass overwrite=") from None
 
 
 class RunDir:
@@ -205,7 +142,7 @@ class RunDir:
                     changed = sorted(k for k in set(previous) | set(run_args) if previous.get(k) != run_args.get(k))
                     raise RunDirError(
                         f"{self.root} holds a run started with different arguments (differs in: {', '.join(changed)}); "
-                        "use another --out directory, or pass --overwrite to discard it"
+                        "use another out= directory, or pass overwrite= to discard it"
                     )
                 if is_writer:
                     self._clear()
@@ -219,7 +156,7 @@ class RunDir:
                             f"{'; …' if len(problems) > 3 else ''}); recomputing")
                     self.manifest_path.unlink(missing_ok=True)
         elif self.root.exists() and any(p.name != ".lock" for p in self.root.iterdir()) and not overwrite:
-            raise RunDirError(f"{self.root} exists and is not an stf_jax run directory; choose an empty --out")
+            raise RunDirError(f"{self.root} exists and is not an stf_jax run directory; choose an empty out=")
         if is_writer:
             self.root.mkdir(parents=True, exist_ok=True)
             if not args_path.exists():
@@ -319,7 +256,7 @@ def layer_file(run_dir: str | Path, model: str, layer: int | str) -> Path:
     """The file of one model's arrays at one layer of a finished run, checked against the manifest's
     checksum (runs that record one). `model` as named in the manifest or its slug; `layer` an HF index or
     any one-layer spec of `extract.layers`, e.g. -6, resolved for that model."""
-    from .layers import resolve_layer
+    from ..core.layers import resolve_layer
 
     manifest = read_manifest(run_dir)
     for entry in manifest["models"]:
@@ -376,3 +313,76 @@ def load_run_pairs(run_dir: str | Path, manifest: dict[str, Any] | None = None):
                               "the extraction")
     by_id = {p.id: p for p in load_pairs(path)}
     return [by_id[i] for i in manifest["pair_ids"]]
+
+
+def trait_vector(run_dir: str | Path, model: str, trait: str | None = None, layers: int | str | Sequence = -6):
+    """The seed paper's trait vector from a finished pairs run, as a `SteeringVector`: at each layer the mean
+    of the pairs' unit difference vectors (of `trait`'s pairs when given), normalised; typical-|h| units.
+    `layers`: any layer spec the run has (-6, "all", [12, 14])."""
+    from ..core.layers import resolve_layers
+    from ..core.vector import SteeringVector
+
+    manifest = read_manifest(run_dir)
+    entry = next((e for e in manifest["models"] if model in (e["name"], e["slug"])), None)
+    if entry is None:
+        raise LayerNotFoundError(f"model {model!r} is not in {run_dir}; it has {[e['name'] for e in manifest['models']]}")
+    n_layers = int(entry.get("n_layers", max(map(int, entry["files"]))))
+    wanted = resolve_layers(layers, n_layers)
+    rows = _trait_rows(run_dir, manifest, trait)
+    dirs = {}
+    for lay in wanted:
+        path = layer_file(run_dir, entry["name"], lay)
+        dirs[int(path.stem.split("_")[-1])] = _unit_mean(_vectors(path), rows, path)
+    return SteeringVector(dirs, model=entry["name"], model_type=model_hint(entry), trait=trait or "all",
+                          method="mean_diff", units="typical_norm", provenance={"run": Path(run_dir).name})
+
+
+def layer_file_vector(path: str | Path, trait: str | None = None, layer: int | None = None):
+    """`trait_vector` at one layer, from the path of a run's `<model>/layer_<idx>.safetensors`."""
+    path = Path(path)
+    run_dir = path.parent.parent
+    try:
+        manifest = read_manifest(run_dir)
+    except RunDirError:
+        manifest = None
+    file_layer = int(path.stem.split("_")[-1]) if re.fullmatch(r"layer_\d+", path.stem) else None
+    if layer is not None and file_layer is not None and layer != file_layer:
+        raise LayerNotFoundError(f"{path} holds HF layer {file_layer}, not {layer}; use the run's "
+                                 f"layer_{layer:03d}.safetensors, or drop the layer")
+    entry = next((e for e in (manifest or {}).get("models", []) if e["slug"] == path.parent.name), None)
+    if entry is not None:
+        return trait_vector(run_dir, entry["name"], trait, file_layer if file_layer is not None else layer)
+    if trait:
+        raise RunDirError(f"{path}: no run manifest in {run_dir}; it is needed to select the pairs of trait {trait!r}")
+    from ..core.vector import SteeringVector
+
+    lay = file_layer if file_layer is not None else layer
+    if lay is None:
+        raise LayerNotFoundError(f"{path}: the file records no layer; give its HF layer")
+    return SteeringVector({lay: _unit_mean(_vectors(path), None, path)}, trait="all",
+                          method="mean_diff", units="typical_norm")
+
+
+def _vectors(path: Path) -> np.ndarray:
+    tensors = load_tensors(path)
+    if "vectors" not in tensors:
+        raise RunDirError(f"{path}: no 'vectors' array and no direction.* tensors (expected an extraction run's "
+                          "layer file or an exported control vector)")
+    return tensors["vectors"]
+
+
+def _trait_rows(run_dir, manifest: dict[str, Any], trait: str | None) -> np.ndarray | None:
+    if not trait:
+        return None
+    traits = np.asarray(manifest.get("traits", []))
+    if trait not in set(traits.tolist()):
+        raise LayerNotFoundError(f"trait {trait!r} is not in {run_dir}; it has {sorted(set(traits.tolist()))}")
+    return traits == trait
+
+
+def _unit_mean(vectors: np.ndarray, rows: np.ndarray | None, path: Path) -> np.ndarray:
+    v = (vectors if rows is None else vectors[rows]).mean(axis=0)
+    norm = float(np.linalg.norm(v))
+    if not np.isfinite(v).all() or norm == 0:
+        raise DamagedRunError(f"{path}: the trait vector is zero or not finite")
+    return (v / norm).astype(np.float32)

@@ -43,7 +43,7 @@ def _layers(specs: list[str] | None, models: list[str]) -> dict[tuple[str, str],
 
 
 def _models(run_dir: str) -> list[str]:
-    from ..align.inputs import find_models
+    from ..extract.rundir import find_models
 
     return sorted(find_models([run_dir]))
 

@@ -37,6 +37,7 @@ import numpy as np
 
 from . import JUDGES, fluency, judge_for
 from . import prompts as prompt_sets
+from ..core.stats import format_ci, interval, resample_indices
 from ..extract.store import pair_tag
 from ..safe_paths import inside
 
@@ -177,18 +178,6 @@ def generate_specs(model, layer: int, prompts: Sequence[str], specs: Sequence[di
 # ---------------------------------------------------------------- statistics
 
 
-def _boot_idx(n: int, n_boot: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, (n_boot, n))
-
-
-def _ci(point: float, samples: np.ndarray) -> dict[str, float]:
-    s = samples[np.isfinite(samples)]
-    if s.size == 0:
-        return {"mean": float(point), "lo": float("nan"), "hi": float("nan")}
-    lo, hi = np.percentile(s, [2.5, 97.5])
-    return {"mean": float(point), "lo": float(lo), "hi": float(hi)}
-
-
 def _nanmean_rows(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """Bootstrap means of x [n] over resampled indices idx [B, n], ignoring NaN."""
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
@@ -206,7 +195,7 @@ def condition_stats(base: np.ndarray, plus: np.ndarray, minus: np.ndarray, nativ
         d_plus, d_minus, effect = plus - base, minus - base, (plus - minus) / 2.0
 
     def mean_ci(x):
-        return _ci(float(np.nanmean(x)) if np.isfinite(x).any() else float("nan"), _nanmean_rows(x, idx))
+        return interval(_nanmean_rows(x, idx), float(np.nanmean(x)) if np.isfinite(x).any() else float("nan"))
 
     out = {"delta_plus": mean_ci(d_plus), "delta_minus": mean_ci(d_minus), "effect": mean_ci(effect),
            "n_prompts": int(np.isfinite(effect).sum())}
@@ -214,7 +203,7 @@ def condition_stats(base: np.ndarray, plus: np.ndarray, minus: np.ndarray, nativ
         with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             point = np.nanmean(effect) / np.nanmean(native_effect)
-        out["ratio_to_native"] = _ci(float(point), _nanmean_rows(effect, idx) / _nanmean_rows(native_effect, idx))
+        out["ratio_to_native"] = interval(_nanmean_rows(effect, idx) / _nanmean_rows(native_effect, idx), float(point))
     return out
 
 
@@ -241,13 +230,10 @@ def fluency_stats(lp_base, lp_plus, lp_minus, rep_base, rep_plus, rep_minus, cfg
 
 def _scale(model, layer: int, prompts: Sequence[str], chat: bool) -> float:
     """The layer's mean residual norm over the (chat-formatted) prompts' tokens after the first."""
-    from ..steer.inject import residual_norms
+    from ..core.norms import typical_norms
 
     texts, special = fluency.format_prompts(model, prompts, chat)
-    ids, mask = model.encode(texts, padding_side="left", add_special_tokens=special)
-    h = np.asarray(model.hidden_states(ids, mask, [layer]))[0]
-    total, count = residual_norms(h, mask)
-    return total / count
+    return typical_norms(model, texts, [layer], batch=None, padding_side="left", add_special_tokens=special)[layer]
 
 
 def _fluency_all(model, prompts: Sequence[str], texts: Sequence[Sequence[str]], chat: bool, cfg: BehaviourConfig,
@@ -299,7 +285,7 @@ def _calibration_row(a: float, specs: list[dict], texts, lp, rep, prompts: Seque
     keep = [0] + [i for i, s in enumerate(specs) if s["condition"] == "native" and abs(s["alpha"]) == a]
     per, std_effects, _ = _trait_rows(["native"], [specs[i] for i in keep], [texts[i] for i in keep],
                                       None if lp is None else lp[keep], rep[keep], prompts, cfg,
-                                      _boot_idx(len(prompts), cfg.bootstrap, cfg.seed))
+                                      resample_indices(len(prompts), cfg.bootstrap, cfg.seed))
     rows = per["native"]["traits"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -363,14 +349,14 @@ def _pooled(per: dict, std_effects: dict, traits: Sequence[str], idx) -> None:
     nat = np.stack(std_effects["native"]) if "native" in std_effects else None
     for c in per:
         per_prompt = np.nanmean(np.stack(std_effects[c]), 0)  # [T, P] -> [P]
-        pooled = {"std_effect": _ci(float(np.nanmean(per_prompt)), _nanmean_rows(per_prompt, idx)),
+        pooled = {"std_effect": interval(_nanmean_rows(per_prompt, idx), float(np.nanmean(per_prompt))),
                   "n_guard_pass": int(sum(per[c]["traits"][t]["guard"] for t in traits)),
                   "n_traits": len(traits),
                   "n_effect_ci_above_zero": int(sum(per[c]["traits"][t]["effect"]["lo"] > 0 for t in traits))}
         if nat is not None and c != "native":
             nat_pp = np.nanmean(nat, 0)
-            pooled["ratio_to_native"] = _ci(float(np.nanmean(per_prompt) / np.nanmean(nat_pp)),
-                                            _nanmean_rows(per_prompt, idx) / _nanmean_rows(nat_pp, idx))
+            pooled["ratio_to_native"] = interval(_nanmean_rows(per_prompt, idx) / _nanmean_rows(nat_pp, idx),
+                                                 float(np.nanmean(per_prompt) / np.nanmean(nat_pp)))
         per[c]["pooled"] = pooled
 
 
@@ -386,8 +372,7 @@ def _evaluate_mode(model, layer_t: int, prompts, conds: dict, a: float, scale: f
     _pooled(per, std_effects, cfg.traits, idx)
     for c in names:
         p = per[c]["pooled"]
-        log(f"  {mode} {c}: standardized effect {p['std_effect']['mean']:.2f} "
-            f"[{p['std_effect']['lo']:.2f}, {p['std_effect']['hi']:.2f}]"
+        log(f"  {mode} {c}: standardized effect {format_ci(p['std_effect'])}"
             + (f", ratio {p['ratio_to_native']['mean']:.2f}" if "ratio_to_native" in p else "")
             + f", guard {p['n_guard_pass']}/{p['n_traits']}")
     lp0 = lp_all[0] if lp_all is not None else None
@@ -414,7 +399,7 @@ def evaluate_direction(model, source: str, target: str, layer_s: int, layer_t: i
         a = cfg.alpha
     entry["alpha"] = a
     log(f"  {source}->{target}: a = {a} (x mean |h| {scale:.1f})")
-    idx = _boot_idx(len(prompts), cfg.bootstrap, cfg.seed)
+    idx = resample_indices(len(prompts), cfg.bootstrap, cfg.seed)
     entry["modes"] = {mode: _evaluate_mode(model, layer_t, prompts, conds, a, scale, chat, mode, cfg, cache,
                                            with_logprob, idx, log)
                       for mode in ["greedy"] + (["sampled"] if cfg.sampled else [])}
@@ -426,7 +411,7 @@ def run_behaviour(run_dir: str | Path, cfg: BehaviourConfig = BehaviourConfig(),
                   directions: Sequence[tuple[str, str]] | None = None, out_dir: str | Path | None = None,
                   with_logprob: bool = True, log=print) -> dict[str, Any]:
     """The behavioural evaluation over the directed model pairs of an extraction run (see the module doc)."""
-    from ..align.inputs import AlignInputError, find_models, load_vectors, make_trials, pair_table, zero_rows
+    from ..extract.rundir import AlignInputError, find_models, load_vectors, make_trials, pair_table, zero_rows
     from ..models.loading import load_model
     from ..steer.evaluate import SteerConfig, condition_vectors
 
@@ -473,12 +458,7 @@ def run_behaviour(run_dir: str | Path, cfg: BehaviourConfig = BehaviourConfig(),
 # ---------------------------------------------------------------- output
 
 
-def _f(ci: dict | None, digits: int = 2) -> str:
-    if not ci or ci.get("mean") is None or not np.isfinite(ci["mean"]):
-        return "–"
-    if not np.isfinite(ci.get("lo", np.nan)):
-        return f"{ci['mean']:.{digits}f}"
-    return f"{ci['mean']:.{digits}f} [{ci['lo']:.{digits}f}, {ci['hi']:.{digits}f}]"
+_f = format_ci
 
 
 def markdown(results: dict[str, Any], mode: str = "greedy") -> str:

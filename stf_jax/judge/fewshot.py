@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import maps
+from ..core.stats import format_ci
 
 N_TRAITS = (1, 2, 4, 8, 16, 25)
 PAIRS = (2, 8, 32, None)  # None: all of a trait's training pairs
@@ -101,7 +102,7 @@ def steering_ratio(model, layer_t: int, x_s, x_t, traits: np.ndarray, w_train, w
     """Propensity effect ratio (carried / native) on held-out pairs of `eval_traits`, for maps fitted on n
     traits × p pairs that never include the evaluated trait. Effect = (prop(+alpha) − prop(−alpha)) / 2."""
     from ..steer.propensity import PrefixScorer
-    from ..steer.stats import mean_ci
+    from ..core.stats import mean_ci
 
     names = list(dict.fromkeys(traits.tolist()))
     rng0 = np.random.default_rng([seed, 99])
@@ -143,7 +144,7 @@ def run_fewshot(run_dir: str | Path, layers: dict[tuple[str, str], tuple[int, in
                 pairs: Sequence[int | None] = PAIRS, repeats: int = 5, seed: int = 0,
                 steer_traits: Sequence[str] = (), steer_settings: Sequence[tuple[int, int | None]] = (),
                 steer_alpha: float = 0.2, log=print) -> dict[str, Any]:
-    from ..align.inputs import find_models, load_vectors, make_trials, pair_table, zero_rows
+    from ..extract.rundir import find_models, load_vectors, make_trials, pair_table, zero_rows
 
     t0 = time.perf_counter()
     refs = find_models([run_dir])
@@ -194,7 +195,7 @@ def markdown(res: dict[str, Any]) -> str:
                     continue
                 key = "trait_cos" if m == "fit_mean" else "centered"
                 lines.append(f"| {m} ({'trait-vector cos' if m == 'fit_mean' else 'centered'}) | {n} | " + " | ".join(
-                    f"{cells[p][key]['mean']:.3f} [{cells[p][key]['lo']:.3f}, {cells[p][key]['hi']:.3f}]"
+                    format_ci(cells[p][key], 3)
                     if p in cells else "–" for p in res["pairs"]) + " |")
         lines += ["", "Trait-vector cosine to the target's own vector (held-out traits):", "",
                   "| method | traits | " + " | ".join(f"p={p}" for p in res["pairs"]) + " |",

@@ -32,7 +32,7 @@ BASELINES = ("identity", "mean_target", "trait_mean")
 
 
 def _ci(x: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> dict[str, float]:
-    from ..steer.stats import mean_ci
+    from ..core.stats import mean_ci
 
     x = np.asarray(x, np.float64)
     if x.size == 0:
@@ -41,7 +41,7 @@ def _ci(x: np.ndarray, groups: np.ndarray, n_boot: int, seed: int) -> dict[str, 
 
 
 def _load(run_dir, names: Sequence[str] | None = None):
-    from ..align.inputs import find_models, pair_table
+    from ..extract.rundir import find_models, pair_table
 
     refs = find_models([run_dir])
     names = sorted(refs) if names is None else list(names)
@@ -54,7 +54,7 @@ def ood_evaluation(shipped_run: str | Path, ood_run: str | Path,
                    methods: Sequence[str] = ("procrustes", "affine", "linear"), k: int = 256, ridge: float = 0.1,
                    seed: int = 0, bootstrap: int = 1000, log=print) -> dict[str, Any]:
     """In-distribution vs OOD centered cosine of every map and baseline, per directed model pair."""
-    from ..align.inputs import AlignInputError, load_vectors, make_trials, zero_rows
+    from ..extract.rundir import AlignInputError, load_vectors, make_trials, zero_rows
 
     t0 = time.perf_counter()
     refs, table, orders = _load(shipped_run)
@@ -126,10 +126,10 @@ def ood_evaluation(shipped_run: str | Path, ood_run: str | Path,
 
 
 def markdown(res: dict[str, Any]) -> str:
+    from ..core.stats import format_ci
+
     def f(ci):
-        if ci is None or ci.get("mean") is None or not np.isfinite(ci["mean"]):
-            return "–"
-        return f"{ci['mean']:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}]"
+        return format_ci(ci, 3)
 
     seen, unseen = res["ood_traits"]["seen"], res["ood_traits"]["unseen"]
     lines = ["# Out-of-distribution pairs: maps fitted on the shipped set", "",

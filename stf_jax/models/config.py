@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from ..errors import UserError
-from ..extract.layers import LayerSpec, resolve_layers
+from ..core.layers import LayerSpec, resolve_layers
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "gemma", "gemma2", "gemma3_text", "gemma3", "qwen2", "qwen3", "phi3",
                          "gpt_neox", "gpt2")
@@ -204,7 +204,7 @@ class DecoderConfig:
 
     def resolve_layers(self, layers: LayerSpec) -> tuple[int, ...]:
         """HF hidden-state indices (0 = embeddings, i = output of block i) for a layer spec (indices,
-        negatives, relative depths, ranges, 'all': `stf_jax.extract.layers`), in the order asked; () for ()."""
+        negatives, relative depths, ranges, 'all': `stf_jax.core.layers`), in the order asked; () for ()."""
         if isinstance(layers, (tuple, list)) and not layers:
             return ()
         return resolve_layers(layers, self.n_layers, keep_order=True, flag=None)

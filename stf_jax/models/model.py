@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..extract.layers import LayerSpec
+from ..core.layers import LayerSpec
 from . import decoder
 from .config import DecoderConfig
 

@@ -72,6 +72,7 @@ def resolve(name: str) -> str:
             raise FileNotFoundError(f"model {name!r}: {path} is missing from package {e['package']!r}; reinstall it")
         return str(path)
     if source == "gguf_assemble":
+        from ..core.atomic import atomic_path
         from ..locks import CacheLock
 
         target = cache_dir() / "gguf" / e["file"]
@@ -79,9 +80,8 @@ def resolve(name: str) -> str:
             with CacheLock(target):  # one process assembles; the others wait and then find the file
                 if not target.exists():
                     module = importlib.import_module(e["package"])  # chunked-weights packages are meant to be imported
-                    tmp = target.with_name(f".{target.name}.partial{os.getpid()}")
-                    module.assemble(tmp, overwrite=True)
-                    os.replace(tmp, target)
+                    with atomic_path(target) as tmp:
+                        module.assemble(tmp, overwrite=True)
         return str(target)
     raise ValueError(f"{e['_file']}: unknown source {source!r} (gguf_package, gguf_assemble, hub)")
 

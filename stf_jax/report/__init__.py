@@ -5,7 +5,7 @@ self-contained report.html (figures embedded as base64 PNG, inline CSS, no scrip
 
 `stf_jax.report` is this package and, called, the function `report` below. RUN_DIR layout:
 experiment.json (optional), align/<name>/results.json (`python -m stf_jax.align`),
-steer/steer_results.json (`python -m stf_jax.steer eval`); `python -m stf_jax.run` writes all of it.
+steer/steer_results.json (`python -m stf_jax.steer eval`); `python -m stf_jax.experiment` writes all of it.
 Names load lazily (matplotlib only when a report is built).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 _LAZY = {
-    "ReportInputError": "load", "Run": "load", "load_run": "load", "variance_curves": "load",
+    "ReportInputError": "load", "Run": "load", "ExperimentResults": "load", "load_run": "load", "variance_curves": "load",
     "build": "render", "to_html": "render", "to_markdown": "render", "write_report": "render",
 }
 __all__ = [*_LAZY, "report"]

@@ -1,7 +1,7 @@
 """python -m stf_jax.report RUN_DIR [--out DIR]: report.md, figures/*.png and a self-contained report.html.
 
 RUN_DIR holds align/<name>/results.json (python -m stf_jax.align), steer/steer_results.json
-(python -m stf_jax.steer eval) and optionally experiment.json (python -m stf_jax.run writes all three).
+(python -m stf_jax.steer eval) and optionally experiment.json (python -m stf_jax.experiment writes all three).
 """
 
 from __future__ import annotations

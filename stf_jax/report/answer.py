@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import figures as F
-from .load import Run
+from .load import ExperimentResults
 
 MAPS = ("procrustes", "affine", "affine_tokens", "linear", "lowrank", "mlp")
 CONTROLS = ("zero_shot", "random", "shuffled")
@@ -30,7 +30,7 @@ def _dir(d: dict) -> str:
     return f"{_short(d['source'])}→{_short(d['target'])}"
 
 
-def geometric(run: Run) -> dict[str, Any] | None:
+def geometric(run: ExperimentResults) -> dict[str, Any] | None:
     """{"source": ..., "rows": [{direction, best, best_value, trait_mean, best_ood, trait_mean_ood, ...}], "all": {...}}"""
     ood = run.judge.get("ood")
     if ood:
@@ -67,7 +67,7 @@ def geometric(run: Run) -> dict[str, Any] | None:
     return {"source": "align", "rows": rows, "all": allv} if rows else None
 
 
-def behavioural(run: Run) -> dict[str, Any] | None:
+def behavioural(run: ExperimentResults) -> dict[str, Any] | None:
     """{"source": "judge" | "steer", "rows": [{direction, condition, ratio {mean, lo, hi}, kind}]}"""
     beh = run.judge.get("behaviour")
     if beh:
@@ -130,7 +130,7 @@ def _broken_controls(ctl: list[dict]) -> str:
     return f" (the fluency guard failed for most traits of {', '.join(broken)}: their text broke)" if broken else ""
 
 
-def sentence(run: Run) -> str:
+def sentence(run: ExperimentResults) -> str:
     g, b = geometric(run), behavioural(run)
     parts = []
     if g:
@@ -171,7 +171,7 @@ def sentence(run: Run) -> str:
     return " ".join(parts)
 
 
-def figure(run: Run):
+def figure(run: ExperimentResults):
     """Left: centered cosine per map and baseline (in-distribution, OOD); right: behavioural ratio to native."""
     import matplotlib
 

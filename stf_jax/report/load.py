@@ -19,7 +19,7 @@ expected at least one of
   RUN_DIR/steer/steer_results.json    written by `python -m stf_jax.steer eval ... --out RUN_DIR/steer`
   RUN_DIR/judge/*/{behaviour,ood,fewshot}_results.json   written by `python -m stf_jax.judge ... --out RUN_DIR/judge/<name>`
   RUN_DIR/kinds/kinds.json            written by `python -m stf_jax.transfer kinds ... --out RUN_DIR/kinds`
-(optionally RUN_DIR/experiment.json); `python -m stf_jax.run` writes the whole layout in one go.
+(optionally RUN_DIR/experiment.json); `python -m stf_jax.experiment` writes the whole layout in one go.
 RUN_DIR may also be a single alignment output directory (holding results.json)."""
 
 
@@ -28,8 +28,8 @@ class ReportInputError(UserError, ValueError):
 
 
 @dataclass
-class Run:
-    """The parsed contents of a run directory."""
+class ExperimentResults:
+    """The parsed results of an experiment directory (what `stf_jax.experiment` wrote: stage outputs)."""
 
     root: Path
     experiment: dict[str, Any] | None = None
@@ -55,11 +55,11 @@ def _read(path: Path) -> Any:
         raise ReportInputError(f"{path}: cannot read JSON ({e})") from e
 
 
-def load_run(run_dir: str | Path) -> Run:
+def load_run(run_dir: str | Path) -> ExperimentResults:
     root = Path(run_dir)
     if not root.is_dir():
         raise ReportInputError(f"{root}: no such directory\n{EXPECTED}")
-    run = Run(root)
+    run = ExperimentResults(root)
     if (root / "experiment.json").is_file():
         run.experiment = _read(root / "experiment.json")
     found = sorted((root / "align").glob("*/results.json")) if (root / "align").is_dir() else []
@@ -149,7 +149,7 @@ def curve_from_run(run_dir: Path, model: str, layer: int, max_components: int | 
     return [float(v) for v in cum]
 
 
-def variance_curves(run: Run) -> dict[str, dict[str, dict[str, Any]]]:
+def variance_curves(run: ExperimentResults) -> dict[str, dict[str, dict[str, Any]]]:
     """{align name: {"<model> @ layer <l>": {"curve": [...], "k": k, "source": "results.json" | "run files"}}}.
 
     Prefers a `variance_curve` field of each results.json direction ({model: [cumulative fraction, ...]}),
@@ -177,3 +177,6 @@ def variance_curves(run: Run) -> dict[str, dict[str, dict[str, Any]]]:
         if curves:
             out[name] = curves
     return out
+
+
+Run = ExperimentResults  # the earlier name; "run" now means an extraction run directory only

@@ -15,10 +15,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from ..core.stats import format_ci
 from ..markdown import table as md_table
 from . import answer
 from . import figures as F
-from .load import Run, load_run, variance_curves
+from .load import ExperimentResults, load_run, variance_curves
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -30,17 +31,7 @@ def fmt(x: Any, digits: int = 3) -> str:
     return "—" if not math.isfinite(v) else f"{v:.{digits}f}"
 
 
-def fmt_ci(stat: Any, digits: int = 2) -> str:
-    """'mean [lo, hi]' from a {mean, lo, hi} dict; '—' for missing / NaN means."""
-    if not isinstance(stat, dict):
-        return fmt(stat, digits)
-    m = F.num(stat.get("mean"))
-    if not math.isfinite(m):
-        return "—"
-    lo, hi = F.num(stat.get("lo")), F.num(stat.get("hi"))
-    if math.isfinite(lo) and math.isfinite(hi):
-        return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
-    return f"{m:.{digits}f}"
+fmt_ci = format_ci  # 'mean [lo, hi]'; '—' for missing / NaN means
 
 
 def fmt_pm(stat: Any, digits: int = 3) -> str:
@@ -168,7 +159,7 @@ def _short(s: str, n: int = 140) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def _experiment_section(doc: Document, run: Run) -> None:
+def _experiment_section(doc: Document, run: ExperimentResults) -> None:
     exp = run.experiment
     lines = [f"Run directory: `{run.root}`.", ""]
     for name, p in run.align_paths.items():
@@ -220,7 +211,7 @@ def _experiment_section(doc: Document, run: Run) -> None:
         doc.md("### Configuration\n\n" + md_table(["setting", "value"], rows))
 
 
-def _headline(doc: Document, run: Run) -> None:
+def _headline(doc: Document, run: ExperimentResults) -> None:
     rows = []
     for name, res in run.align.items():
         for d in res.get("directions", []):
@@ -253,7 +244,7 @@ def _headline(doc: Document, run: Run) -> None:
                + md_table(["direction (layers)", "best transferred", "slope ratio", "Pearson r"], srows))
 
 
-def _alignment_sections(doc: Document, run: Run) -> None:
+def _alignment_sections(doc: Document, run: ExperimentResults) -> None:
     if not run.align:
         return
     columns = [(f"{d.get('source')} →\n{d.get('target')}\nlayers {d.get('layer_source')}→{d.get('layer_target')}"
@@ -304,7 +295,7 @@ def _cond_label(name: str, c: dict) -> str:
     return f"`{name}`" + (" (control)" if kind == "control" else "")
 
 
-def _steer_sections(doc: Document, run: Run) -> None:
+def _steer_sections(doc: Document, run: ExperimentResults) -> None:
     st = run.steer
     if st is None:
         return
@@ -453,7 +444,7 @@ def _generation_check(gen: dict) -> str:
             f"(words) of the generated text{n}:\n\n" + md_table(header, rows))
 
 
-def _answer_section(doc: Document, run: Run) -> None:
+def _answer_section(doc: Document, run: ExperimentResults) -> None:
     """First screen: one sentence and one figure on how well transfer worked against the baselines."""
     doc.md("## Answer\n\n" + answer.sentence(run))
     doc.figure("answer", "How well transfer worked",
@@ -463,7 +454,7 @@ def _answer_section(doc: Document, run: Run) -> None:
                lambda: answer.figure(run))
 
 
-def _judge_sections(doc: Document, run: Run) -> None:
+def _judge_sections(doc: Document, run: ExperimentResults) -> None:
     beh = run.judge.get("behaviour")
     if beh:
         _behaviour_section(doc, beh)
@@ -576,7 +567,7 @@ def _fewshot_section(doc: Document, few: dict) -> None:
                lambda: JF.fewshot_figure(few))
 
 
-def _kinds_section(doc: Document, run: Run) -> None:
+def _kinds_section(doc: Document, run: ExperimentResults) -> None:
     """Transfer by vector kind (`python -m stf_jax.transfer kinds`): one figure and its tables."""
     if run.kinds is None:
         return
@@ -591,7 +582,7 @@ def _kinds_section(doc: Document, run: Run) -> None:
     doc.md(kinds_markdown(run.kinds))
 
 
-def build(run: Run) -> Document:
+def build(run: ExperimentResults) -> Document:
     doc = Document(f"Steering-vector transfer report: {run.name}")
     _answer_section(doc, run)
     _headline(doc, run)

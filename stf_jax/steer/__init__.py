@@ -10,7 +10,6 @@ Names load lazily.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 _LAZY = {
@@ -26,30 +25,26 @@ def steer(model, vector, prompts: str | Sequence[str], alpha: float | None = Non
     """Unsteered and steered completions of `prompts`, with every layer of `vector` steered.
 
     model: a loaded Model or a name/path for `load_model`.
-    vector: a `transfer` result (its .directions), a {HF layer: [d_model]} dict, a file (a .gguf/.safetensors
-      control vector, a run's layer_<idx>.safetensors with `trait`, a .npy with `layer`), or an array with
-      `layer` (an HF hidden-state index, 1..n_layers).
-    scale: "stored" (alpha * v as stored: llama.cpp's and repeng's strength), "unit", "mean-norm" (alpha times
-      the layer's mean |h|), or "auto" (mean-norm for a run's layer file, else stored) — as `steer generate`.
-    alpha: the strength [1.0 stored, 0.15 otherwise]. options: mode ("additive", "replace", ...), dtype,
-      steer_prompt, chat_template, max_new_tokens, temperature, top_p, seed.
+    vector: a SteeringVector (trained, carried or loaded), a file (a .gguf/.safetensors control vector, a
+      run's layer_<idx>.safetensors with `trait`, a .npy with `layer`), a {HF layer: [d_model]} dict, or an
+      array with `layer` (an HF hidden-state index, 1..n_layers).
+    Strength, the one default everywhere (`steer generate` too): a vector in typical-|h| units (trained,
+      carried from one, or a run's trait vector) adds alpha x the layer's mean |h| x v, alpha 0.15 by default
+      (`SteeringVector.DEFAULT_STRENGTH`), so `v * 2` steers twice as hard; a vector in residual units (any
+      file, llama.cpp's and repeng's meaning) adds alpha x v as stored, alpha 1.0 by default.
+    scale: "auto" (the above), or force "stored", "unit" or "mean-norm" (alpha x mean |h| x v/|v|).
+    options: mode ("additive", "replace", ...), dtype, steer_prompt, chat_template, max_new_tokens,
+      temperature, top_p, seed.
     Returns (unsteered, steered, info {"layers", "scale", "alpha", "mean_norms"})."""
     from .apply import default_strength, steered_completions
+    from .vectors import as_vector
 
-    kind = "control_vector"
-    if hasattr(vector, "directions"):
-        directions = dict(vector.directions)
-    elif isinstance(vector, dict):
-        directions = dict(vector)
-    elif isinstance(vector, (str, Path)):
-        from .vectors import load_directions
-
-        directions, kind = load_directions(vector, trait, layer)
-    else:
-        directions = {layer: vector}
-    scale, alpha = default_strength(kind, scale, alpha)
+    vector = as_vector(vector, layer, trait)
+    relative = vector.units == "typical_norm"
+    scale, alpha = default_strength("run" if relative else "control_vector", scale, alpha)
+    gains = vector.norms if relative and scale == "mean-norm" else None
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    return steered_completions(model, prompts, directions, alpha, scale=scale, **options)
+    return steered_completions(model, prompts, vector.directions, alpha, scale=scale, gains=gains, **options)
 
 
 def __getattr__(name: str):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import textwrap
+from pathlib import Path
 
 
 def _add_generate_parser(sub) -> None:
@@ -69,23 +70,21 @@ def main(argv=None) -> int:
 
 def run_generate(args, parser) -> int:
     """Unsteered and steered completions of each prompt, printed side by side."""
-    from ..extract.layers import parse_layer_spec, resolve_layer
+    from ..core.layers import parse_layer_spec, resolve_layer
     from ..models.loading import load_model
-    from .apply import default_strength, steered_completions
-    from .vectors import load_directions
+    from . import steer
 
     if args.layer is not None:
         parse_layer_spec(args.layer)  # a malformed spec fails before the model loads
+    if Path(args.vector).suffix == ".npy" and args.layer is None:
+        parser.error("--layer is required for a .npy vector")
     model = load_model(args.model, dtype=args.dtype)
     layer = None if args.layer is None else resolve_layer(args.layer, model.config.n_layers, args.model, flag="--layer")
-    directions, kind = load_directions(args.vector, args.trait, layer)
-    if None in directions:
-        parser.error("--layer is required for a .npy vector")
-    scale, alpha = default_strength(kind, args.scale, args.alpha)
-    plain, steered, info = steered_completions(
-        model, args.prompts, directions, alpha, scale=scale, mode=args.mode, dtype=args.dtype,
-        steer_prompt=not args.generated_only, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-        top_p=args.top_p, seed=args.seed, chat_template=args.chat_template)
+    plain, steered, info = steer(  # the library call: one default strength for both
+        model, args.vector, args.prompts, args.alpha, layer=layer, trait=args.trait, scale=args.scale, mode=args.mode,
+        dtype=args.dtype, steer_prompt=not args.generated_only, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, top_p=args.top_p, seed=args.seed, chat_template=args.chat_template)
+    alpha, scale = info["alpha"], info["scale"]
     how = f"{args.mode}, alpha {alpha}, layers {info['layers']}, {scale}" + (
         f", mean |h| {', '.join(f'{h:.1f}' for h in info['mean_norms'])}" if info.get("mean_norms") else "")
     width = 60

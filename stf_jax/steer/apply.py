@@ -25,7 +25,7 @@ def check_strength(alpha: float, limit: float = 1e6) -> float:
     alpha = float(alpha)
     if not np.isfinite(alpha) or abs(alpha) > limit:
         raise SteeringInputError(f"strength alpha = {alpha} is not a usable number; give a finite value with "
-                                 f"|alpha| <= {limit:g} (0.1-0.3 with --scale mean-norm, ~1 for stored vectors)")
+                                 f"|alpha| <= {limit:g} (0.1-0.3 on the mean-norm scale, ~1 for stored vectors)")
     return alpha
 
 
@@ -33,7 +33,7 @@ def _layer_stack(cfg, directions: dict[int, np.ndarray]) -> tuple[list[int], np.
     """(sorted HF layers, vectors [n_layers, d_model]) checked against the model."""
     layers = sorted(directions)
     if not layers or None in directions:
-        raise SteeringInputError("no layer to steer: give the layer of a single vector (--layer)")
+        raise SteeringInputError("no layer to steer: give the layer of a single vector (layer=)")
     for lay in layers:
         v = np.asarray(directions[lay])
         if v.shape != (cfg.d_model,):
@@ -45,16 +45,11 @@ def _layer_stack(cfg, directions: dict[int, np.ndarray]) -> tuple[list[int], np.
 
 
 def _mean_norms(model, texts: Sequence[str], layers: Sequence[int], add_special_tokens: bool = True) -> list[float]:
-    """Each layer's mean residual norm over the texts' tokens after the first (see inject.residual_norms)."""
-    from .inject import residual_norms
+    """Each layer's typical |h| over the texts as the model sees them (core.norms), in `layers` order."""
+    from ..core.norms import typical_norms
 
-    ids, mask = model.encode(list(texts), add_special_tokens=add_special_tokens)
-    h = np.asarray(model.hidden_states(ids, mask, layers))  # [L, B, S, D]
-    out = []
-    for j in range(len(layers)):
-        total, count = residual_norms(h[j], mask)
-        out.append(total / max(count, 1))
-    return out
+    norms = typical_norms(model, texts, layers, batch=None, add_special_tokens=add_special_tokens)
+    return [norms[int(lay)] for lay in layers]
 
 
 def default_strength(kind: str, scale: str, alpha: float | None) -> tuple[str, float]:
@@ -68,11 +63,14 @@ def default_strength(kind: str, scale: str, alpha: float | None) -> tuple[str, f
 
 def steered_completions(model, prompts: Sequence[str], directions: dict[int, np.ndarray], alpha: float,
                         scale: str = "stored", mode: str = "additive", dtype: str = "float32",
-                        steer_prompt: bool = True, chat_template: bool = False, **generation: Any
+                        steer_prompt: bool = True, chat_template: bool = False,
+                        gains: dict[int, float] | None = None, **generation: Any
                         ) -> tuple[list[str], list[str], dict[str, Any]]:
     """(unsteered, steered completions, info) with every layer of `directions` ({HF layer: [d_model]}) steered.
 
-    model: a Model or a name/path for `load_model`. generation: max_new_tokens, temperature, top_p, seed."""
+    model: a Model or a name/path for `load_model`. gains {HF layer: g} (scale mean-norm): steer layer L at
+    g x alpha x mean |h| (a typical-|h| vector's length; 1 for unit vectors). generation: max_new_tokens,
+    temperature, top_p, seed."""
     from ..models.generate import generate
     from ..models.loading import load_model
     from .inject import make_intervention, position_mask
@@ -84,7 +82,7 @@ def steered_completions(model, prompts: Sequence[str], directions: dict[int, np.
         model = load_model(model, dtype=dtype)
     cfg = model.config
     if chat_template and getattr(model.tokenizer, "chat_template", None) is None:
-        raise SteeringInputError("this model's tokenizer has no chat template; drop --chat-template")
+        raise SteeringInputError("this model's tokenizer has no chat template; drop chat_template=")
     layers, vectors = _layer_stack(cfg, directions)
     info: dict[str, Any] = {"layers": layers, "scale": scale, "alpha": alpha}
     layer_scale = None
@@ -93,6 +91,8 @@ def steered_completions(model, prompts: Sequence[str], directions: dict[int, np.
                                                       add_generation_prompt=True) for p in prompts] \
             if chat_template else list(prompts)
         layer_scale = _mean_norms(model, texts, layers, add_special_tokens=not chat_template)
+        if gains and any(abs(gains[lay] - 1.0) > 1e-6 for lay in layers):
+            layer_scale = [s * gains[lay] for s, lay in zip(layer_scale, layers)]
         info["mean_norms"] = layer_scale
 
     def steering(mask):
@@ -118,7 +118,7 @@ def steered_propensity(model, directions: dict[int, np.ndarray], pairs: Sequence
     from ..models.loading import load_model
     from .inject import make_intervention, position_mask
     from .propensity import propensity
-    from .stats import bootstrap, curve_ci, slopes
+    from ..core.stats import bootstrap, curve_ci, slopes
 
     if scale not in SCALES:
         raise SteeringInputError(f"scale {scale!r}: choose from {list(SCALES)}")

@@ -2,7 +2,7 @@
 
 For each directed pair (source → target) at chosen layers, on one text-disjoint split of the run's pairs:
   1. trait vectors (mean of the training pairs' unit vectors) in both models;
-  2. maps fitted on the training pairs (`stf_jax.align.trait_transfer`), each carrying the source's trait
+  2. maps fitted on the training pairs (`stf_jax.align.carry_traits`), each carrying the source's trait
      vectors into the target;
   3. conditions steered into the target: `native` (its own vectors), one per map method, and the
      controls `zero_shot` (the source vector zero-padded / truncated, the Preference-Vector idea), `random` (random unit
@@ -29,12 +29,12 @@ import numpy as np
 
 from .. import __version__
 from ..align import adapters as adapters_lib
-from ..align.inputs import ModelRef, PairTable, find_models, load_vectors, make_trials, pair_table, zero_rows
+from ..extract.rundir import ModelRef, PairTable, find_models, load_vectors, make_trials, pair_table, zero_rows
 from ..align.pca import k_for_pair
-from ..align.trait_transfer import MAP_METHODS, trait_vectors, transferred_trait_vectors, unit
+from ..align.carry_traits import MAP_METHODS, trait_vectors, transferred_trait_vectors, unit
 from ..errors import SteeringInputError
 from ..options import add_fields, fields_from_args
-from . import stats
+from ..core import stats
 from ..extract.store import pair_tag
 from ..safe_paths import inside
 
@@ -604,7 +604,7 @@ def run_eval(args) -> int:
 def run_vector_eval(args) -> int:
     """`steer eval --vector FILE`: the propensity curve of one (multi-layer) vector file on held-out pairs."""
     from ..data import load_pairs
-    from ..extract.store import atomic_write_bytes
+    from ..core.atomic import atomic_write_bytes
     from .apply import steered_propensity
     from .vectors import load_directions
 
@@ -631,7 +631,7 @@ def run_vector_eval(args) -> int:
     for a, m, lo, hi in zip(result["alphas"], c["mean"], c["lo"], c["hi"]):
         print(f"{a:>10g} {m:>11.3f}   [{lo:7.3f}, {hi:7.3f}]")
     sl = result["slope"]
-    print(f"slope {sl['mean']:.4g} per unit alpha, 95% CI [{sl['lo']:.4g}, {sl['hi']:.4g}]")
+    print(f"slope {stats.format_ci(sl, 4)} per unit alpha (95% CI)")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -641,6 +641,8 @@ def run_vector_eval(args) -> int:
 
 
 def _file_trait(path) -> str | None:
-    from .export import is_control_vector_file, load_control_vector
+    from ..core.vectorfile import is_control_vector_file
+    from ..core.vector import SteeringVector
 
-    return load_control_vector(path).metadata.get("stf_jax.trait") if is_control_vector_file(path) else None
+    trait = SteeringVector.load(path).trait if is_control_vector_file(path) else "unknown"
+    return None if trait == "unknown" else trait

@@ -1,5 +1,5 @@
 """`python -m stf_jax.steer export` (wired by stf_jax/steer/__main__.py): any steering vector that
-`vectors.load_steering_vector` reads, written as a control vector by `export.export_control_vector`.
+`vectors.load_steering_vector` reads, written as a control vector by `core.vectorfile.write_vector_file`.
 
 The command sits above both modules (vectors reads control vectors through export), so neither imports
 the other back.
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SteeringInputError
+from ..errors import SteeringInputError, cli_message
 from ..extract.store import model_hint
-from .export import (OPERATIONS, UNKNOWN, direction_name, export_control_vector, is_control_vector_file,
-                     load_control_vector, vector_metadata)
+from ..core.vectorfile import (OPERATIONS, UNKNOWN, direction_name, is_control_vector_file, read_control_vector,
+                               vector_metadata, write_vector_file)
 from .vectors import load_steering_vector
 
 
@@ -50,7 +50,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
 def _vector_defaults(path: Path) -> dict[str, str]:
     """model_hint/source_model (and trait etc.) recorded next to or inside the vector file, if any."""
     if is_control_vector_file(path) and path.exists():
-        cv = load_control_vector(path)
+        cv = read_control_vector(path)
         keep = ("source_model", "target_model", "transfer_method", "trait", "operation")
         found = {k: cv.metadata[f"stf_jax.{k}"] for k in keep if cv.metadata.get(f"stf_jax.{k}", UNKNOWN) != UNKNOWN}
         return {**found, **({"model_hint": cv.model_hint} if cv.model_hint else {})}
@@ -77,7 +77,7 @@ def _for_target(name: str, vector: np.ndarray, layer: int, scale: str) -> tuple[
         raise SteeringInputError(f"HF layer {layer} is outside {name}'s block outputs 1..{cfg.n_layers}")
     extra = {}
     if scale == "mean-norm":
-        from ..transfer.fit import typical_norms
+        from ..core.norms import typical_norms
         from ..data import load_pairs
 
         texts = [t for p in load_pairs("shipped")[::89] for t in (p.positive, p.negative)]
@@ -112,9 +112,9 @@ def run_export(args: argparse.Namespace) -> int:
             meta.update(extra)
         elif args.scale == "mean-norm":
             raise SteeringInputError("--scale mean-norm needs --target-model (the model whose |h| sets the length)")
-        out = export_control_vector(args.out, {layer: vector}, model_hint=model_hint, metadata=meta)
+        out = write_vector_file(args.out, {layer: vector}, model_hint=model_hint, metadata=meta)
     except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_message(str(exc))}", file=sys.stderr)
         return 2
     kind = "llama.cpp control vector (GGUF)" if out.suffix == ".gguf" else "safetensors control vector"
     print(f"wrote {out}: {kind}, HF layer {layer} as {direction_name(layer)}, d_model {vector.shape[0]}, "

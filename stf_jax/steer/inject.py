@@ -32,16 +32,6 @@ def position_mask(attention_mask: np.ndarray, start: int | None = None) -> np.nd
     return (mask & (index >= start)).astype(np.float32)
 
 
-def residual_norms(h: np.ndarray, attention_mask: np.ndarray) -> tuple[float, int]:
-    """(sum of |h|, count) over real tokens after each row's first: the first token (BOS) is an
-    attention sink whose norm is often 10-100x the others', which would set the steering scale.
-    h: [B, S, D]; pool sums and counts across batches, then divide: the layer's mean residual norm."""
-    mask = np.asarray(attention_mask).astype(bool)
-    later = mask & (np.cumsum(mask, axis=-1) > 1)
-    norms = np.linalg.norm(np.asarray(h, np.float32), axis=-1)
-    return float(norms[later].sum()), int(later.sum())
-
-
 def make_intervention(cfg: DecoderConfig, layers: Sequence[int], vector: np.ndarray, alpha: float,
                       positions: np.ndarray, mode: str = "additive", scale: float | np.ndarray | None = None,
                       normalize: bool = True) -> Intervention:

@@ -150,7 +150,7 @@ class PrefixScorer:
 
     def mean_norm(self) -> tuple[float, int]:
         """(sum of |h|, token count) over the tokens after the first: pooled into the layer's mean norm."""
-        from .inject import residual_norms
+        from ..core.norms import residual_norms
 
         return residual_norms(np.asarray(self.h), np.asarray(self.mask))
 

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ..extract.store import atomic_write_bytes
+from ..core.atomic import atomic_write_bytes
 from ..markdown import table_lines
 
 

@@ -29,16 +29,18 @@ from typing import Sequence
 
 import numpy as np
 
-from .apply import (STRENGTHS, Carried, CoverageError, TransferInputError, carry, carry_many, read_vector_file,
-                    transfer_files)
-from .mapfile import LayerMap, MapFileError, MapSet, load_map, load_map_set, save_map
+from ..core.vector import SteeringVector
+from .apply import STRENGTHS, Carried, CoverageError, TransferInputError, carry, carry_many, transfer_files
+from .mapfile import LayerMap, MapFileError, MapSet, load_layer_map, load_map_set, save_map
+
+load_map = load_map_set  # as stf_jax.load_map: a map set (a directory, a shipped name, or one map file)
 
 __all__ = ["STRENGTHS", "Carried", "CoverageError", "LayerMap", "MapFileError", "MapSet", "TransferInputError", "carry",
-           "carry_many", "fit_map", "load_map", "load_map_set", "read_vector_file", "save_map", "transfer",
+           "carry_many", "fit_map", "load_layer_map", "load_map", "load_map_set", "save_map", "transfer",
            "transfer_files"]
 
 
-def fit_map(run_dir: str | Path | Sequence[str | Path], source: str, target: str, method: str = "affine",
+def fit_map(run_dir: str | Path | Sequence[str | Path], source, target, method: str = "affine",
             layers: str | int = -6, out: str | Path | None = None, norms: bool | dict = True, norm_texts: int = 64,
             log=print, weights: Sequence[float] | None = None, exclude_traits: Sequence[str] = (),
             dtype: str = "float32", overwrite: bool = False, **settings) -> MapSet:
@@ -49,13 +51,16 @@ def fit_map(run_dir: str | Path | Sequence[str | Path], source: str, target: str
     `exclude_traits` left out of every source. norms=True loads both models and measures each layer's
     typical |h| on `norm_texts` of the first run's texts (needed for the default relative strength of
     `transfer`); False skips it; a dict gives them. `out` holding a map set already is refused unless
-    overwrite=True; the directory is locked while it is written (one writer)."""
+    overwrite=True; the directory is locked while it is written (one writer). source, target: model names as
+    the run records them, or loaded Models (their names; their forward measures the norms, nothing is loaded)."""
     from ..locks import DirLock
     from .fit import check_settings
 
     check_settings(settings)  # before the models are loaded for norms
+    held = {m.name: m for m in (source, target) if hasattr(m, "params")}
+    source, target = (m.name if hasattr(m, "params") else m for m in (source, target))
     fit = functools.partial(_fit, run_dir, source, target, method, layers, norms, norm_texts, log, weights,
-                            exclude_traits, settings)
+                            exclude_traits, settings, held)
     if out is None:
         return fit()
     out = Path(out)
@@ -73,7 +78,7 @@ def fit_map(run_dir: str | Path | Sequence[str | Path], source: str, target: str
 
 
 def _fit(run_dir, source: str, target: str, method: str, layers, norms, norm_texts: int, log, weights,
-         exclude_traits, settings: dict) -> MapSet:
+         exclude_traits, settings: dict, held: dict) -> MapSet:
     """`fit_map` without the output directory: one run, or a mixture of runs."""
     from ..align.maps import METHODS
     from .fit import fit_map_set, fit_mixture_map_set
@@ -89,7 +94,7 @@ def _fit(run_dir, source: str, target: str, method: str, layers, norms, norm_tex
         raise TransferInputError(f"{len(weights)} weight(s) for {len(runs)} run(s): give one weight per run")
     model_types = None
     if norms is True:
-        norms, model_types = _measure_norms(runs[0], source, target, layers, norm_texts)
+        norms, model_types = _measure_norms(runs[0], source, target, layers, norm_texts, held)
     if mixture:
         sources = [Source(Path(r), float(w), tuple(exclude_traits)) for r, w in zip(runs, weights)]
         map_set = fit_mixture_map_set(sources, source, target, layers, method=method, norms=norms or None,
@@ -107,14 +112,15 @@ def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise TransferInputError(f"{out} exists and is not a directory; give a directory for the map set")
     if (out / SET_FILE).exists() and not overwrite:
-        raise TransferInputError(f"{out} already holds a map set; give another --out, or --overwrite to replace it")
+        raise TransferInputError(f"{out} already holds a map set; give another out=, or pass overwrite= to replace it")
 
 
-def _measure_norms(run_dir, source: str, target: str, layers, n_texts: int):
+def _measure_norms(run_dir, source: str, target: str, layers, n_texts: int, held: dict):
     """({model: {layer: typical |h|}}, {model: HF model_type}) from the loaded models."""
-    from ..align.inputs import find_models, pair_table
+    from ..extract.rundir import find_models, pair_table
     from ..models.loading import load_model
-    from .fit import layer_pairs, typical_norms
+    from ..core.norms import typical_norms
+    from .fit import layer_pairs
 
     refs = find_models([run_dir])
     pairs = layer_pairs(layers, refs[source], refs[target]) if source in refs and target in refs else []
@@ -126,21 +132,22 @@ def _measure_norms(run_dir, source: str, target: str, layers, n_texts: int):
     texts = [t for i in sorted(chosen) for t in (table.pairs[i].positive, table.pairs[i].negative)]
     out, types = {}, {}
     for name, lays in ((source, [ls for ls, _ in pairs]), (target, [lt for _, lt in pairs])):
-        model = load_model(name)
+        model = held.get(name) or load_model(name)
         out[name], types[name] = typical_norms(model, texts, lays), model.config.model_type
     return out, types
 
 
 def transfer(vector, map_set: MapSet | str | Path, layer: int | None = None, strength: str = "relative",
-             strict: bool = False) -> Carried:
-    """Carry a vector to the map set's target model: a file path (.gguf/.safetensors control vector, .npy
-    with `layer`), a {source HF layer: vector} dict, or an array with `layer`. `map_set`: a MapSet, a
+             strict: bool = False) -> SteeringVector:
+    """Carry a vector to the map set's target model -> a SteeringVector of the target. vector: a
+    SteeringVector, a file path (.gguf/.safetensors control vector, .npy with `layer`), a {source HF layer:
+    vector} dict, or an array with `layer`. `map_set`: a MapSet, a
     directory, or a shipped set by name ("shipped:smollm2-135m->gemma3-270m"). The result's `coverage`
     says per layer how far the map can be trusted for this vector; strict=True refuses low coverage."""
     if not isinstance(map_set, MapSet):
         map_set = load_map_set(map_set)
     if isinstance(vector, (str, Path)):
-        vector, _ = read_vector_file(vector, layer)
+        vector = SteeringVector.load(vector, layer)
         layer = None
     return carry(map_set, vector, layer, strength, strict)
 
@@ -150,7 +157,7 @@ class _CallableModule(types.ModuleType):
     `stf_jax.transfer(vector, maps)` calls `transfer` above, whichever way the package was imported."""
 
     def __call__(self, vector, map_set, layer: int | None = None, strength: str = "relative",
-                 strict: bool = False) -> Carried:
+                 strict: bool = False) -> SteeringVector:
         return transfer(vector, map_set, layer, strength, strict)
 
 

@@ -4,11 +4,13 @@ Direction: each input direction at source layer ls goes through the map of its l
 vector (maps are fitted on unit pair vectors, so a file's stored scale never bends the direction), and
 the result is normalised.
 
-Strength (`strength`):
+Strength (`strength`), for a vector in residual units (a file; llama.cpp's and repeng's meaning):
   "relative"  (default) |out| / typical|h_t(lt)| = |in| / typical|h_s(ls)|: the strength that worked in
               the source model (in llama.cpp, repeng or stf_jax) is the one to try in the target;
   "keep"      |out| = |in| (absolute residual-stream units; models of different scale will differ);
   "unit"      |out| = 1.
+A vector in typical-|h| units (trained here: `SteeringVector.units`) keeps its length and units under
+"relative" and "keep" (its length already is relative to |h|), and gets length 1 under "unit".
 Layers: a source layer with no map, or a target layer whose source layer the input lacks, is reported
 in the result's `report`, never dropped silently.
 Coverage (`transfer.coverage`): every carried layer gets a score of how much of the input direction lies
@@ -18,7 +20,6 @@ files); below the threshold a warning names the layer, and strict=True refuses t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core.vector import SteeringVector
 from ..errors import UserError
 from .mapfile import MapSet
 
@@ -42,23 +44,7 @@ class CoverageError(TransferInputError):
     """strict=True and a carried layer's coverage is below the threshold: the map cannot vouch for it."""
 
 
-@dataclasses.dataclass
-class Carried:
-    """The target model's directions {HF layer: [d_t]} and what happened to each layer."""
-
-    directions: dict[int, np.ndarray]
-    report: dict[str, Any]
-
-    @property
-    def coverage(self) -> dict[int, float]:
-        """{target HF layer: coverage of the input under that layer's map} (empty for maps without it)."""
-        return {int(k): v for k, v in self.report.get("coverage", {}).items()}
-
-    def low_coverage(self, threshold: float | None = None) -> dict[int, float]:
-        from .coverage import THRESHOLD
-
-        t = THRESHOLD if threshold is None else threshold
-        return {lay: c for lay, c in self.coverage.items() if c < t}
+Carried = SteeringVector  # the name of a transfer's result before SteeringVector; kept importable
 
 
 def _check_vector(v: np.ndarray, layer: int, d_s: int, where: str) -> float:
@@ -100,15 +86,20 @@ def _apply_unit(m, u: np.ndarray) -> np.ndarray:
     return (y / norms).astype(np.float32)
 
 
-def carry_many(map_set: MapSet, inputs: Sequence[dict[int, np.ndarray]], strength: str = "relative",
+def carry_many(map_set: MapSet, vectors: Sequence[SteeringVector | dict[int, np.ndarray]], strength: str = "relative",
                names: Sequence[str] | None = None, strict: bool = False,
-               threshold: float | None = None) -> list[Carried]:
-    """Carry many multi-layer vectors ({source HF layer: [d_s]} each) at once: one batched map call per
-    layer pair, whatever the number of vectors (a library of thousands). strict: refuse (CoverageError)
-    a vector with any carried layer whose coverage is below `threshold` (default coverage.THRESHOLD)."""
+               threshold: float | None = None) -> list[SteeringVector]:
+    """Carry many multi-layer vectors (SteeringVectors, or {source HF layer: [d_s]} in residual units) at
+    once: one batched map call per layer pair, whatever the number of vectors (a library of thousands).
+    strict: refuse (CoverageError) a vector with any carried layer whose coverage is below `threshold`
+    (default coverage.THRESHOLD)."""
     if strength not in STRENGTHS:
         raise TransferInputError(f"strength {strength!r}: choose from {list(STRENGTHS)}")
-    names = list(names) if names is not None else [f"vector {i}" for i in range(len(inputs))]
+    vectors = [v if isinstance(v, SteeringVector) else SteeringVector(dict(v)) for v in vectors]
+    names = list(names) if names is not None else [
+        v.trait if v.trait != "unknown" else f"vector {i}" for i, v in enumerate(vectors)]
+    _check_source(map_set, vectors, names)
+    inputs = [v.directions for v in vectors]
     d_s = int(map_set.source["d_model"])
     norms = [{lay: _check_vector(np.asarray(v, np.float32), lay, d_s, names[i]) for lay, v in d.items()}
              for i, d in enumerate(inputs)]
@@ -128,11 +119,15 @@ def carry_many(map_set: MapSet, inputs: Sequence[dict[int, np.ndarray]], strengt
         carried = _apply_unit(lm.map, u)
         scores = map_set.coverage(lt, u)
         for r, i in enumerate(rows):
-            outs[i][lt] = carried[r] * np.float32(_out_norm(strength, norms[i][ls], lm.header, names[i]))
+            relative_units = vectors[i].units == "typical_norm"
+            out_norm = (1.0 if strength == "unit" else norms[i][ls]) if relative_units else \
+                _out_norm(strength, norms[i][ls], lm.header, names[i])
+            outs[i][lt] = carried[r] * np.float32(out_norm)
             used[i].add(ls)
             if scores is not None:
                 cover[i][str(lt)] = round(float(scores[r]), 4)
     results = []
+    digest = map_set.digest()
     for i, d in enumerate(inputs):
         unmapped = sorted(set(d) - used[i])
         if not outs[i]:
@@ -144,13 +139,38 @@ def carry_many(map_set: MapSet, inputs: Sequence[dict[int, np.ndarray]], strengt
                                     if lt in outs[i]},
                   "unmapped_source_layers": unmapped, "target_layers_without_input": missing[i],
                   "strength": strength, "coverage": cover[i]}
-        results.append(Carried(dict(sorted(outs[i].items())), report))
+        results.append(_carried(map_set, digest, vectors[i], outs[i], report))
     if strict:
         _refuse_low_coverage(results, names, threshold)
     return results
 
 
-def _refuse_low_coverage(results: list[Carried], names: Sequence[str], threshold: float | None) -> None:
+def _check_source(map_set: MapSet, vectors: Sequence[SteeringVector], names: Sequence[str]) -> None:
+    """A vector that names its model must be the map set's source model."""
+    src = map_set.source["name"]
+    for v, name in zip(vectors, names):
+        if v.model not in ("unknown", src) and v.units == "typical_norm":
+            raise TransferInputError(f"{name}: a vector of {v.model!r}, but the map set carries vectors of {src!r}; "
+                                     "use a map set fitted from the vector's model")
+
+
+def _carried(map_set: MapSet, digest: str, vector: SteeringVector, directions: dict[int, np.ndarray],
+             report: dict[str, Any]) -> SteeringVector:
+    """The target model's SteeringVector, with where it came from."""
+    target, source = map_set.target, map_set.source
+    norms = {lt: map_set.maps[lt].header["target"].get("typical_norm") for lt in directions}
+    provenance = {"source_model": source["name"], "target_model": target["name"], "transfer_method": map_set.method,
+                  "map_set_sha256": digest, "layer_mapping": json.dumps(report["layer_mapping"]),
+                  "strength_convention": report["strength"], "coverage": json.dumps(report["coverage"]),
+                  "unmapped_source_layers": json.dumps(report["unmapped_source_layers"]),
+                  "source_model_hint": vector.model_type}
+    return SteeringVector(dict(sorted(directions.items())), model=target["name"],
+                          model_type=target.get("model_type") or "", trait=vector.trait, method=map_set.method,
+                          units=vector.units, typical_norms={k: v for k, v in norms.items() if v},
+                          provenance=provenance, report=report)
+
+
+def _refuse_low_coverage(results: list[SteeringVector], names: Sequence[str], threshold: float | None) -> None:
     from .coverage import THRESHOLD
 
     t = THRESHOLD if threshold is None else threshold
@@ -160,12 +180,14 @@ def _refuse_low_coverage(results: list[Carried], names: Sequence[str], threshold
             shown = ", ".join(f"L{lay} {v:.2f}" for lay, v in sorted(low.items())[:6])
             raise CoverageError(f"{name}: coverage below {t} at {len(low)} target layer(s) ({shown}): the map set "
                                 "was not fitted on vectors like this one; use a map set fitted on data of its kind "
-                                "(e.g. --map shipped:…, or transfer fit with more sources), or drop strict")
+                                "(e.g. a shipped one, shipped:…, or transfer fit with more sources), or drop strict=")
 
 
-def carry(map_set: MapSet, directions: dict[int, np.ndarray] | np.ndarray, layer: int | None = None,
-          strength: str = "relative", strict: bool = False) -> Carried:
-    """One vector: {source HF layer: [d_s]}, or a single [d_s] array with its source `layer`."""
+def carry(map_set: MapSet, directions: SteeringVector | dict[int, np.ndarray] | np.ndarray, layer: int | None = None,
+          strength: str = "relative", strict: bool = False) -> SteeringVector:
+    """One vector: a SteeringVector, {source HF layer: [d_s]}, or a single [d_s] array with its source `layer`."""
+    if isinstance(directions, SteeringVector):
+        return carry_many(map_set, [directions], strength, strict=strict)[0]
     if isinstance(directions, np.ndarray) or not isinstance(directions, dict):
         v = np.asarray(directions, np.float32)
         if layer is None:
@@ -178,36 +200,6 @@ def carry(map_set: MapSet, directions: dict[int, np.ndarray] | np.ndarray, layer
 
 
 # ---------------------------------------------------------------- files
-
-
-def read_vector_file(path: str | Path, layer: int | None = None) -> tuple[dict[int, np.ndarray], dict[str, str]]:
-    """({HF layer: vector}, metadata) from a control vector (.gguf from llama.cpp / repeng / stf_jax, or an
-    stf_jax .safetensors) or a .npy vector (its HF `layer` required)."""
-    from ..steer.export import load_control_vector
-
-    path = Path(path)
-    if not path.is_file():
-        raise TransferInputError(f"{path}: file not found")
-    if path.suffix == ".npy":
-        if layer is None:
-            raise TransferInputError(f"{path}: a .npy vector records no layer; give its HF layer (--layer)")
-        try:
-            v = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise TransferInputError(f"{path}: not a readable .npy array ({exc})") from None
-        if v.ndim != 1 or not np.issubdtype(v.dtype, np.number):
-            raise TransferInputError(f"{path}: expected one numeric vector [d_model], got shape {v.shape} {v.dtype}")
-        return {int(layer): v.astype(np.float32)}, {}
-    if path.suffix not in (".gguf", ".safetensors"):
-        raise TransferInputError(f"{path}: unknown vector file type {path.suffix!r}; give a control vector "
-                                 f"(.gguf, .safetensors) or a .npy vector")
-    cv = load_control_vector(path)
-    dirs = cv.directions
-    if layer is not None:
-        if layer not in dirs:
-            raise TransferInputError(f"{path}: no direction for HF layer {layer}; it has {sorted(dirs)}")
-        dirs = {layer: dirs[layer]}
-    return dirs, dict(cv.metadata)
 
 
 def library_files(inputs: Iterable[str | Path]) -> list[Path]:
@@ -228,14 +220,13 @@ def library_files(inputs: Iterable[str | Path]) -> list[Path]:
 
 def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str | Path, *, layer: int | None = None,
                    strength: str = "relative", fmt: str = "gguf", strict: bool = False,
-                   threshold: float | None = None, log=print) -> list[tuple[Path, Carried]]:
+                   threshold: float | None = None, log=print) -> list[tuple[Path, SteeringVector]]:
     """Carry every input file (or library directory) and write the target control vectors under out_dir.
 
     Output names mirror the inputs' paths relative to their library directory; each file records its
     provenance (source file hash, map-set digest, method, layer mapping, strengths, typical |h|)."""
-    from ..extract.store import file_sha256
+    from ..core.atomic import file_sha256
     from ..safe_paths import inside
-    from ..steer.export import export_control_vector
 
     if fmt not in ("gguf", "safetensors"):
         raise TransferInputError(f"format {fmt!r}: choose gguf (llama.cpp) or safetensors")
@@ -250,28 +241,17 @@ def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str |
     for f, dest in zip(files, outs):  # refused before any work: one output per input, never one over another
         if dest in first:
             raise TransferInputError(f"{f} and {first[dest]} would both be written as {out_dir / dest}; rename one, "
-                                     "or carry them in separate calls with different --out")
+                                     "or carry them in separate calls into different directories")
         first[dest] = f
-    read = [read_vector_file(f, layer) for f in files]
-    carried = carry_many(map_set, [d for d, _ in read], strength, names=[str(f) for f in files], strict=strict,
+    read = [SteeringVector.load(f, layer) for f in files]
+    carried = carry_many(map_set, read, strength, names=[str(f) for f in files], strict=strict,
                          threshold=threshold)
-    digest = map_set.digest()
-    target, source = map_set.target, map_set.source
-    norms_t = {str(lm.layer_target): lm.header["target"].get("typical_norm") for lm in map_set.maps.values()}
     written = []
-    for f, r, (dirs, meta), c in zip(files, outs, read, carried):
+    for f, r, v, c in zip(files, outs, read, carried):
         dest = inside(out_dir, r)
-        provenance = {
-            "source_model": source["name"], "target_model": target["name"], "transfer_method": map_set.method,
-            "trait": meta.get("stf_jax.trait", f.stem), "source_file": f.name, "source_file_sha256": file_sha256(f),
-            "map_set_sha256": digest, "layer_mapping": json.dumps(c.report["layer_mapping"]),
-            "strength_convention": strength, "typical_norms": json.dumps({k: norms_t[k] for k in map(str, c.directions)}),
-            "unmapped_source_layers": json.dumps(c.report["unmapped_source_layers"]),
-            "source_model_hint": meta.get("controlvector.model_hint", ""),
-            "coverage": json.dumps(c.report["coverage"]),
-        }
-        export_control_vector(dest, c.directions, model_hint=target.get("model_type") or target["name"],
-                              metadata=provenance)
+        c = c.replace(trait=v.trait if v.trait != "unknown" else f.stem, provenance={
+            **c.provenance, "source_file": f.name, "source_file_sha256": file_sha256(f)})
+        c.save(dest)
         written.append((dest, c))
         if c.report["unmapped_source_layers"]:
             log(f"{f}: source layers {c.report['unmapped_source_layers']} have no map in the set (not carried)")

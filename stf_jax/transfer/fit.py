@@ -29,7 +29,7 @@ import numpy as np
 
 from ..align import maps
 from ..align.adapters import AdapterConfig
-from ..align.inputs import (AlignInputError, ModelRef, load_vectors, make_trials, model_pair, pair_table,
+from ..extract.rundir import (AlignInputError, ModelRef, load_vectors, make_trials, model_pair, pair_table,
                             zero_rows)
 from ..align.pca import k_for_pair
 from ..align.protocol import baseline_trials, map_trials
@@ -57,7 +57,7 @@ def layer_pairs(spec: str | int, ref_s: ModelRef, ref_t: ModelRef) -> list[tuple
     tgt = steerable(ref_t.layers, ref_t.n_layers)
     if not src or not tgt:
         raise AlignInputError(f"layers {spec!r}: no steerable layers (2..n-1) were extracted for "
-                              f"{ref_s.name if not src else ref_t.name}; extract with --layers all")
+                              f"{ref_s.name if not src else ref_t.name}; extract with layers= all")
     if spec in ("depth", "all"):
         return [(min(src, key=lambda ls: abs(ls / ref_s.n_layers - lt / ref_t.n_layers)), lt) for lt in tgt]
     return _from_sweep(Path(str(spec)[6:]), ref_s, ref_t, src, tgt)
@@ -208,20 +208,3 @@ def _held_out_quality(method: str, settings: maps.FitSettings, x_s, x_t, trials,
             "trait_mean_centered": float(base["test_centered"][0]), "trait_mean_raw": float(base["test"][0]),
             "split": {"seed": int(trials.seeds[0]), "n_train": int(trials.train.sum()),
                       "n_test": int(trials.test.sum())}}
-
-
-def typical_norms(model, texts: Sequence[str], layers: Sequence[int], batch: int = 16) -> dict[int, float]:
-    """{HF layer: mean |h| over real tokens after the first} on `texts`: the residual-stream scale that
-    steering strengths are relative to (the same statistic `steer` uses for --scale mean-norm)."""
-    from ..steer.inject import residual_norms
-
-    layers = sorted(set(layers))
-    total, count = np.zeros(len(layers)), 0
-    for i in range(0, len(texts), batch):
-        ids, mask = model.encode(list(texts[i:i + batch]))
-        h = np.asarray(model.hidden_states(ids, mask, layers))  # [L, B, S, D]
-        for j in range(len(layers)):
-            t, c = residual_norms(h[j], mask)
-            total[j] += t
-        count += c
-    return {lay: float(total[j] / max(count, 1)) for j, lay in enumerate(layers)}

@@ -235,7 +235,7 @@ def kinds_markdown(result: dict[str, Any]) -> str:
 def _write_kinds(out: Path, result: dict[str, Any]) -> None:
     import json
 
-    from ..extract.store import atomic_write_bytes, atomic_write_text
+    from ..core.atomic import atomic_write_bytes, atomic_write_text
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "kinds.json", (json.dumps(result, indent=1) + "\n").encode())
@@ -270,15 +270,14 @@ def kinds_plot(result: dict[str, Any]):
 
 
 def kinds_figure(result: dict[str, Any], path) -> None:
-    import os
-
     import matplotlib.pyplot as plt
 
+    from ..core.atomic import atomic_path
+
     fig = kinds_plot(result)
-    tmp = str(path) + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def score_map_set(map_set, kind_runs: dict[str, str], traits: dict[str, Sequence[str] | None],

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..align import maps
 from ..errors import UserError
-from ..extract.store import file_sha256
+from ..core.atomic import file_sha256
 
 FORMAT = "stf_jax.map"
 FORMAT_VERSION = 1
@@ -73,7 +73,7 @@ COVERAGE_REST = "coverage/rest"
 def save_map(path: str | Path, layer_map: LayerMap, dtype: str = "float32") -> str:
     """Write one map file atomically; returns its sha256. dtype "float16" halves the file (the shipped
     map sets: directions keep a cosine > 0.9999 to the float32 map's)."""
-    from ..extract.store import atomic_save_tensors
+    from ..core.atomic import atomic_save_tensors
 
     tensors = dict(maps.map_tensors(layer_map.map))
     if layer_map.coverage_basis is not None:
@@ -95,7 +95,7 @@ def _check_header(header: dict, where: str) -> None:
         raise MapFileError(f"{where}: unknown method {header.get('method')!r}; this stf_jax knows {list(maps.METHODS)}")
 
 
-def load_map(path: str | Path) -> LayerMap:
+def load_layer_map(path: str | Path) -> LayerMap:
     """Read one map file (format checked; tensors checked against the method's structure)."""
     from safetensors import SafetensorError, safe_open
 
@@ -184,11 +184,11 @@ class MapSet:
         """Write the map files and `mapset.json` (last, so a directory with mapset.json is complete).
         A directory holding a map set already is refused unless replace=True (then the old set's map
         files that the new one does not list are removed after the new index is written)."""
-        from ..extract.store import atomic_write_bytes
+        from ..core.atomic import atomic_write_bytes
 
         out = Path(out_dir)
         if (out / SET_FILE).exists() and not replace:
-            raise MapFileError(f"{out} already holds a map set; write elsewhere, or replace=True (--overwrite)")
+            raise MapFileError(f"{out} already holds a map set; write elsewhere, or replace=True")
         out.mkdir(parents=True, exist_ok=True)
         entries = []
         for lt, m in sorted(self.maps.items()):
@@ -236,7 +236,7 @@ def load_map_set(path: str | Path) -> MapSet:
         path = shipped_path(path)
     path = Path(path)
     if path.is_file():
-        m = load_map(path)
+        m = load_layer_map(path)
         return MapSet({m.layer_target: m}, path)
     index_path = path / SET_FILE
     if not index_path.is_file():
@@ -258,7 +258,7 @@ def load_map_set(path: str | Path) -> MapSet:
         name = entry.get("file", "")
         if not isinstance(name, str) or not name or Path(name).name != name:  # a file inside the set, never elsewhere
             raise MapFileError(f"{index_path}: bad map file name {name!r}")
-        m = load_map(path / name)
+        m = load_layer_map(path / name)
         if file_sha256(path / name) != entry.get("sha256"):
             raise MapFileError(f"{path / name}: checksum differs from {SET_FILE} (truncated or edited); refit the map set")
         if m.layer_target in out:

@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..align.affine import AffineMap
-from ..align.inputs import AlignInputError, ModelRef, load_vectors, model_pair, pair_table, zero_rows
+from ..extract.rundir import AlignInputError, ModelRef, load_vectors, model_pair, pair_table, zero_rows
 from ..data import dataset_hash, split_pairs
 from .coverage import coverage_basis
 

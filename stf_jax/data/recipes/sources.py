@@ -184,7 +184,7 @@ def _matching_files(source: DatasetSource, location: Path) -> list[Path]:
 def _missing_message(source: DatasetSource, looked: list[str]) -> str:
     lines = [f"dataset {source.name!r} ({source.hf_id}) was not found locally. Looked at:"]
     lines += [f"  - {place}" for place in looked]
-    lines.append("Provide it with --source PATH (a file, or a directory holding one of these layouts):")
+    lines.append("Provide it with source= (a file, or a directory holding one of these layouts):")
     lines += [f"  - {layout}" for layout in source.layouts]
     lines.append(
         f"or place it under $STF_DATASETS_DIR/{source.name}/, or fetch "

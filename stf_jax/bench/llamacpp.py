@@ -1,10 +1,11 @@
-"""llama.cpp for the interop tests: its source from the llama-cpp-python sdist on PyPI, tools built once.
+"""llama.cpp for the interop tests and bench_extract's peer: its source from the llama-cpp-python sdist on
+PyPI, tools built once.
 
 The sdist vendors llama.cpp's whole tree (tools, `convert_hf_to_gguf.py`, `gguf-py`). It is downloaded
 once and extracted under the stf_jax cache (`$STF_JAX_CACHE`, default ~/.cache/stf_jax), and each tool
 is built once with cmake into that tree's `build/` folder, so later test runs start at once.
 
-    from llamacpp import source_dir, tool      # tests/ is on sys.path under pytest
+    from stf_jax.bench.llamacpp import source_dir, tool
     converter = source_dir() / "convert_hf_to_gguf.py"
     completion = tool("llama-completion")      # Path to the built binary
 

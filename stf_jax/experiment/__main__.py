@@ -1,8 +1,8 @@
-"""python -m stf_jax.run CONFIG: the whole job from one YAML (extract → align → steer → export → report).
+"""python -m stf_jax.experiment CONFIG: the whole job from one YAML (extract → align → steer → export → report).
 
-  python -m stf_jax.run configs/experiments/demo.yaml            # both shipped models, ~10 min on 2 CPU cores
-  python -m stf_jax.run configs/experiments/demo.yaml --force steer
-  python -m stf_jax.run configs/experiments/paper.yaml --out /data/runs/paper
+  python -m stf_jax.experiment configs/experiments/demo.yaml            # both shipped models, ~10 min on 2 CPU cores
+  python -m stf_jax.experiment configs/experiments/demo.yaml --force steer
+  python -m stf_jax.experiment configs/experiments/paper.yaml --out /data/runs/paper
 
 Stages whose settings and inputs are unchanged are skipped (their stage.json records a hash), so a
 rerun after an interruption resumes; --force STAGE redoes one, --only STAGE runs only some.
@@ -17,7 +17,7 @@ from . import STAGES, load_experiment, run_experiment
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m stf_jax.run", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m stf_jax.experiment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", help="experiment YAML (configs/experiments/*.yaml)")
     p.add_argument("--out", help="run directory [the config's 'out', else runs/<name>]")
