@@ -47,15 +47,13 @@ def snapshot(out: Path, run: str | None) -> None:
     print("wrote", out)
 
 
-def numbers(x, path=""):
-    if isinstance(x, dict):
-        for k, v in x.items():
-            yield from numbers(v, f"{path}/{k}")
-    elif isinstance(x, list):
-        for i, v in enumerate(x):
-            yield from numbers(v, f"{path}[{i}]")
-    elif isinstance(x, (int, float)) and not isinstance(x, bool):
-        yield path, float(x)
+def numbers(x):
+    """(path, value) of every number in a JSON value."""
+    from stf_jax.bench.compare import leaves
+
+    for path, v in leaves(x):
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            yield path, float(v)
 
 
 def compare(a: Path, b: Path) -> None:

@@ -30,6 +30,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import SteeringInputError
+from .vectorfile import HasDirections
 
 UNITS = ("residual", "typical_norm")
 DEFAULT_STRENGTH = 0.15  # x typical |h|: the default of `stf_jax.steer` and `steer generate` for unit vectors
@@ -45,7 +46,7 @@ def _known(name: str | None) -> bool:
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class SteeringVector:
+class SteeringVector(HasDirections):
     """Directions {HF layer: [d_model] float32} and what they mean.
 
     model: the model's name (registry name, HF id or path) or "unknown"; model_type: its HF model_type
@@ -73,14 +74,6 @@ class SteeringVector:
         object.__setattr__(self, "typical_norms", {int(k): float(v) for k, v in self.typical_norms.items()})
 
     # ------------------------------------------------------------ what it is
-
-    @property
-    def layers(self) -> list[int]:
-        return sorted(self.directions)
-
-    @property
-    def d_model(self) -> int:
-        return next(iter(self.directions.values())).shape[0]
 
     @property
     def model_hint(self) -> str:

@@ -24,11 +24,11 @@ keys are written there, with layer_count as a decimal string.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import warnings
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
@@ -48,12 +48,10 @@ _UNIT_TOL = 1e-4
 DERIVED_KEYS = ("layer_convention", "normalization", "norms", "d_model", "format_version", "version")
 
 
-class VectorFile(NamedTuple):
-    """What a vector file holds: directions keyed by HF hidden-state layer, as stored (F32), and its keys."""
+class HasDirections:
+    """`layers` and `d_model` of anything holding `directions` {HF layer: [d_model]} (files and vectors)."""
 
     directions: dict[int, np.ndarray]
-    model_hint: str
-    metadata: dict[str, str]
 
     @property
     def layers(self) -> list[int]:
@@ -62,6 +60,15 @@ class VectorFile(NamedTuple):
     @property
     def d_model(self) -> int:
         return next(iter(self.directions.values())).shape[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class VectorFile(HasDirections):
+    """What a vector file holds: directions keyed by HF hidden-state layer, as stored (F32), and its keys."""
+
+    directions: dict[int, np.ndarray]
+    model_hint: str
+    metadata: dict[str, str]
 
 
 def direction_name(hf_layer: int) -> str:
