@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import sys
 import types
 import typing
 from typing import Any, Iterable
+
+from .errors import UserError
 
 
 def _flag(name: str) -> str:
@@ -94,3 +97,68 @@ def _show(default) -> str:
     if isinstance(default, tuple):
         return " ".join(map(str, default))
     return str(default)
+
+
+# ---------------------------------------------------------------- constraints, declared beside the option
+
+
+class OptionError(UserError, ValueError):
+    """A setting outside what its option allows (type, range, finiteness), from a flag, a YAML key or a call."""
+
+
+def option(default, *, ge=None, gt=None, le=None, lt=None):
+    """A config field whose range is declared beside it: `batch_size: int = option(32, ge=1)`. Checked with
+    the field's type by `check_options` (each config's __post_init__), so a flag, a YAML key and a Python
+    argument meet one rule."""
+    return dataclasses.field(default=default, metadata={"range": (ge, gt, le, lt)})
+
+
+def check_options(cfg) -> None:
+    """Every field of the dataclass `cfg` against its annotation (int: an integer, not a bool or a float;
+    float: a finite number; bool; str; Literal choices; tuples of those; None where `| None`) and its
+    declared range. Raises OptionError naming the field as `name=`."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        problem = _type_problem(value, hints[f.name])
+        if problem is None and value is not None and "range" in f.metadata:
+            problem = _range_problem(value, *f.metadata["range"])
+        if problem:
+            raise OptionError(f"{f.name}= {problem}, got {value!r:.60}")
+
+
+def _type_problem(value, tp) -> str | None:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        problems = [_type_problem(value, a) for a in args if a is not type(None)]
+        return None if any(p is None for p in problems) else problems[0]
+    if origin is typing.Literal:
+        return None if value in args else f"must be one of {list(args)}"
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return "must be a list"
+        inner = [a for a in args if a is not Ellipsis]
+        return next((p for p in (_type_problem(v, inner[0]) for v in value) if p), None) if inner else None
+    if tp is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if tp is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a number"
+        return None if math.isfinite(value) else "must be finite"
+    if tp is str:
+        return None if isinstance(value, str) else "must be text"
+    return None  # other types (nested configs, sequences) are checked by their own classes
+
+
+def _range_problem(value, ge, gt, le, lt) -> str | None:
+    if isinstance(value, (tuple, list)):
+        return next((p for p in (_range_problem(v, ge, gt, le, lt) for v in value) if p), None)
+    for bound, ok, word in ((ge, lambda b: value >= b, ">="), (gt, lambda b: value > b, ">"),
+                            (le, lambda b: value <= b, "<="), (lt, lambda b: value < b, "<")):
+        if bound is not None and not ok(bound):
+            return f"must be {word} {bound}"
+    return None

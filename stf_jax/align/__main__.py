@@ -92,32 +92,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check_numbers(args: argparse.Namespace) -> None:
-    """Numeric flags: finite and in range, named in the error (NaN would otherwise run and print NaN tables)."""
-    import math
-
-    rules = {  # flag: (value, low, high, low inclusive)
-        "--variance": (args.variance, 0.0, 1.0, False), "--test-fraction": (args.test_fraction, 0.0, 1.0, False),
-        "--val-fraction": (args.val_fraction, 0.0, 1.0, False), "--ridge": (args.ridge, 0.0, math.inf, True),
-        "--learning-rate": (args.learning_rate, 0.0, math.inf, False), "--weight-decay": (args.weight_decay, 0.0, math.inf, True),
-        "--orthogonality": (args.orthogonality, 0.0, math.inf, True),
-    }
-    for flag, (value, low, high, inclusive) in rules.items():
-        if value is None:
-            continue
-        ok = math.isfinite(value) and (value >= low if inclusive else value > low) and value <= high
-        if flag in ("--test-fraction", "--val-fraction"):
-            ok = ok and value < 1.0
-        if not ok:
-            where = f"{'[' if inclusive else '('}{low:g}, {high:g}{']' if flag == '--variance' else ')'}"
-            raise AlignArgumentError(f"{flag} {value}: must be a finite number in {where}")
-    for flag, value in (("--trials", args.trials), ("--k", args.k), ("--rank", args.rank), ("--hidden", args.hidden),
-                        ("--max-steps", args.max_steps), ("--eval-every", args.eval_every),
-                        ("--patience", args.patience), ("--batch-size", args.batch_size)):
-        if value is not None and value < 1:
-            raise AlignArgumentError(f"{flag} {value}: must be >= 1")
-
-
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     adapter = AdapterConfig(**fields_from_args(args, _ADAPTER_FLAGS),
                             **fields_from_args(args, ["batch_size"], prefix="adapter_"),
@@ -133,7 +107,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr, flush=True))
     try:
-        check_numbers(args)
         try:
             cfg = config_from_args(args)
         except ValueError as e:

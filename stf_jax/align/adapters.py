@@ -27,6 +27,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from ..options import check_options, option
 from .ops import mm, safe_div, weighted_mean
 
 Params = dict[str, jax.Array]
@@ -86,20 +87,21 @@ class AdapterConfig:
     """
 
     kind: str = "linear"
-    rank: int = 32
-    hidden: int = 256
+    rank: int = option(32, ge=1)
+    hidden: int = option(256, ge=1)
     loss: Loss = "mse"
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    orthogonality: float = 0.0
-    max_steps: int = 3000
-    eval_every: int = 50
-    patience: int = 8
-    batch_size: int = 256
-    val_fraction: float = 0.1
-    seed: int = 0
+    learning_rate: float = option(1e-3, gt=0)
+    weight_decay: float = option(1e-4, ge=0)
+    orthogonality: float = option(0.0, ge=0)
+    max_steps: int = option(3000, ge=1)
+    eval_every: int = option(50, ge=1)
+    patience: int = option(8, ge=1)
+    batch_size: int = option(256, ge=0)
+    val_fraction: float = option(0.1, ge=0, lt=1)
+    seed: int = option(0, ge=0)
 
     def __post_init__(self):
+        check_options(self)
         if self.kind not in KINDS:
             raise ValueError(f"adapter kind must be one of {KINDS}, got {self.kind!r}")
         if self.loss not in LOSSES:

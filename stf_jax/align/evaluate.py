@@ -32,6 +32,7 @@ from .protocol import (Projected, baseline_trials, fit_pcas, fit_pcas_by_complem
                        held_out_rows, layer_sweep, map_trials, procrustes_stats_both_ways, procrustes_trials,
                        project_trials, spectra, train_rows)
 from ..extract.store import pair_tag
+from ..options import check_options, option
 from ..safe_paths import inside
 
 ADAPTERS = adapters_lib.KINDS
@@ -61,22 +62,23 @@ class EvalConfig:
     """
 
     methods: tuple[str, ...] = METHODS
-    k: int | None = None
-    variance: float | None = 0.95
-    trials: int = 5
-    seed: int = 0
-    test_fraction: float = 0.2
-    val_fraction: float = 0.1
+    k: int | None = option(None, ge=1)
+    variance: float | None = option(0.95, gt=0, le=1)
+    trials: int = option(5, ge=1)
+    seed: int = option(0, ge=0)
+    test_fraction: float = option(0.2, gt=0, lt=1)
+    val_fraction: float = option(0.1, ge=0, lt=1)
     rotation_only: bool = False
-    ridge: float = 0.1
+    ridge: float = option(0.1, ge=0)
     scramble: tuple[str, ...] = ("procrustes", "affine")
     adapter: adapters_lib.AdapterConfig = adapters_lib.AdapterConfig()
     array: Literal["vectors", "diff"] = "vectors"
     solver: Literal["gram", "svd"] = "gram"
-    batch_size: int | None = None
+    batch_size: int | None = option(None, ge=1)
     token_pairing: Literal["token", "text_mean"] = "text_mean"
 
     def __post_init__(self):
+        check_options(self)
         unknown = sorted(set(self.methods) - set(ALL_METHODS))
         if unknown:
             raise AlignInputError(f"unknown method(s) {unknown}; choose from {list(ALL_METHODS)}")

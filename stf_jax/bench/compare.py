@@ -20,8 +20,8 @@ VOLATILE_SUFFIXES = ("_seconds", "_s", "_time", "_per_s", "_version", "_path")
 
 def _volatile(key: str) -> bool:
     """A timing, date, version or path: not a result (matched on the last key, indices dropped)."""
-    last = re.sub(r"\[\d+\]", "", key.rsplit("/", 1)[-1]).lower()
-    return last in VOLATILE or last.endswith(VOLATILE_SUFFIXES) or "/versions/" in key
+    parts = [re.sub(r"\[\d+\]", "", p).lower() for p in key.strip("/").split("/")]
+    return any(p in VOLATILE or p.endswith(VOLATILE_SUFFIXES) for p in parts)
 
 
 def leaves(obj, prefix: str = ""):
@@ -53,13 +53,40 @@ def _arrays(path: Path) -> dict[str, np.ndarray]:
     return {}
 
 
+def _plain_files(root: Path) -> set[Path]:
+    """Files compared by name: not extraction chunks, and not orbax checkpoint internals (random names;
+    their adapters are compared through `adapters` below)."""
+    return {p.relative_to(root) for p in root.rglob("*") if p.is_file() and ".chunks" not in p.parts
+            and "state" not in p.relative_to(root).parts}
+
+
+def _adapters(a: Path, b: Path, stats: dict, only: list) -> None:
+    """Every saved adapter (orbax state) of both trees, parameters compared leaf by leaf."""
+    import jax
+
+    from ..align.adapters import load_adapter
+
+    dirs_a = {p.parent.relative_to(a) for p in a.rglob("adapter.json")}
+    dirs_b = {p.parent.relative_to(b) for p in b.rglob("adapter.json")}
+    only += [f"adapter only on one side: {d}" for d in sorted(dirs_a ^ dirs_b)]
+    s = stats.setdefault("(adapter params)", {"max_abs_diff": 0.0, "values": 0, "files": 0, "where": ""})
+    for d in sorted(dirs_a & dirs_b):
+        pa, pb = load_adapter(a / d), load_adapter(b / d)
+        s["files"] += 1
+        for x, y in zip(jax.tree.leaves(pa.params), jax.tree.leaves(pb.params)):
+            diff = float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64)))) if np.size(x) else 0.0
+            s["values"] += int(np.size(x))
+            if diff > s["max_abs_diff"]:
+                s["max_abs_diff"], s["where"] = diff, str(d)
+
+
 def compare(a: Path, b: Path) -> dict:
     """{per_kind: {suffix: max_abs_diff, values, files, where}, one_side_only, volatile_keys_skipped}."""
     stats: dict[str, dict] = {}
     only: list[str] = []
     volatile: set[str] = set()
-    files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file() and ".chunks" not in p.parts}
-    files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file() and ".chunks" not in p.parts}
+    files_a, files_b = _plain_files(a), _plain_files(b)
+    _adapters(a, b, stats, only)
     only += [f"only before: {p}" for p in sorted(files_a - files_b)] + [f"only after: {p}" for p in sorted(files_b - files_a)]
     for rel in sorted(files_a & files_b):
         kind = rel.suffix if rel.suffix and len(rel.suffix) <= 12 else "(other)"

@@ -255,6 +255,9 @@ def read_control_vector(path: str | Path) -> VectorFile:
     if fmt == ".gguf":
         import gguf
 
+        from .gguf_check import check_gguf
+
+        check_gguf(path)  # bounded pre-scan: a declared count the file cannot hold is refused before reading
         try:
             reader = gguf.GGUFReader(str(path))
             meta = {k: str(f.contents()) for k, f in reader.fields.items() if not k.startswith("GGUF.")}

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 
-from ..errors import UserError, yaml_problem
+from ..core.yamlfile import ConfigFileError, load_yaml
+from ..errors import UserError
 from ..safe_paths import inside, is_safe_name, safe_name
 
 STAGES = ("extract", "corpus", "align", "steer", "export", "report")
@@ -57,11 +57,11 @@ def load_experiment(path: str | Path, out: str | None = None) -> Experiment:
     if not path.is_file():
         raise ExperimentNotFoundError(f"{path}: experiment config not found (shipped ones: configs/experiments/*.yaml)")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     except UnicodeDecodeError as e:
         raise ExperimentError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
-    except yaml.YAMLError as e:
-        raise ExperimentError(f"{path}: not valid YAML ({yaml_problem(e)})") from None
+    except ConfigFileError as e:
+        raise ExperimentError(str(e)) from None
     if not isinstance(raw, dict):
         raise ExperimentError(f"{path}: expected a mapping of keys (name, models, ...), got {type(raw).__name__}")
     unknown = sorted(set(raw) - _TOP)
@@ -294,17 +294,49 @@ def _write_exports(run_dir: Path, steer_dir: Path, out: Path, settings: dict) ->
 
 
 def check_experiment(exp: Experiment) -> None:
-    """Build every stage's settings up front, so a typo fails in a second, not after extraction."""
+    """Build every stage's settings up front, so a typo fails in a second, not after extraction. A value
+    outside its option's declared range (`options.option`) is named by its YAML key: extract.batch_size."""
+    _check_extract(exp)
+    _check_align_and_steer(exp)
+    if exp.export is not None:
+        bad = sorted(set(exp.export) - {"traits", "conditions", "format"})
+        if bad:
+            raise ExperimentError(f"export: unknown key(s) {bad}; allowed: traits, conditions, format")
+
+
+def _option_error(section: str, exc: Exception) -> ExperimentError:
+    """An option's range error (`name= must be ...`) as the YAML spells the key: section.name must be ..."""
+    return ExperimentError(f"{section}.{str(exc).replace('= ', ' ', 1)}")
+
+
+def _check_extract(exp: Experiment) -> None:
     from ..extract.driver import ExtractOptions
+    from ..options import OptionError
 
     fields = {f.name for f in dataclasses.fields(ExtractOptions)} | {"traits", "per_trait", "split"}
     for section, allowed in (("extract", fields), ("corpus", fields | {"texts"})):
-        bad = sorted(set(getattr(exp, section) or {}) - allowed)
+        cfg = getattr(exp, section) or {}
+        bad = sorted(set(cfg) - allowed)
         if bad:
             raise ExperimentError(f"{section}: unknown key(s) {bad}; allowed: {sorted(allowed)}")
+        per_trait = cfg.get("per_trait")
+        if per_trait is not None and (isinstance(per_trait, bool) or not isinstance(per_trait, int) or per_trait < 1):
+            raise ExperimentError(f"{section}.per_trait must be an integer >= 1, got {per_trait!r:.60}")
+        try:
+            ExtractOptions(**{k: v for k, v in cfg.items() if k in fields - {"traits", "per_trait", "split"}})
+        except OptionError as exc:
+            raise _option_error(section, exc) from None
+
+
+def _check_align_and_steer(exp: Experiment) -> None:
+    from ..options import OptionError
+
     align = dict(exp.align)
     analyses = align.pop("analyses", {"layer-6": {"layer": -6}})
-    _align_config(align)
+    try:
+        _align_config(align)
+    except OptionError as exc:
+        raise _option_error("align", exc) from None
     for name, a in analyses.items():
         if not is_safe_name(str(name)):
             raise ExperimentError(f"align.analyses: {name!r} cannot name a directory; use letters, digits, '.', '_' "
@@ -318,14 +350,13 @@ def check_experiment(exp: Experiment) -> None:
         if a.get("token_run") and exp.corpus is None:
             raise ExperimentError(f"align.analyses.{name}: token_run needs a 'corpus' section")
     if exp.steer is not None:
-        _steer_config(exp.steer)
+        try:
+            _steer_config(exp.steer)
+        except OptionError as exc:
+            raise _option_error("steer", exc) from None
         spec = exp.steer.get("layers", "sweep")
         if spec == "sweep" and not any(a.get("sweep") for a in analyses.values()):
             raise ExperimentError("steer.layers: sweep needs an align analysis with sweep: true (or give an index)")
-    if exp.export is not None:
-        bad = sorted(set(exp.export) - {"traits", "conditions", "format"})
-        if bad:
-            raise ExperimentError(f"export: unknown key(s) {bad}; allowed: traits, conditions, format")
 
 
 def run_experiment(exp: Experiment, force: set[str] | None = None, only: set[str] | None = None, log=print) -> dict:

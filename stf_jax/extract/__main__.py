@@ -15,9 +15,8 @@ import argparse
 import re
 import sys
 
-import yaml
-
-from ..errors import UserError, cli_main, yaml_problem
+from ..core.yamlfile import ConfigFileError, load_yaml
+from ..errors import UserError, cli_main
 from ..options import add_fields, fields_from_args
 from .driver import ExtractOptions, extract_corpus, extract_pairs
 
@@ -104,11 +103,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.config:
         try:
             with open(args.config, encoding="utf-8") as f:
-                cfg = yaml.safe_load(f) or {}
+                cfg = load_yaml(f.read(), f"--config {args.config}") or {}
         except OSError as e:
             raise ExtractConfigError(f"--config {args.config}: cannot read ({e.strerror or e})") from None
-        except (UnicodeDecodeError, yaml.YAMLError) as e:
-            raise ExtractConfigError(f"--config {args.config}: not valid YAML ({yaml_problem(e)})") from None
+        except UnicodeDecodeError as e:
+            raise ExtractConfigError(f"--config {args.config}: not UTF-8 text (byte {e.start})") from None
+        except ConfigFileError as e:
+            raise ExtractConfigError(str(e)) from None
         if not isinstance(cfg, dict):
             raise ExtractConfigError(f"--config {args.config}: expected a mapping of flag names to values")
         cfg = _config_keys(cfg, args.config)

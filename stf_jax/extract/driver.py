@@ -24,6 +24,7 @@ from .. import __version__
 from ..data import ContrastPair, dataset_hash
 from ..errors import UserError
 from ..locks import DirLock
+from ..options import check_options, option
 from ..models.loading import load_model
 from ..models.model import Model
 from .batching import make_batches, rows_for_length, tokenize
@@ -56,17 +57,20 @@ class ExtractOptions:
     layers: Sequence[str | int | float] | str = ("-6",)
     pooling: Literal["last", "mean"] = "last"  # pairs mode; corpus runs always store tokens
     dtype: Literal["float32", "bfloat16"] | None = None  # None: float32 on CPU, bfloat16 on accelerators
-    batch_size: int = 32  # rows per forward (rounded up to a multiple of the data-parallel size)
-    chunk_size: int = 256  # pairs (or texts) per resumable chunk
-    max_length: int | None = None  # default: min(the model's context, DEFAULT_MAX_LENGTH)
-    max_batch_tokens: int | None = None  # padded tokens per forward; default DEFAULT_MAX_BATCH_TOKENS
+    batch_size: int = option(32, ge=1)  # rows per forward (rounded up to a multiple of the data-parallel size)
+    chunk_size: int = option(256, ge=1)  # pairs (or texts) per resumable chunk
+    max_length: int | None = option(None, ge=1)  # default: min(the model's context, DEFAULT_MAX_LENGTH)
+    max_batch_tokens: int | None = option(None, ge=1)  # padded tokens per forward; default DEFAULT_MAX_BATCH_TOKENS
     truncate: bool = True
     chat_template: bool = False
-    model_parallel: int = 1
-    max_tokens_per_text: int | None = None  # corpus mode: cap with deterministic subsampling
-    seed: int = 0
+    model_parallel: int = option(1, ge=1)
+    max_tokens_per_text: int | None = option(None, ge=1)  # corpus mode: cap with deterministic subsampling
+    seed: int = option(0, ge=0)
     overwrite: bool = False
     progress: bool = True
+
+    def __post_init__(self):
+        check_options(self)
 
 
 @dataclasses.dataclass
@@ -451,12 +455,6 @@ def _extract(mode, models: Sequence[str | Model], out_dir: str | Path, opts: Ext
     or earlier, killed run computed it). Models may be names or loaded Models."""
     models, loaded, dtype = _held_models(models, opts.dtype)
     layer_spec = parse_layer_spec(opts.layers)
-    for key in ("batch_size", "chunk_size", "model_parallel"):
-        if getattr(opts, key) < 1:
-            raise ExtractInputError(f"{key}= must be >= 1, got {getattr(opts, key)}")
-    for key in ("max_length", "max_batch_tokens", "max_tokens_per_text"):
-        if getattr(opts, key) is not None and getattr(opts, key) < 1:
-            raise ExtractInputError(f"{key}= must be >= 1, got {getattr(opts, key)}")
     if not models:
         raise ExtractInputError("no models given (models=)")
     run_args = {

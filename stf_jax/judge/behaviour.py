@@ -39,6 +39,7 @@ from . import JUDGES, fluency, judge_for
 from . import prompts as prompt_sets
 from ..core.stats import format_ci, interval, resample_indices
 from ..extract.store import pair_tag
+from ..options import check_options, option
 from ..safe_paths import inside
 
 DEFAULT_TRAITS = ("verbosity", "formality", "optimism", "enthusiasm", "technical_complexity", "hedging",
@@ -61,25 +62,26 @@ class BehaviourConfig:
     alpha: float | None = None
     alpha_grid: tuple[float, ...] = (0.1, 0.2, 0.3)
     calibration_guard_fraction: float = 0.75
-    n_prompts: int = 24
-    n_calibration: int = 8
-    max_new_tokens: int = 48
+    n_prompts: int = option(24, ge=1)
+    n_calibration: int = option(8, ge=1)
+    max_new_tokens: int = option(48, ge=1)
     sampled: bool = False
     sampled_conditions: tuple[str, ...] = ("native", "affine", "random")
-    temperature: float = 0.7
-    top_p: float = 0.9
-    seed: int = 0
-    bootstrap: int = 1000
-    k: int = 256
-    ridge: float = 0.1
-    batch_rows: int = 192
-    fluency_tokens: int = 32
-    fluency_prompts: int | None = None
+    temperature: float = option(0.7, ge=0)
+    top_p: float = option(0.9, gt=0, le=1)
+    seed: int = option(0, ge=0)
+    bootstrap: int = option(1000, ge=1)
+    k: int = option(256, ge=1)
+    ridge: float = option(0.1, ge=0)
+    batch_rows: int = option(192, ge=1)
+    fluency_tokens: int = option(32, ge=1)
+    fluency_prompts: int | None = option(None, ge=1)
     chat_template: bool = True
     max_logprob_drop: float = fluency.MAX_LOGPROB_DROP
     max_repetition_rise: float = fluency.MAX_REPETITION_RISE
 
     def __post_init__(self):
+        check_options(self)
         if not self.traits:
             raise ValueError("give at least one judged trait")
         for t in self.traits:

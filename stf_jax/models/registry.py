@@ -15,8 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..core.yamlfile import load_yaml
 from .config import DecoderConfig, config_from_hf
 
 
@@ -39,7 +38,7 @@ def registry() -> dict[str, dict[str, Any]]:
     files = sorted((p for p in models.iterdir() if p.name.endswith(".yaml")), key=lambda p: p.name) \
         if models.is_dir() else []
     for path in files:
-        entry = yaml.safe_load(path.read_text())
+        entry = load_yaml(path.read_text(), str(path))
         entries[entry["name"]] = entry | {"_file": str(path)}
     return entries
 

@@ -33,7 +33,7 @@ from ..extract.rundir import ModelRef, PairTable, find_models, load_vectors, mak
 from ..align.pca import k_for_pair
 from ..align.carry_traits import MAP_METHODS, trait_vectors, transferred_trait_vectors, unit
 from ..errors import SteeringInputError
-from ..options import add_fields, fields_from_args
+from ..options import add_fields, check_options, fields_from_args, option
 from ..core import stats
 from ..extract.store import pair_tag
 from ..safe_paths import inside
@@ -60,28 +60,29 @@ class SteerConfig:
     """
 
     alphas: tuple[float, ...] = (-0.2, -0.1, 0.0, 0.1, 0.2)
-    pairs_per_trait: int = 5
+    pairs_per_trait: int = option(5, ge=2)
     traits: tuple[str, ...] | None = None
-    max_continuation_tokens: int = 16
+    max_continuation_tokens: int = option(16, ge=1)
     methods: tuple[str, ...] = ("procrustes", "affine", "linear")
     holdout_trait: bool = True
     controls: tuple[str, ...] = CONTROLS
-    k: int | None = None
-    variance: float = 0.95
-    ridge: float = 0.1
+    k: int | None = option(None, ge=1)
+    variance: float = option(0.95, gt=0, le=1)
+    ridge: float = option(0.1, ge=0)
     adapter: adapters_lib.AdapterConfig = adapters_lib.AdapterConfig()
-    seed: int = 0
-    test_fraction: float = 0.2
-    val_fraction: float = 0.1
-    bootstrap: int = 1000
+    seed: int = option(0, ge=0)
+    test_fraction: float = option(0.2, gt=0, lt=1)
+    val_fraction: float = option(0.1, ge=0, lt=1)
+    bootstrap: int = option(1000, ge=1)
     generation_trait: str | None = "verbosity"
-    generation_prompts: int = 6
-    max_new_tokens: int = 40
+    generation_prompts: int = option(6, ge=0)
+    max_new_tokens: int = option(40, ge=1)
     generation_alpha: float | None = None
     chat_template: bool = True
-    self_injection_pairs: int = 3
+    self_injection_pairs: int = option(3, ge=0)
 
     def __post_init__(self):
+        check_options(self)
         bad = sorted(set(self.methods) - set(MAP_METHODS))
         if bad:
             raise ValueError(f"unknown steering method(s) {bad}; choose from {list(MAP_METHODS)}")

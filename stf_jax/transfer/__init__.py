@@ -138,18 +138,19 @@ def _measure_norms(run_dir, source: str, target: str, layers, n_texts: int, held
 
 
 def transfer(vector, map_set: MapSet | str | Path, layer: int | None = None, strength: str = "relative",
-             strict: bool = False) -> SteeringVector:
+             strict: bool = False, force: bool = False) -> SteeringVector:
     """Carry a vector to the map set's target model -> a SteeringVector of the target. vector: a
     SteeringVector, a file path (.gguf/.safetensors control vector, .npy with `layer`), a {source HF layer:
     vector} dict, or an array with `layer`. `map_set`: a MapSet, a
     directory, or a shipped set by name ("shipped:smollm2-135m->gemma3-270m"). The result's `coverage`
-    says per layer how far the map can be trusted for this vector; strict=True refuses low coverage."""
+    says per layer how far the map can be trusted for this vector; strict=True refuses low coverage. A vector
+    that names another model than the map set's source (its name or model hint) is refused unless force=True."""
     if not isinstance(map_set, MapSet):
         map_set = load_map_set(map_set)
     if isinstance(vector, (str, Path)):
         vector = SteeringVector.load(vector, layer)
         layer = None
-    return carry(map_set, vector, layer, strength, strict)
+    return carry(map_set, vector, layer, strength, strict, force)
 
 
 class _CallableModule(types.ModuleType):
@@ -157,8 +158,8 @@ class _CallableModule(types.ModuleType):
     `stf_jax.transfer(vector, maps)` calls `transfer` above, whichever way the package was imported."""
 
     def __call__(self, vector, map_set, layer: int | None = None, strength: str = "relative",
-                 strict: bool = False) -> SteeringVector:
-        return transfer(vector, map_set, layer, strength, strict)
+                 strict: bool = False, force: bool = False) -> SteeringVector:
+        return transfer(vector, map_set, layer, strength, strict, force)
 
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--strength", default="relative", choices=["relative", "keep", "unit"],
                      help="output norm: relative to each layer's typical |h| (default), as the input, or 1")
     app.add_argument("--format", default="gguf", choices=["gguf", "safetensors"], help="output format [gguf]")
+    app.add_argument("--force", action="store_true",
+                     help="carry vectors whose file names another model than the map set's source (a different "
+                          "model name or llama.cpp model hint); refused otherwise")
     app.add_argument("--strict", action="store_true",
                      help="refuse (exit 2) a vector whose coverage is below the threshold at any carried layer")
     app.add_argument("--coverage-threshold", type=float, help="coverage below which to warn / refuse [0.5]")
@@ -119,7 +122,8 @@ def main(argv=None) -> int:
     if args.coverage_threshold is not None and not 0 <= args.coverage_threshold <= 1:
         raise TransferInputError(f"--coverage-threshold {args.coverage_threshold}: give a number in [0, 1]")
     written = transfer_files(map_set, args.inputs, args.out, layer=args.layer, strength=args.strength,
-                             fmt=args.format, strict=args.strict, threshold=args.coverage_threshold, log=log)
+                             fmt=args.format, strict=args.strict, threshold=args.coverage_threshold, log=log,
+                             force=args.force)
     for path, carried in written:
         cov = carried.coverage
         log(f"{path}: target layers {sorted(carried.directions)}"

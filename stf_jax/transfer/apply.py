@@ -88,17 +88,19 @@ def _apply_unit(m, u: np.ndarray) -> np.ndarray:
 
 def carry_many(map_set: MapSet, vectors: Sequence[SteeringVector | dict[int, np.ndarray]], strength: str = "relative",
                names: Sequence[str] | None = None, strict: bool = False,
-               threshold: float | None = None) -> list[SteeringVector]:
+               threshold: float | None = None, force: bool = False) -> list[SteeringVector]:
     """Carry many multi-layer vectors (SteeringVectors, or {source HF layer: [d_s]} in residual units) at
     once: one batched map call per layer pair, whatever the number of vectors (a library of thousands).
     strict: refuse (CoverageError) a vector with any carried layer whose coverage is below `threshold`
-    (default coverage.THRESHOLD)."""
+    (default coverage.THRESHOLD). A vector that says which model it is for (its model name, or its file's
+    model hint) must be the map set's source model; force=True carries it anyway."""
     if strength not in STRENGTHS:
         raise TransferInputError(f"strength {strength!r}: choose from {list(STRENGTHS)}")
     vectors = [v if isinstance(v, SteeringVector) else SteeringVector(dict(v)) for v in vectors]
     names = list(names) if names is not None else [
         v.trait if v.trait != "unknown" else f"vector {i}" for i, v in enumerate(vectors)]
-    _check_source(map_set, vectors, names)
+    if not force:
+        _check_source(map_set, vectors, names)
     inputs = [v.directions for v in vectors]
     d_s = int(map_set.source["d_model"])
     norms = [{lay: _check_vector(np.asarray(v, np.float32), lay, d_s, names[i]) for lay, v in d.items()}
@@ -145,13 +147,22 @@ def carry_many(map_set: MapSet, vectors: Sequence[SteeringVector | dict[int, np.
     return results
 
 
+def _family(model_type: str) -> str:
+    """An HF model_type's family as llama.cpp hints name it: gemma3_text and gemma3 are one family."""
+    return model_type.lower().removesuffix("_text")
+
+
 def _check_source(map_set: MapSet, vectors: Sequence[SteeringVector], names: Sequence[str]) -> None:
-    """A vector that names its model must be the map set's source model."""
-    src = map_set.source["name"]
+    """A vector that names its model (name, or model type / llama.cpp hint) must be the map's source model."""
+    src, src_type = map_set.source["name"], map_set.source.get("model_type") or ""
     for v, name in zip(vectors, names):
-        if v.model not in ("unknown", src) and v.units == "typical_norm":
-            raise TransferInputError(f"{name}: a vector of {v.model!r}, but the map set carries vectors of {src!r}; "
-                                     "use a map set fitted from the vector's model")
+        if v.model not in ("unknown", src):
+            raise TransferInputError(f"{name}: made for {v.model!r}, but the map set carries vectors of {src!r}; use "
+                                     "a map set fitted from that model, or force= to carry it anyway")
+        if v.model_type and src_type and _family(v.model_type) != _family(src_type):
+            raise TransferInputError(f"{name}: its model hint is {v.model_type!r}, but the map set's source {src!r} "
+                                     f"is {src_type!r}; use a map set fitted from the vector's model, or force= to "
+                                     "carry it anyway")
 
 
 def _carried(map_set: MapSet, digest: str, vector: SteeringVector, directions: dict[int, np.ndarray],
@@ -184,10 +195,10 @@ def _refuse_low_coverage(results: list[SteeringVector], names: Sequence[str], th
 
 
 def carry(map_set: MapSet, directions: SteeringVector | dict[int, np.ndarray] | np.ndarray, layer: int | None = None,
-          strength: str = "relative", strict: bool = False) -> SteeringVector:
+          strength: str = "relative", strict: bool = False, force: bool = False) -> SteeringVector:
     """One vector: a SteeringVector, {source HF layer: [d_s]}, or a single [d_s] array with its source `layer`."""
     if isinstance(directions, SteeringVector):
-        return carry_many(map_set, [directions], strength, strict=strict)[0]
+        return carry_many(map_set, [directions], strength, strict=strict, force=force)[0]
     if isinstance(directions, np.ndarray) or not isinstance(directions, dict):
         v = np.asarray(directions, np.float32)
         if layer is None:
@@ -220,7 +231,8 @@ def library_files(inputs: Iterable[str | Path]) -> list[Path]:
 
 def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str | Path, *, layer: int | None = None,
                    strength: str = "relative", fmt: str = "gguf", strict: bool = False,
-                   threshold: float | None = None, log=print) -> list[tuple[Path, SteeringVector]]:
+                   threshold: float | None = None, log=print, force: bool = False
+                   ) -> list[tuple[Path, SteeringVector]]:
     """Carry every input file (or library directory) and write the target control vectors under out_dir.
 
     Output names mirror the inputs' paths relative to their library directory; each file records its
@@ -245,7 +257,7 @@ def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str |
         first[dest] = f
     read = [SteeringVector.load(f, layer) for f in files]
     carried = carry_many(map_set, read, strength, names=[str(f) for f in files], strict=strict,
-                         threshold=threshold)
+                         threshold=threshold, force=force)
     written = []
     for f, r, v, c in zip(files, outs, read, carried):
         dest = inside(out_dir, r)

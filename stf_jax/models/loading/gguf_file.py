@@ -46,8 +46,11 @@ _BLOCK_TENSORS = {
 def _reader(path: Path):
     from gguf import GGUFReader
 
+    from ...core.gguf_check import check_gguf
+
     if not path.is_file():
         raise FileNotFoundError(f"{path}: GGUF file not found")
+    check_gguf(path)  # bounded pre-scan: declared counts against the file's size, before any allocation
     try:
         return GGUFReader(str(path))
     except Exception as e:  # the gguf package raises ValueError/struct errors on damaged files

@@ -1,0 +1,175 @@
+"""Hostile inputs, round two: the memory bombs are refused at once and in little memory, option ranges are one
+rule for a call, a flag and a YAML key, and a vector made for another model is not carried silently."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from stf_jax.errors import UserError
+
+SHIPPED = "shipped:smollm2-135m->gemma3-270m"
+
+
+def gguf_bomb(path, count: int = 1 << 62):
+    """128 bytes: GGUF v3, no tensors, one key whose UINT8 array claims `count` entries."""
+    data = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"a" + struct.pack("<IIQ", 9, 0, count)
+    path.write_bytes(data + b"\0" * (128 - len(data)))
+    return path
+
+
+LAUGHS = "name: lol\nmodels: [a, b]\n" + 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")) + "extract: *i\n"
+
+
+def _child(code: str, limit_bytes: int = 2 << 30) -> tuple[subprocess.CompletedProcess, float]:
+    """Run `code` in a fresh interpreter under an address-space cap; it prints its own peak RSS (MB) last."""
+    import resource
+
+    def cap():
+        resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
+
+    wrapped = (f"import resource\ntry:\n" + "".join(f"    {line}\n" for line in code.splitlines())
+               + "finally:\n    print('peak_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
+    t0 = time.perf_counter()
+    got = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, preexec_fn=cap, timeout=60)
+    return got, time.perf_counter() - t0
+
+
+def _peak_mb(out: str) -> float:
+    return float(out.strip().splitlines()[-1].split()[1])
+
+
+def test_gguf_bomb_is_refused_at_once_in_little_memory(tmp_path):
+    bomb = gguf_bomb(tmp_path / "bomb.gguf")
+    got, seconds = _child(f"from stf_jax import SteeringVector\nfrom stf_jax.errors import UserError\n"
+                          f"try:\n    SteeringVector.load({str(bomb)!r})\nexcept UserError as e:\n    print('refused', e)")
+    assert got.returncode == 0, got.stderr
+    assert "refused" in got.stdout and "not a valid GGUF file" in got.stdout and "bytes left" in got.stdout
+    assert seconds < 5 and _peak_mb(got.stdout) < 200, (seconds, got.stdout)  # the scan itself: ~0.3 s, ~40 MB
+
+
+def test_gguf_bomb_through_the_cli_is_one_line(tmp_path):
+    bomb = gguf_bomb(tmp_path / "bomb.gguf", count=1 << 40)
+    got = subprocess.run([sys.executable, "-m", "stf_jax.transfer", "apply", "--map", SHIPPED, str(bomb), "--out",
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 2 and got.stderr.count("\n") == 1 and "not a valid GGUF file" in got.stderr, got.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("case", ["array of strings", "tensor count", "dimensions", "truncated key"])
+def test_gguf_scan_refuses_declared_sizes_the_file_cannot_hold(tmp_path, case):
+    from stf_jax.core.gguf_check import GGUFFormatError, check_gguf
+
+    head = {"array of strings": struct.pack("<QQ", 0, 1) + struct.pack("<Q", 1) + b"a" + struct.pack("<IIQ", 9, 8, 1 << 50),
+            "tensor count": struct.pack("<QQ", 1 << 40, 0),
+            "dimensions": struct.pack("<QQ", 1, 0) + struct.pack("<Q", 1) + b"t" + struct.pack("<I", 9),
+            "truncated key": struct.pack("<QQ", 0, 1) + struct.pack("<Q", 1 << 20) + b"abc"}[case]
+    path = tmp_path / "x.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<I", 3) + head + b"\0" * 64)
+    with pytest.raises(GGUFFormatError, match="not a valid GGUF file"):
+        check_gguf(path)
+
+
+def test_real_gguf_files_pass_the_scan(tmp_path):
+    from stf_jax import SteeringVector
+    from stf_jax.core.gguf_check import check_gguf
+
+    path = SteeringVector({3: np.ones(16, np.float32)}, model_type="llama", trait="x").save(tmp_path / "v.gguf")
+    check_gguf(path)
+    assert SteeringVector.load(path).layers == [3]
+
+
+def test_yaml_aliases_are_refused_before_expansion(tmp_path):
+    config = tmp_path / "laughs.yaml"
+    config.write_text(LAUGHS)
+    got, seconds = _child(f"from stf_jax.experiment import load_experiment, check_experiment\n"
+                          f"from stf_jax.errors import UserError\n"
+                          f"try:\n    check_experiment(load_experiment({str(config)!r}))\n"
+                          f"except UserError as e:\n    print('refused', e)")
+    assert got.returncode == 0, got.stderr
+    assert "refused" in got.stdout and "aliases are not allowed" in got.stdout
+    assert seconds < 5 and _peak_mb(got.stdout) < 200, (seconds, got.stdout)
+    cli = subprocess.run([sys.executable, "-m", "stf_jax.experiment", str(config)], capture_output=True, text=True)
+    assert cli.returncode == 2 and cli.stderr.count("\n") == 1 and "alias *a" in cli.stderr
+
+
+def test_yaml_non_finite_numbers_are_refused():
+    from stf_jax.core.yamlfile import ConfigFileError, load_yaml
+
+    assert load_yaml("a: [1, 2.5, x]") == {"a": [1, 2.5, "x"]}
+    with pytest.raises(ConfigFileError, match=r"steer.alphas\[1\] is inf"):
+        load_yaml("steer: {alphas: [0.1, .inf]}", "c.yaml")
+
+
+@pytest.mark.parametrize("field,value,problem", [("batch_size", 0, "must be >= 1"),
+                                                 ("batch_size", 2.5, "must be an integer"),
+                                                 ("batch_size", "1e400", "must be an integer"),
+                                                 ("max_length", -3, "must be >= 1"),
+                                                 ("seed", True, "must be an integer")])
+def test_one_option_rule_for_a_call_and_a_yaml_key(tmp_path, field, value, problem):
+    from stf_jax.experiment import check_experiment, load_experiment
+    from stf_jax.extract.driver import ExtractOptions
+    from stf_jax.options import OptionError
+
+    with pytest.raises(OptionError, match=f"{field}= {problem}"):
+        ExtractOptions(**{field: value})
+    config = tmp_path / "c.yaml"
+    shown = f'"{value}"' if isinstance(value, str) else str(value).lower()
+    config.write_text(f"name: x\nmodels: [smollm2-135m, gemma3-270m]\nextract: {{{field}: {shown}}}\n")
+    with pytest.raises(UserError, match=f"extract.{field} {problem}"):
+        check_experiment(load_experiment(config))
+
+
+def test_option_ranges_reach_the_command_line(tmp_path):
+    """align's --test-fraction 1.5 is the EvalConfig rule, shown as the flag (one line, exit 2)."""
+    got = subprocess.run([sys.executable, "-m", "stf_jax.align", str(tmp_path), "--test-fraction", "1.5", "--out",
+                          str(tmp_path / "out")],
+                         capture_output=True, text=True)
+    assert got.returncode == 2 and got.stderr.count("\n") == 1, got.stderr
+    assert "--test-fraction must be < 1" in got.stderr
+
+
+@pytest.mark.parametrize("probe", ["complex", "object", "2-D", "huge header"])
+def test_npy_vectors_that_are_not_one_real_vector_are_refused(tmp_path, probe):
+    from stf_jax import SteeringVector
+
+    path = tmp_path / "v.npy"
+    if probe == "complex":
+        np.save(path, np.ones(8, np.complex64))
+    elif probe == "object":
+        np.save(path, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    elif probe == "2-D":
+        np.save(path, np.ones((2, 8), np.float32))
+    else:  # a header declaring 2^40 floats over 64 bytes of data
+        np.save(path, np.ones(16, np.float32))
+        raw = path.read_bytes().replace(b"(16,)", b"(1099511627776,)".ljust(5))
+        path.write_bytes(raw)
+    with pytest.raises(UserError):
+        SteeringVector.load(path, layer=3)
+
+
+def test_a_vector_for_another_model_is_not_carried_unless_forced(tmp_path):
+    import stf_jax
+
+    maps = stf_jax.load_map(SHIPPED)
+    layer = sorted({lm.layer_source for lm in maps.maps.values()})[0]
+    rng = np.random.default_rng(0)
+    gemma = stf_jax.SteeringVector({layer: rng.standard_normal(576).astype(np.float32)}, model_type="gemma3_text")
+    with pytest.raises(UserError, match="model hint is 'gemma3_text'.*force="):
+        stf_jax.transfer(gemma, maps)
+    assert stf_jax.transfer(gemma, maps, force=True).model == "gemma3-270m"
+    other = gemma.replace(model="qwen2-0.5b", model_type="")
+    with pytest.raises(UserError, match="made for 'qwen2-0.5b'"):
+        stf_jax.transfer(other, maps)
+    ok = gemma.replace(model_type="llama")  # smollm2's family, as a repeng file of it says
+    assert stf_jax.transfer(ok, maps).layers
+    path = gemma.save(tmp_path / "gemma_hint.gguf")
+    got = subprocess.run([sys.executable, "-m", "stf_jax.transfer", "apply", "--map", SHIPPED, str(path), "--out",
+                          str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 2 and "--force" in got.stderr and got.stderr.count("\n") == 1, got.stderr
