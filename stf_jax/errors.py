@@ -33,6 +33,28 @@ class SteeringInputError(UserError, ValueError):
 
 
 EXIT_USER_ERROR = 2
+# OS conditions on a path the user named: theirs to fix (free space, permissions, another path), not bugs
+_USER_ERRNOS = {"EACCES", "EPERM", "EROFS", "ENOSPC", "EDQUOT", "EEXIST", "EISDIR", "ENOTDIR", "ENOENT",
+                "ENAMETOOLONG", "ELOOP", "EFBIG"}
+
+
+def os_problem(exc: BaseException) -> str | None:
+    """'PATH: what the system said; how to fix' for an OSError on a named path that the user can fix
+    (read-only, no space, permission, exists, is a directory, ...), else None."""
+    import errno
+
+    if not isinstance(exc, OSError) or exc.errno is None or not exc.filename:
+        return None
+    name = errno.errorcode.get(exc.errno, "")
+    if name not in _USER_ERRNOS:
+        return None
+    hint = {"EROFS": "write to another directory", "ENOSPC": "free some space or write elsewhere",
+            "EDQUOT": "free some space or write elsewhere", "EACCES": "check its permissions",
+            "EPERM": "check its permissions", "EEXIST": "choose another path",
+            "EISDIR": "give a file path, not a directory", "ENOTDIR": "a part of the path is a file, not a directory",
+            "ENOENT": "check the path", "ENAMETOOLONG": "use a shorter path", "ELOOP": "check the symlinks",
+            "EFBIG": "write elsewhere"}[name]
+    return f"{exc.filename}: {exc.strerror or name}; {hint}"
 
 
 def debug_enabled(argv: Sequence[str] | None = None) -> bool:
@@ -68,7 +90,7 @@ def report_user_error(exc: BaseException) -> int:
     print the one line and return 2, or re-raise under --debug / STF_JAX_DEBUG=1. Call inside `except`."""
     if debug_enabled():
         raise exc
-    print(f"error: {one_line(exc)}", file=sys.stderr)
+    print(f"error: {os_problem(exc) or one_line(exc)}", file=sys.stderr)
     return EXIT_USER_ERROR
 
 
@@ -85,6 +107,12 @@ def cli_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         if debug:
             raise
         print(f"error: {one_line(exc)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as exc:  # read-only, no space, permission ... on a path the user named: one line too
+        problem = os_problem(exc)
+        if debug or problem is None:
+            raise
+        print(f"error: {problem}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -173,3 +173,30 @@ def test_a_vector_for_another_model_is_not_carried_unless_forced(tmp_path):
     got = subprocess.run([sys.executable, "-m", "stf_jax.transfer", "apply", "--map", SHIPPED, str(path), "--out",
                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert got.returncode == 2 and "--force" in got.stderr and got.stderr.count("\n") == 1, got.stderr
+
+
+def test_os_conditions_on_user_paths_are_one_line(tmp_path):
+    """An --out under a file (ENOTDIR) is the user's to fix: one line, exit 2; --debug keeps the traceback."""
+    import stf_jax
+
+    path = stf_jax.SteeringVector({20: np.ones(576, np.float32)}, model="smollm2-135m", model_type="llama").save(
+        tmp_path / "v.gguf")
+    (tmp_path / "file").write_text("x")
+    cmd = [sys.executable, "-m", "stf_jax.transfer", "apply", "--map", SHIPPED, str(path), "--out",
+           str(tmp_path / "file" / "out")]
+    got = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert got.returncode == 2 and got.stderr.count("\n") == 1 and "Not a directory" in got.stderr, got.stderr
+    debug = subprocess.run(cmd + ["--debug"], capture_output=True, text=True, timeout=120)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_os_problem_names_only_fixable_conditions():
+    import errno
+
+    from stf_jax.errors import os_problem
+
+    assert os_problem(OSError(errno.EROFS, "Read-only file system", "/mnt/x")).startswith("/mnt/x: Read-only")
+    assert os_problem(OSError(errno.ENOSPC, "No space left on device", "/data/y")).endswith("write elsewhere")
+    assert os_problem(OSError(errno.EIO, "Input/output error", "/d")) is None  # not the user's to fix
+    assert os_problem(OSError(errno.EACCES, "Permission denied")) is None  # no path named
+    assert os_problem(ValueError("x")) is None

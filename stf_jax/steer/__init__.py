@@ -42,6 +42,13 @@ def steer(model, vector, prompts: str | Sequence[str], alpha: float | None = Non
     vector = as_vector(vector, layer, trait)
     relative = vector.units == "typical_norm"
     scale, alpha = default_strength("run" if relative else "control_vector", scale, alpha)
+    if scale == "stored" and all(abs(n - 1.0) < 1e-3 for n in vector.norms.values()):
+        import warnings
+
+        warnings.warn("steering with unit-length vectors in residual units at their stored strength: a length of "
+                      f"{alpha:g} against a residual stream whose |h| is typically 10-10,000 barely moves the text; "
+                      "give scale='mean-norm' (alpha in units of |h|, 0.15 is noticeable) or a larger alpha",
+                      UserWarning, stacklevel=2)
     gains = vector.norms if relative and scale == "mean-norm" else None
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     return steered_completions(model, prompts, vector.directions, alpha, scale=scale, gains=gains, **options)
