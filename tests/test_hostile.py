@@ -34,8 +34,10 @@ def _child(code: str, limit_bytes: int = 2 << 30) -> tuple[subprocess.CompletedP
     def cap():
         resource.setrlimit(resource.RLIMIT_AS, (limit_bytes, limit_bytes))
 
-    wrapped = (f"import resource\ntry:\n" + "".join(f"    {line}\n" for line in code.splitlines())
-               + "finally:\n    print('peak_mb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
+    # VmHWM: this process image's peak RSS (ru_maxrss would carry the forking parent's over the exec)
+    peak = "[int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')][0] / 1024"
+    wrapped = (f"try:\n" + "".join(f"    {line}\n" for line in code.splitlines())
+               + f"finally:\n    print('peak_mb', {peak})\n")
     t0 = time.perf_counter()
     got = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True, preexec_fn=cap, timeout=60)
     return got, time.perf_counter() - t0

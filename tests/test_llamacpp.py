@@ -6,10 +6,11 @@ layer) carried to gemma3 with `transfer apply` → `llama-completion --control-v
 shipped Q4_K_M GGUF, greedy, against `stf_jax.steer` generating with the same file and strength.
 
 Quantized (llama.cpp) and dequantized-f32 (stf_jax) weights make the two tools' texts differ slightly even
-unsteered, so the checks are: llama.cpp's steered text differs from its unsteered text; restricting
-llama.cpp's layer range to a layer the file has no direction for gives its unsteered text exactly; and
-llama.cpp's steered text starts with the same words as stf_jax's steered text (measured: the first 6 of 16
-tokens' words), and neither steered text shares a leading word with its tool's unsteered text.
+unsteered, and llama.cpp's kernels differ between CPUs (AVX2, AVX-512, AMX), so the checks hold on any CPU:
+llama.cpp's steered text differs from its unsteered text; restricting llama.cpp's layer range to a layer
+the file has no direction for gives its unsteered text exactly; and, scored teacher-forced by stf_jax with
+the same file and strength, llama.cpp's steered text is favoured by the steering, more than its unsteered
+text, which is favoured more than its text steered with the opposite sign (right layer, sign and unit).
 """
 
 from __future__ import annotations
@@ -26,20 +27,6 @@ pytestmark = pytest.mark.slow
 PROMPT = "Write a note to your neighbour about the noise:"
 STRENGTH = 0.05
 N_TOKENS = 16
-
-
-def _words(text: str) -> list[str]:
-    return text.split()
-
-
-def _common_prefix(a: str, b: str) -> int:
-    """Number of leading words the two texts share (greedy decoding: the texts agree until one token differs)."""
-    n = 0
-    for x, y in zip(_words(a), _words(b)):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +64,29 @@ def _llama(binary, model_path, *extra) -> str:
     return got.stdout.strip()
 
 
+def _shift(model, directions, texts) -> np.ndarray:
+    """Per text: token-mean log P(text | prompt) under stf_jax steered with `directions` at STRENGTH (stored scale,
+    every position, as llama.cpp adds it) minus unsteered: > 0 where the text is what the steering favours."""
+    from stf_jax.steer.inject import make_intervention, position_mask
+    from stf_jax.steer.propensity import mean_logprobs
+
+    layers = sorted(directions)
+    vectors = np.stack([directions[lay] for lay in layers])
+
+    def steering(mask):
+        return make_intervention(model.config, layers, vectors, STRENGTH, position_mask(mask), normalize=False)
+
+    prompts = [PROMPT] * len(texts)
+    return mean_logprobs(model, prompts, texts, steering) - mean_logprobs(model, prompts, texts)
+
+
 def test_llamacpp_applies_the_transferred_vector_like_stf_jax(carried):
+    """CPU-independent: llama.cpp's greedy words drift with its quantized kernels (AVX2, AVX-512, AMX pick
+    different ones), so the check is not the words but where they lead. Scored teacher-forced by stf_jax with
+    the same file and strength, llama.cpp's steered text is more likely steered than unsteered, by more than
+    its unsteered text or its text steered with the opposite sign; a wrong layer (no effect), sign (the
+    order flips) or unit (a strength 1/typical |h| too small changes nothing) fails it."""
     from stf_jax.models.registry import resolve
-    from stf_jax.steer.apply import steered_completions
     from stf_jax.steer.vectors import load_directions
 
     binary, vector_file, result, model = carried
@@ -87,18 +94,16 @@ def test_llamacpp_applies_the_transferred_vector_like_stf_jax(carried):
     gguf = resolve("gemma3-270m")
     plain = _llama(binary, gguf)
     steered = _llama(binary, gguf, "--control-vector-scaled", f"{vector_file}:{STRENGTH}")
+    opposite = _llama(binary, gguf, "--control-vector-scaled", f"{vector_file}:{-STRENGTH}")
     # layer range 16..16: a block the file has no direction for -> llama.cpp steers nothing
     elsewhere = _llama(binary, gguf, "--control-vector-scaled", f"{vector_file}:{STRENGTH}",
                        "--control-vector-layer-range", 16, 16)
     directions, kind = load_directions(vector_file)
     assert kind == "control_vector" and sorted(directions) == [11, 12, 13]
-    ours_plain, ours, _ = steered_completions(model, [PROMPT], directions, STRENGTH, scale="stored",
-                                              max_new_tokens=N_TOKENS)
-    print(f"\nllama.cpp unsteered: {plain!r}\nllama.cpp steered:   {steered!r}\nllama.cpp elsewhere: "
-          f"{elsewhere!r}\nstf_jax unsteered:   {ours_plain[0]!r}\nstf_jax steered:     {ours[0]!r}")
+    shift = _shift(model, directions, [steered, plain, opposite])
+    print(f"\nllama.cpp unsteered: {plain!r}\nllama.cpp steered:   {steered!r}\nllama.cpp opposite:  {opposite!r}"
+          f"\nllama.cpp elsewhere: {elsewhere!r}\nstf_jax log-prob shift (steered - unsteered) of each: {shift}")
     assert elsewhere == plain
-    assert steered != plain
-    # measured: both steered texts start "The noise is caused by the" (6 words), both unsteered "1. What is the
-    # noise" and the steered ones share no leading word with them; after that, quantization makes them drift
-    agree = _common_prefix(steered, ours[0])
-    assert agree >= 4 and agree > _common_prefix(steered, plain) and agree > _common_prefix(ours[0], ours_plain[0])
+    assert steered != plain and opposite != plain
+    # measured (AVX-512 + AMX machine, build-noamx): shifts [+0.77, -0.49, -2.19]; margins leave room for other kernels
+    assert shift[0] > 0.2 and shift[0] > shift[1] + 0.2 and shift[1] > shift[2]

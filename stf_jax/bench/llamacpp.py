@@ -89,10 +89,30 @@ def _no_amx() -> list[str]:
     return [f"-DCMAKE_C_FLAGS={flags}", f"-DCMAKE_CXX_FLAGS={flags}"]
 
 
+TARGETS = {  # STF_JAX_LLAMACPP_TARGET: build folder and ggml CPU flags
+    # this CPU's vector extensions (AVX-512 where it has them), AMX left out (see _no_amx)
+    "native": ("build-noamx", ["-DGGML_NATIVE=ON"]),
+    # the x86-64 baseline (SSE2 only): the kernels of the oldest CPU, so tests see llama.cpp's other arithmetic
+    "baseline": ("build-baseline", ["-DGGML_NATIVE=OFF", "-DGGML_SSE42=OFF", "-DGGML_AVX=OFF", "-DGGML_AVX2=OFF",
+                                    "-DGGML_FMA=OFF", "-DGGML_F16C=OFF", "-DGGML_BMI2=OFF", "-DGGML_AVX512=OFF",
+                                    "-DGGML_AVX_VNNI=OFF", "-DGGML_AMX_TILE=OFF", "-DGGML_AMX_INT8=OFF"]),
+}
+
+
+def target() -> str:
+    """Which llama.cpp build the tests use: STF_JAX_LLAMACPP_TARGET=native (default) or baseline."""
+    name = os.environ.get("STF_JAX_LLAMACPP_TARGET", "native")
+    if name not in TARGETS:
+        raise LlamaCppUnavailable(f"STF_JAX_LLAMACPP_TARGET={name!r}: choose from {sorted(TARGETS)}")
+    return name
+
+
 def tool(name: str) -> Path:
-    """Build (once) and return a llama.cpp binary, e.g. "llama-completion", "llama-cvector-generator"."""
+    """Build (once) and return a llama.cpp binary, e.g. "llama-completion", "llama-cvector-generator", for the
+    CPU target `target()` names."""
     src = source_dir()
-    build = src / "build-noamx"  # not "build": trees built before AMX was turned off crash on AMX machines
+    folder, flags = TARGETS[target()]
+    build = src / folder  # not "build": trees built before AMX was turned off crash on AMX machines
     binary = build / "bin" / name
     if binary.exists():
         return binary
@@ -104,8 +124,8 @@ def tool(name: str) -> Path:
         if not (build / "CMakeCache.txt").exists():
             cfg = subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
                                   "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                                  "-DLLAMA_BUILD_SERVER=OFF", "-DGGML_NATIVE=ON", "-DBUILD_SHARED_LIBS=OFF",
-                                  *_no_amx()],
+                                  "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF", *flags,
+                                  *(_no_amx() if target() == "native" else [])],
                                  capture_output=True, text=True)
             if cfg.returncode != 0:
                 raise LlamaCppUnavailable(f"cmake configure failed: {cfg.stderr[-1500:]}")
