@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.stats import format_ci
 from . import figures as F
 from .load import ExperimentResults
 
@@ -112,11 +113,7 @@ def _rng(vals) -> str:
     return f"{lo:.2f} to {hi:.2f}" if lo < 0 else f"{lo:.2f}–{hi:.2f}"
 
 
-def _ci(stat: dict) -> str:
-    m, lo, hi = F.num(stat.get("mean")), F.num(stat.get("lo")), F.num(stat.get("hi"))
-    if math.isfinite(lo) and math.isfinite(hi):
-        return f"{m:.2f} [{lo:.2f}, {hi:.2f}]"
-    return f"{m:.2f}"
+_ci = format_ci  # 'mean [lo, hi]', the one format (core.stats)
 
 
 def _broken_controls(ctl: list[dict]) -> str:

@@ -10,18 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from ..core.atomic import atomic_write_bytes
+from ..core.stats import format_ci
 from ..markdown import table_lines
 
 
-def _ci(stat: dict | None, digits: int = 2) -> str:
-    if not stat:
-        return "–"
-    m, lo, hi = stat.get("mean"), stat.get("lo"), stat.get("hi")
-    if m is None or (isinstance(m, float) and math.isnan(m)):
-        return "–"
-    if lo is None or (isinstance(lo, float) and math.isnan(lo)):
-        return f"{m:.{digits}f}"
-    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+_ci = format_ci  # 'mean [lo, hi]', the one format (core.stats)
 
 
 def _f(x, digits: int = 2) -> str:
