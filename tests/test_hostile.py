@@ -202,3 +202,25 @@ def test_os_problem_names_only_fixable_conditions():
     assert os_problem(OSError(errno.EIO, "Input/output error", "/d")) is None  # not the user's to fix
     assert os_problem(OSError(errno.EACCES, "Permission denied")) is None  # no path named
     assert os_problem(ValueError("x")) is None
+
+
+@pytest.mark.parametrize("probe", ["empty npy", "junk npy", "pickle npy", "binary judge file", "judge directory",
+                                   "junk results"])
+def test_cli_probes_are_one_line(tmp_path, probe):
+    """Probes of the second hostile round: each is exit 2 with one line, and nothing is written."""
+    empty, junk, pickled = tmp_path / "empty.npy", tmp_path / "junk.npy", tmp_path / "pickle.npy"
+    empty.write_bytes(b"")
+    junk.write_bytes(bytes(range(256)))
+    np.save(pickled, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    (tmp_path / "binary.txt").write_bytes(b"\xe9\xff\x00 text")
+    (tmp_path / "results.json").write_text("[1, 2")
+    out = tmp_path / "o.gguf"
+    export = ["-m", "stf_jax.steer", "export", "--layer", "3", "--model-hint", "llama", "--out", str(out), "--vector"]
+    args = {"empty npy": [*export, str(empty)], "junk npy": [*export, str(junk)], "pickle npy": [*export, str(pickled)],
+            "binary judge file": ["-m", "stf_jax.judge", "score", "formality", "--file", str(tmp_path / "binary.txt")],
+            "judge directory": ["-m", "stf_jax.judge", "score", "formality", "--file", str(tmp_path)],
+            "junk results": ["-m", "stf_jax.judge", "merge", str(tmp_path / "results.json"), "--out",
+                             str(tmp_path / "merged")]}[probe]
+    got = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 2 and got.stderr.count("\n") == 1 and got.stderr.startswith("error: "), got.stderr
+    assert not out.exists() and not (tmp_path / "merged").exists()

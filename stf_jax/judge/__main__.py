@@ -139,8 +139,12 @@ def _score(args) -> int:
 
     texts = list(args.texts)
     if args.file:
-        src = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
-        texts += [line.rstrip("\n") for line in src if line.strip()]
+        try:
+            src = sys.stdin.read() if args.file == "-" else Path(args.file).read_bytes().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JudgeArgumentError(f"{args.file}: not UTF-8 text (byte {exc.start}); give a text file, one text "
+                                     "per line") from None
+        texts += [line for line in src.splitlines() if line.strip()]
     if not texts:
         raise JudgeArgumentError("give texts to score (arguments or --file)")
     for t, v in zip(texts, score(args.trait, texts)):
@@ -219,7 +223,11 @@ def _merge(args) -> int:
         path = Path(src) / "behaviour_results.json" if Path(src).is_dir() else Path(src)
         if not path.is_file():
             raise JudgeArgumentError(f"{path}: no behaviour_results.json")
-        res = json.loads(path.read_text())
+        try:
+            res = json.loads(path.read_text(encoding="utf-8"))
+            res["directions"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise JudgeArgumentError(f"{path}: not a behaviour_results.json ({type(exc).__name__}: {exc})") from None
         if merged is None:
             merged = res
         else:
