@@ -54,3 +54,21 @@ def load_yaml(text: str, name: str = "config"):
         return _finite(data)
     except ConfigFileError as exc:
         raise ConfigFileError(f"{name}: {exc}") from None
+
+
+def read_config(path, name: str | None = None) -> dict:
+    """A YAML config file's mapping (empty file: {}): unreadable, non-UTF-8, non-YAML, aliased, non-finite or
+    non-mapping content is a ConfigFileError naming `name` (default: the path)."""
+    from pathlib import Path
+
+    name = name or str(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigFileError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(f"{name}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    data = load_yaml(text, name) or {}
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{name}: expected a mapping of keys to values, got {type(data).__name__}")
+    return data

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..core.yamlfile import ConfigFileError, load_yaml
+from ..core.yamlfile import ConfigFileError, read_config
 from ..errors import UserError
 from ..safe_paths import inside, is_safe_name, safe_name
 
@@ -57,13 +57,9 @@ def load_experiment(path: str | Path, out: str | None = None) -> Experiment:
     if not path.is_file():
         raise ExperimentNotFoundError(f"{path}: experiment config not found (shipped ones: configs/experiments/*.yaml)")
     try:
-        raw = load_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
-    except UnicodeDecodeError as e:
-        raise ExperimentError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+        raw = read_config(path)
     except ConfigFileError as e:
         raise ExperimentError(str(e)) from None
-    if not isinstance(raw, dict):
-        raise ExperimentError(f"{path}: expected a mapping of keys (name, models, ...), got {type(raw).__name__}")
     unknown = sorted(set(raw) - _TOP)
     if unknown:
         raise ExperimentError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(_TOP)}")

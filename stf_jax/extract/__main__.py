@@ -15,7 +15,7 @@ import argparse
 import re
 import sys
 
-from ..core.yamlfile import ConfigFileError, load_yaml
+from ..core.yamlfile import ConfigFileError, read_config
 from ..errors import UserError, cli_main
 from ..options import add_fields, fields_from_args
 from .driver import ExtractOptions, extract_corpus, extract_pairs
@@ -102,16 +102,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(_join_negative_layers(sys.argv[1:] if argv is None else list(argv)))
     if args.config:
         try:
-            with open(args.config, encoding="utf-8") as f:
-                cfg = load_yaml(f.read(), f"--config {args.config}") or {}
-        except OSError as e:
-            raise ExtractConfigError(f"--config {args.config}: cannot read ({e.strerror or e})") from None
-        except UnicodeDecodeError as e:
-            raise ExtractConfigError(f"--config {args.config}: not UTF-8 text (byte {e.start})") from None
+            cfg = read_config(args.config, f"--config {args.config}")
         except ConfigFileError as e:
             raise ExtractConfigError(str(e)) from None
-        if not isinstance(cfg, dict):
-            raise ExtractConfigError(f"--config {args.config}: expected a mapping of flag names to values")
         cfg = _config_keys(cfg, args.config)
         known = {a.dest for a in parser._actions}
         unknown = sorted(set(cfg) - known)
