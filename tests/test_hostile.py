@@ -224,3 +224,43 @@ def test_cli_probes_are_one_line(tmp_path, probe):
     got = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
     assert got.returncode == 2 and got.stderr.count("\n") == 1 and got.stderr.startswith("error: "), got.stderr
     assert not out.exists() and not (tmp_path / "merged").exists()
+
+
+@pytest.mark.parametrize("sweep,message", [
+    ({"sweep": {"pairs": {"A->B": {"layers_source": [2], "layers_target": [2]}}}}, "not a layer-sweep record"),
+    ({"sweep": {"pairs": {"A->B": {"layers_source": [2, 3], "layers_target": [2, 3],
+                                   "test_centered": [[None, None], [None, None]]}}}}, "scores none"),
+    ({"sweep": {"pairs": {"A->B": {"layers_source": [2, 3], "layers_target": [2],
+                                   "test_centered": [[0.1, 0.2]]}}}}, "shape"),
+    ({"sweep": [1]}, "no layer sweep"),
+    ([1, 2], "no layer sweep")])
+def test_damaged_sweep_files_are_one_line_errors(tmp_path, sweep, message):
+    import json
+    from types import SimpleNamespace
+
+    from stf_jax.transfer.fit import _from_sweep
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(sweep))
+    with pytest.raises(UserError, match=message):
+        _from_sweep(path, SimpleNamespace(name="A"), SimpleNamespace(name="B"), [2, 3], [2, 3])
+
+
+@pytest.mark.parametrize("edit,message", [("str layer", "layer_target 'two'"), ("bool layer", "layer_source True")])
+def test_map_set_index_layers_must_be_the_map_files(tmp_path, edit, message):
+    import json
+    import shutil
+
+    import stf_jax
+
+    src = stf_jax.transfer.mapfile.shipped_path(SHIPPED)
+    dst = tmp_path / "set"
+    shutil.copytree(src, dst)
+    index = json.loads((dst / "mapset.json").read_text())
+    if edit == "str layer":
+        index["maps"][0]["layer_target"] = "two"
+    else:
+        index["maps"][0]["layer_source"] = True
+    (dst / "mapset.json").write_text(json.dumps(index))
+    with pytest.raises(UserError, match=message):
+        stf_jax.load_map(dst)

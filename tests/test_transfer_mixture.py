@@ -429,5 +429,5 @@ def test_no_output_is_overwritten_silently(world, tmp_path):
     for flag, value in (("--ridge", "nan"), ("--ridge", "-1"), ("--k", "-3"), ("--test-fraction", "1.5")):
         r = _cli("fit", world["styles"], "--source", "A", "--target", "B", "--layers", "1", "--no-norms",
                  "--out", tmp_path / "n", flag, value)
-        assert r.returncode == 2 and "Traceback" not in r.stderr and flag[2:].replace("-", "_") in r.stderr, r.stderr
+        assert r.returncode == 2 and "Traceback" not in r.stderr and flag in r.stderr, r.stderr
     assert not (tmp_path / "n").exists()

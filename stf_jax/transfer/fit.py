@@ -19,6 +19,7 @@ Every map records its coverage basis (`transfer.coverage`), from the source rows
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -35,7 +36,7 @@ from ..align.pca import k_for_pair
 from ..align.protocol import baseline_trials, map_trials
 from ..data import dataset_hash
 from ..extract.store import read_manifest
-from .apply import TransferInputError
+from ..options import check_options, option
 from .coverage import coverage_basis, scatter
 from .mapfile import LayerMap, MapSet, header_for
 from .mixture import LayerData, Source, data_record, fit_layer, log_quality, open_sources
@@ -68,20 +69,36 @@ def _from_sweep(path: Path, ref_s: ModelRef, ref_t: ModelRef, src: list[int], tg
         res = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AlignInputError(f"{path}: cannot read the sweep results ({exc})") from None
-    rec = ((res.get("sweep") or {}).get("pairs") or {}).get(f"{ref_s.name}->{ref_t.name}")
+    sweep = res.get("sweep") if isinstance(res, dict) else None
+    pairs = sweep.get("pairs") if isinstance(sweep, dict) else None
+    rec = pairs.get(f"{ref_s.name}->{ref_t.name}") if isinstance(pairs, dict) else None
     if rec is None:
         raise AlignInputError(f"{path}: no layer sweep for {ref_s.name}->{ref_t.name} "
                               "(python -m stf_jax.align RUN --layer-sweep)")
-    ls_all, lt_all = list(rec["layers_source"]), list(rec["layers_target"])
-    score = np.asarray(rec.get("validation_centered", rec["test_centered"]), np.float64)
+    ls_all, lt_all, score = _sweep_table(rec, path)
     out = []
     for lt in (t for t in tgt if t in lt_all):
         cands = [ls for ls in src if ls in ls_all]
-        col = [score[ls_all.index(ls), lt_all.index(lt)] for ls in cands]
-        out.append((cands[int(np.nanargmax(col))], lt))
+        col = np.array([score[ls_all.index(ls), lt_all.index(lt)] for ls in cands])
+        if cands and np.isfinite(col).any():  # a target layer the sweep could not score is left out
+            out.append((cands[int(np.nanargmax(col))], lt))
     if not out:
-        raise AlignInputError(f"{path}: the sweep covers none of {ref_t.name}'s steerable layers")
+        raise AlignInputError(f"{path}: the sweep scores none of {ref_t.name}'s steerable layers (missing or NaN)")
     return out
+
+
+def _sweep_table(rec, path: Path) -> tuple[list[int], list[int], np.ndarray]:
+    """(source layers, target layers, scores [S, T]) of one sweep record, checked: lists of integer layers
+    and a numeric matrix of that shape."""
+    try:
+        ls_all, lt_all = [int(x) for x in rec["layers_source"]], [int(x) for x in rec["layers_target"]]
+        score = np.asarray(rec.get("validation_centered", rec["test_centered"]), np.float64)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise AlignInputError(f"{path}: not a layer-sweep record ({type(exc).__name__}: {exc}); rerun "
+                              "python -m stf_jax.align RUN --layer-sweep") from None
+    if score.shape != (len(ls_all), len(lt_all)):
+        raise AlignInputError(f"{path}: sweep scores of shape {score.shape} for {len(ls_all)} x {len(lt_all)} layers")
+    return ls_all, lt_all, score
 
 
 def _model_info(ref: ModelRef, manifest: dict) -> dict[str, Any]:
@@ -90,25 +107,24 @@ def _model_info(ref: ModelRef, manifest: dict) -> dict[str, Any]:
             "config_hash": entry.get("config_hash"), "d_model": ref.d_model, "n_layers": ref.n_layers}
 
 
-_RANGES = {"ridge": (0.0, None, "a finite number >= 0"), "k": (1, None, "an integer >= 1"),
-           "variance": (0.0, 1.0, "a number in (0, 1]"), "test_fraction": (0.0, 1.0, "a number in (0, 1)"),
-           "val_fraction": (0.0, 1.0, "a number in [0, 1)")}
+@dataclasses.dataclass(frozen=True)
+class FitRanges:
+    """The ranges of the fit settings, declared once (`options.option`) for `fit_map`, `fit_map_set` and
+    `fit_mixture_map_set`, flags and calls alike (a NaN ridge once fitted an all-NaN map set; k = -3 became 1)."""
+
+    ridge: float | None = option(None, ge=0)
+    k: int | None = option(None, ge=1)
+    variance: float | None = option(None, gt=0, le=1)
+    test_fraction: float | None = option(None, gt=0, lt=1)
+    val_fraction: float | None = option(None, ge=0, lt=1)
+
+    def __post_init__(self):
+        check_options(self)
 
 
 def check_settings(settings: dict) -> None:
-    """Fit settings in range before any work (a NaN ridge fitted an all-NaN map set, k = -3 became 1); the
-    ranges are declared once, here, for `fit_map`, `fit_map_set` and `fit_mixture_map_set`."""
-    import math
-
-    for name, (lo, hi, what) in _RANGES.items():
-        v = settings.get(name)
-        if v is None:
-            continue
-        bad = not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < lo or \
-            (hi is not None and v > hi) or (name == "k" and v != int(v)) or \
-            (name in ("variance", "test_fraction") and v <= lo) or (name in ("test_fraction", "val_fraction") and v >= hi)
-        if bad:
-            raise TransferInputError(f"{name} = {v!r}: give {what}")
+    """Fit settings in range before any work (FitRanges); OptionError names the argument."""
+    FitRanges(**{f.name: settings[f.name] for f in dataclasses.fields(FitRanges) if f.name in settings})
 
 
 def _model_infos(ref_s: ModelRef, ref_t: ModelRef, manifest: dict, model_types: dict[str, str] | None):

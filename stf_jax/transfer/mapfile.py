@@ -261,6 +261,11 @@ def load_map_set(path: str | Path) -> MapSet:
         m = load_layer_map(path / name)
         if file_sha256(path / name) != entry.get("sha256"):
             raise MapFileError(f"{path / name}: checksum differs from {SET_FILE} (truncated or edited); refit the map set")
+        for key, got in (("layer_source", m.layer_source), ("layer_target", m.layer_target)):
+            given = entry.get(key, got)
+            if isinstance(given, bool) or not isinstance(given, int) or given != got:
+                raise MapFileError(f"{index_path}: {name}: {key} {given!r} is not the map file's ({got}); restore or "
+                                   "refit the map set")
         if m.layer_target in out:
             raise MapFileError(f"{index_path}: two maps for target layer {m.layer_target} ({name} and another); "
                                "a map set has one map per target layer")
