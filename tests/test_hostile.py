@@ -264,3 +264,12 @@ def test_map_set_index_layers_must_be_the_map_files(tmp_path, edit, message):
     (dst / "mapset.json").write_text(json.dumps(index))
     with pytest.raises(UserError, match=message):
         stf_jax.load_map(dst)
+
+
+def test_transfer_fit_checks_its_output_before_any_work(tmp_path):
+    """An --out that cannot be written (here: under a file) fails at once, before the runs are read or fitted."""
+    (tmp_path / "file").write_text("x")
+    got = subprocess.run([sys.executable, "-m", "stf_jax.transfer", "fit", str(tmp_path / "no_run"), "--source", "a",
+                          "--target", "b", "--out", str(tmp_path / "file" / "maps")], capture_output=True, text=True,
+                         timeout=120)
+    assert got.returncode == 2 and got.stderr.count("\n") == 1 and "Not a directory" in got.stderr, got.stderr

@@ -117,10 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _write(obj: dict, out: str, name: str, md: str) -> None:
     from .behaviour import _jsonable
 
+    from ..core.atomic import atomic_write_text
+
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
-    (d / f"{name}.json").write_text(json.dumps(_jsonable(obj), indent=1))
-    (d / f"{name}.md").write_text(md)
+    atomic_write_text(d / f"{name}.json", json.dumps(_jsonable(obj), indent=1))
+    atomic_write_text(d / f"{name}.md", md)
     print(f"wrote {d / f'{name}.json'} and {d / f'{name}.md'}")
 
 
@@ -182,10 +184,13 @@ def _behaviour(args) -> int:
     layers = _layers(args.layers, models)
     directions = [(s, t) for s in models for t in models
                   if s != t and args.source in (None, s) and args.target in (None, t)]
-    res = run_behaviour(args.run_dir, cfg, layers=layers, directions=directions, out_dir=args.out,
-                        with_logprob=not args.no_logprob)
-    for path in write_results(res, args.out):
-        print(f"wrote {path}")
+    from ..locks import DirLock
+
+    with DirLock(args.out, "judge behaviour"):  # one writer; a read-only --out fails here, before any work
+        res = run_behaviour(args.run_dir, cfg, layers=layers, directions=directions, out_dir=args.out,
+                            with_logprob=not args.no_logprob)
+        for path in write_results(res, args.out):
+            print(f"wrote {path}")
     return 0
 
 

@@ -593,12 +593,15 @@ def run_eval(args) -> int:
     names = sorted(refs)
     directions = [(s, t) for s in names for t in names
                   if s != t and (args.source in (None, s)) and (args.target in (None, t))]
-    results = evaluate_steering(args.run_dir, cfg, layers=layers, layer=args.layer, directions=directions,
-                                out_dir=args.out)
-    if args.sweep:
-        results["config"]["layers_from"] = str(args.sweep)
-    for path in write_steer_results(results, args.out):
-        print(f"wrote {path}")
+    from ..locks import DirLock
+
+    with DirLock(args.out, "steer eval"):  # one writer; a read-only --out fails here, before any work
+        results = evaluate_steering(args.run_dir, cfg, layers=layers, layer=args.layer, directions=directions,
+                                    out_dir=args.out)
+        if args.sweep:
+            results["config"]["layers_from"] = str(args.sweep)
+        for path in write_steer_results(results, args.out):
+            print(f"wrote {path}")
     return 0
 
 

@@ -255,22 +255,25 @@ def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str |
             raise TransferInputError(f"{f} and {first[dest]} would both be written as {out_dir / dest}; rename one, "
                                      "or carry them in separate calls into different directories")
         first[dest] = f
+    from ..locks import DirLock
+
     read = [SteeringVector.load(f, layer) for f in files]
     carried = carry_many(map_set, read, strength, names=[str(f) for f in files], strict=strict,
-                         threshold=threshold, force=force)
-    written = []
-    for f, r, v, c in zip(files, outs, read, carried):
-        dest = inside(out_dir, r)
-        c = c.replace(trait=v.trait if v.trait != "unknown" else f.stem, provenance={
-            **c.provenance, "source_file": f.name, "source_file_sha256": file_sha256(f)})
-        c.save(dest)
-        written.append((dest, c))
-        if c.report["unmapped_source_layers"]:
-            log(f"{f}: source layers {c.report['unmapped_source_layers']} have no map in the set (not carried)")
-        low = c.low_coverage(threshold)
-        if low:
-            log(f"warning: {f}: low coverage at target layer(s) " + ", ".join(
-                f"L{lay} {v:.2f}" for lay, v in sorted(low.items())) +
-                " (the map set was not fitted on vectors like this; the carried direction may be unrelated to the "
-                "target's own; --strict refuses such vectors)")
+                         threshold=threshold, force=force)  # seconds for a library; any refusal writes nothing
+    with DirLock(out_dir, "transfer apply"):  # one writer of out_dir
+        written = []
+        for f, r, v, c in zip(files, outs, read, carried):
+            dest = inside(out_dir, r)
+            c = c.replace(trait=v.trait if v.trait != "unknown" else f.stem, provenance={
+                **c.provenance, "source_file": f.name, "source_file_sha256": file_sha256(f)})
+            c.save(dest)
+            written.append((dest, c))
+            if c.report["unmapped_source_layers"]:
+                log(f"{f}: source layers {c.report['unmapped_source_layers']} have no map in the set (not carried)")
+            low = c.low_coverage(threshold)
+            if low:
+                log(f"warning: {f}: low coverage at target layer(s) " + ", ".join(
+                    f"L{lay} {v:.2f}" for lay, v in sorted(low.items())) +
+                    " (the map set was not fitted on vectors like this; the carried direction may be unrelated to the "
+                    "target's own; --strict refuses such vectors)")
     return written
