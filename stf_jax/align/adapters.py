@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from flax import struct
 
-from ..options import check_options, option
+from ..options import OptionError, check_options, option
 from .ops import mm, safe_div, weighted_mean
 
 Params = dict[str, jax.Array]
@@ -103,16 +103,16 @@ class AdapterConfig:
     def __post_init__(self):
         check_options(self)
         if self.kind not in KINDS:
-            raise ValueError(f"adapter kind must be one of {KINDS}, got {self.kind!r}")
+            raise OptionError(f"adapter kind must be one of {KINDS}, got {self.kind!r}")
         if self.loss not in LOSSES:
-            raise ValueError(f"adapter loss must be one of {LOSSES}, got {self.loss!r}")
+            raise OptionError(f"adapter loss must be one of {LOSSES}, got {self.loss!r}")
         if self.orthogonality and ARCHITECTURES[self.kind].gram is None:
-            raise ValueError(f"the orthogonality penalty applies to adapters with a linear part "
+            raise OptionError(f"the orthogonality penalty applies to adapters with a linear part "
                              f"({[k for k, a in ARCHITECTURES.items() if a.gram is not None]}), not {self.kind}")
         if self.max_steps < self.eval_every or self.eval_every < 1:
-            raise ValueError(f"need 1 <= eval_every ({self.eval_every}) <= max_steps ({self.max_steps})")
+            raise OptionError(f"need 1 <= eval_every ({self.eval_every}) <= max_steps ({self.max_steps})")
         if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
+            raise OptionError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
 
 
 class TrainResult(NamedTuple):

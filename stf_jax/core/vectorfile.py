@@ -351,7 +351,8 @@ def _read_npy(path: Path) -> np.ndarray:
     """One finite, non-zero real vector; pickles are refused unread, and so are headers declaring huge shapes."""
     try:
         v = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError, EOFError) as exc:  # pickles, damaged or empty files, shapes the file lacks
+    except Exception as exc:  # numpy's header parser raises many kinds (ValueError, EOFError, SyntaxError,
+        # tokenize.TokenError...) on pickles, damaged or empty files and shapes the file lacks
         raise SteeringInputError(f"{path}: not a readable .npy array ({exc})") from None
     if v.ndim != 1 or v.shape[0] > 1 << 20 or not (np.issubdtype(v.dtype, np.floating)
                                                    or np.issubdtype(v.dtype, np.integer)):

@@ -173,11 +173,20 @@ def _dataclass_from(section: str, cls, settings: dict, tuples: tuple[str, ...], 
     name the section and the allowed keys."""
     from ..align import adapters as adapters_lib
 
+    if not isinstance(settings, dict):
+        raise ExperimentError(f"{section}: expected a mapping of settings, got {type(settings).__name__}")
     s = {k: v for k, v in settings.items() if k not in extra}
     if "adapter" in s:
+        if not isinstance(s["adapter"], dict):
+            raise ExperimentError(f"{section}.adapter: expected a mapping of adapter settings")
+        bad = sorted(set(s["adapter"]) - {f.name for f in dataclasses.fields(adapters_lib.AdapterConfig)})
+        if bad:
+            raise ExperimentError(f"{section}.adapter: unknown key(s) {bad}")
         s["adapter"] = adapters_lib.AdapterConfig(**s["adapter"])
     for key in tuples:
         if s.get(key) is not None:
+            if not isinstance(s[key], (list, tuple)):
+                raise ExperimentError(f"{section}.{key}: expected a list, got {s[key]!r:.60}")
             s[key] = tuple(s[key])
     fields = {f.name for f in dataclasses.fields(cls)}
     bad = sorted(set(s) - fields)
@@ -302,7 +311,9 @@ def check_experiment(exp: Experiment) -> None:
 
 def _option_error(section: str, exc: Exception) -> ExperimentError:
     """An option's range error (`name= must be ...`) as the YAML spells the key: section.name must be ..."""
-    return ExperimentError(f"{section}.{str(exc).replace('= ', ' ', 1)}")
+    text = str(exc)
+    name, sep, rest = text.partition("= ")
+    return ExperimentError(f"{section}.{name} {rest}" if sep and name.isidentifier() else f"{section}: {text}")
 
 
 def _check_extract(exp: Experiment) -> None:

@@ -39,7 +39,7 @@ from . import JUDGES, fluency, judge_for
 from . import prompts as prompt_sets
 from ..core.stats import format_ci, interval, resample_indices
 from ..extract.store import pair_tag
-from ..options import check_options, option
+from ..options import OptionError, check_options, option
 from ..safe_paths import inside
 
 DEFAULT_TRAITS = ("verbosity", "formality", "optimism", "enthusiasm", "technical_complexity", "hedging",
@@ -83,15 +83,15 @@ class BehaviourConfig:
     def __post_init__(self):
         check_options(self)
         if not self.traits:
-            raise ValueError("give at least one judged trait")
+            raise OptionError("give at least one judged trait")
         for t in self.traits:
             judge_for(t)
         if not self.alpha_grid or not 0.0 < self.calibration_guard_fraction <= 1.0:
-            raise ValueError("alpha_grid needs a value and calibration_guard_fraction must lie in (0, 1]")
+            raise OptionError("alpha_grid needs a value and calibration_guard_fraction must lie in (0, 1]")
         if not 1 <= self.n_prompts <= len(prompt_sets.EVAL):
-            raise ValueError(f"n_prompts must lie in 1..{len(prompt_sets.EVAL)}")
+            raise OptionError(f"n_prompts must lie in 1..{len(prompt_sets.EVAL)}")
         if not 1 <= self.n_calibration <= len(prompt_sets.CALIBRATION):
-            raise ValueError(f"n_calibration must lie in 1..{len(prompt_sets.CALIBRATION)}")
+            raise OptionError(f"n_calibration must lie in 1..{len(prompt_sets.CALIBRATION)}")
 
 
 # ---------------------------------------------------------------- generation with a vector per row

@@ -33,7 +33,7 @@ from ..extract.rundir import ModelRef, PairTable, find_models, load_vectors, mak
 from ..align.pca import k_for_pair
 from ..align.carry_traits import MAP_METHODS, trait_vectors, transferred_trait_vectors, unit
 from ..errors import SteeringInputError
-from ..options import add_fields, check_options, fields_from_args, option
+from ..options import OptionError, add_fields, check_options, fields_from_args, option
 from ..core import stats
 from ..extract.store import pair_tag
 from ..safe_paths import inside
@@ -85,14 +85,14 @@ class SteerConfig:
         check_options(self)
         bad = sorted(set(self.methods) - set(MAP_METHODS))
         if bad:
-            raise ValueError(f"unknown steering method(s) {bad}; choose from {list(MAP_METHODS)}")
+            raise OptionError(f"unknown steering method(s) {bad}; choose from {list(MAP_METHODS)}")
         bad = sorted(set(self.controls) - set(CONTROLS))
         if bad:
-            raise ValueError(f"unknown control(s) {bad}; choose from {list(CONTROLS)}")
+            raise OptionError(f"unknown control(s) {bad}; choose from {list(CONTROLS)}")
         if len(set(self.alphas)) < 2:
-            raise ValueError("give at least two distinct alphas for a steering curve")
+            raise OptionError("give at least two distinct alphas for a steering curve")
         if self.pairs_per_trait < 2:
-            raise ValueError("pairs_per_trait must be >= 2 (intervals resample pairs)")
+            raise OptionError("pairs_per_trait must be >= 2 (intervals resample pairs)")
 
     @property
     def alpha_grid(self) -> np.ndarray:
