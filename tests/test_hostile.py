@@ -273,3 +273,28 @@ def test_transfer_fit_checks_its_output_before_any_work(tmp_path):
                           "--target", "b", "--out", str(tmp_path / "file" / "maps")], capture_output=True, text=True,
                          timeout=120)
     assert got.returncode == 2 and got.stderr.count("\n") == 1 and "Not a directory" in got.stderr, got.stderr
+
+
+@pytest.mark.parametrize("probe", ["junk safetensors", "zero safetensors", "non-UTF-8 name"])
+def test_more_file_probes_are_one_line(tmp_path, probe):
+    import os
+
+    import stf_jax
+
+    if probe == "non-UTF-8 name":
+        lib = tmp_path / "lib"
+        lib.mkdir()
+        v = stf_jax.SteeringVector({20: np.ones(576, np.float32)}, model="smollm2-135m", model_type="llama")
+        v.save(lib / "v.gguf")
+        os.rename(lib / "v.gguf", os.path.join(os.fsencode(lib), b"bad\xff.gguf"))
+        args = ["-m", "stf_jax.transfer", "apply", "--map", SHIPPED, str(lib), "--out", str(tmp_path / "out")]
+        expected = "not valid UTF-8"
+    else:
+        path = tmp_path / "v.safetensors"
+        path.write_bytes(b"" if probe.startswith("zero") else bytes(range(64)))
+        args = ["-m", "stf_jax.steer", "export", "--vector", str(path), "--layer", "3", "--model-hint", "llama",
+                "--out", str(tmp_path / "o.gguf")]
+        expected = "not a readable control vector or run layer file"
+    got = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 2 and got.stderr.count("\n") == 1 and expected in got.stderr, got.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "o.gguf").exists()

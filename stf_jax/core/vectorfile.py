@@ -313,8 +313,11 @@ def is_control_vector_file(path: str | Path) -> bool:
         return False
     from safetensors import safe_open
 
-    with safe_open(str(path), "numpy") as f:
-        names = list(f.keys())
+    try:
+        with safe_open(str(path), "numpy") as f:
+            names = list(f.keys())
+    except Exception:  # damaged or not safetensors: not a control vector (its reader says what is wrong)
+        return False
     return "vectors" not in names and any(_DIRECTION.fullmatch(n) for n in names)
 
 

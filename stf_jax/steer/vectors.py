@@ -19,12 +19,15 @@ from ..errors import SteeringInputError
 def load_vector(path: str | Path, trait: str | None = None, layer: int | None = None) -> SteeringVector:
     """The SteeringVector `path` names: every direction of a vector file (or only HF `layer`), or a run's
     unit trait vector (of `trait`'s pairs when given) at its layer file's layer."""
-    from ..extract.store import RunDirError, layer_file_vector
+    from ..extract.store import RunDirError, layer_file_vector, safetensors_problem
 
     path = Path(path)
     if not path.exists():
         raise SteeringInputError(f"{path}: steering vector file not found")
     if path.suffix == ".safetensors" and not is_control_vector_file(path):
+        problem = safetensors_problem(path) if path.is_file() else "not a file"
+        if problem:
+            raise SteeringInputError(f"{path}: not a readable control vector or run layer file ({problem})")
         try:
             return layer_file_vector(path, trait, layer)
         except RunDirError as exc:

@@ -248,6 +248,12 @@ def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str |
         found = library_files([p])
         files.extend(found)
         rel.extend(q.relative_to(p) if p.is_dir() else Path(q.name) for q in found)
+    for f in files:  # names become output paths and file metadata: both need text
+        try:
+            str(f).encode("utf-8")
+        except UnicodeEncodeError:
+            raise TransferInputError(f"{str(f).encode('utf-8', 'backslashreplace').decode()}: the file name is not "
+                                     "valid UTF-8; rename it") from None
     outs = [r.with_suffix("." + fmt) for r in rel]
     first: dict[Path, Path] = {}
     for f, dest in zip(files, outs):  # refused before any work: one output per input, never one over another
