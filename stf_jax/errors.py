@@ -98,6 +98,9 @@ def cli_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     """Run main(argv) and exit with its code; a UserError prints `error: ...` and exits 2.
 
     `--debug` is removed from argv before main sees it (every command accepts it)."""
+    from .core.compile_cache import enable
+
+    enable()  # compile once per machine: JAX's persistent cache (core.compile_cache), before JAX is imported
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_enabled(argv)
     argv = [a for a in argv if a != "--debug"]

@@ -182,3 +182,42 @@ def test_malformed_pairs_file_reports_line(tmp_path):
     bad.write_text(json.dumps(ContrastPair("a", "formality", "x y", "z w").to_dict()) + "\n{not json\n")
     r = _cli(["--models", "smollm2-135m", "--pairs", str(bad), "--out", str(tmp_path / "o")])
     assert r.returncode != 0 and "bad.jsonl:2" in r.stderr
+
+
+def test_commands_compile_once_per_machine(tiny_model_dir, pairs_file, tmp_path):
+    """Every command turns JAX's persistent compilation cache on (core.compile_cache): the first run writes
+    programs to the cache directory, a second run of the same shapes writes none and gives identical files;
+    STF_JAX_COMPILE_CACHE=off turns it off."""
+    model_dir = str(tiny_model_dir("llama_gqa_untied_rope3"))
+    cache = tmp_path / "xla"
+    env = {"STF_JAX_COMPILE_CACHE": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    env_off = {**env, "STF_JAX_COMPILE_CACHE": "off"}
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
+    args = ["--models", model_dir, "--pairs", str(pairs_file), "--layers", "-2", "--batch-size", "4"]
+    first = _cli([*args, "--out", str(tmp_path / "a")], env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    entries = sorted(p.name for p in cache.iterdir())
+    assert entries, "the first run wrote no compiled program"
+    second = _cli([*args, "--out", str(tmp_path / "b")], env=env)
+    assert second.returncode == 0 and sorted(p.name for p in cache.iterdir()) == entries  # all hits
+    off = _cli([*args, "--out", str(tmp_path / "c")], env={**env_off, "STF_JAX_CACHE": str(tmp_path / "other")})
+    assert off.returncode == 0 and not (tmp_path / "other").exists()
+    ref = run_files(tmp_path / "a")
+    for name in ("b", "c"):
+        got = run_files(tmp_path / name)
+        assert got.keys() == ref.keys()
+        for key in ref:
+            for array in ref[key]:
+                np.testing.assert_array_equal(got[key][array], ref[key][array])
+
+
+def test_compile_cache_settings(monkeypatch, tmp_path):
+    from stf_jax.core import compile_cache
+
+    monkeypatch.setenv("STF_JAX_COMPILE_CACHE", "off")
+    assert compile_cache.cache_path() is None and compile_cache.enable() is None
+    monkeypatch.setenv("STF_JAX_COMPILE_CACHE", str(tmp_path / "c"))
+    assert compile_cache.cache_path() == tmp_path / "c"
+    monkeypatch.delenv("STF_JAX_COMPILE_CACHE")
+    monkeypatch.setenv("STF_JAX_CACHE", str(tmp_path / "root"))
+    assert compile_cache.cache_path() == tmp_path / "root" / "xla"
