@@ -30,15 +30,12 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..errors import SteeringInputError
-from .vectorfile import HasDirections
+from .vectorfile import HasDirections, VectorMismatchError, checked_directions  # noqa: F401 (re-exported)
 
 UNITS = ("residual", "typical_norm")
+COVERAGE_THRESHOLD = 0.5  # below it a carried layer is "low coverage" (transfer.coverage explains the score)
 DEFAULT_STRENGTH = 0.15  # x typical |h|: the default of `stf_jax.steer` and `steer generate` for unit vectors
 UNKNOWN = "unknown"
-
-
-class VectorMismatchError(SteeringInputError):
-    """Two vectors (or a vector and a model) that do not belong together: other model, width or units."""
 
 
 def _known(name: str | None) -> bool:
@@ -69,8 +66,8 @@ class SteeringVector(HasDirections):
     def __post_init__(self):
         if self.units not in UNITS:
             raise SteeringInputError(f"units {self.units!r}: choose from {list(UNITS)}")
-        dirs = _checked(self.directions)
-        object.__setattr__(self, "directions", dirs)
+        dirs = self.directions.directions if isinstance(self.directions, SteeringVector) else self.directions
+        object.__setattr__(self, "directions", checked_directions(dirs))
         object.__setattr__(self, "typical_norms", {int(k): float(v) for k, v in self.typical_norms.items()})
 
     # ------------------------------------------------------------ what it is
@@ -100,8 +97,8 @@ class SteeringVector(HasDirections):
         return {int(k): v for k, v in self.report.get("coverage", {}).items()}
 
     def low_coverage(self, threshold: float | None = None) -> dict[int, float]:
-        """Layers whose coverage is below `threshold` (default: the transfer stage's, 0.5)."""
-        t = 0.5 if threshold is None else threshold
+        """Layers whose coverage is below `threshold` (default COVERAGE_THRESHOLD)."""
+        t = COVERAGE_THRESHOLD if threshold is None else threshold
         return {lay: c for lay, c in self.coverage.items() if c < t}
 
     def __repr__(self) -> str:
@@ -261,27 +258,3 @@ def _json_dict(text: str | None) -> dict[int, float]:
     except (ValueError, TypeError, AttributeError):
         return {}
 
-
-def _checked(directions) -> dict[int, np.ndarray]:
-    """{int HF layer >= 0: float32 [d_model]} with one d_model, finite; sorted by layer."""
-    if isinstance(directions, SteeringVector):
-        directions = directions.directions
-    if not isinstance(directions, dict) or not directions:
-        raise SteeringInputError("a steering vector needs directions {HF layer: [d_model] vector}, got "
-                                 f"{type(directions).__name__}")
-    out: dict[int, np.ndarray] = {}
-    for layer in sorted(directions, key=lambda k: (not isinstance(k, (int, np.integer)), k)):
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
-            raise SteeringInputError(f"layer {layer!r}: layers are HF hidden-state indices (integers >= 0)")
-        v = np.asarray(directions[layer])
-        if v.ndim != 1 or not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
-            raise SteeringInputError(f"layer {layer}: a direction is one real vector [d_model], got shape "
-                                     f"{v.shape} {v.dtype}")
-        v = np.ascontiguousarray(v, dtype=np.float32)
-        if out and v.shape[0] != next(iter(out.values())).shape[0]:
-            raise VectorMismatchError(f"layer {layer}: d_model {v.shape[0]} differs from the other layers' "
-                                      f"{next(iter(out.values())).shape[0]}; one vector belongs to one model")
-        if not np.isfinite(v).all():
-            raise SteeringInputError(f"layer {layer}: the direction has NaN/inf entries")
-        out[int(layer)] = v
-    return out

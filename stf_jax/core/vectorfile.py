@@ -83,17 +83,29 @@ def _check_format(path: Path) -> str:
     return path.suffix
 
 
-def _checked_directions(directions: dict[int, np.ndarray], fmt: str) -> dict[int, np.ndarray]:
-    """Validated F32 copies in layer order: one d_model, finite, non-zero, layers the format can hold."""
-    if not directions:
-        raise SteeringInputError("no directions to export: pass {hf_layer: vector [d_model]}")
+class VectorMismatchError(SteeringInputError):
+    """Two vectors (or a vector and a model) that do not belong together: other model, width or units."""
+
+
+def checked_directions(directions, *, first_layer: int = 0, nonzero: bool = False,
+                       fmt: str | None = None) -> dict[int, np.ndarray]:
+    """Validated F32 copies in layer order: integer HF layers >= `first_layer`, one real 1-D vector each, one
+    d_model, finite; `nonzero`: none all zeros; fmt ".gguf": no HF layer 1 (llama.cpp refuses direction.0).
+    The one check of {HF layer: vector} maps: SteeringVector (layers >= 0, zeros allowed: v - v) and the
+    file writer (layers a block produces, nothing that steers nothing)."""
+    if not isinstance(directions, dict) or not directions:
+        raise SteeringInputError("no directions: pass {hf_layer: vector [d_model]}, got "
+                                 f"{type(directions).__name__ if not isinstance(directions, dict) else 'none'}")
     out: dict[int, np.ndarray] = {}
     d_model = None
-    for layer in sorted(directions):
+    def order(k):  # integer layers in order; anything else after them, to be refused by name
+        return (0, int(k), "") if isinstance(k, (int, np.integer)) else (1, 0, str(k))
+
+    for layer in sorted(directions, key=order):
         if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)):
             raise SteeringInputError(f"layer {layer!r}: layers are integer HF hidden-state indices")
         layer = int(layer)
-        if layer < 1:
+        if layer < first_layer:
             raise SteeringInputError(f"layer {layer}: HF hidden-state index {layer} is "
                              f"{'the embedding output, which no block produces' if layer == 0 else 'negative'}; "
                              "a control vector steers a block's output, HF layers >= 1 (resolve negative "
@@ -112,12 +124,13 @@ def _checked_directions(directions: dict[int, np.ndarray], fmt: str) -> dict[int
         if d_model is None:
             d_model = v.shape[0]
         elif v.shape[0] != d_model:
-            raise SteeringInputError(f"layer {layer}: d_model {v.shape[0]} differs from {d_model} of layer {min(out)}; "
-                             "one file holds vectors of one model (transfer them to one model first)")
+            raise VectorMismatchError(f"layer {layer}: d_model {v.shape[0]} differs from {d_model} of layer "
+                                      f"{min(out)}; one vector belongs to one model (transfer them to one model "
+                                      "first)")
         if not np.isfinite(v).all():
             raise SteeringInputError(f"layer {layer}: the vector has {int((~np.isfinite(v)).sum())} NaN/inf entries; "
                              "fix its source (e.g. an empty trait selection or a failed transfer)")
-        if not v.any():
+        if nonzero and not v.any():
             raise SteeringInputError(f"layer {layer}: the vector is all zeros, which steers nothing; check its source")
         out[layer] = v
     return out
@@ -187,7 +200,7 @@ def write_vector_file(path: str | Path, directions: dict[int, np.ndarray], *, mo
     fmt = _check_format(path)
     if not isinstance(model_hint, str) or not model_hint.strip():
         raise SteeringInputError("model_hint is empty: pass the model's HF model_type (e.g. 'llama', 'gemma3')")
-    dirs = _checked_directions(directions, fmt)
+    dirs = checked_directions(directions, first_layer=1, nonzero=True, fmt=fmt)
     meta = {"general.architecture": ARCH, f"{ARCH}.model_hint": model_hint,
             f"{ARCH}.layer_count": str(len(dirs)), **vector_metadata(dirs, metadata)}
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -170,8 +170,9 @@ def _corpus(exp: Experiment, out: Path):
 
 def _dataclass_from(section: str, cls, settings: dict, tuples: tuple[str, ...], extra: set[str]):
     """cls(**settings) with lists turned into tuples and `adapter` into an AdapterConfig; unknown keys
-    name the section and the allowed keys."""
+    name the section and the allowed keys, and a value outside its option's range names its YAML key."""
     from ..align import adapters as adapters_lib
+    from ..options import OptionError
 
     if not isinstance(settings, dict):
         raise ExperimentError(f"{section}: expected a mapping of settings, got {type(settings).__name__}")
@@ -182,7 +183,10 @@ def _dataclass_from(section: str, cls, settings: dict, tuples: tuple[str, ...], 
         bad = sorted(set(s["adapter"]) - {f.name for f in dataclasses.fields(adapters_lib.AdapterConfig)})
         if bad:
             raise ExperimentError(f"{section}.adapter: unknown key(s) {bad}")
-        s["adapter"] = adapters_lib.AdapterConfig(**s["adapter"])
+        try:
+            s["adapter"] = adapters_lib.AdapterConfig(**s["adapter"])
+        except OptionError as exc:
+            raise _option_error(f"{section}.adapter", exc) from None
     for key in tuples:
         if s.get(key) is not None:
             if not isinstance(s[key], (list, tuple)):
@@ -192,7 +196,10 @@ def _dataclass_from(section: str, cls, settings: dict, tuples: tuple[str, ...], 
     bad = sorted(set(s) - fields)
     if bad:
         raise ExperimentError(f"{section}: unknown key(s) {bad}; allowed: {sorted(fields | extra)}")
-    return cls(**s)
+    try:
+        return cls(**s)
+    except OptionError as exc:
+        raise _option_error(section, exc) from None
 
 
 def _align_config(settings: dict):
@@ -318,32 +325,20 @@ def _option_error(section: str, exc: Exception) -> ExperimentError:
 
 def _check_extract(exp: Experiment) -> None:
     from ..extract.driver import ExtractOptions
-    from ..options import OptionError
 
-    fields = {f.name for f in dataclasses.fields(ExtractOptions)} | {"traits", "per_trait", "split"}
-    for section, allowed in (("extract", fields), ("corpus", fields | {"texts"})):
+    selection = {"traits", "per_trait", "split"}
+    for section, extra in (("extract", selection), ("corpus", selection | {"texts"})):
         cfg = getattr(exp, section) or {}
-        bad = sorted(set(cfg) - allowed)
-        if bad:
-            raise ExperimentError(f"{section}: unknown key(s) {bad}; allowed: {sorted(allowed)}")
+        _dataclass_from(section, ExtractOptions, cfg, (), extra)
         per_trait = cfg.get("per_trait")
         if per_trait is not None and (isinstance(per_trait, bool) or not isinstance(per_trait, int) or per_trait < 1):
             raise ExperimentError(f"{section}.per_trait must be an integer >= 1, got {per_trait!r:.60}")
-        try:
-            ExtractOptions(**{k: v for k, v in cfg.items() if k in fields - {"traits", "per_trait", "split"}})
-        except OptionError as exc:
-            raise _option_error(section, exc) from None
 
 
 def _check_align_and_steer(exp: Experiment) -> None:
-    from ..options import OptionError
-
     align = dict(exp.align)
     analyses = align.pop("analyses", {"layer-6": {"layer": -6}})
-    try:
-        _align_config(align)
-    except OptionError as exc:
-        raise _option_error("align", exc) from None
+    _align_config(align)
     for name, a in analyses.items():
         if not is_safe_name(str(name)):
             raise ExperimentError(f"align.analyses: {name!r} cannot name a directory; use letters, digits, '.', '_' "
@@ -357,10 +352,7 @@ def _check_align_and_steer(exp: Experiment) -> None:
         if a.get("token_run") and exp.corpus is None:
             raise ExperimentError(f"align.analyses.{name}: token_run needs a 'corpus' section")
     if exp.steer is not None:
-        try:
-            _steer_config(exp.steer)
-        except OptionError as exc:
-            raise _option_error("steer", exc) from None
+        _steer_config(exp.steer)
         spec = exp.steer.get("layers", "sweep")
         if spec == "sweep" and not any(a.get("sweep") for a in analyses.values()):
             raise ExperimentError("steer.layers: sweep needs an align analysis with sweep: true (or give an index)")

@@ -332,7 +332,7 @@ def trait_vector(run_dir: str | Path, model: str, trait: str | None = None, laye
     dirs = {}
     for lay in wanted:
         path = layer_file(run_dir, entry["name"], lay)
-        dirs[int(path.stem.split("_")[-1])] = _unit_mean(_vectors(path), rows, path)
+        dirs[lay] = _trait_direction(_vectors(path), rows, path)
     return SteeringVector(dirs, model=entry["name"], model_type=model_hint(entry), trait=trait or "all",
                           method="mean_diff", units="typical_norm", provenance={"run": Path(run_dir).name})
 
@@ -359,7 +359,7 @@ def layer_file_vector(path: str | Path, trait: str | None = None, layer: int | N
     lay = file_layer if file_layer is not None else layer
     if lay is None:
         raise LayerNotFoundError(f"{path}: the file records no layer; give its HF layer")
-    return SteeringVector({lay: _unit_mean(_vectors(path), None, path)}, trait="all",
+    return SteeringVector({lay: _trait_direction(_vectors(path), None, path)}, trait="all",
                           method="mean_diff", units="typical_norm")
 
 
@@ -380,9 +380,18 @@ def _trait_rows(run_dir, manifest: dict[str, Any], trait: str | None) -> np.ndar
     return traits == trait
 
 
-def _unit_mean(vectors: np.ndarray, rows: np.ndarray | None, path: Path) -> np.ndarray:
-    v = (vectors if rows is None else vectors[rows]).mean(axis=0)
+def unit_mean(vectors: np.ndarray) -> np.ndarray | None:
+    """The seed paper's trait vector: the mean of the pairs' unit difference vectors [n, D], normalised (None
+    when that mean is zero or not finite). The run path and `train_vector`'s mean_diff both use it."""
+    v = vectors.mean(axis=0)
     norm = float(np.linalg.norm(v))
     if not np.isfinite(v).all() or norm == 0:
-        raise DamagedRunError(f"{path}: the trait vector is zero or not finite")
+        return None
     return (v / norm).astype(np.float32)
+
+
+def _trait_direction(vectors: np.ndarray, rows: np.ndarray | None, path: Path) -> np.ndarray:
+    v = unit_mean(vectors if rows is None else vectors[rows])
+    if v is None:
+        raise DamagedRunError(f"{path}: the trait vector is zero or not finite")
+    return v

@@ -75,7 +75,7 @@ def train_vector(model, pairs, layers=-6, method: str = "mean_diff", trait: str 
         model = load_model(str(model))
     opts = ExtractOptions(batch_size=batch_size, pooling=pooling, chat_template=chat_template, progress=False)
     states = pooled_pairs(model, chosen, layers, opts)
-    dirs = {lay: _direction(method, s) for lay, s in states.items()}
+    dirs = {lay: _direction(method, s, lay) for lay, s in states.items()}
     texts = [t for p in chosen[:NORM_TEXTS // 2] for t in (p.positive, p.negative)]
     norms = typical_norms(model, texts, sorted(dirs))
     names = sorted({p.trait for p in chosen})
@@ -85,11 +85,16 @@ def train_vector(model, pairs, layers=-6, method: str = "mean_diff", trait: str 
                           provenance={"n_pairs": str(len(chosen)), "pooling": pooling})
 
 
-def _direction(method: str, s: dict[str, np.ndarray]) -> np.ndarray:
+def _direction(method: str, s: dict[str, np.ndarray], layer: int | None = None) -> np.ndarray:
     """One layer's unit direction [D] from its pooled states (positive, negative, diff, vectors [n, D])."""
     if method == "mean_diff":
-        v = s["vectors"].mean(axis=0)
-        return (v / np.linalg.norm(v)).astype(np.float32)
+        from .store import unit_mean
+
+        v = unit_mean(s["vectors"])
+        if v is None:
+            raise TrainVectorError(f"layer {layer}: the pairs' mean difference is zero or not finite (pairs whose "
+                                   "two texts give the same state at this layer)")
+        return v
     pos, neg = s["positive"].astype(np.float64), s["negative"].astype(np.float64)
     if method == "pca_diff":
         train = pos - neg

@@ -91,9 +91,9 @@ def steered_completions(model, prompts: Sequence[str], directions: dict[int, np.
                                                       add_generation_prompt=True) for p in prompts] \
             if chat_template else list(prompts)
         layer_scale = _mean_norms(model, texts, layers, add_special_tokens=not chat_template)
+        info["mean_norms"] = layer_scale  # as measured; the vector's own lengths (gains) multiply it below
         if gains and any(abs(gains[lay] - 1.0) > 1e-6 for lay in layers):
             layer_scale = [s * gains[lay] for s, lay in zip(layer_scale, layers)]
-        info["mean_norms"] = layer_scale
 
     def steering(mask):
         return make_intervention(cfg, layers, vectors, alpha, position_mask(mask), mode=mode,

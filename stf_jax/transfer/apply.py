@@ -51,9 +51,7 @@ def _check_vector(v: np.ndarray, layer: int, d_s: int, where: str) -> float:
     if v.ndim != 1 or v.shape[0] != d_s:
         raise TransferInputError(f"{where}: layer {layer} has shape {tuple(v.shape)} but the map's source model has "
                                  f"d_model {d_s}; use a map set fitted from this vector's model")
-    norm = float(np.linalg.norm(v.astype(np.float64)))
-    if not np.isfinite(v).all():
-        raise TransferInputError(f"{where}: layer {layer} has NaN/inf entries; fix the vector's source")
+    norm = float(np.linalg.norm(v.astype(np.float64)))  # finite: every SteeringVector is checked on creation
     if norm == 0.0:
         raise TransferInputError(f"{where}: layer {layer} is all zeros, which has no direction to carry")
     return norm
@@ -121,10 +119,9 @@ def carry_many(map_set: MapSet, vectors: Sequence[SteeringVector | dict[int, np.
         carried = _apply_unit(lm.map, u)
         scores = map_set.coverage(lt, u)
         for r, i in enumerate(rows):
-            relative_units = vectors[i].units == "typical_norm"
-            out_norm = (1.0 if strength == "unit" else norms[i][ls]) if relative_units else \
-                _out_norm(strength, norms[i][ls], lm.header, names[i])
-            outs[i][lt] = carried[r] * np.float32(out_norm)
+            # a typical-|h| vector's length already is relative to |h|: "relative" keeps it
+            rule = "keep" if strength == "relative" and vectors[i].units == "typical_norm" else strength
+            outs[i][lt] = carried[r] * np.float32(_out_norm(rule, norms[i][ls], lm.header, names[i]))
             used[i].add(ls)
             if scores is not None:
                 cover[i][str(lt)] = round(float(scores[r]), 4)
@@ -197,9 +194,7 @@ def _refuse_low_coverage(results: list[SteeringVector], names: Sequence[str], th
 def carry(map_set: MapSet, directions: SteeringVector | dict[int, np.ndarray] | np.ndarray, layer: int | None = None,
           strength: str = "relative", strict: bool = False, force: bool = False) -> SteeringVector:
     """One vector: a SteeringVector, {source HF layer: [d_s]}, or a single [d_s] array with its source `layer`."""
-    if isinstance(directions, SteeringVector):
-        return carry_many(map_set, [directions], strength, strict=strict, force=force)[0]
-    if isinstance(directions, np.ndarray) or not isinstance(directions, dict):
+    if not isinstance(directions, (SteeringVector, dict)):
         v = np.asarray(directions, np.float32)
         if layer is None:
             if len(map_set.maps) != 1:
@@ -207,7 +202,7 @@ def carry(map_set: MapSet, directions: SteeringVector | dict[int, np.ndarray] | 
                                          f"{len(map_set.maps)} layer pairs")
             layer = next(iter(map_set.maps.values())).layer_source
         directions = {int(layer): v}
-    return carry_many(map_set, [directions], strength, strict=strict)[0]
+    return carry_many(map_set, [directions], strength, strict=strict, force=force)[0]
 
 
 # ---------------------------------------------------------------- files

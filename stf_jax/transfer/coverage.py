@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.vector import COVERAGE_THRESHOLD as THRESHOLD  # noqa: F401 one threshold for the score and SteeringVector
+
 KEEP = 0.02
-THRESHOLD = 0.5
 
 
 def coverage_lambda(gram: np.ndarray) -> float:
