@@ -162,3 +162,25 @@ def _range_problem(value, ge, gt, le, lt) -> str | None:
         if bound is not None and not ok(bound):
             return f"must be {word} {bound}"
     return None
+
+
+class LazyChoices:
+    """argparse `choices` read from a table in a heavy module (e.g. the alignment methods, which import
+    JAX) only when a flag is checked or help is shown, so that a command's other paths start fast."""
+
+    def __init__(self, module: str, attr: str):
+        self.module, self.attr = module, attr
+
+    def _names(self) -> list[str]:
+        from importlib import import_module
+
+        return list(getattr(import_module(self.module), self.attr))
+
+    def __contains__(self, item) -> bool:
+        return item in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())

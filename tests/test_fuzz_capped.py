@@ -1,5 +1,5 @@
 """Every reader of a user file, fuzzed under a memory cap: mutated GGUF and safetensors control vectors, .npy
-vectors, map-set indexes, sweep files and YAML configs.
+vectors, map-set indexes, map files, contrast-pair files, sweep files and YAML configs.
 
 The mutations are the ones that make readers allocate: truncations, flipped bytes, and 8-byte fields
 overwritten with huge counts (2^62, 2^40, 2^32 - 1). Each case runs in one child process under
@@ -48,13 +48,20 @@ CHILD = textwrap.dedent('''
             return (tmp / "seed.npy").read_bytes()
         if KIND == "mapset":
             return (Path(SHIPPED) / "mapset.json").read_bytes()
+        if KIND == "mapfile":  # the smallest of the shipped map set's layer files, header and weights
+            return min(Path(SHIPPED).glob("*.safetensors"), key=lambda f: f.stat().st_size).read_bytes()
+        if KIND == "pairs":
+            return Path("stf_jax/data/contrast_pairs/formality.jsonl").read_bytes()[:4000]
         if KIND == "sweep":
             return json.dumps({"sweep": {"pairs": {"A->B": {"layers_source": [2, 3], "layers_target": [2, 3],
                                                             "test_centered": [[0.1, 0.2], [0.3, 0.4]]}}}}).encode()
         return Path("configs/experiments/demo.yaml").read_bytes()
 
     SEED = seed_bytes()
-    edit = st.tuples(st.sampled_from(["truncate", "flip", "big", "insert"]), st.integers(0, len(SEED)),
+    # where edits land: the whole file, but a map file's 1 MB of weights only through truncation, so that
+    # most cases hit its header (8-byte length + JSON) where the reader decides what to allocate
+    HOT = 8 + struct.unpack("<Q", SEED[:8])[0] + 16 if KIND == "mapfile" else len(SEED)
+    edit = st.tuples(st.sampled_from(["truncate", "flip", "big", "insert"]), st.integers(0, HOT),
                      st.integers(0, 255), st.sampled_from(BIG))
 
     def mutate(data: bytes, edits) -> bytes:
@@ -81,6 +88,16 @@ CHILD = textwrap.dedent('''
                 shutil.copytree(SHIPPED, d)
             (d / "mapset.json").write_bytes(data)
             stf_jax.load_map(d)
+        elif KIND == "mapfile":
+            from stf_jax.transfer.mapfile import load_layer_map
+
+            (tmp / "m.safetensors").write_bytes(data)
+            load_layer_map(tmp / "m.safetensors")
+        elif KIND == "pairs":
+            from stf_jax.data.pairs import load_pairs
+
+            (tmp / "p.jsonl").write_bytes(data)
+            load_pairs(tmp / "p.jsonl")
         elif KIND == "sweep":
             from stf_jax.transfer.fit import _from_sweep
 
@@ -107,7 +124,8 @@ CHILD = textwrap.dedent('''
 
 
 @pytest.mark.parametrize("kind,examples", [("gguf", 2000), ("safetensors", 1500), ("npy", 1500), ("mapset", 400),
-                                           ("sweep", 1000), ("yaml", 600)])
+                                           ("mapfile", 400), ("pairs", 600), ("sweep", 1000),
+                                           ("yaml", 600)])
 def test_reader_survives_mutations_under_a_memory_cap(kind, examples):
     from stf_jax.transfer.mapfile import shipped_path
 

@@ -57,11 +57,27 @@ def test_gguf_bomb_is_refused_at_once_in_little_memory(tmp_path):
 
 
 def test_gguf_bomb_through_the_cli_is_one_line(tmp_path):
+    """`transfer apply` reads its inputs before it imports JAX or loads the maps: the whole command refuses the
+    bomb in a fraction of a second and ~40 MB (measured 0.15 s, 38 MB)."""
     bomb = gguf_bomb(tmp_path / "bomb.gguf", count=1 << 40)
-    got = subprocess.run([sys.executable, "-m", "stf_jax.transfer", "apply", "--map", SHIPPED, str(bomb), "--out",
-                          str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
-    assert got.returncode == 2 and got.stderr.count("\n") == 1 and "not a valid GGUF file" in got.stderr, got.stderr
+    got, seconds = _child("import runpy, sys\n"
+                          f"sys.argv = ['x', 'apply', '--map', {SHIPPED!r}, {str(bomb)!r}, '--out', "
+                          f"{str(tmp_path / 'out')!r}]\n"
+                          "try:\n    runpy.run_module('stf_jax.transfer', run_name='__main__')\n"
+                          "except SystemExit as e:\n    print('exit', e.code, 'jax' in sys.modules)")
+    assert "exit 2 False" in got.stdout, (got.stdout, got.stderr)
+    assert got.stderr.count("\n") == 1 and "not a valid GGUF file" in got.stderr, got.stderr
+    assert seconds < 5 and _peak_mb(got.stdout) < 200, (seconds, got.stdout)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_every_probe_of_the_second_round(tmp_path):
+    """scripts/probe_hostile.py: each probe issue 26 listed, as a real command (exit 2 and one line, or a
+    correct result; nothing written). The read-only-filesystem probes need a mount and are left to the
+    script run by hand."""
+    got = subprocess.run([sys.executable, "scripts/probe_hostile.py", "--no-mount"], capture_output=True, text=True,
+                         timeout=900)
+    assert got.returncode == 0 and "probes pass" in got.stdout, got.stdout[-4000:] + got.stderr[-2000:]
 
 
 @pytest.mark.parametrize("case", ["array of strings", "tensor count", "dimensions", "truncated key"])

@@ -30,6 +30,7 @@ from flax import struct
 
 from . import adapters as adapters_lib
 from .affine import AffineMap, fit_affine
+from ..options import option
 from .baselines import identity
 from .pca import fit_pca
 from .procrustes import ProcrustesMap, fit_procrustes_map
@@ -46,8 +47,8 @@ class FitSettings:
       adapter: training settings shared by the adapters (their kind is set per method).
     """
 
-    k: int = 64
-    ridge: float = 0.1
+    k: int = option(64, ge=1)
+    ridge: float = option(0.1, ge=0)
     rotation_only: bool = False
     adapter: adapters_lib.AdapterConfig = adapters_lib.AdapterConfig()
 
@@ -56,7 +57,20 @@ class FitSettings:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "FitSettings":
-        return cls(**{**d, "adapter": adapters_lib.AdapterConfig(**d["adapter"])})
+        """Settings as a map file records them; ValueError names what is missing, unknown or out of range."""
+        from ..options import check_options
+
+        if not isinstance(d, dict) or not isinstance(d.get("adapter"), dict):
+            raise ValueError("settings.adapter must be an object")
+        try:
+            out = cls(**{**d, "adapter": adapters_lib.AdapterConfig(**d["adapter"])})
+        except TypeError as exc:  # an unknown or missing field
+            raise ValueError(f"settings: {exc}") from None
+        try:
+            check_options(out)
+        except ValueError as exc:  # "ridge= must be ...": a recorded setting, not a flag
+            raise ValueError(f"settings.{str(exc).replace('= ', ' ', 1)}") from None
+        return out
 
 
 @struct.dataclass

@@ -25,15 +25,21 @@ import functools
 import sys
 import types
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from ..core.vector import SteeringVector
-from .apply import STRENGTHS, Carried, CoverageError, TransferInputError, carry, carry_many, transfer_files
-from .mapfile import LayerMap, MapFileError, MapSet, load_layer_map, load_map_set, save_map
+from .library import TransferInputError
 
-load_map = load_map_set  # as stf_jax.load_map: a map set (a directory, a shipped name, or one map file)
+if TYPE_CHECKING:
+    from .mapfile import MapSet
+
+# imported on first use (PEP 562), so that `python -m stf_jax.transfer apply` reads and checks its inputs
+# before JAX is imported: a bad input is refused in a fraction of a second
+_LAZY = {"STRENGTHS": "apply", "Carried": "apply", "CoverageError": "apply", "carry": "apply", "carry_many": "apply",
+         "transfer_files": "apply", "LayerMap": "mapfile", "MapFileError": "mapfile", "MapSet": "mapfile",
+         "load_layer_map": "mapfile", "load_map_set": "mapfile", "save_map": "mapfile"}
 
 __all__ = ["STRENGTHS", "Carried", "CoverageError", "LayerMap", "MapFileError", "MapSet", "TransferInputError", "carry",
            "carry_many", "fit_map", "load_layer_map", "load_map", "load_map_set", "save_map", "transfer",
@@ -145,12 +151,22 @@ def transfer(vector, map_set: MapSet | str | Path, layer: int | None = None, str
     directory, or a shipped set by name ("shipped:smollm2-135m->gemma3-270m"). The result's `coverage`
     says per layer how far the map can be trusted for this vector; strict=True refuses low coverage. A vector
     that names another model than the map set's source (its name or model hint) is refused unless force=True."""
+    from .apply import carry
+    from .mapfile import MapSet, load_map_set
+
     if not isinstance(map_set, MapSet):
         map_set = load_map_set(map_set)
     if isinstance(vector, (str, Path)):
         vector = SteeringVector.load(vector, layer)
         layer = None
     return carry(map_set, vector, layer, strength, strict, force)
+
+
+def __getattr__(name: str):
+    from .. import _lazy_attribute
+
+    # load_map: as stf_jax.load_map, a map set (a directory, a shipped name, or one map file)
+    return _lazy_attribute(__name__, _LAZY, "load_map_set" if name == "load_map" else name)
 
 
 class _CallableModule(types.ModuleType):

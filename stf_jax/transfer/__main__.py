@@ -29,7 +29,7 @@ from ..errors import cli_main
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..align.maps import VECTOR_METHODS
+    from ..options import LazyChoices
 
     parser = argparse.ArgumentParser(prog="python -m stf_jax.transfer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="storage of the map files (float16 halves them) [float32]")
     fit.add_argument("--source", required=True, help="model the vectors come from (as named in the run)")
     fit.add_argument("--target", required=True, help="model to carry them to")
-    fit.add_argument("--method", default="affine", choices=list(VECTOR_METHODS),
-                     help="alignment method [affine: the best steering-effect ratio on the shipped models]")
+    fit.add_argument("--method", default="affine", choices=LazyChoices("stf_jax.align.maps", "VECTOR_METHODS"),
+                     metavar="METHOD", help="alignment method: %(choices)s [affine: the best steering-effect ratio on the shipped models]")
     fit.add_argument("--layers", default="-6",
                      help="layer pairs: an HF index in both models (-6), 'depth' (every steerable target layer "
                           "from the source layer at the same relative depth: for multi-layer control vectors), "
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     log = (lambda *a: None) if getattr(args, "quiet", False) else (lambda *a: print(*a, file=sys.stderr, flush=True))
-    from . import TransferInputError, fit_map, load_map_set, transfer_files
+    from . import TransferInputError, fit_map
 
     if args.command == "fit":
         mixture = len(args.run) > 1 or args.weights is not None or args.exclude_traits
@@ -118,10 +118,15 @@ def main(argv=None) -> int:
         return 0
     if args.command == "kinds":
         return _kinds(args, log)
-    map_set = load_map_set(args.map)
     if args.coverage_threshold is not None and not 0 <= args.coverage_threshold <= 1:
         raise TransferInputError(f"--coverage-threshold {args.coverage_threshold}: give a number in [0, 1]")
-    written = transfer_files(map_set, args.inputs, args.out, layer=args.layer, strength=args.strength,
+    from .library import read_library
+
+    library = read_library(args.inputs, args.out, args.layer, args.format)  # before JAX and the maps: fails fast
+    from . import load_map_set, transfer_files
+
+    map_set = load_map_set(args.map)
+    written = transfer_files(map_set, library, args.out, layer=args.layer, strength=args.strength,
                              fmt=args.format, strict=args.strict, threshold=args.coverage_threshold, log=log,
                              force=args.force)
     for path, carried in written:

@@ -22,22 +22,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ..core.vector import SteeringVector
-from ..errors import UserError
+from .library import Library, TransferInputError, read_library
 from .mapfile import MapSet
 
 STRENGTHS = ("relative", "keep", "unit")
-INPUT_SUFFIXES = (".gguf", ".safetensors", ".npy")
-
-
-class TransferInputError(UserError, ValueError):
-    """A vector that cannot be carried by the given map set (width, layers, values, file type)."""
 
 
 class CoverageError(TransferInputError):
@@ -208,57 +203,22 @@ def carry(map_set: MapSet, directions: SteeringVector | dict[int, np.ndarray] | 
 # ---------------------------------------------------------------- files
 
 
-def library_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """Input paths, with directories expanded to the vector files under them (sorted; a vector library)."""
-    out = []
-    for p in map(Path, inputs):
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix in INPUT_SUFFIXES)
-            if not found:
-                raise TransferInputError(f"{p}: no .gguf/.safetensors/.npy vector files in this directory")
-            out.extend(found)
-        elif not p.exists():
-            raise TransferInputError(f"{p}: no such file or directory")
-        else:
-            out.append(p)
-    return out
-
-
-def transfer_files(map_set: MapSet, inputs: Sequence[str | Path], out_dir: str | Path, *, layer: int | None = None,
-                   strength: str = "relative", fmt: str = "gguf", strict: bool = False,
+def transfer_files(map_set: MapSet, inputs: Sequence[str | Path] | Library, out_dir: str | Path, *,
+                   layer: int | None = None, strength: str = "relative", fmt: str = "gguf", strict: bool = False,
                    threshold: float | None = None, log=print, force: bool = False
                    ) -> list[tuple[Path, SteeringVector]]:
     """Carry every input file (or library directory) and write the target control vectors under out_dir.
 
     Output names mirror the inputs' paths relative to their library directory; each file records its
-    provenance (source file hash, map-set digest, method, layer mapping, strengths, typical |h|)."""
+    provenance (source file hash, map-set digest, method, layer mapping, strengths, typical |h|). inputs:
+    paths, or a `Library` already read (`library.read_library`, which the CLI runs before loading maps)."""
     from ..core.atomic import file_sha256
+    from ..locks import DirLock
     from ..safe_paths import inside
 
-    if fmt not in ("gguf", "safetensors"):
-        raise TransferInputError(f"format {fmt!r}: choose gguf (llama.cpp) or safetensors")
     out_dir = Path(out_dir)
-    files, rel = [], []
-    for p in map(Path, inputs):
-        found = library_files([p])
-        files.extend(found)
-        rel.extend(q.relative_to(p) if p.is_dir() else Path(q.name) for q in found)
-    for f in files:  # names become output paths and file metadata: both need text
-        try:
-            str(f).encode("utf-8")
-        except UnicodeEncodeError:
-            raise TransferInputError(f"{str(f).encode('utf-8', 'backslashreplace').decode()}: the file name is not "
-                                     "valid UTF-8; rename it") from None
-    outs = [r.with_suffix("." + fmt) for r in rel]
-    first: dict[Path, Path] = {}
-    for f, dest in zip(files, outs):  # refused before any work: one output per input, never one over another
-        if dest in first:
-            raise TransferInputError(f"{f} and {first[dest]} would both be written as {out_dir / dest}; rename one, "
-                                     "or carry them in separate calls into different directories")
-        first[dest] = f
-    from ..locks import DirLock
-
-    read = [SteeringVector.load(f, layer) for f in files]
+    lib = inputs if isinstance(inputs, Library) else read_library(inputs, out_dir, layer, fmt)
+    files, outs, read = lib.files, lib.outs, lib.vectors
     carried = carry_many(map_set, read, strength, names=[str(f) for f in files], strict=strict,
                          threshold=threshold, force=force)  # seconds for a library; any refusal writes nothing
     with DirLock(out_dir, "transfer apply"):  # one writer of out_dir

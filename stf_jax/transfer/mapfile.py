@@ -83,7 +83,42 @@ def save_map(path: str | Path, layer_map: LayerMap, dtype: str = "float32") -> s
     return atomic_save_tensors(Path(path), tensors, {_HEADER_KEY: json.dumps(layer_map.header, sort_keys=True)})
 
 
+# the declared shape of a map file's header and of a map-set index: key -> type (checked before use)
+_MODEL_RECORD = {"name": str, "d_model": int, "n_layers": int}
+_HEADER_SCHEMA = {"format": str, "format_version": int, "method": str, "settings": dict, "source": dict,
+                  "target": dict}
+_INDEX_SCHEMA = {"format": str, "format_version": int, "method": str, "settings": dict, "source": dict,
+                 "target": dict, "maps": list}
+
+
+def _check_schema(obj, schema: dict[str, type], where: str, what: str) -> None:
+    """`obj` is an object holding every key of `schema` with a value of its type (bools are not integers;
+    integers count as floats); a map header's model records also name their layer."""
+    if not isinstance(obj, dict):
+        raise MapFileError(f"{where}: the {what} is a {type(obj).__name__}, not an object; refit the map set")
+    for key, tp in schema.items():
+        value = obj.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, tp):
+            got = "missing" if value is None else f"a {type(value).__name__}"
+            raise MapFileError(f"{where}: {what} field {key!r} is {got} (expected {tp.__name__}); refit the map set")
+    for side in ("source", "target"):
+        record = {**_MODEL_RECORD, **({"layer": int} if what == "map header" else {})}
+        _check_fields(obj[side], record, where, f"{what} {side}")
+
+
+def _check_fields(record: dict, schema: dict[str, type], where: str, what: str) -> None:
+    for key, tp in schema.items():
+        value = record.get(key)
+        if value is None or isinstance(value, bool) or not isinstance(value, tp):
+            got = "missing" if value is None else repr(value)
+            raise MapFileError(f"{where}: {what} {key!r} is {got} (expected {tp.__name__}); refit the map set")
+        if tp is int and value < (0 if key == "layer" else 1):
+            raise MapFileError(f"{where}: {what} {key!r} is {value}; refit the map set")
+
+
 def _check_header(header: dict, where: str) -> None:
+    if not isinstance(header, dict):
+        raise MapFileError(f"{where}: the map header is a {type(header).__name__}, not an object; refit the map set")
     if header.get("format") != FORMAT:
         raise MapFileError(f"{where}: not an stf_jax map (format {header.get('format')!r}); make one with "
                            "python -m stf_jax.transfer fit")
@@ -91,6 +126,7 @@ def _check_header(header: dict, where: str) -> None:
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise MapFileError(f"{where}: map format version {version!r} is newer than this stf_jax reads "
                            f"({FORMAT_VERSION}); upgrade stf_jax")
+    _check_schema(header, _HEADER_SCHEMA, where, "map header")
     if header.get("method") not in maps.METHODS:
         raise MapFileError(f"{where}: unknown method {header.get('method')!r}; this stf_jax knows {list(maps.METHODS)}")
 
@@ -115,7 +151,10 @@ def load_layer_map(path: str | Path) -> LayerMap:
     except json.JSONDecodeError as exc:
         raise MapFileError(f"{path}: corrupt map header ({exc})") from None
     _check_header(header, str(path))
-    settings = maps.FitSettings.from_json(header["settings"])
+    try:
+        settings = maps.FitSettings.from_json(header["settings"])
+    except ValueError as exc:
+        raise MapFileError(f"{path}: the map header's {exc}; refit the map set") from None
     basis, rest = tensors.pop(COVERAGE_TENSOR, None), tensors.pop(COVERAGE_REST, np.zeros(1, np.float32))
     d_s = int(header["source"]["d_model"])
     if basis is not None and (basis.ndim != 2 or basis.shape[1] != d_s or not np.isfinite(basis).all()):
@@ -245,13 +284,17 @@ def load_map_set(path: str | Path) -> MapSet:
         index = json.loads(index_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MapFileError(f"{index_path}: corrupt map-set index ({exc})") from None
+    if not isinstance(index, dict):
+        raise MapFileError(f"{index_path}: the map-set index is a {type(index).__name__}, not an object; refit the "
+                           "map set")
     if index.get("format") != FORMAT + "set":
         raise MapFileError(f"{index_path}: not an stf_jax map set (format {index.get('format')!r})")
     if not isinstance(index.get("format_version"), int) or index["format_version"] > FORMAT_VERSION:
         raise MapFileError(f"{index_path}: map-set format version {index.get('format_version')!r} is newer than "
                            f"this stf_jax reads ({FORMAT_VERSION}); upgrade stf_jax")
-    entries = index.get("maps", [])
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+    _check_schema(index, _INDEX_SCHEMA, str(index_path), "map-set index")
+    entries = index["maps"]
+    if not all(isinstance(e, dict) for e in entries):
         raise MapFileError(f"{index_path}: 'maps' must be a list of objects")
     out = {}
     for entry in entries:
