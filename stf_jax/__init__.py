@@ -8,6 +8,7 @@ The verbs (each documented once, on the function; imported lazily, so data-only 
     fit_map(run_dir, source, target, method, layers, out) -> MapSet between two models' vector spaces
     transfer(vector_or_file, map_set)                 -> SteeringVector of the target model
     steer(model, vector, prompts, alpha=None)         -> (unsteered, steered completions, info)
+    calibrate(model, vector, trait=None, layers=None) -> Calibration: layer and strength chosen, vector at strength 1
     report(run_dir)                                   -> (report.md, report.html) for an experiment directory
 and load_map(path) -> MapSet (a saved map set or one map file). Models may be given loaded (a `Model`) or
 by name to every verb. `SteeringVector` (`stf_jax.core.vector`): .load/.save (llama.cpp, repeng, safetensors),
@@ -33,6 +34,7 @@ _LAZY = {
     "load_map": ("stf_jax.transfer.mapfile", "load_map_set"),
     "SteeringVector": "stf_jax.core.vector",
     "train_vector": "stf_jax.extract.vector",
+    "calibrate": "stf_jax.steer.calibration",
 }
 _VERB_PACKAGES = ("extract", "transfer", "steer", "report")  # callable subpackages
 __all__ = [*_LAZY, *_VERB_PACKAGES, "__version__"]

@@ -141,7 +141,7 @@ def test_calibration_counts_the_traits_whose_guard_holds():
 
 def test_per_row_vectors_equal_one_generation_per_vector(tiny):
     """Rows steered with different vectors and signs in one batch generate exactly what separate calls do."""
-    from stf_jax.judge.behaviour import _row_intervention
+    from stf_jax.steer.inject import row_intervention
     from stf_jax.models.generate import generate
     from stf_jax.steer.inject import make_intervention, position_mask
 
@@ -156,7 +156,7 @@ def test_per_row_vectors_equal_one_generation_per_vector(tiny):
 
     rows = np.stack([6 * v1, 6 * v1, -6 * v2, -6 * v2, 0 * v1, 0 * v1]).astype(np.float32)
     got = generate(m, prompts * 3, max_new_tokens=10,
-                   intervention_for=lambda mk: _row_intervention(m.config, 2, rows, position_mask(mk)))
+                   intervention_for=lambda mk: row_intervention(m.config, 2, rows, position_mask(mk)))
     # alpha = 0 through make_intervention is the unsteered model, bit for bit (one compiled program for all three)
     assert got[:2] == one(v1, 3.0) and got[2:4] == one(v2, -3.0) and got[4:] == one(v1, 0.0)
     assert got[:2] != got[4:]  # the steering did something

@@ -9,7 +9,9 @@ jax, torch and transformers are imported inside the functions.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -192,3 +194,18 @@ def extraction_throughput(name: str, layer: int, batch: int, seq: int, steps: in
     res["ratio_vs_torch_user"] = res[f"stf_{best}_tokens_per_s"] / res["torch_user_tokens_per_s"]
     res["ratio_vs_torch_equal"] = res[f"stf_{best}_tokens_per_s"] / res["torch_equal_tokens_per_s"]
     return res
+
+
+def cpu_flags() -> str:
+    """The CPU's model name and its vector extensions (AVX*, AMX) from /proc/cpuinfo: the benchmarks print it,
+    because timings and kernels depend on them."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    vector = sorted({f for f in flags if f.startswith(("avx", "amx"))})
+    return f"{name}, {os.cpu_count()} cores; {' '.join(vector) or 'no AVX'}"

@@ -35,7 +35,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import JUDGES, fluency, judge_for
+from ..steer import fluency
+from . import JUDGES, judge_for
 from . import prompts as prompt_sets
 from ..core.stats import format_ci, interval, resample_indices
 from ..extract.store import pair_tag
@@ -97,23 +98,6 @@ class BehaviourConfig:
 # ---------------------------------------------------------------- generation with a vector per row
 
 
-def _row_intervention(cfg, layer: int, row_vectors: np.ndarray, positions: np.ndarray):
-    """Additive steering at hidden-state index `layer` with one vector per row: row_vectors [B, D] already
-    scaled (alpha · scale · unit vector; zeros = unsteered)."""
-    import jax.numpy as jnp
-
-    from ..models.decoder import Intervention
-
-    L, (b, d) = cfg.n_layers, row_vectors.shape
-    vectors = np.zeros((L, b, 1, d), np.float32)
-    vectors[layer - 1, :, 0, :] = row_vectors
-    add = np.zeros(L, np.float32)
-    add[layer - 1] = 1.0
-    z = np.zeros(L, np.float32)
-    return Intervention(jnp.asarray(vectors), jnp.asarray(add), jnp.asarray(z), jnp.asarray(z),
-                        jnp.asarray(positions, jnp.float32))
-
-
 def _spec_key(vector: np.ndarray | None, alpha: float, prompts: Sequence[str], layer: int, mode: str,
               max_new_tokens: int) -> str:
     h = hashlib.sha1()
@@ -147,7 +131,7 @@ def generate_specs(model, layer: int, prompts: Sequence[str], specs: Sequence[di
     """Texts [spec][prompt] for specs {"vector": unit [D] | None, "alpha": float, ...}: every prompt under every
     spec. Cached specs are reused; the rest run in batches of whole prompt groups (one compiled shape)."""
     from ..models.generate import generate
-    from ..steer.inject import position_mask
+    from ..steer.inject import position_mask, row_intervention
 
     keys = [_spec_key(s["vector"], s["alpha"], prompts, layer, mode, cfg.max_new_tokens) for s in specs]
     todo = [i for i, k in enumerate(keys) if k not in cache.data]
@@ -167,7 +151,7 @@ def generate_specs(model, layer: int, prompts: Sequence[str], specs: Sequence[di
             if i is not None and specs[i]["vector"] is not None and specs[i]["alpha"] != 0.0:
                 rows[g * n_p:(g + 1) * n_p] = specs[i]["alpha"] * scale * np.asarray(specs[i]["vector"], np.float32)
         texts = generate(model, list(prompts) * groups, max_new_tokens=cfg.max_new_tokens, chat_template=chat,
-                         intervention_for=lambda m, r=rows: _row_intervention(model.config, layer, r, position_mask(m)),
+                         intervention_for=lambda m, r=rows: row_intervention(model.config, layer, r, position_mask(m)),
                          seed=cfg.seed + start, **sampling)
         for g, i in enumerate(chunk):
             meta = {k: v for k, v in specs[i].items() if k != "vector"}

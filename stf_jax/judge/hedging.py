@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .text import per_100_words, words
+from ..core.text import per_100_words, words
 
 HEDGES = (
     "not sure", "not certain", "i think", "i believe", "i guess", "i suppose", "i suspect", "i feel",

@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .text import per_100_words, words
+from ..core.text import per_100_words, words
 
 CONTRACTION_TAILS = ("n't", "'s", "'re", "'ve", "'ll", "'d", "'m")
 CONTRACTION_WORDS = frozenset({"gonna", "wanna", "gotta", "kinda", "sorta", "dunno", "lemme", "gimme", "ain't",

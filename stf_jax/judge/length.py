@@ -1,6 +1,6 @@
 """Verbosity judge: how many words a text uses (the Preference-Vector idea's "output length").
 
-Measures: the word count (`stf_jax.judge.text.words`), higher = more verbose; sentence count and mean
+Measures: the word count (`stf_jax.core.text.words`), higher = more verbose; sentence count and mean
 words per sentence are reported beside it (`length_profile`).
 
 Blind spots:
@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .text import sentences, words
+from ..core.text import sentences, words
 
 
 def word_count(text: str) -> float:

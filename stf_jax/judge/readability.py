@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 
 from .sentiment import JudgeDependencyError
-from .text import per_100_words, words
+from ..core.text import per_100_words, words
 
 
 @lru_cache(maxsize=1)

@@ -4,7 +4,7 @@ VADER (`vaderSentiment`, Hutto & Gilbert 2014) ships a human-rated lexicon of ~7
 and slang with rules for negation ("not good"), degree words ("very", "extremely"), "but", ALL-CAPS and
 exclamation marks. Its `compound` score lies in [−1, 1]. VADER is built for sentences; on a paragraph the
 compound saturates towards ±1, so, as its documentation recommends for longer texts, each sentence
-(`stf_jax.judge.text.sentences`) is scored and the compounds are averaged:
+(`stf_jax.core.text.sentences`) is scored and the compounds are averaged:
 
     valence(text) = mean over sentences of compound(sentence)        (0.0 for a text with no sentence)
 
@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .text import sentences
+from ..core.text import sentences
 
 
 class JudgeDependencyError(ImportError):

@@ -16,6 +16,7 @@ _LAZY = {
     "MODES": "inject", "make_intervention": "inject", "position_mask": "inject",
     "mean_logprobs": "propensity", "propensity": "propensity",
     "steered_completions": "apply", "steered_propensity": "apply",
+    "calibrate": "calibration", "CalibrateOptions": "calibration", "Calibration": "calibration",
 }
 __all__ = [*_LAZY, "steer"]
 

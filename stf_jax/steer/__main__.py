@@ -9,6 +9,10 @@ r"""python -m stf_jax.steer: steer a model, evaluate steering causally, export v
             or one vector file (every layer it holds), on held-out pairs of its trait:
       python -m stf_jax.steer eval --vector carried/formality.gguf --model gemma3-270m --trait formality \
           --skip 40 --pairs-per-trait 16 --alphas -8 8
+  calibrate the layer and strength for a vector: effect on held-out pairs, fluency guard; the chosen
+            strength stored in the file, so llama.cpp's FILE:1 and `generate --alpha 1` apply it
+      python -m stf_jax.steer calibrate --model smollm2-135m --vector formality.gguf --trait formality \
+          --out cal/formality
   export    a trait vector as a llama.cpp control-vector GGUF (or safetensors)
       python -m stf_jax.steer export --vector runs/shipped_all/gemma3-270m/layer_013.safetensors \
           --trait verbosity --out verbosity.gguf
@@ -51,6 +55,7 @@ def _add_generate_parser(sub) -> None:
 
 
 def main(argv=None) -> int:
+    from .calibrate_cli import add_calibrate_parser, run_calibrate
     from .evaluate import add_eval_parser, run_eval
     from .export_cli import add_export_parser, run_export
 
@@ -60,7 +65,10 @@ def main(argv=None) -> int:
     _add_generate_parser(sub)
     add_eval_parser(sub)
     add_export_parser(sub)
+    add_calibrate_parser(sub)
     args = parser.parse_args(argv)
+    if args.command == "calibrate":
+        return run_calibrate(args)
     if args.command == "eval":
         return run_eval(args)
     if args.command == "export":

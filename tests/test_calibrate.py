@@ -1,0 +1,109 @@
+"""`steer calibrate`: layer and strength chosen on the real shipped model, and the saved file steers at
+strength 1 exactly as the calibration measured; the choice rule; bad input is one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import stf_jax
+from stf_jax.steer.calibration import CalibrateOptions, _choose
+
+PROMPTS_FAST = dict(strengths=(0.1, 0.3, 1.5), n_pairs=8, n_prompts=2, max_new_tokens=12, bootstrap=200)
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return stf_jax.load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="module")
+def formality(smollm2):
+    from stf_jax.data import load_pairs
+    from stf_jax.data.split import split_pairs
+
+    pairs = load_pairs("shipped", traits=["formality"])
+    train = set(split_pairs(pairs).train)
+    return stf_jax.train_vector(smollm2, [p for p in pairs if p.id in train], layers=[14, 22], trait="formality")
+
+
+def test_calibrated_vector_steers_at_strength_one_as_measured(smollm2, formality, tmp_path):
+    cal = stf_jax.calibrate(smollm2, formality, log=lambda *a: None, **PROMPTS_FAST)
+    assert [(r["layer"], r["strength"]) for r in cal.rows] == [(14, 0.1), (14, 0.3), (14, 1.5), (22, 0.1), (22, 0.3),
+                                                               (22, 1.5)]
+    for r in cal.rows:  # the effect grows with strength, and 1.5 x |h| breaks the text
+        assert r["effect"]["lo"] <= r["effect"]["mean"] <= r["effect"]["hi"]
+    by = {(r["layer"], r["strength"]): r for r in cal.rows}
+    assert all(by[(lay, 0.1)]["effect"]["mean"] < by[(lay, 0.3)]["effect"]["mean"] for lay in (14, 22))
+    assert not by[(14, 1.5)]["fluent"] and not by[(22, 1.5)]["fluent"]
+    chosen = by[(cal.layer, cal.strength)]
+    assert chosen["fluent"] and chosen["effect"]["lo"] > 0 and cal.strength < 1.5
+
+    written = cal.save(tmp_path, "formality.gguf")
+    assert {p.name for p in written} == {"calibration.json", "calibration.md", "calibration.png", "formality.gguf"}
+    saved = stf_jax.SteeringVector.load(tmp_path / "formality.gguf")
+    assert saved.layers == [cal.layer] and saved.units == "residual"
+    assert np.linalg.norm(saved.directions[cal.layer]) == pytest.approx(cal.strength * chosen["typical_norm"], rel=1e-5)
+    assert saved.provenance["strength_source"] == "calibrated"
+    # the file at strength 1 (llama.cpp's FILE:1, steer generate --alpha 1) is the calibrated steering itself
+    from stf_jax.steer.calibration import PROMPTS
+
+    chat = getattr(smollm2.tokenizer, "chat_template", None) is not None
+    _, steered, info = stf_jax.steer(smollm2, tmp_path / "formality.gguf", [PROMPTS[0]], 1.0, chat_template=chat,
+                                     max_new_tokens=12)
+    assert info["scale"] == "stored" and steered[0] == chosen["example_plus"]
+
+
+def _row(layer, a, fluent, lo, mean):
+    return {"layer": layer, "strength": a, "fluent": fluent, "effect": {"lo": lo, "mean": mean, "hi": mean + 1}}
+
+
+def test_choice_rule():
+    rows = [_row(1, 0.1, True, 0.1, 0.2), _row(1, 0.2, False, 0.3, 0.5), _row(1, 0.3, True, 0.4, 0.6),
+            _row(2, 0.1, True, 0.2, 0.3), _row(2, 0.2, True, -0.1, 0.9)]
+    assert _choose(rows)[:2] == (1, 0.3)  # layer 1's largest fluent a (0.3, not the unfluent 0.2) beats layer 2
+    assert _choose([_row(1, 0.1, True, -0.2, 0.1)])[0] is None  # fluent but no effect: nothing chosen
+    layer, a, reason = _choose([_row(1, 0.1, False, 0.2, 0.5)])
+    assert layer is None and "fluency guard" in reason
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--strengths", "nan"], "strengths"),
+    (["--strengths", "0.1", "-0.2"], "strengths"),
+    (["--n-pairs", "1"], "--n-pairs must be >= 2"),
+    (["--name", "../x.gguf"], "--name"),
+])
+def test_bad_options_are_one_line_before_the_model_loads(tmp_path, args, message):
+    v = stf_jax.SteeringVector({14: np.ones(576, np.float32)}, trait="formality")
+    path = v.save(tmp_path / "v.gguf")
+    got = subprocess.run([sys.executable, "-m", "stf_jax.steer", "calibrate", "--model", "smollm2-135m", "--vector",
+                          str(path), "--out", str(tmp_path / "out"), *args], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 2 and got.stderr.count("\n") == 1 and message in got.stderr, got.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["width", "layer outside", "layer missing", "no trait"])
+def test_bad_vectors_and_layers_are_refused(smollm2, case):
+    from stf_jax.errors import UserError
+
+    v = {"width": stf_jax.SteeringVector({14: np.ones(640, np.float32)}, trait="formality"),
+         "layer outside": stf_jax.SteeringVector({14: np.ones(576, np.float32)}, trait="formality"),
+         "layer missing": stf_jax.SteeringVector({14: np.ones(576, np.float32)}, trait="formality"),
+         "no trait": stf_jax.SteeringVector({14: np.ones(576, np.float32)})}[case]
+    layers = {"layer outside": "30", "layer missing": "15"}.get(case)
+    match = {"width": "d_model 576", "layer outside": "block output 1..29", "layer missing": "no direction at HF "
+             "layer", "no trait": "no trait"}[case]
+    with pytest.raises(UserError, match=match):
+        stf_jax.calibrate(smollm2, v, layers=layers, log=lambda *a: None, **PROMPTS_FAST)
+
+
+def test_options_are_checked():
+    from stf_jax.options import OptionError
+
+    with pytest.raises(OptionError, match="strengths"):
+        CalibrateOptions(strengths=(0.1, float("inf")))
+    with pytest.raises(OptionError, match="n_prompts"):
+        CalibrateOptions(n_prompts=99)
