@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -51,20 +50,22 @@ def calibrate_trait(model, trait: str, log) -> dict:
 
 
 def llamacpp_check(model_name: str, model, path: Path) -> dict:
-    """llama.cpp at FILE:1 and stf_jax at --alpha 1 (stored scale), greedy, raw prompt; and the opposite sign."""
+    """llama.cpp at FILE:1, FILE:-1 and unsteered, and stf_jax at --alpha 1 (stored scale), greedy, raw prompt;
+    llama.cpp's three texts scored teacher-forced by stf_jax steered with the same file at strength 1 (the
+    shift is > 0 where the text is what the steering favours: steered > unsteered > opposite when llama.cpp
+    applies the file at the right layer, sign and scale)."""
     import stf_jax
-    from stf_jax.bench.llamacpp import tool
+    from stf_jax.bench.llamacpp import complete, steering_shift
     from stf_jax.models.registry import resolve
 
-    def llama(*extra):
-        got = subprocess.run([str(tool("llama-completion")), "-m", str(resolve(model_name)), "-p", PROMPT, "-n", "24",
-                              "--temp", "0", "-no-cnv", "--no-display-prompt", "--no-warmup", "-s", "0", "-t", "2",
-                              *extra], capture_output=True, text=True, timeout=600)
-        return got.stdout.strip()
-
+    gguf = resolve(model_name)
+    texts = [complete(gguf, PROMPT, 24, "--control-vector-scaled", f"{path}:1"), complete(gguf, PROMPT, 24),
+             complete(gguf, PROMPT, 24, "--control-vector-scaled", f"{path}:-1")]
+    shift = steering_shift(model, stf_jax.SteeringVector.load(path).directions, 1.0, PROMPT, texts)
     plain, steered, _ = stf_jax.steer(model, path, [PROMPT], 1.0, max_new_tokens=24)
-    return {"prompt": PROMPT, "llamacpp_unsteered": llama(), "llamacpp_steered": llama(
-        "--control-vector-scaled", f"{path}:1"), "stf_jax_unsteered": plain[0], "stf_jax_steered": steered[0]}
+    return {"prompt": PROMPT, "llamacpp_steered": texts[0], "llamacpp_unsteered": texts[1],
+            "llamacpp_opposite": texts[2], "stf_jax_unsteered": plain[0], "stf_jax_steered": steered[0],
+            "shift_steered_unsteered_opposite": [float(x) for x in shift]}
 
 
 def markdown(results: list[dict]) -> str:

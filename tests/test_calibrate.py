@@ -30,8 +30,13 @@ def formality(smollm2):
     return stf_jax.train_vector(smollm2, [p for p in pairs if p.id in train], layers=[14, 22], trait="formality")
 
 
-def test_calibrated_vector_steers_at_strength_one_as_measured(smollm2, formality, tmp_path):
-    cal = stf_jax.calibrate(smollm2, formality, log=lambda *a: None, **PROMPTS_FAST)
+@pytest.fixture(scope="module")
+def calibrated(smollm2, formality, tmp_path_factory):
+    return stf_jax.calibrate(smollm2, formality, log=lambda *a: None, **PROMPTS_FAST), tmp_path_factory.mktemp("cal")
+
+
+def test_calibrated_vector_steers_at_strength_one_as_measured(smollm2, calibrated):
+    cal, tmp_path = calibrated
     assert [(r["layer"], r["strength"]) for r in cal.rows] == [(14, 0.1), (14, 0.3), (14, 1.5), (22, 0.1), (22, 0.3),
                                                                (22, 1.5)]
     for r in cal.rows:  # the effect grows with strength, and 1.5 x |h| breaks the text
@@ -55,6 +60,29 @@ def test_calibrated_vector_steers_at_strength_one_as_measured(smollm2, formality
     _, steered, info = stf_jax.steer(smollm2, tmp_path / "formality.gguf", [PROMPTS[0]], 1.0, chat_template=chat,
                                      max_new_tokens=12)
     assert info["scale"] == "stored" and steered[0] == chosen["example_plus"]
+
+
+@pytest.mark.slow
+def test_llamacpp_applies_the_calibrated_file_at_strength_one(smollm2, calibrated):
+    """llama.cpp's `--control-vector-scaled FILE:1` with the calibrated file: its steered, unsteered and
+    opposite-sign texts, scored teacher-forced by stf_jax steered with the same file at strength 1, are
+    favoured in that order (CPU-independent: llama.cpp's greedy words drift with its kernels)."""
+    from stf_jax.bench.llamacpp import LlamaCppUnavailable, complete, steering_shift, tool
+    from stf_jax.models.registry import resolve
+
+    try:
+        tool("llama-completion")
+    except LlamaCppUnavailable as exc:
+        pytest.skip(str(exc))
+    cal, tmp_path = calibrated
+    path = cal.save(tmp_path, "formality.gguf")[-1]
+    prompt, gguf = "Write a note to your neighbour about the noise:", resolve("smollm2-135m")
+    texts = [complete(gguf, prompt, 16, "--control-vector-scaled", f"{path}:1"), complete(gguf, prompt, 16),
+             complete(gguf, prompt, 16, "--control-vector-scaled", f"{path}:-1")]
+    shift = steering_shift(smollm2, stf_jax.SteeringVector.load(path).directions, 1.0, prompt, texts)
+    print("\nllama.cpp steered / unsteered / opposite:", texts, "\nshifts:", shift)
+    assert texts[0] != texts[1] != texts[2]
+    assert shift[0] > shift[1] + 0.1 and shift[1] > shift[2] + 0.1
 
 
 def _row(layer, a, fluent, lo, mean):

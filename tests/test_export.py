@@ -186,7 +186,9 @@ def test_cli_export_from_run(tmp_path, capsys):
     expected /= np.linalg.norm(expected)
 
     out = tmp_path / "exports" / "verbosity.gguf"
-    assert cli(["export", "--vector", str(layer_file), "--trait", "verbosity", "--out", str(out)]) == 0
+    # --scale unit: this fake run's model is not loadable to measure its |h| (the default's strength)
+    assert cli(["export", "--vector", str(layer_file), "--trait", "verbosity", "--out", str(out), "--scale",
+                "unit"]) == 0
     printed = capsys.readouterr().out
     assert str(out) in printed and "direction.12" in printed and f"d_model {D}" in printed and "1.0000" in printed
 
@@ -229,7 +231,7 @@ def test_cli_npy(tmp_path, capsys):
                 "--method", "procrustes"]) == 2
     assert "d_model 640" in capsys.readouterr().err and not out.exists()
     assert cli(["export", "--vector", str(tmp_path / "v.npy"), "--out", str(out), "--layer", "7",
-                "--model-hint", "llama", "--source-model", "smollm2-135m"]) == 0
+                "--model-hint", "llama", "--source-model", "smollm2-135m", "--scale", "unit"]) == 0
     cv = load_control_vector(out)
     assert cv.layers == [7] and cv.model_hint == "llama"
     np.testing.assert_allclose(cv.directions[7], v / np.linalg.norm(v), rtol=1e-6, atol=1e-7)
@@ -289,3 +291,36 @@ def test_load_errors(tmp_path):
     layer_file = make_run(tmp_path / "run", rows, ["a", "a", "b"])
     with pytest.raises(ValueError, match="extraction run's layer file"):
         load_control_vector(layer_file)
+
+
+def test_default_export_works_at_strength_one(tmp_path, capsys):
+    """A direction exported for a real model stores 0.15 x the layer's typical |h|, and says so, so llama.cpp's
+    FILE:1 and repeng's set_control(v, 1) steer at stf_jax's default strength; a control-vector file keeps its
+    stored length; with no model to measure |h| the file is unit length and says that instead."""
+    import json
+
+    from stf_jax.core.norms import typical_norms
+    from stf_jax.data import load_pairs
+    from stf_jax.models.loading import load_model
+
+    v = np.random.default_rng(3).standard_normal(576).astype(np.float32)
+    np.save(tmp_path / "v.npy", v)
+    out = tmp_path / "v.gguf"
+    assert cli(["export", "--vector", str(tmp_path / "v.npy"), "--out", str(out), "--layer", "20",
+                "--model-hint", "llama", "--source-model", "smollm2-135m"]) == 0
+    cv = load_control_vector(out)
+    h = json.loads(cv.metadata["stf_jax.typical_norms"])["20"]
+    texts = [t for p in load_pairs("shipped")[::89] for t in (p.positive, p.negative)]
+    assert h == pytest.approx(typical_norms(load_model("smollm2-135m"), texts, [20])[20], rel=1e-5)
+    assert np.linalg.norm(cv.directions[20]) == pytest.approx(0.15 * h, rel=1e-5) and 5 < h < 500
+    assert cv.metadata["stf_jax.strength_source"] == "typical_norm_fraction"
+    again = tmp_path / "again.safetensors"
+    assert cli(["export", "--vector", str(out), "--out", str(again)]) == 0  # a control vector keeps its length
+    np.testing.assert_array_equal(load_control_vector(again).directions[20], cv.directions[20])
+    bare = tmp_path / "bare.gguf"
+    assert cli(["export", "--vector", str(tmp_path / "v.npy"), "--out", str(bare), "--layer", "20",
+                "--model-hint", "llama"]) == 0
+    assert "no model to measure" in capsys.readouterr().err
+    cvb = load_control_vector(bare)
+    assert cvb.metadata["stf_jax.strength_source"] == "unit"
+    assert np.linalg.norm(cvb.directions[20]) == pytest.approx(1.0, rel=1e-6)

@@ -15,12 +15,10 @@ text, which is favoured more than its text steered with the opposite sign (right
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 
-from stf_jax.bench.llamacpp import LlamaCppUnavailable, tool
+from stf_jax.bench.llamacpp import LlamaCppUnavailable, complete, steering_shift, tool
 
 pytestmark = pytest.mark.slow
 
@@ -57,27 +55,11 @@ def carried(shipped_maps, tmp_path_factory):
 
 
 def _llama(binary, model_path, *extra) -> str:
-    got = subprocess.run([str(binary), "-m", str(model_path), "-p", PROMPT, "-n", str(N_TOKENS), "--temp", "0",
-                          "-no-cnv", "--no-display-prompt", "--no-warmup", "-s", "0", "-t", "2", *map(str, extra)],
-                         capture_output=True, text=True, timeout=600)
-    assert got.returncode == 0, got.stderr[-2000:]
-    return got.stdout.strip()
+    return complete(model_path, PROMPT, N_TOKENS, *extra)
 
 
 def _shift(model, directions, texts) -> np.ndarray:
-    """Per text: token-mean log P(text | prompt) under stf_jax steered with `directions` at STRENGTH (stored scale,
-    every position, as llama.cpp adds it) minus unsteered: > 0 where the text is what the steering favours."""
-    from stf_jax.steer.inject import make_intervention, position_mask
-    from stf_jax.steer.propensity import mean_logprobs
-
-    layers = sorted(directions)
-    vectors = np.stack([directions[lay] for lay in layers])
-
-    def steering(mask):
-        return make_intervention(model.config, layers, vectors, STRENGTH, position_mask(mask), normalize=False)
-
-    prompts = [PROMPT] * len(texts)
-    return mean_logprobs(model, prompts, texts, steering) - mean_logprobs(model, prompts, texts)
+    return np.asarray(steering_shift(model, directions, STRENGTH, PROMPT, texts))
 
 
 def test_llamacpp_applies_the_transferred_vector_like_stf_jax(carried):

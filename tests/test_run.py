@@ -82,7 +82,11 @@ def test_exported_transferred_vector_loads_back_identical(small_run, models):
         arrays = np.load(run / "steer" / d["vectors"])
         path = run / "export" / model_slug(d["target"]) / f"verbosity__affine__from_{model_slug(d['source'])}.gguf"
         cv = load_control_vector(path)
-        np.testing.assert_array_equal(cv.directions[d["layer_target"]], arrays["affine/verbosity"])
+        # stored at 0.15 x the target layer's typical |h| (llama.cpp's FILE:1 = stf_jax's default strength)
+        stored, unit = cv.directions[d["layer_target"]], arrays["affine/verbosity"]
+        assert np.linalg.norm(stored) == pytest.approx(0.15 * d["mean_norm"], rel=1e-5)
+        np.testing.assert_allclose(stored / np.linalg.norm(stored), unit / np.linalg.norm(unit), atol=1e-6)
+        assert cv.metadata["stf_jax.strength_source"] == "typical_norm_fraction"
         assert cv.metadata["stf_jax.transfer_method"] == "affine"
         assert cv.model_hint == models[d["target"]]  # the HF model_type
         assert cv.metadata["stf_jax.source_model"] == d["source"]
@@ -92,7 +96,7 @@ def test_exported_transferred_vector_loads_back_identical(small_run, models):
         assert reader.tensors[0].tensor_type == gguf.GGMLQuantizationType.F32
         vector, layer = load_steering_vector(path)
         assert layer == d["layer_target"]
-        np.testing.assert_allclose(vector, arrays["affine/verbosity"], rtol=1e-6)
+        np.testing.assert_allclose(vector, stored, rtol=1e-6)
 
 
 def test_rerun_skips_up_to_date_stages_and_redoes_changed_ones(small_run, capsys):

@@ -134,3 +134,36 @@ def tool(name: str) -> Path:
         if made.returncode != 0 or not binary.exists():
             raise LlamaCppUnavailable(f"building {name} failed: {(made.stdout + made.stderr)[-1500:]}")
     return binary
+
+
+# ------------------------------------------------------------------ comparing llama.cpp's steering with stf_jax's
+
+def complete(model_path, prompt: str, n_tokens: int, *extra) -> str:
+    """llama-completion's greedy text (raw prompt, no chat, seed 0, 2 threads); `extra`: more flags, e.g.
+    "--control-vector-scaled", "FILE:1"."""
+    got = subprocess.run([str(tool("llama-completion")), "-m", str(model_path), "-p", prompt, "-n", str(n_tokens),
+                          "--temp", "0", "-no-cnv", "--no-display-prompt", "--no-warmup", "-s", "0", "-t", "2",
+                          *map(str, extra)], capture_output=True, text=True, timeout=600)
+    if got.returncode != 0:
+        raise RuntimeError(f"llama-completion failed: {got.stderr[-2000:]}")
+    return got.stdout.strip()
+
+
+def steering_shift(model, directions: dict, strength: float, prompt: str, texts) -> "list[float]":
+    """Per text: token-mean log P(text | prompt) under stf_jax steered with `directions` (stored scale, every
+    position, as llama.cpp adds a control vector) at `strength`, minus unsteered: > 0 where the text is what the
+    steering favours. Scoring llama.cpp's texts this way checks its steering without comparing greedy words,
+    which drift with its quantized CPU kernels."""
+    import numpy as np
+
+    from ..steer.inject import make_intervention, position_mask
+    from ..steer.propensity import mean_logprobs
+
+    layers = sorted(directions)
+    vectors = np.stack([np.asarray(directions[lay], np.float32) for lay in layers])
+
+    def steering(mask):
+        return make_intervention(model.config, layers, vectors, strength, position_mask(mask), normalize=False)
+
+    prompts = [prompt] * len(texts)
+    return list(mean_logprobs(model, prompts, list(texts), steering) - mean_logprobs(model, prompts, list(texts)))

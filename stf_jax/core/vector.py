@@ -184,8 +184,8 @@ class SteeringVector(HasDirections):
             raise SteeringInputError(f"{self.trait} vector is in typical-|h| units but its typical |h| at HF "
                                      f"layer(s) {missing} is not known; give typical_norms= (core.norms.typical_norms)")
         dirs = {k: v * np.float32(strength * self.typical_norms[k]) for k, v in self.directions.items()}
-        prov = {**self.provenance, "scale": f"{strength:g} x typical |h| per layer (steer at strength 1 for "
-                                            f"stf_jax's default effect)"}
+        prov = {**self.provenance, "strength_source": "typical_norm_fraction",
+                "scale": f"{strength:g} x typical |h| per layer (steer at strength 1 for this effect)"}
         return self.replace(directions=dirs, units="residual", provenance=prov)
 
     # ------------------------------------------------------------ files and other libraries

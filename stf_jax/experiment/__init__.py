@@ -274,9 +274,18 @@ def _write_exports(run_dir: Path, steer_dir: Path, out: Path, settings: dict) ->
     fmt = settings.get("format", "gguf")
     if fmt not in ("gguf", "safetensors"):
         raise ExperimentError(f"export.format must be gguf or safetensors, not {fmt!r}")
+    strength = _export_strength(settings)
     written = []
     for d in results["directions"]:
         arrays = np.load(inside(steer_dir, d["vectors"]))
+        # stored length: strength x the target layer's typical |h| (measured by the steer stage), so llama.cpp's
+        # --control-vector-scaled FILE:1 and repeng's set_control(v, 1) steer at that strength; or 1 ("unit")
+        length = 1.0 if strength is None else strength * float(d["mean_norm"])
+        how = ({"strength_source": "unit", "scale": "unit length: choose the strength yourself"}
+               if strength is None else
+               {"strength_source": "typical_norm_fraction", "scale": f"{strength:g} x typical |h| per layer (steer "
+                "at strength 1 for this effect)", "typical_norms": json.dumps({str(d["layer_target"]):
+                                                                                float(d["mean_norm"])})})
         conds = settings.get("conditions") or list(d["conditions"])
         traits = settings.get("traits") or results["traits"]
         for c in conds:
@@ -295,11 +304,13 @@ def _write_exports(run_dir: Path, steer_dir: Path, out: Path, settings: dict) ->
                 origin = f"__from_{model_slug(d['source'])}" if c != "native" else ""
                 path = inside(out, Path(model_slug(d["target"])) / f"{safe_name(t, 'trait')}__{safe_name(c, 'condition')}"
                                                                     f"{origin}.{fmt}")
-                write_vector_file(path, {d["layer_target"]: arrays[key]}, model_hint=model_type[d["target"]],
-                                      metadata={"source_model": source, "target_model": d["target"],
-                                                "transfer_method": method, "trait": t, "operation": "additive",
-                                                "source_layer": str(d["layer_source"]) if c != "native" else
-                                                str(d["layer_target"])})
+                v = np.asarray(arrays[key], np.float32)
+                write_vector_file(path, {d["layer_target"]: (v / np.linalg.norm(v) * length).astype(np.float32)},
+                                  model_hint=model_type[d["target"]],
+                                  metadata={"source_model": source, "target_model": d["target"],
+                                            "transfer_method": method, "trait": t, "operation": "additive",
+                                            "source_layer": str(d["layer_source"]) if c != "native" else
+                                            str(d["layer_target"]), **how})
                 written.append(path)
     return written
 
@@ -311,9 +322,24 @@ def check_experiment(exp: Experiment) -> None:
     _check_extract(exp)
     _check_align_and_steer(exp)
     if exp.export is not None:
-        bad = sorted(set(exp.export) - {"traits", "conditions", "format"})
+        bad = sorted(set(exp.export) - {"traits", "conditions", "format", "strength"})
         if bad:
-            raise ExperimentError(f"export: unknown key(s) {bad}; allowed: traits, conditions, format")
+            raise ExperimentError(f"export: unknown key(s) {bad}; allowed: traits, conditions, format, strength")
+        _export_strength(exp.export)
+
+
+def _export_strength(settings: dict) -> float | None:
+    """export.strength: the stored length as a fraction of the target layer's typical |h| (a number in (0, 10];
+    default `SteeringVector.DEFAULT_STRENGTH`, 0.15), or "unit" (length 1). None means unit."""
+    from ..core.vector import DEFAULT_STRENGTH
+
+    value = settings.get("strength", DEFAULT_STRENGTH)
+    if value == "unit":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 10:
+        raise ExperimentError(f"export.strength must be a number in (0, 10] (a fraction of the layer's typical |h|) or "
+                              f"'unit', got {value!r}")
+    return float(value)
 
 
 def _option_error(section: str, exc: Exception) -> ExperimentError:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.vector import DEFAULT_STRENGTH
 from ..errors import SteeringInputError, cli_message
 from ..extract.store import model_hint
 from ..core.vectorfile import (OPERATIONS, UNKNOWN, direction_name, is_control_vector_file, read_control_vector,
@@ -25,11 +26,13 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     """The `export` subcommand on an argparse subparsers object."""
     exp = subparsers.add_parser(
         "export", help="write a steering vector as a llama.cpp control vector (.gguf) or .safetensors",
-        description="Write one steering vector (unit norm) as direction.{L-1} for HF layer L, with stf_jax "
-                    "metadata. llama.cpp: llama-completion -m MODEL.gguf --control-vector-scaled OUT.gguf:STRENGTH. "
-                    "With --scale mean-norm (needs --target-model) the stored vector has the layer's typical |h| as "
-                    "its length, so llama.cpp's STRENGTH means STRENGTH x mean |h| (stf_jax's --alpha): 0.1-0.3 "
-                    "changes text on the shipped models, about 1 breaks it.")
+        description="Write one steering vector as direction.{L-1} for HF layer L, with stf_jax metadata. By "
+                    "default its stored length is --strength (0.15) x the layer's typical |h| in the model it is "
+                    "for (--target-model, else the run's model), so llama-completion -m MODEL.gguf "
+                    "--control-vector-scaled OUT.gguf:1 (and repeng's set_control(v, 1)) steers at stf_jax's "
+                    "default strength; the file says so (stf_jax.strength_source). --scale mean-norm stores "
+                    "|v| = typical |h| (llama.cpp's S then means S x |h|); --scale unit stores |v| = 1. For a "
+                    "strength chosen on held-out pairs and a fluency guard, use `steer calibrate`.")
     exp.add_argument("--vector", required=True,
                      help="a run's <model>/layer_<idx>.safetensors (with --trait), a .npy (with --layer), or an "
                           "exported .gguf/.safetensors")
@@ -41,9 +44,13 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:
     exp.add_argument("--target-model", help="model the vector is for [the source model]")
     exp.add_argument("--method", help="how it was transferred to the target model [native]")
     exp.add_argument("--operation", default="additive", choices=OPERATIONS, help="injection mode [additive]")
-    exp.add_argument("--scale", default="unit", choices=["unit", "mean-norm"],
-                     help="stored length: 1, or the target layer's typical |h| (llama.cpp strength S then means "
-                          "S x mean |h|; needs --target-model) [unit]")
+    exp.add_argument("--scale", default="auto", choices=["auto", "strength", "mean-norm", "unit", "stored"],
+                     help="stored length: --strength x the layer's typical |h| (needs a model: --target-model or "
+                          "the run's), the typical |h| itself, 1, or as the input stores it [auto: stored for a "
+                          "control-vector file, whose length is its strength; strength for run layer files and "
+                          ".npy directions]")
+    exp.add_argument("--strength", type=float, default=DEFAULT_STRENGTH,
+                     help=f"--scale strength: the fraction of typical |h| stored [{DEFAULT_STRENGTH}]")
     return exp
 
 
@@ -63,9 +70,10 @@ def _vector_defaults(path: Path) -> dict[str, str]:
     return {}
 
 
-def _for_target(name: str, vector: np.ndarray, layer: int, scale: str) -> tuple[str, np.ndarray, dict[str, str]]:
+def _for_target(name: str, vector: np.ndarray, layer: int, fraction: float | None
+                ) -> tuple[str, np.ndarray, dict[str, str]]:
     """Check the vector against the target model (width, layer range); its HF model_type as model_hint;
-    with scale "mean-norm", the vector scaled to the layer's typical |h| (recorded in the metadata)."""
+    with a fraction, the vector scaled to fraction x the layer's typical |h| (recorded in the metadata)."""
     from ..models.loading import load_model
 
     model = load_model(name)
@@ -76,15 +84,15 @@ def _for_target(name: str, vector: np.ndarray, layer: int, scale: str) -> tuple[
     if not 1 <= layer <= cfg.n_layers:
         raise SteeringInputError(f"HF layer {layer} is outside {name}'s block outputs 1..{cfg.n_layers}")
     extra = {}
-    if scale == "mean-norm":
+    if fraction is not None:
         from ..core.norms import typical_norms
         from ..data import load_pairs
 
         texts = [t for p in load_pairs("shipped")[::89] for t in (p.positive, p.negative)]
         h = typical_norms(model, texts, [layer])[layer]
-        vector = (vector / np.linalg.norm(vector) * h).astype(np.float32)
-        extra = {"scale": f"mean-norm: |v| = typical |h| = {h:.4f} at this layer (llama.cpp strength S = stf_jax "
-                          "alpha S)", "typical_norms": json.dumps({str(layer): h})}
+        vector = (vector / np.linalg.norm(vector) * fraction * h).astype(np.float32)
+        extra = {"strength_source": "typical_norm_fraction", "typical_norms": json.dumps({str(layer): h}),
+                 "scale": f"{fraction:g} x typical |h| per layer (steer at strength 1 for this effect)"}
     return cfg.model_type, vector, extra
 
 
@@ -92,7 +100,8 @@ def run_export(args: argparse.Namespace) -> int:
     """Load the vector (vectors.load_steering_vector), export it, print what was written."""
     try:
         path = Path(args.vector)
-        vector, layer = load_steering_vector(path, args.trait, layer=args.layer)
+        scale = args.scale if args.scale != "auto" else "stored" if is_control_vector_file(path) else "strength"
+        vector, layer = load_steering_vector(path, args.trait, layer=args.layer, keep_length=scale == "stored")
         if layer is None:
             raise SteeringInputError(f"{path}: the file records no layer; pass --layer (HF hidden-state index)")
         found = _vector_defaults(path)
@@ -107,11 +116,22 @@ def run_export(args: argparse.Namespace) -> int:
         given = {**models, "trait": args.trait, "operation": args.operation}
         meta.update({k: v for k, v in given.items() if v is not None})
         vector_metadata({layer: vector}, meta)  # metadata problems first: they need no model
-        if args.target_model:
-            model_hint, vector, extra = _for_target(args.target_model, vector, layer, args.scale)
+        if not (np.isfinite(args.strength) and 0 < args.strength <= 10):
+            raise SteeringInputError(f"--strength must be in (0, 10] (a fraction of typical |h|), got {args.strength}")
+        fraction = {"strength": args.strength, "mean-norm": 1.0, "unit": None, "stored": None}[scale]
+        model = args.target_model or meta.get("source_model")
+        if fraction is not None and model is None:
+            if scale == "mean-norm":
+                raise SteeringInputError("--scale mean-norm needs --target-model (the model whose |h| sets the length)")
+            fraction = None
+            print("note: no model to measure the layer's typical |h| (give --target-model): stored at unit length, "
+                  "so choose the strength yourself", file=sys.stderr)
+        if model is not None and (args.target_model or fraction is not None):
+            model_hint, vector, extra = _for_target(model, vector, layer, fraction)
             meta.update(extra)
-        elif args.scale == "mean-norm":
-            raise SteeringInputError("--scale mean-norm needs --target-model (the model whose |h| sets the length)")
+        if fraction is None and scale != "stored":
+            vector = (vector / np.linalg.norm(vector)).astype(np.float32)
+            meta.update(strength_source="unit", scale="unit length: choose the strength yourself")
         out = write_vector_file(args.out, {layer: vector}, model_hint=model_hint, metadata=meta)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"error: {cli_message(str(exc))}", file=sys.stderr)

@@ -42,10 +42,10 @@ def load_vector(path: str | Path, trait: str | None = None, layer: int | None = 
     return vector
 
 
-def load_steering_vector(path: str | Path, trait: str | None = None,
-                         layer: int | None = None) -> tuple[np.ndarray, int | None]:
+def load_steering_vector(path: str | Path, trait: str | None = None, layer: int | None = None,
+                         keep_length: bool = False) -> tuple[np.ndarray, int | None]:
     """(unit vector [d_model], HF layer) of a one-layer vector (`load_vector`); a multi-layer file needs
-    `layer`."""
+    `layer`. keep_length: the vector as stored (a control vector's length is its strength)."""
     vector = load_vector(path, trait, layer)
     if len(vector.layers) > 1:
         raise SteeringInputError(f"{path} holds directions for HF layers {vector.layers}; pick one with layer=")
@@ -53,7 +53,7 @@ def load_steering_vector(path: str | Path, trait: str | None = None,
     norm = float(np.linalg.norm(v))
     if norm == 0:
         raise SteeringInputError(f"{path}: the steering vector is zero")
-    return (v / norm).astype(np.float32), lay
+    return np.asarray(v if keep_length else v / norm, np.float32), lay
 
 
 def vector_kind(path: str | Path, vector: SteeringVector) -> str:
