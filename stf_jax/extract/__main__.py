@@ -27,7 +27,7 @@ class ExtractConfigError(UserError, ValueError):
 
 # ExtractOptions fields offered as flags (--batch-size, --no-truncate, ...) and YAML keys (batch_size, truncate).
 _OPTION_FLAGS = {
-    "pooling": "pairs mode pooling",
+    "pooling": "pairs mode pooling: the last token, the answer letter of A/B items ending \"(A)\" (the token before the last), or the mean",
     "dtype": "compute dtype [float32 on CPU, bfloat16 on GPU/TPU]",
     "batch_size": "rows per forward pass, rounded up to the device count",
     "chunk_size": "pairs/texts per resumable chunk",

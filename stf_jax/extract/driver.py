@@ -55,7 +55,7 @@ def _warn(msg: str) -> None:
 @dataclasses.dataclass
 class ExtractOptions:
     layers: Sequence[str | int | float] | str = ("-6",)
-    pooling: Literal["last", "mean"] = "last"  # pairs mode; corpus runs always store tokens
+    pooling: Literal["last", "letter", "mean"] = "last"  # pairs mode (letter: A/B items' answer letter); corpus: tokens
     dtype: Literal["float32", "bfloat16"] | None = None  # None: float32 on CPU, bfloat16 on accelerators
     batch_size: int = option(32, ge=1)  # rows per forward (rounded up to a multiple of the data-parallel size)
     chunk_size: int = option(256, ge=1)  # pairs (or texts) per resumable chunk

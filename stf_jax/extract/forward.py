@@ -17,10 +17,17 @@ from ..models import decoder
 from ..models.model import Model
 
 
-def pool_last(h, mask):
-    """Last real token of each right-padded row. h: [B, S, D], mask: [B, S] -> [B, D] f32."""
-    last = jnp.maximum(mask.sum(axis=-1) - 1, 0)
+def pool_last(h, mask, back: int = 1):
+    """Last real token of each right-padded row (`back` = 2: the one before it). h: [B, S, D], mask: [B, S]
+    -> [B, D] f32."""
+    last = jnp.maximum(mask.sum(axis=-1) - back, 0)
     return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0].astype(jnp.float32)
+
+
+def pool_letter(h, mask):
+    """The token before the last: the answer letter of an A/B item that ends "(A)" (tokenized " (", "A", ")"),
+    the position Contrastive Activation Addition reads its vectors at. -> [B, D] f32."""
+    return pool_last(h, mask, back=2)
 
 
 def pool_mean(h, mask):
@@ -34,7 +41,7 @@ def pool_tokens(h, mask):
     return h.astype(jnp.float32)
 
 
-POOLINGS = {"last": pool_last, "mean": pool_mean, "tokens": pool_tokens}
+POOLINGS = {"last": pool_last, "letter": pool_letter, "mean": pool_mean, "tokens": pool_tokens}
 
 
 def make_mesh(model_parallel: int = 1, devices=None) -> Mesh:

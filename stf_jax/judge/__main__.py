@@ -6,6 +6,8 @@ Examples:
   python -m stf_jax.judge behaviour runs/shipped40 --layers gemma3-270m:12 smollm2-135m:22 --out runs/judge/behaviour
   python -m stf_jax.judge ood runs/shipped40 runs/ood --layers gemma3-270m:12 smollm2-135m:22 --out runs/judge/ood
   python -m stf_jax.judge fewshot runs/shipped40 --layers gemma3-270m:12 smollm2-135m:22 --out runs/judge/fewshot
+  python -m stf_jax.extract --models smollm2-135m gemma3-270m --pairs ab --layers all --pooling letter --out runs/ab
+  python -m stf_jax.judge ab runs/ab --layers smollm2-135m:20 gemma3-270m:9 --out runs/judge/ab   # CAA's A/B protocol
 """
 
 from __future__ import annotations
@@ -105,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--steer-traits", nargs="*", default=[], help="also the propensity effect ratio for these traits")
     f.add_argument("--out", required=True)
 
+    a = sub.add_parser("ab", help="the A/B protocol (Contrastive Activation Addition): matching-letter probability "
+                                  "on held-out A/B items across strengths; native, transferred, controls")
+    a.add_argument("run_dir", help="an extraction run of A/B items with >= 2 models (--pairs ab or a file of A/B "
+                                   "items; --pooling letter reads CAA's answer-letter position)")
+    a.add_argument("--layers", nargs="+", help="MODEL:LAYER per model (HF hidden-state index) [-6 in both]")
+    add_fields(a, _ab_config(), _AB_FLAGS)
+    a.add_argument("--source", help="only this source model"), a.add_argument("--target", help="only this target")
+    a.add_argument("--out", required=True)
+
     mg = sub.add_parser("merge", help="merge behaviour_results.json of runs over different directions into one")
     mg.add_argument("inputs", nargs="+", help="behaviour output directories (or their behaviour_results.json)")
     mg.add_argument("--out", required=True)
@@ -194,6 +205,38 @@ def _behaviour(args) -> int:
     return 0
 
 
+_AB_FLAGS = {"strengths": "strengths: a x typical |h| of the steered layer (0 is added)",
+             "behaviours": "behaviours to score [every one in the run]",
+             "methods": "transfer methods carried (leave-one-behaviour-out)",
+             "controls": "controls: random, shuffled, zero_shot", "bootstrap": "bootstrap resamples over items",
+             "seed": "split and bootstrap seed"}
+
+
+def _ab_config():
+    from .ab import ABConfig
+
+    return ABConfig
+
+
+def _ab(args) -> int:
+    """The A/B protocol over the chosen directions of a run of A/B items."""
+    from ..locks import DirLock
+    from .ab import ABConfig, evaluate_ab, markdown, write_results
+
+    cfg = ABConfig(**fields_from_args(args, _AB_FLAGS))
+    models = _models(args.run_dir)
+    layers = _layers(args.layers, models)
+    directions = [(s, t) for s in models for t in models
+                  if s != t and args.source in (None, s) and args.target in (None, t)]
+    with DirLock(args.out, "judge ab"):
+        res = evaluate_ab(args.run_dir, cfg, layers=layers, directions=directions,
+                          log=lambda *m: print(*m, file=sys.stderr, flush=True))
+        for path in write_results(res, args.out):
+            print(f"wrote {path}")
+    print(markdown(res))
+    return 0
+
+
 def _ood(args) -> int:
     """Score maps fitted on the shipped run on the OOD run's pairs, beside in-distribution."""
     from .ood import markdown, ood_evaluation
@@ -253,7 +296,7 @@ def _figures(args) -> int:
 
 
 COMMANDS = {"list": _list, "score": _score, "validate": _validate, "behaviour": _behaviour, "ood": _ood,
-            "fewshot": _fewshot, "merge": _merge, "figures": _figures}
+            "fewshot": _fewshot, "merge": _merge, "figures": _figures, "ab": _ab}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,63 @@
+"""Where do the shipped models answer A/B items from behaviour? Native vectors only, per layer and pooling.
+
+    python scripts/ab_scan.py runs/ab_letter runs/ab_last     # extraction runs of --pairs ab (both models)
+
+For each run (e.g. --pooling letter and --pooling last), each model and layers at relative depths 0.3-0.8:
+the A/B protocol (`stf_jax.judge.ab`) with the model's own vectors from the train items and a random
+control, on the held-out items: the unsteered matching-letter probability, its slope over strength (a x
+typical |h|, a in -1..1) with a 95% interval, and the behaviours whose native slope interval lies above 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+DEPTHS = ("0.3", "0.45", "0.6", "0.75")
+
+
+def main() -> None:
+    from stf_jax.bench.device import cpu_flags
+    from stf_jax.core.layers import resolve_layers
+    from stf_jax.core.stats import format_ci
+    from stf_jax.extract.rundir import find_models
+    from stf_jax.judge.ab import ABConfig, evaluate_ab
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+")
+    ap.add_argument("--strengths", type=float, nargs="+", default=[-1.0, -0.5, 0.0, 0.5, 1.0])
+    ap.add_argument("--out", default="runs/ab_scan.json")
+    args = ap.parse_args()
+    print("machine:", cpu_flags())
+    cfg = ABConfig(strengths=tuple(args.strengths), methods=(), controls=("random",), bootstrap=500)
+    rows = []
+    print("| run | model | layer | p unsteered | native slope | random slope | behaviours that respond |")
+    print("|---|---|---|---|---|---|---|")
+    for run in args.runs:
+        refs = find_models([run])
+        names = sorted(refs)
+        for target in names:
+            source = next(n for n in names if n != target)
+            n = refs[target].n_layers
+            for layer in resolve_layers(list(DEPTHS), n):
+                t0 = time.perf_counter()
+                res = evaluate_ab(run, cfg, layers={(source, target): (layer, layer)}, directions=[(source, target)],
+                                  log=lambda *a: None)
+                d = res["directions"][0]
+                pooled = d["pooled"]
+                zero = res["strengths"].index(0.0)
+                responds = [b for b, s in d["per_behaviour"].items() if s["native"]["slope"]["lo"] > 0]
+                rows.append({"run": run, "model": target, "layer": layer, "p0": pooled["native"]["p"][zero],
+                             "native": pooled["native"]["slope"], "random": pooled["random"]["slope"],
+                             "responds": responds, "per_behaviour": {b: s["native"] for b, s in d["per_behaviour"].items()},
+                             "seconds": time.perf_counter() - t0})
+                print(f"| {run} | {target} | {layer} | {pooled['native']['p'][zero]:.3f} | "
+                      f"{format_ci(pooled['native']['slope'], 3)} | {format_ci(pooled['random']['slope'], 3)} | "
+                      f"{', '.join(responds) or 'none'} |", flush=True)
+    with open(args.out, "w") as f:
+        json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
