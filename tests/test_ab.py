@@ -107,3 +107,26 @@ def test_cli_bad_input_is_one_line(tmp_path):
                           str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert got.returncode == 2 and got.stderr.count("\n") == 1 and "strengths" in got.stderr, got.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _fake_results():
+    stat = lambda m: {"mean": m, "lo": m - 0.01, "hi": m + 0.01}  # noqa: E731
+    cond = lambda m: {"p": [0.4, 0.5, 0.6], "slope": stat(m), "ratio_to_native": stat(m / 0.2)}  # noqa: E731
+    return {"run_dir": "r", "strengths": [-0.5, 0.0, 0.5], "behaviours": ["refusal"], "config": {},
+            "directions": [{"source": "a", "target": "b", "layer_source": 3, "layer_target": 4, "n_test_items": 12,
+                            "typical_norm": 10.0, "pooled": {"native": cond(0.2), "affine": cond(0.1)},
+                            "per_behaviour": {"refusal": {"native": cond(0.2), "affine": cond(0.1)}}}]}
+
+
+def test_results_are_written_and_reported(tmp_path):
+    import stf_jax
+    from stf_jax.judge.ab import markdown, write_results
+
+    res = _fake_results()
+    write_results(res, tmp_path / "judge" / "ab")
+    md = markdown(res)
+    assert "| affine | 0.400 | 0.500 | 0.600 | 0.100 [0.090, 0.110] | 0.50 [0.49, 0.51] |" in md
+    assert "| refusal |" in md and "| yes |" in md
+    report_md, _ = stf_jax.report(tmp_path)
+    text = open(report_md).read()
+    assert "## A/B behaviour protocol" in text and "### a → b (layers 3 → 4" in text

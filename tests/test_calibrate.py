@@ -92,7 +92,9 @@ def _row(layer, a, fluent, lo, mean):
 def test_choice_rule():
     rows = [_row(1, 0.1, True, 0.1, 0.2), _row(1, 0.2, False, 0.3, 0.5), _row(1, 0.3, True, 0.4, 0.6),
             _row(2, 0.1, True, 0.2, 0.3), _row(2, 0.2, True, -0.1, 0.9)]
-    assert _choose(rows)[:2] == (1, 0.3)  # layer 1's largest fluent a (0.3, not the unfluent 0.2) beats layer 2
+    # layer 1: 0.3 passes but 0.2 below it fails, so 0.1 (effect 0.2); layer 2: 0.2's interval reaches 0, so 0.1
+    assert _choose(rows)[:2] == (2, 0.1)
+    assert _choose(rows[:3] + [_row(1, 0.05, True, 0.01, 0.1)])[:2] == (1, 0.1)
     assert _choose([_row(1, 0.1, True, -0.2, 0.1)])[0] is None  # fluent but no effect: nothing chosen
     layer, a, reason = _choose([_row(1, 0.1, False, 0.2, 0.5)])
     assert layer is None and "fluency guard" in reason

@@ -209,9 +209,9 @@ class LetterScorer:
 def evaluate_ab(run_dir: str | Path, cfg: ABConfig = ABConfig(), layers: dict | None = None, layer: int | str = -6,
                 directions: Sequence[tuple[str, str]] | None = None, log=print) -> dict[str, Any]:
     """The A/B protocol over the directed model pairs of an extraction run of A/B items (module docstring)."""
-    from ..extract.rundir import AlignInputError, find_models, load_vectors, make_trials, pair_table, zero_rows
+    from ..extract.rundir import AlignInputError, find_models, pair_table
     from ..models.loading import load_model
-    from ..steer.evaluate import SteerConfig, condition_vectors
+    from ..steer.evaluate import SteerConfig, direction_conditions
 
     t_start = time.perf_counter()
     refs = find_models([run_dir])
@@ -230,13 +230,8 @@ def evaluate_ab(run_dir: str | Path, cfg: ABConfig = ABConfig(), layers: dict | 
     models: dict[str, Any] = {}
     for s_name, t_name in directions:
         t0 = time.perf_counter()
-        ls, lt = (layers or {}).get((s_name, t_name)) or (refs[s_name].resolve_layer(layer),
-                                                          refs[t_name].resolve_layer(layer))
-        x_s = load_vectors(refs[s_name], ls, orders[refs[s_name].run_dir])
-        x_t = load_vectors(refs[t_name], lt, orders[refs[t_name].run_dir])
-        trials = make_trials(table, 1, cfg.seed, 0.2, 0.1, exclude=zero_rows(x_s) | zero_rows(x_t))
-        conds, notes = condition_vectors(x_s, x_t, np.asarray(table.traits), trials.train[0], trials.val[0], scfg,
-                                         only=behaviours)
+        ls, lt, conds, notes, trials = direction_conditions(refs, orders, table, s_name, t_name, layers, layer, scfg,
+                                                            behaviours)
         test = [i for i in np.nonzero(trials.test[0])[0] if items_all[i].behaviour in behaviours]
         items = [items_all[i] for i in test]
         if t_name not in models:

@@ -397,9 +397,9 @@ def run_behaviour(run_dir: str | Path, cfg: BehaviourConfig = BehaviourConfig(),
                   directions: Sequence[tuple[str, str]] | None = None, out_dir: str | Path | None = None,
                   with_logprob: bool = True, log=print) -> dict[str, Any]:
     """The behavioural evaluation over the directed model pairs of an extraction run (see the module doc)."""
-    from ..extract.rundir import AlignInputError, find_models, load_vectors, make_trials, pair_table, zero_rows
+    from ..extract.rundir import AlignInputError, find_models, pair_table
     from ..models.loading import load_model
-    from ..steer.evaluate import SteerConfig, condition_vectors
+    from ..steer.evaluate import SteerConfig, direction_conditions
 
     t_start = time.perf_counter()
     out = Path(out_dir) if out_dir is not None else None
@@ -421,13 +421,8 @@ def run_behaviour(run_dir: str | Path, cfg: BehaviourConfig = BehaviourConfig(),
     models: dict[str, Any] = {}
     for s_name, t_name in directions:
         t0 = time.perf_counter()
-        ls, lt = (layers or {}).get((s_name, t_name)) or (refs[s_name].resolve_layer(layer),
-                                                          refs[t_name].resolve_layer(layer))
-        x_s = load_vectors(refs[s_name], ls, orders[refs[s_name].run_dir])
-        x_t = load_vectors(refs[t_name], lt, orders[refs[t_name].run_dir])
-        trials = make_trials(table, 1, cfg.seed, 0.2, 0.1, exclude=zero_rows(x_s) | zero_rows(x_t))
-        conds, notes = condition_vectors(x_s, x_t, np.asarray(table.traits), trials.train[0], trials.val[0], scfg,
-                                         only=list(cfg.traits))
+        ls, lt, conds, notes, _ = direction_conditions(refs, orders, table, s_name, t_name, layers, layer, scfg,
+                                                       cfg.traits)
         log(f"{s_name}->{t_name} (layers {ls}->{lt}): vectors ready ({time.perf_counter() - t0:.0f}s); cosine to "
             "native " + ", ".join(f"{c} {np.mean(list(v.values())):.2f}" for c, v in notes["cosine_to_native"].items()))
         if t_name not in models:

@@ -17,7 +17,7 @@ EXPECTED = """\
 expected at least one of
   RUN_DIR/align/<name>/results.json   written by `python -m stf_jax.align EXTRACT_RUN --out RUN_DIR/align/<name>`
   RUN_DIR/steer/steer_results.json    written by `python -m stf_jax.steer eval ... --out RUN_DIR/steer`
-  RUN_DIR/judge/*/{behaviour,ood,fewshot}_results.json   written by `python -m stf_jax.judge ... --out RUN_DIR/judge/<name>`
+  RUN_DIR/judge/*/{behaviour,ood,fewshot,ab}_results.json   written by `python -m stf_jax.judge ... --out RUN_DIR/judge/<name>`
   RUN_DIR/kinds/kinds.json            written by `python -m stf_jax.transfer kinds ... --out RUN_DIR/kinds`
 (optionally RUN_DIR/experiment.json); `python -m stf_jax.experiment` writes the whole layout in one go.
 RUN_DIR may also be a single alignment output directory (holding results.json)."""
@@ -37,7 +37,7 @@ class ExperimentResults:
     align_paths: dict[str, Path] = field(default_factory=dict)
     steer: dict[str, Any] | None = None
     steer_path: Path | None = None
-    judge: dict[str, dict[str, Any]] = field(default_factory=dict)  # behaviour | ood | fewshot -> results
+    judge: dict[str, dict[str, Any]] = field(default_factory=dict)  # behaviour | ood | fewshot | ab -> results
     judge_paths: dict[str, Path] = field(default_factory=dict)
     kinds: dict[str, Any] | None = None  # transfer by vector kind (kinds.json)
 
@@ -79,7 +79,8 @@ def load_run(run_dir: str | Path) -> ExperimentResults:
                 raise ReportInputError(f"{cand}: not a steer_results.json (no 'models' or 'directions')")
             run.steer, run.steer_path = data, cand
             break
-    for kind, key in (("behaviour", "directions"), ("ood", "directions"), ("fewshot", "directions")):
+    for kind, key in (("behaviour", "directions"), ("ood", "directions"), ("fewshot", "directions"),
+                      ("ab", "directions")):
         hits = sorted((root / "judge").glob(f"**/{kind}_results.json")) if (root / "judge").is_dir() else []
         hits += [root / f"{kind}_results.json"] if (root / f"{kind}_results.json").is_file() else []
         if hits:

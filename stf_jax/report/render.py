@@ -464,6 +464,17 @@ def _judge_sections(doc: Document, run: ExperimentResults) -> None:
     few = run.judge.get("fewshot")
     if few:
         _fewshot_section(doc, few)
+    ab = run.judge.get("ab")
+    if ab:
+        _ab_section(doc, ab)
+
+
+def _ab_section(doc: Document, ab: dict) -> None:
+    """The A/B protocol (Contrastive Activation Addition): the choice, not the text."""
+    from ..judge.ab import markdown
+
+    body = markdown(ab).split("\n", 1)[1].replace("\n## ", "\n### ")  # the judge's own tables, one level down
+    doc.md("## A/B behaviour protocol: does steering move the model's choice?\n" + body)
 
 
 def _behaviour_section(doc: Document, beh: dict) -> None:

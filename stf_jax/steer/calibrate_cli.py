@@ -40,8 +40,8 @@ def add_calibrate_parser(sub) -> argparse.ArgumentParser:
 _DETAILS = """For each candidate layer the vector's direction is added at a × typical|h| (a on the grid, both signs,
 at every token, as llama.cpp does). Measured at each point: the propensity effect on held-out pairs of the
 trait (with a 95% bootstrap interval) and the fluency guard on greedy completions of fixed prompts.
-Chosen: per layer the largest a that passes the guard at +a and -a with an effect interval above 0; over
-layers, the largest effect there. The saved vector holds that layer at a × typical|h|, so
+Chosen: per layer the largest a with an effect interval above 0 while it and every smaller a pass the guard
+at +a and -a; over layers, the largest effect there. The saved vector holds that layer at a × typical|h|, so
   llama-completion -m MODEL.gguf --control-vector-scaled OUT/calibrated.gguf:1 -p "..."
   python -m stf_jax.steer generate --model M --vector OUT/calibrated.gguf --alpha 1 "..."
 give the calibrated steering. Exit 1 when no grid point passes (the table says why).

@@ -10,8 +10,9 @@ as llama.cpp does), and two things are measured at each point:
 - **fluency**: the guard of `steer.fluency` on greedy completions of fixed prompts steered at +a and at
   −a: the unsteered model's log-prob drop and the repetition rise against the unsteered completions.
 
-The choice: per layer, the largest a whose completions pass the guard in both signs and whose effect
-interval lies above 0; over layers, the one with the largest effect there. The calibrated vector holds
+The choice: per layer, the largest a whose effect interval lies above 0 while the completions at it and
+at every smaller a pass the guard in both signs (a point that passes above one that fails is the luck of a
+few prompts); over layers, the one with the largest effect there. The calibrated vector holds
 that one layer at `a × typical|h|` in residual units, so `llama-completion --control-vector-scaled
 FILE:1` and `steer generate --vector FILE --alpha 1` apply the calibrated steering as measured.
 
@@ -159,10 +160,10 @@ def calibrate(model, vector, pairs=None, trait: str | None = None, layers=None,
             "n_pairs": len(held_out), "n_prompts": options.n_prompts, "max_new_tokens": options.max_new_tokens,
             "candidate_layers": candidates, "options": dataclasses.asdict(options),
             "seconds": time.perf_counter() - t0,
-            "rule": "per layer, the largest a whose completions pass the fluency guard at +a and at -a (log-prob "
-                    f"drop <= {options.max_logprob_drop} nat/token, repetition rise <= "
-                    f"{options.max_repetition_rise}) and whose effect interval lies above 0; over layers, the "
-                    "largest effect there"}
+            "rule": "per layer, the largest a whose effect interval lies above 0 while the completions at it and "
+                    "at every smaller a pass the fluency guard at +a and at -a (log-prob drop <= "
+                    f"{options.max_logprob_drop} nat/token, repetition rise <= {options.max_repetition_rise}); over "
+                    "layers, the largest effect there"}
     return Calibration(rows, layer, strength, calibrated, reason, info)
 
 
@@ -299,19 +300,24 @@ def _steered_texts(model, layer: int, unit: np.ndarray, scales: Sequence[float],
 
 
 def _choose(rows: list[dict[str, Any]]) -> tuple[int | None, float | None, str]:
-    """Per layer the largest fluent strength with an effect interval above 0; the layer with the largest
-    effect there."""
+    """Per layer, up the grid: the largest strength whose effect interval lies above 0 while it and every
+    smaller strength pass the guard (a point that passes above one that fails is luck of a few prompts, not
+    a safe setting); over layers, the largest effect there."""
     best = {}
-    for r in rows:
-        if r["fluent"] and r["effect"]["lo"] > 0 and r["strength"] >= best.get(r["layer"], {}).get("strength", 0):
-            best[r["layer"]] = r
+    for layer in dict.fromkeys(r["layer"] for r in rows):
+        for r in sorted((r for r in rows if r["layer"] == layer), key=lambda r: r["strength"]):
+            if not r["fluent"]:
+                break
+            if r["effect"]["lo"] > 0:
+                best[layer] = r
     if not best:
         fluent = any(r["fluent"] for r in rows)
         return None, None, ("no grid point moves the held-out pairs with an interval above 0 while fluent: the vector "
                             "may point the other way or not reach this trait" if fluent else
                             "no grid point passes the fluency guard: try smaller strengths")
     chosen = max(best.values(), key=lambda r: r["effect"]["mean"])
-    return chosen["layer"], chosen["strength"], "the largest fluent strength with a positive effect, best layer"
+    return chosen["layer"], chosen["strength"], ("the largest strength whose effect interval lies above 0 while it and "
+                                                 "every smaller one pass the fluency guard; the best layer")
 
 
 def curve_figure(cal: Calibration, path: Path) -> None:

@@ -160,6 +160,23 @@ def condition_vectors(x_s: np.ndarray, x_t: np.ndarray, traits: Sequence[str], w
     return conds, notes
 
 
+def direction_conditions(refs: dict, orders: dict, table, source: str, target: str, layers: dict | None,
+                         layer, cfg: SteerConfig, only: Sequence[str]):
+    """One directed pair of a run: its layer pair (`layers[(source, target)]`, else `layer` in both models),
+    the run's split (one trial; pairs whose vector is zero in either model left out) and the condition
+    vectors of `condition_vectors`. Returns (layer_source, layer_target, conds, notes, trials)."""
+    from ..extract.rundir import load_vectors, make_trials, zero_rows
+
+    ls, lt = (layers or {}).get((source, target)) or (refs[source].resolve_layer(layer),
+                                                      refs[target].resolve_layer(layer))
+    x_s = load_vectors(refs[source], ls, orders[refs[source].run_dir])
+    x_t = load_vectors(refs[target], lt, orders[refs[target].run_dir])
+    trials = make_trials(table, 1, cfg.seed, 0.2, 0.1, exclude=zero_rows(x_s) | zero_rows(x_t))
+    conds, notes = condition_vectors(x_s, x_t, np.asarray(table.traits), trials.train[0], trials.val[0], cfg,
+                                     only=list(only))
+    return ls, lt, conds, notes, trials
+
+
 # ---------------------------------------------------------------- curves and their statistics
 
 
