@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("runs", nargs="+")
     ap.add_argument("--strengths", type=float, nargs="+", default=[-1.0, -0.5, 0.0, 0.5, 1.0])
     ap.add_argument("--out", default="runs/ab_scan.json")
+    ap.add_argument("--models", nargs="+", help="only these target models [every model of each run]")
     args = ap.parse_args()
     print("machine:", cpu_flags())
     cfg = ABConfig(strengths=tuple(args.strengths), methods=(), controls=("random",), bootstrap=500)
@@ -37,12 +38,13 @@ def main() -> None:
     for run in args.runs:
         refs = find_models([run])
         names = sorted(refs)
-        for target in names:
+        for target in [m for m in names if not args.models or m in args.models]:
             source = next(n for n in names if n != target)
-            n = refs[target].n_layers
-            for layer in resolve_layers(list(DEPTHS), n):
+            n, n_s = refs[target].n_layers, refs[source].n_layers
+            for depth in DEPTHS:  # the source layer only has to exist: no map is fitted (native and random only)
+                layer, layer_s = resolve_layers(depth, n)[0], resolve_layers(depth, n_s)[0]
                 t0 = time.perf_counter()
-                res = evaluate_ab(run, cfg, layers={(source, target): (layer, layer)}, directions=[(source, target)],
+                res = evaluate_ab(run, cfg, layers={(source, target): (layer_s, layer)}, directions=[(source, target)],
                                   log=lambda *a: None)
                 d = res["directions"][0]
                 pooled = d["pooled"]

@@ -5,6 +5,7 @@
 `stf_jax.steer` is this package (`python -m stf_jax.steer`, its modules) and, called, the function `steer`
 below (what `python -m stf_jax.steer generate` runs). Measured effects: `apply.steered_propensity` (one
 vector on held-out pairs) and `evaluate.evaluate_steering` (native vs transferred vectors, with controls).
+`calibration.calibrate` (`stf_jax.calibrate`) chooses layer and strength for a vector; `fluency` is the guard.
 Names load lazily.
 """
 
