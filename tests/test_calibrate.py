@@ -115,16 +115,18 @@ def test_bad_options_are_one_line_before_the_model_loads(tmp_path, args, message
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("case", ["width", "layer outside", "layer missing", "no trait"])
+@pytest.mark.parametrize("case", ["width", "another model", "layer outside", "layer missing", "no trait"])
 def test_bad_vectors_and_layers_are_refused(smollm2, case):
     from stf_jax.errors import UserError
 
     v = {"width": stf_jax.SteeringVector({14: np.ones(640, np.float32)}, trait="formality"),
+         "another model": stf_jax.SteeringVector({14: np.ones(576, np.float32)}, trait="formality",
+                                                 model="qwen2-0.5b"),
          "layer outside": stf_jax.SteeringVector({14: np.ones(576, np.float32)}, trait="formality"),
          "layer missing": stf_jax.SteeringVector({14: np.ones(576, np.float32)}, trait="formality"),
          "no trait": stf_jax.SteeringVector({14: np.ones(576, np.float32)})}[case]
     layers = {"layer outside": "30", "layer missing": "15"}.get(case)
-    match = {"width": "d_model 576", "layer outside": "block output 1..29", "layer missing": "no direction at HF "
+    match = {"width": "d_model 576", "another model": "made for 'qwen2-0.5b'", "layer outside": "block output 1..29", "layer missing": "no direction at HF "
              "layer", "no trait": "no trait"}[case]
     with pytest.raises(UserError, match=match):
         stf_jax.calibrate(smollm2, v, layers=layers, log=lambda *a: None, **PROMPTS_FAST)

@@ -258,3 +258,17 @@ def _json_dict(text: str | None) -> dict[int, float]:
     except (ValueError, TypeError, AttributeError):
         return {}
 
+
+def model_family(model_type: str) -> str:
+    """An HF model_type's family as llama.cpp hints name it: gemma3_text and gemma3 are one family."""
+    return model_type.lower().removesuffix("_text")
+
+
+def model_mismatch(vector: "SteeringVector", name: str, model_type: str = "") -> str | None:
+    """Why `vector` was not made for the model `name` (HF `model_type`), when its file says so: another model
+    name, or a model hint of another family; None when it may be (or does not say)."""
+    if vector.model not in (UNKNOWN, name):
+        return f"made for {vector.model!r}, not {name!r}"
+    if vector.model_type and model_type and model_family(vector.model_type) != model_family(model_type):
+        return f"its model hint is {vector.model_type!r}, but {name!r} is {model_type!r}"
+    return None

@@ -31,6 +31,8 @@ def add_calibrate_parser(sub) -> argparse.ArgumentParser:
                                      "split]")
     cal.add_argument("--layers", help="candidate HF layers (12, -6, 0.67, 10:20, all) [the vector's own, at most 6]")
     cal.add_argument("--out", required=True, help="output directory: calibration.json/.md/.png and the vector")
+    cal.add_argument("--force", action="store_true",
+                     help="calibrate a vector whose file names another model (its name or model hint)")
     cal.add_argument("--name", default="calibrated.gguf",
                      help="file name of the calibrated vector in --out (.gguf or .safetensors) [calibrated.gguf]")
     add_fields(cal, _options_class(), HELPS)
@@ -78,7 +80,7 @@ def run_calibrate(args) -> int:
         layer = resolve_layer(args.layers, model.config.n_layers, args.model, flag="--layers")
         vector = load_vector(args.vector, args.trait, layer)
     log = lambda *a: print(*a, file=sys.stderr, flush=True)  # noqa: E731
-    cal = calibrate(model, vector, args.pairs, args.trait, args.layers, options, log=log)
+    cal = calibrate(model, vector, args.pairs, args.trait, args.layers, options, log=log, force=args.force)
     written = cal.save(args.out, args.name)
     print(cal.markdown())
     print("wrote " + ", ".join(str(p) for p in written))

@@ -120,13 +120,14 @@ class Calibration:
 
 
 def calibrate(model, vector, pairs=None, trait: str | None = None, layers=None,
-              options: CalibrateOptions | None = None, log=print, **overrides) -> Calibration:
+              options: CalibrateOptions | None = None, log=print, force: bool = False, **overrides) -> Calibration:
     """Search layer and strength for `vector` on `model` (see the module docstring).
 
     model: a loaded Model or a name. vector: a SteeringVector, a file, or {layer: array}. pairs: held-out
     ContrastPairs, a dataset name or file [the shipped pairs' test split]; trait: which of them [the
     vector's trait]. layers: candidate HF layers (a spec or list) [the vector's layers; at most 4 of them,
-    spread over depth]. options / overrides: `CalibrateOptions` fields."""
+    spread over depth]. options / overrides: `CalibrateOptions` fields. A vector whose file names another
+    model (its name or llama.cpp model hint) is refused unless force=True."""
     from ..models.loading import load_model
     from .vectors import as_vector
 
@@ -134,7 +135,7 @@ def calibrate(model, vector, pairs=None, trait: str | None = None, layers=None,
     vector = as_vector(vector)
     trait = trait or (vector.trait if vector.trait != "unknown" else None)
     model = load_model(model) if isinstance(model, str) else model
-    _check_width(model, vector)
+    _check_model(model, vector, force)
     candidates = _candidate_layers(model, vector, layers)
     held_out, where = _held_out_pairs(pairs, trait, options)
     t0 = time.perf_counter()
@@ -175,7 +176,14 @@ def _unit(v) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def _check_width(model, vector: SteeringVector) -> None:
+def _check_model(model, vector: SteeringVector, force: bool) -> None:
+    """The vector fits the model: its width, and (unless forced) the model its file names."""
+    from ..core.vector import model_mismatch
+
+    problem = model_mismatch(vector, getattr(model, "name", "unknown"), model.config.model_type)
+    if problem and not force:
+        raise SteeringInputError(f"the vector was {problem}: carry it first (python -m stf_jax.transfer apply), or "
+                                 "force= to calibrate it anyway")
     d = model.config.d_model
     bad = {lay: v.shape for lay, v in vector.directions.items() if v.shape != (d,)}
     if bad:

@@ -139,22 +139,16 @@ def carry_many(map_set: MapSet, vectors: Sequence[SteeringVector | dict[int, np.
     return results
 
 
-def _family(model_type: str) -> str:
-    """An HF model_type's family as llama.cpp hints name it: gemma3_text and gemma3 are one family."""
-    return model_type.lower().removesuffix("_text")
-
-
 def _check_source(map_set: MapSet, vectors: Sequence[SteeringVector], names: Sequence[str]) -> None:
     """A vector that names its model (name, or model type / llama.cpp hint) must be the map's source model."""
+    from ..core.vector import model_mismatch
+
     src, src_type = map_set.source["name"], map_set.source.get("model_type") or ""
     for v, name in zip(vectors, names):
-        if v.model not in ("unknown", src):
-            raise TransferInputError(f"{name}: made for {v.model!r}, but the map set carries vectors of {src!r}; use "
-                                     "a map set fitted from that model, or force= to carry it anyway")
-        if v.model_type and src_type and _family(v.model_type) != _family(src_type):
-            raise TransferInputError(f"{name}: its model hint is {v.model_type!r}, but the map set's source {src!r} "
-                                     f"is {src_type!r}; use a map set fitted from the vector's model, or force= to "
-                                     "carry it anyway")
+        problem = model_mismatch(v, src, src_type)
+        if problem:
+            raise TransferInputError(f"{name}: {problem}, the map set's source; use a map set fitted from the "
+                                     "vector's model, or force= to carry it anyway")
 
 
 def _carried(map_set: MapSet, digest: str, vector: SteeringVector, directions: dict[int, np.ndarray],
