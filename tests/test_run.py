@@ -96,7 +96,7 @@ def test_exported_transferred_vector_loads_back_identical(small_run, models):
         assert reader.tensors[0].tensor_type == gguf.GGMLQuantizationType.F32
         vector, layer = load_steering_vector(path)
         assert layer == d["layer_target"]
-        np.testing.assert_allclose(vector, stored, rtol=1e-6)
+        np.testing.assert_allclose(vector, stored / np.linalg.norm(stored), rtol=1e-6)  # the unit direction
 
 
 def test_rerun_skips_up_to_date_stages_and_redoes_changed_ones(small_run, capsys):

@@ -280,10 +280,11 @@ def _write_exports(run_dir: Path, steer_dir: Path, out: Path, settings: dict) ->
         arrays = np.load(inside(steer_dir, d["vectors"]))
         # stored length: strength x the target layer's typical |h| (measured by the steer stage), so llama.cpp's
         # --control-vector-scaled FILE:1 and repeng's set_control(v, 1) steer at that strength; or 1 ("unit")
-        length = 1.0 if strength is None else strength * float(d["mean_norm"])
+        fraction = strength if d.get("mean_norm") else None  # results written without typical |h|: unit length
+        length = 1.0 if fraction is None else fraction * float(d["mean_norm"])
         how = ({"strength_source": "unit", "scale": "unit length: choose the strength yourself"}
-               if strength is None else
-               {"strength_source": "typical_norm_fraction", "scale": f"{strength:g} x typical |h| per layer (steer "
+               if fraction is None else
+               {"strength_source": "typical_norm_fraction", "scale": f"{fraction:g} x typical |h| per layer (steer "
                 "at strength 1 for this effect)", "typical_norms": json.dumps({str(d["layer_target"]):
                                                                                 float(d["mean_norm"])})})
         conds = settings.get("conditions") or list(d["conditions"])
