@@ -86,6 +86,10 @@ def run_generate(args, parser) -> int:
         parse_layer_spec(args.layer)  # a malformed spec fails before the model loads
     if Path(args.vector).suffix == ".npy" and args.layer is None:
         parser.error("--layer is required for a .npy vector")
+    from .vectors import load_vector
+
+    # a bad vector file fails at once, before the model loads (a first load converts and caches the model)
+    load_vector(args.vector, args.trait, 1 if Path(args.vector).suffix == ".npy" else None)
     model = load_model(args.model, dtype=args.dtype)
     layer = None if args.layer is None else resolve_layer(args.layer, model.config.n_layers, args.model, flag="--layer")
     plain, steered, info = steer(  # the library call: one default strength for both
