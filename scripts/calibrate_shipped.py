@@ -71,13 +71,16 @@ def llamacpp_check(model_name: str, model, path: Path) -> dict:
 def markdown(results: list[dict]) -> str:
     lines = ["| model | trait | default (layer, a): effect [95% CI], fluent | calibrated (layer, a): effect [95% CI], "
              "fluent | \\|v\\| stored | seconds |", "|---|---|---|---|---|---|"]
+    def show(x: dict) -> str:
+        e = x["effect"]
+        return f"({x['layer']}, {x['strength']:g}): {e['mean']:+.2f} [{e['lo']:+.2f}, {e['hi']:+.2f}], " + \
+            ("yes" if x["fluent"] else "no")
+
     for r in results:
-        d, c = r["default"], r["chosen"]
-        show = lambda x: f"({x['layer']}, {x['strength']:g}): {x['effect']['mean']:+.2f} [{x['effect']['lo']:+.2f}, " \
-                         f"{x['effect']['hi']:+.2f}], {'yes' if x['fluent'] else 'no'}"  # noqa: E731
-        lines.append(f"| {r['model']} | {r['trait']} | {show(d)} | {show(c) if c else 'none: ' + r['reason']} | "
-                     f"{c['added_norm']:.1f} | {r['seconds']:.0f} |" if c else
-                     f"| {r['model']} | {r['trait']} | {show(d)} | none: {r['reason']} | - | {r['seconds']:.0f} |")
+        c = r["chosen"]
+        chosen, stored = (show(c), f"{c['added_norm']:.1f}") if c else (f"none: {r['reason']}", "-")
+        lines.append(f"| {r['model']} | {r['trait']} | {show(r['default'])} | {chosen} | {stored} | "
+                     f"{r['seconds']:.0f} |")
     by_model = {}
     for r in results:
         by_model.setdefault(r["model"], []).append(r)

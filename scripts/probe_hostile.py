@@ -143,7 +143,7 @@ def _reverse_map(d: Path):
     _restamp(d)
 
 
-def _set(path, *keys_value):
+def _set(*keys_value):
     *keys, value = keys_value
 
     def fn(d):
@@ -222,14 +222,14 @@ def probes(w: Path, mount: bool = True) -> list[Probe]:
     has_ro = mount and _ro_mount(ro)
     # map sets edited the ways the issue lists
     sets = {"list": _edit_index(lambda i: [i]), "no-settings": _edit_index(_drop("settings")),
-            "neg-d": _edit_index(_set(None, "source", "d_model", -576)),
+            "neg-d": _edit_index(_set("source", "d_model", -576)),
             "str-layer": _edit_index(lambda i: (i["maps"][0].__setitem__("layer_target", 2.5), i)[1]),
             "reverse": _reverse_map,
-            "other-model": _edit_header(_set(None, "source", "name", "qwen2-0.5b")),
-            "other-width": _edit_header(_set(None, "target", "d_model", 1024)),
-            "stale-checksum": _edit_header(_set(None, "quality", {}), restamp=False),
+            "other-model": _edit_header(_set("source", "name", "qwen2-0.5b")),
+            "other-width": _edit_header(_set("target", "d_model", 1024)),
+            "stale-checksum": _edit_header(_set("quality", {}), restamp=False),
             "header-list": _edit_header(lambda h: [h]),
-            "header-nan-ridge": _edit_header(_set(None, "settings", "ridge", float("nan"))),
+            "header-nan-ridge": _edit_header(_set("settings", "ridge", float("nan"))),
             "header-no-settings": _edit_header(_drop("settings")),
             "two-for-one": _edit_index(lambda i: (i.__setitem__("maps", i["maps"] + i["maps"][:1]), i)[1])}
     mapsets = {k: _map_set(w, f"set-{k}", e) for k, e in sets.items()}

@@ -184,8 +184,7 @@ class SteeringVector(HasDirections):
             raise SteeringInputError(f"{self.trait} vector is in typical-|h| units but its typical |h| at HF "
                                      f"layer(s) {missing} is not known; give typical_norms= (core.norms.typical_norms)")
         dirs = {k: v * np.float32(strength * self.typical_norms[k]) for k, v in self.directions.items()}
-        prov = {**self.provenance, "strength_source": "typical_norm_fraction",
-                "scale": f"{strength:g} x typical |h| per layer (steer at strength 1 for this effect)"}
+        prov = {**self.provenance, **stored_strength(strength)}
         return self.replace(directions=dirs, units="residual", provenance=prov)
 
     # ------------------------------------------------------------ files and other libraries
@@ -272,3 +271,16 @@ def model_mismatch(vector: "SteeringVector", name: str, model_type: str = "") ->
     if vector.model_type and model_type and model_family(vector.model_type) != model_family(model_type):
         return f"its model hint is {vector.model_type!r}, but {name!r} is {model_type!r}"
     return None
+
+
+def stored_strength(fraction: float | None, typical_norms: dict[int, float] | None = None) -> dict[str, str]:
+    """The file metadata saying what a stored length means (`stf_jax.strength_source`, `scale`): `fraction` x
+    each layer's typical |h| (with `typical_norms`, recorded too), so strength 1 gives that effect; or, with
+    None, unit length. `steer calibrate` records "calibrated" with its own numbers instead."""
+    if fraction is None:
+        return {"strength_source": "unit", "scale": "unit length: choose the strength yourself"}
+    out = {"strength_source": "typical_norm_fraction",
+           "scale": f"{fraction:g} x typical |h| per layer (steer at strength 1 for this effect)"}
+    if typical_norms:
+        out["typical_norms"] = json.dumps({str(k): float(v) for k, v in typical_norms.items()})
+    return out

@@ -265,6 +265,7 @@ def _export(run_dir: Path, steer_dir: Path, out: Path, settings: dict, log) -> l
 
 
 def _write_exports(run_dir: Path, steer_dir: Path, out: Path, settings: dict) -> list[Path]:
+    from ..core.vector import stored_strength
     from ..core.vectorfile import write_vector_file
     from ..extract.store import model_hint, model_slug, read_json_file, read_manifest
 
@@ -282,11 +283,7 @@ def _write_exports(run_dir: Path, steer_dir: Path, out: Path, settings: dict) ->
         # --control-vector-scaled FILE:1 and repeng's set_control(v, 1) steer at that strength; or 1 ("unit")
         fraction = strength if d.get("mean_norm") else None  # results written without typical |h|: unit length
         length = 1.0 if fraction is None else fraction * float(d["mean_norm"])
-        how = ({"strength_source": "unit", "scale": "unit length: choose the strength yourself"}
-               if fraction is None else
-               {"strength_source": "typical_norm_fraction", "scale": f"{fraction:g} x typical |h| per layer (steer "
-                "at strength 1 for this effect)", "typical_norms": json.dumps({str(d["layer_target"]):
-                                                                                float(d["mean_norm"])})})
+        how = stored_strength(fraction, {d["layer_target"]: d["mean_norm"]} if fraction else None)
         conds = settings.get("conditions") or list(d["conditions"])
         traits = settings.get("traits") or results["traits"]
         for c in conds:

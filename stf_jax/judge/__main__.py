@@ -44,6 +44,14 @@ def _layers(specs: list[str] | None, models: list[str]) -> dict[tuple[str, str],
     return {(s, t): (per[s], per[t]) for s in models for t in models if s != t}
 
 
+def _steered_directions(args) -> tuple[dict | None, list[tuple[str, str]]]:
+    """(--layers per direction, the directed model pairs of the run that --source / --target keep)."""
+    models = _models(args.run_dir)
+    directions = [(s, t) for s in models for t in models
+                  if s != t and args.source in (None, s) and args.target in (None, t)]
+    return _layers(args.layers, models), directions
+
+
 def _models(run_dir: str) -> list[str]:
     from ..extract.rundir import find_models
 
@@ -68,6 +76,7 @@ _BEHAVIOUR_FLAGS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .ab import ABConfig
     from .behaviour import BehaviourConfig
 
     p = argparse.ArgumentParser(prog="python -m stf_jax.judge", description=__doc__,
@@ -112,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("run_dir", help="an extraction run of A/B items with >= 2 models (--pairs ab or a file of A/B "
                                    "items; --pooling letter reads CAA's answer-letter position)")
     a.add_argument("--layers", nargs="+", help="MODEL:LAYER per model (HF hidden-state index) [-6 in both]")
-    add_fields(a, _ab_config(), _AB_FLAGS)
+    add_fields(a, ABConfig, _AB_FLAGS)
     a.add_argument("--source", help="only this source model"), a.add_argument("--target", help="only this target")
     a.add_argument("--out", required=True)
 
@@ -191,10 +200,7 @@ def _behaviour(args) -> int:
     from .behaviour import run_behaviour, write_results
 
     cfg = behaviour_config(args)
-    models = _models(args.run_dir)
-    layers = _layers(args.layers, models)
-    directions = [(s, t) for s in models for t in models
-                  if s != t and args.source in (None, s) and args.target in (None, t)]
+    layers, directions = _steered_directions(args)
     from ..locks import DirLock
 
     with DirLock(args.out, "judge behaviour"):  # one writer; a read-only --out fails here, before any work
@@ -212,22 +218,13 @@ _AB_FLAGS = {"strengths": "strengths: a x typical |h| of the steered layer (0 is
              "seed": "split and bootstrap seed"}
 
 
-def _ab_config():
-    from .ab import ABConfig
-
-    return ABConfig
-
-
 def _ab(args) -> int:
     """The A/B protocol over the chosen directions of a run of A/B items."""
     from ..locks import DirLock
     from .ab import ABConfig, evaluate_ab, markdown, write_results
 
     cfg = ABConfig(**fields_from_args(args, _AB_FLAGS))
-    models = _models(args.run_dir)
-    layers = _layers(args.layers, models)
-    directions = [(s, t) for s in models for t in models
-                  if s != t and args.source in (None, s) and args.target in (None, t)]
+    layers, directions = _steered_directions(args)
     with DirLock(args.out, "judge ab"):
         res = evaluate_ab(args.run_dir, cfg, layers=layers, directions=directions,
                           log=lambda *m: print(*m, file=sys.stderr, flush=True))

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..core.stats import format_ci, interval, resample_indices
+from ..core.stats import format_ci, interval, resample_indices, slopes
 from ..errors import UserError
 from ..options import check_options, option
 
@@ -151,10 +151,9 @@ class LetterScorer:
 
         from ..core.norms import residual_norms
         from ..models import decoder
+        from ..steer.propensity import steered_layer
 
-        layer = model.resolve_layers([layer])[0]
-        if not 1 <= layer < model.config.n_layers:
-            raise ABItemError(f"steer a block output 1..{model.config.n_layers - 1}, not HF layer {layer}")
+        layer = steered_layer(model, layer)
         tok = model.tokenizer
         rows, letter_ids = [], []
         k = max(len(it.letters) for it in items)
@@ -259,8 +258,7 @@ def _direction(scorer: LetterScorer, items: Sequence[ABItem], conds: dict, stren
     for c, vecs in conds.items():
         rows = np.stack([np.asarray(vecs[b], np.float32) for b in beh]) * np.float32(scorer.typical_norm)
         curves[c] = np.stack([base if a == 0 else scorer.p_match(rows * np.float32(a)) for a in strengths])
-    a = strengths - strengths.mean()
-    slope = {c: (a[:, None] * (cv - cv.mean(0))).sum(0) / (a * a).sum() for c, cv in curves.items()}  # [n_items]
+    slope = {c: slopes(strengths, cv) for c, cv in curves.items()}  # [n_items]
 
     def stats(mask: np.ndarray) -> dict[str, Any]:
         """Items resampled (within behaviour for the pooled rows), jointly for every condition and native."""

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..options import add_fields, fields_from_args
+from .calibration import CalibrateOptions
 
 HELPS = {"strengths": "strength grid in units of the layer's typical |h| (each tried at + and -)",
          "n_pairs": "held-out pairs scored per grid point",
@@ -35,7 +36,7 @@ def add_calibrate_parser(sub) -> argparse.ArgumentParser:
                      help="calibrate a vector whose file names another model (its name or model hint)")
     cal.add_argument("--name", default="calibrated.gguf",
                      help="file name of the calibrated vector in --out (.gguf or .safetensors) [calibrated.gguf]")
-    add_fields(cal, _options_class(), HELPS)
+    add_fields(cal, CalibrateOptions, HELPS)
     return cal
 
 
@@ -51,17 +52,11 @@ give the calibrated steering. Exit 1 when no grid point passes (the table says w
   python -m stf_jax.steer calibrate --model smollm2-135m --vector formality.gguf --trait formality --out cal/"""
 
 
-def _options_class():
-    from .calibration import CalibrateOptions
-
-    return CalibrateOptions
-
-
 def run_calibrate(args) -> int:
     from ..core.layers import parse_layer_spec
     from ..errors import SteeringInputError
     from ..models.loading import load_model
-    from .calibration import CalibrateOptions, calibrate
+    from .calibration import calibrate
     from .vectors import load_vector
 
     options = CalibrateOptions(**fields_from_args(args, HELPS))  # checked before the model loads

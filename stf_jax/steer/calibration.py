@@ -140,9 +140,10 @@ def calibrate(model, vector, pairs=None, trait: str | None = None, layers=None,
     held_out, where = _held_out_pairs(pairs, trait, options)
     t0 = time.perf_counter()
     fixed = _FluencyPrompts(model, options)
+    units = vector.normalized().directions
     rows = []
     for layer in candidates:
-        rows += _layer_rows(model, layer, vector.directions[layer], held_out, fixed, options)
+        rows += _layer_rows(model, layer, units[layer], held_out, fixed, options)
         log(f"  layer {layer}: " + ", ".join(f"a={r['strength']:g} effect {r['effect']['mean']:+.3f}"
                                              f"{'' if r['fluent'] else ' (not fluent)'}"
                                              for r in rows if r["layer"] == layer))
@@ -150,8 +151,7 @@ def calibrate(model, vector, pairs=None, trait: str | None = None, layers=None,
     calibrated = None
     if layer is not None:
         row = next(r for r in rows if r["layer"] == layer and r["strength"] == strength)
-        unit = _unit(vector.directions[layer])
-        calibrated = SteeringVector({layer: (strength * row["typical_norm"] * unit).astype(np.float32)},
+        calibrated = SteeringVector({layer: units[layer] * np.float32(strength * row["typical_norm"])},
                                     model=getattr(model, "name", vector.model), model_type=model.config.model_type,
                                     trait=trait or vector.trait, method=vector.method, units="residual",
                                     provenance={**vector.provenance, "strength_source": "calibrated",
@@ -171,11 +171,6 @@ def calibrate(model, vector, pairs=None, trait: str | None = None, layers=None,
 # ------------------------------------------------------------------ inputs
 
 
-def _unit(v) -> np.ndarray:
-    v = np.asarray(v, np.float64)
-    return v / np.linalg.norm(v)
-
-
 def _check_model(model, vector: SteeringVector, force: bool) -> None:
     """The vector fits the model: its width, and (unless forced) the model its file names."""
     from ..core.vector import model_mismatch
@@ -185,26 +180,24 @@ def _check_model(model, vector: SteeringVector, force: bool) -> None:
         raise SteeringInputError(f"the vector was {problem}: carry it first (python -m stf_jax.transfer apply), or "
                                  "force= to calibrate it anyway")
     d = model.config.d_model
-    bad = {lay: v.shape for lay, v in vector.directions.items() if v.shape != (d,)}
-    if bad:
-        raise SteeringInputError(f"the vector has width {next(iter(bad.values()))} at layer(s) {sorted(bad)}, but "
-                                 f"{getattr(model, 'name', 'the model')} has d_model {d}: a vector for another model "
-                                 "(carry it first: python -m stf_jax.transfer apply)")
+    if vector.d_model != d:  # one width for every layer (SteeringVector checks it)
+        raise SteeringInputError(f"the vector has width {vector.d_model}, but {getattr(model, 'name', 'the model')} "
+                                 f"has d_model {d}: a vector for another model (carry it first: python -m "
+                                 "stf_jax.transfer apply)")
 
 
 def _candidate_layers(model, vector: SteeringVector, layers) -> list[int]:
-    """Steerable block outputs the vector has a direction for: the ones asked, else at most 6 of its own."""
+    """Steerable block outputs the vector has a direction for: the ones asked, else at most
+    MAX_CANDIDATE_LAYERS of its own, spread over depth."""
     from ..core.layers import resolve_layers
+    from .propensity import steered_layer
 
-    n = model.config.n_layers
     if layers is not None:
-        asked = list(resolve_layers(layers, n, getattr(model, "name", None), flag="layers="))
+        asked = list(resolve_layers(layers, model.config.n_layers, getattr(model, "name", None), flag="layers="))
     else:
         asked = sorted(vector.directions)
-    outside = [lay for lay in asked if not 1 <= lay < n]
-    if outside:
-        raise SteeringInputError(f"layers {outside}: steer a block output 1..{n - 1} of this model (0 is the "
-                                 "embeddings, the last index is after the final norm)")
+    for layer in asked:
+        steered_layer(model, layer)
     missing = [lay for lay in asked if lay not in vector.directions]
     if missing:
         raise SteeringInputError(f"the vector has no direction at HF layer(s) {missing}; it has "
@@ -258,10 +251,11 @@ class _FluencyPrompts:
 
 def _layer_rows(model, layer: int, direction, pairs, fixed: _FluencyPrompts,
                 options: CalibrateOptions) -> list[dict[str, Any]]:
-    """One row per grid strength at `layer`: effect with its interval, and the guard at +a and −a."""
+    """One row per grid strength at `layer` (direction: unit [D]): effect with its interval, and the guard at
+    +a and −a."""
     from .propensity import PrefixScorer
 
-    unit = _unit(direction).astype(np.float32)
+    unit = np.asarray(direction, np.float32)
     scorer = PrefixScorer(model, layer, [p.prompt for p in pairs], [p.positive for p in pairs],
                           [p.negative for p in pairs])
     total, count = scorer.mean_norm()

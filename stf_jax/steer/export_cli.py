@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.vector import DEFAULT_STRENGTH
+from ..core.vector import DEFAULT_STRENGTH, stored_strength
 from ..errors import SteeringInputError, cli_message
 from ..extract.store import model_hint
 from ..core.vectorfile import (OPERATIONS, UNKNOWN, direction_name, is_control_vector_file, read_control_vector,
@@ -91,8 +91,7 @@ def _for_target(name: str, vector: np.ndarray, layer: int, fraction: float | Non
         texts = [t for p in load_pairs("shipped")[::89] for t in (p.positive, p.negative)]
         h = typical_norms(model, texts, [layer])[layer]
         vector = (vector / np.linalg.norm(vector) * fraction * h).astype(np.float32)
-        extra = {"strength_source": "typical_norm_fraction", "typical_norms": json.dumps({str(layer): h}),
-                 "scale": f"{fraction:g} x typical |h| per layer (steer at strength 1 for this effect)"}
+        extra = stored_strength(fraction, {layer: h})
     return cfg.model_type, vector, extra
 
 
@@ -129,9 +128,8 @@ def run_export(args: argparse.Namespace) -> int:
         if model is not None and (args.target_model or fraction is not None):
             model_hint, vector, extra = _for_target(model, vector, layer, fraction)
             meta.update(extra)
-        if fraction is None and scale != "stored":
-            vector = (vector / np.linalg.norm(vector)).astype(np.float32)
-            meta.update(strength_source="unit", scale="unit length: choose the strength yourself")
+        if fraction is None and scale != "stored":  # load_steering_vector gave the unit direction
+            meta.update(stored_strength(None))
         out = write_vector_file(args.out, {layer: vector}, model_hint=model_hint, metadata=meta)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"error: {cli_message(str(exc))}", file=sys.stderr)

@@ -127,6 +127,17 @@ def scored_logprob_from(params, h, ids, mask, head_index, target_ids, target_mas
     return _masked_mean_logprob(logits, target_ids, target_mask)
 
 
+def steered_layer(model: Model, layer) -> int:
+    """`layer` as an HF hidden-state index that additive steering can resume from: a block output 1..n-1."""
+    from ..errors import SteeringInputError
+
+    layer = model.resolve_layers([layer])[0]
+    if not 1 <= layer < model.config.n_layers:
+        raise SteeringInputError(f"steer a block output 1..{model.config.n_layers - 1}, not hidden-state index "
+                                 f"{layer} (0 is the embeddings; the last index is after the final norm)")
+    return layer
+
+
 class PrefixScorer:
     """Propensity of contrast pairs under additive steering at one layer, for many (vector, alpha).
 
@@ -137,10 +148,7 @@ class PrefixScorer:
 
     def __init__(self, model: Model, layer: int, prompts: Sequence[str], positives: Sequence[str],
                  negatives: Sequence[str], max_tokens: int = 16, width: int | None = None):
-        layer = model.resolve_layers([layer])[0]
-        if not 1 <= layer < model.config.n_layers:
-            raise ValueError(f"steer a block output 1..{model.config.n_layers - 1}, not hidden-state index {layer} "
-                             "(0 is the embeddings; the last index is after the final norm)")
+        layer = steered_layer(model, layer)
         self.model, self.layer, self.n = model, layer, len(prompts)
         batch = encode_scored(model, list(prompts) * 2, list(positives) + list(negatives), max_tokens, width)
         self.ids, self.mask, self.head_index, self.target_ids, self.target_mask = (jnp.asarray(a) for a in batch)

@@ -91,11 +91,9 @@ _INDEX_SCHEMA = {"format": str, "format_version": int, "method": str, "settings"
                  "target": dict, "maps": list}
 
 
-def _check_schema(obj, schema: dict[str, type], where: str, what: str) -> None:
-    """`obj` is an object holding every key of `schema` with a value of its type (bools are not integers;
-    integers count as floats); a map header's model records also name their layer."""
-    if not isinstance(obj, dict):
-        raise MapFileError(f"{where}: the {what} is a {type(obj).__name__}, not an object; refit the map set")
+def _check_schema(obj: dict, schema: dict[str, type], where: str, what: str) -> None:
+    """The object `obj` holds every key of `schema` with a value of its type (bools are not integers); a map
+    header's model records also name their layer. (Callers have checked that it is an object.)"""
     for key, tp in schema.items():
         value = obj.get(key)
         if value is None or isinstance(value, bool) or not isinstance(value, tp):
