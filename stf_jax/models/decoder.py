@@ -43,7 +43,7 @@ class Intervention:
     keep = -1, norm_match = 1; blend keep = -alpha, add = alpha. All zeros leave h bit-identical.
     """
 
-    vectors: jax.Array  # [L, D]
+    vectors: jax.Array  # [L, D], or [L, B, 1, D]: one vector per row (serving, mixed batches)
     add: jax.Array  # [L]
     keep: jax.Array  # [L]
     norm_match: jax.Array  # [L]
@@ -125,9 +125,8 @@ class Attention(nn.Module):
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         cached = "cache_k" in layer
         if cached:  # decoding: write this step's keys/values at cache_index, attend to all T
-            at = (0, 0, shared["cache_index"], 0)  # the cache is [B, K, T, Dh]: see _reference_attention
-            k = jax.lax.dynamic_update_slice(layer["cache_k"], k.swapaxes(1, 2).astype(layer["cache_k"].dtype), at)
-            v = jax.lax.dynamic_update_slice(layer["cache_v"], v.swapaxes(1, 2).astype(layer["cache_v"].dtype), at)
+            k = _write_cache(layer["cache_k"], k, shared["cache_index"])
+            v = _write_cache(layer["cache_v"], v, shared["cache_index"])
         new_cache = (k, v)
 
         window = layer["window"]
@@ -138,6 +137,15 @@ class Attention(nn.Module):
             out = _reference_attention(q, k, v, allowed, cfg, self.precision, kv_heads_first=cached)
         out = out.reshape(b, s, cfg.n_heads * cfg.head_dim)
         return dense(cfg.d_model, use_bias=cfg.o_bias, name="o")(out), new_cache
+
+
+def _write_cache(cache, new, index):
+    """cache [B, K, T, Dh] (see _reference_attention) with new [B, S, K, Dh] written at column `index`: one
+    offset for every row, or one per row ([B], the serving engine's slots, each at its own length)."""
+    new = new.swapaxes(1, 2).astype(cache.dtype)
+    if jnp.ndim(index) == 0:
+        return jax.lax.dynamic_update_slice(cache, new, (0, 0, index, 0))
+    return jax.vmap(lambda c, n, i: jax.lax.dynamic_update_slice(c, n, (0, i, 0)))(cache, new, index)
 
 
 def attention_implementation(cfg: DecoderConfig, dtype, decoding: bool = False) -> str:
@@ -275,12 +283,15 @@ def _attention_inputs(mask, cache):
     if cache is None:
         positions = jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)  # right for left padding too
         q_idx, k_idx, key_mask = jnp.arange(s)[:, None], jnp.arange(s)[None, :], mask
-    else:
+    else:  # queries start at the cache index: one for every row, or one per row ([B] -> [B, S, T] geometry)
         positions = cache["positions"]
-        q_idx = cache["index"] + jnp.arange(s)[:, None]
+        index = jnp.asarray(cache["index"])
+        q_idx = (index if index.ndim == 0 else index[:, None, None]) + jnp.arange(s)[:, None]
         k_idx = jnp.arange(cache["k"].shape[3])[None, :]
         key_mask = cache["key_mask"].astype(bool)
-    shared = {"allowed": (k_idx <= q_idx)[None] & key_mask[:, None, :], "distance": q_idx - k_idx, "mask": mask}
+    causal = k_idx <= q_idx
+    shared = {"allowed": (causal if causal.ndim == 3 else causal[None]) & key_mask[:, None, :],
+              "distance": q_idx - k_idx, "mask": mask}
     if cache is not None:
         shared["cache_index"] = cache["index"]
     return positions, shared
@@ -330,7 +341,8 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, input_ids, attention_mask, intervention: Intervention | None = None, cache=None,
                  h0=None, head_index=None) -> DecoderOutput:
-        """cache (decoding): {"k", "v": [L, B, K, T, Dh], "index": write offset, "key_mask": [B, T],
+        """cache (decoding): {"k", "v": [L, B, K, T, Dh], "index": write offset (scalar or per row [B]),
+        "key_mask": [B, T],
         "positions": [B, S]}; the updated k/v come back in DecoderOutput.cache.
         h0: [B, S, D] state entering block `start` (required when start > 0).
         head_index: [B, C] positions whose logits are computed (the LM head only there)."""
