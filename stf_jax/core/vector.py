@@ -268,7 +268,8 @@ def model_mismatch(vector: "SteeringVector", name: str, model_type: str = "") ->
     name, or a model hint of another family; None when it may be (or does not say)."""
     if vector.model not in (UNKNOWN, name):
         return f"made for {vector.model!r}, not {name!r}"
-    if vector.model_type and model_type and model_family(vector.model_type) != model_family(model_type):
+    if vector.model_type and model_type and vector.model_type != name \
+            and model_family(vector.model_type) != model_family(model_type):  # (a hint may be the model's name)
         return f"its model hint is {vector.model_type!r}, but {name!r} is {model_type!r}"
     return None
 
