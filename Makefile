@@ -23,7 +23,8 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml
 	# it needs only torch and transformers, which the test extra has
 	$(PIP) install --no-deps steering-vectors==0.12.2
 	# headless Chromium for tests/test_report.py (loads report.html like a reader would)
-	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium)
+	# and its WebDriver for tests/test_serve_playground.py (drives the serve playground as a person would)
+	(command -v chromium && command -v chromedriver) >/dev/null || (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver)
 	touch $@
 
 demo: $(VENV)/.base
