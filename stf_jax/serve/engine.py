@@ -350,13 +350,13 @@ class Engine:
                 finish = "stop"
             else:
                 req.generated.append(token)
-            text = self._detokenize(req)
+            text = self._detokenize(req, final=finish is not None)
             if finish is None:
                 text, hit = _cut_at_stop(text, req.sampling.stop)
                 if hit:
                     finish = "stop"
                 elif len(req.generated) >= req.sampling.max_tokens:
-                    finish = "length"
+                    finish, text = "length", self._detokenize(req, final=True)
             ready = text if finish else _holdback(text, req.sampling.stop)
             if len(ready) > req.sent:
                 req.on_event(Event("text", ready[req.sent:]))
@@ -374,9 +374,11 @@ class Engine:
             self._fail(req, exc)
             self._free(slot)
 
-    def _detokenize(self, req: Request) -> str:
+    def _detokenize(self, req: Request, final: bool = False) -> str:
         text = self.model.tokenizer.decode(req.generated, skip_special_tokens=True)
-        return text[:-1] if text.endswith("\ufffd") else text  # an incomplete UTF-8 character: wait for the rest
+        if not final and text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for its other bytes
+            return text[:-1]
+        return text
 
     def _fail(self, req: Request, exc: BaseException) -> None:
         self.failed += 1
