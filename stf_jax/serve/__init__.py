@@ -7,4 +7,4 @@ slot), `library.VectorLibrary` (named vectors in a directory, hot-swapped), `api
 routes and the playground page), `server.build_server` / `run_server` (all of them together).
 """
 
-from .server import ServeOptions, build_server, run_server  # noqa: F401
+from .server import BackgroundServer, ServeOptions, build_server, run_server  # noqa: F401

@@ -119,7 +119,7 @@ def create_app(engine: Engine, library: VectorLibrary, api_key: str | None = Non
 
     async def run(request: Request, prompt_ids: list[int], body: dict, chat: bool):
         settings = sampling(body)
-        steer = library.steering(body.get("steering"))
+        steer = await asyncio.to_thread(library.steering, body.get("steering"))  # (may measure |h| once: off the loop)
         problem = engine.check(prompt_ids, settings)
         if problem:
             raise ApiError(400, problem, "context_length_exceeded")

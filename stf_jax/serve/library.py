@@ -70,7 +70,7 @@ class VectorLibrary:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.model, self.map_set = model, map_set
         self._vectors: dict[str, SteeringVector] = {}
-        self._lock = threading.Lock()
+        self._lock, self._norms_lock = threading.Lock(), threading.Lock()
         self._typical: dict[int, float] | None = None
         self._typical_texts = typical_texts
         self.skipped: dict[str, str] = {}
@@ -97,7 +97,7 @@ class VectorLibrary:
         v = self.get(name)
         return {"name": name, "object": "vector", "layers": v.layers,
                 "norms": {str(k): round(n, 4) for k, n in v.norms.items()}, "trait": v.trait, "model": v.model,
-                "carried_from": v.provenance.get("source_model")}
+                "carried_from": v.provenance.get("carried_from")}
 
     # ----------------------------------------------------------------- changing
 
@@ -204,7 +204,12 @@ class VectorLibrary:
         return unit * np.float32(self.typical_norms()[layer])
 
     def typical_norms(self) -> dict[int, float]:
-        """{HF layer: typical |h|} of the served model, measured once on the shipped corpus's texts."""
+        """{HF layer: typical |h|} of the served model, measured once (on first use, or when the server starts
+        it in the background) on 16 of the shipped corpus's texts."""
+        with self._norms_lock:
+            return self._measure_norms()
+
+    def _measure_norms(self) -> dict[int, float]:
         if self._typical is None:
             from ..core.norms import typical_norms
 
@@ -212,6 +217,6 @@ class VectorLibrary:
             if texts is None:
                 from ..data.corpus import load_corpus
 
-                texts = [c.text for c in load_corpus()[:32]]
+                texts = [c.text for c in load_corpus()[:16]]
             self._typical = typical_norms(self.model, texts, range(1, self.model.config.n_layers + 1), batch=8)
         return self._typical

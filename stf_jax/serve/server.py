@@ -63,6 +63,10 @@ def build_server(model, vectors: str | Path, map_set=None, options: ServeOptions
         map_set = load_map_set(map_set)
     library = VectorLibrary(vectors, model, map_set)
     engine = Engine(model, slots=options.slots, context=options.context).start(warm=warm)
+    if warm:  # the mean-norm scale's |h| per layer, measured while the engine compiles rather than on first use
+        import threading
+
+        threading.Thread(target=library.typical_norms, name="stf_jax-norms", daemon=True).start()
     app = create_app(engine, library, api_key=options.api_key, max_body=options.max_body_kb << 10,
                      max_upload=options.max_upload_mb << 20)
     log.info("model %s loaded and app built in %.1f s; %d vector(s)", model.name, time.perf_counter() - t0,
@@ -83,3 +87,37 @@ def run_server(model, vectors: str | Path, map_set=None, options: ServeOptions =
         uvicorn.run(app, host=options.host, port=options.port, log_level="warning")
     finally:
         engine.stop()
+
+
+class BackgroundServer:
+    """An app served by uvicorn on a thread of this process (notebooks, tests): `.url`, `.stop()`.
+
+        with BackgroundServer(app) as server:
+            openai.OpenAI(base_url=server.url + "/v1", api_key="-").completions.create(...)
+    """
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0):
+        import threading
+
+        import uvicorn
+
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, name="stf_jax-http", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the HTTP server did not start on {host}:{port}")
+            time.sleep(0.02)
+        bound = self._server.servers[0].sockets[0].getsockname()
+        self.url = f"http://{bound[0]}:{bound[1]}"
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> "BackgroundServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
