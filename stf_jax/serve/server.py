@@ -44,11 +44,24 @@ class ServeOptions:
         return self
 
 
+def require_serve_extra() -> None:
+    """FastAPI and uvicorn are the `serve` extra: say how to get them instead of an ImportError."""
+    import importlib.util
+
+    from ..errors import UserError
+
+    missing = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UserError(f"serving needs {' and '.join(missing)}: pip install 'stf_jax[serve]'")
+
+
 def build_server(model, vectors: str | Path, map_set=None, options: ServeOptions = ServeOptions(), warm: bool = True):
     """(FastAPI app, started Engine, VectorLibrary). model: a Model or a name/path; vectors: the library
     directory (created if missing; its vectors are loaded); map_set: a MapSet or path/"shipped:A->B" to carry
     uploads made for another model."""
     from ..models.loading import load_model
+
+    require_serve_extra()
     from .api import create_app
     from .engine import Engine
     from .library import VectorLibrary
