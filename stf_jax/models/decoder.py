@@ -106,6 +106,7 @@ class Attention(nn.Module):
     cfg: DecoderConfig
     dtype: Any
     precision: Any
+    append: bool = False  # decoding against a read-only cache: return this step's keys/values, not the cache
 
     @nn.compact
     def __call__(self, x, layer, shared):
@@ -124,12 +125,16 @@ class Attention(nn.Module):
             sin = shared["sin"][layer["rope"]].astype(x.dtype)
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         cached = "cache_k" in layer
+        window = layer["window"]
+        if cached and self.append:
+            out = _append_attention(q, k, v, layer["cache_k"], layer["cache_v"], window, shared, cfg, self.precision)
+            out = out.reshape(b, s, cfg.n_heads * cfg.head_dim)
+            return dense(cfg.d_model, use_bias=cfg.o_bias, name="o")(out), (k, v)
         if cached:  # decoding: write this step's keys/values at cache_index, attend to all T
             k = _write_cache(layer["cache_k"], k, shared["cache_index"])
             v = _write_cache(layer["cache_v"], v, shared["cache_index"])
         new_cache = (k, v)
 
-        window = layer["window"]
         allowed = shared["allowed"] & ((window == 0) | (shared["distance"] < window))  # [B, S, T]
         if attention_implementation(cfg, self.dtype, decoding=cached) == "cudnn":
             out = _flash_attention(q, k, v, allowed, cfg.query_scale)
@@ -187,6 +192,32 @@ def _reference_attention(q, k, v, allowed, cfg: DecoderConfig, precision, kv_hea
     return out.reshape(b, s, cfg.n_heads, cfg.head_dim)
 
 
+def _append_attention(q, k, v, cache_k, cache_v, window, shared, cfg: DecoderConfig, precision):
+    """Attention of S new tokens over a read-only cache plus themselves, without writing the cache: the
+    serving engine writes the new keys/values into its slots afterwards with one small scatter, where
+    rewriting [B, K, T, Dh] in every layer of every step cost more than the attention. q, k, v: [B, S, *, Dh]
+    (this step's); cache_k, cache_v: [B, K, T, Dh], valid where shared["allowed"] [B, S, T] says (the
+    positions before each row's index)."""
+    b, s = q.shape[:2]
+    g = cfg.n_heads // cfg.n_kv_heads
+    q = q.reshape(b, s, cfg.n_kv_heads, g, cfg.head_dim)
+    old = jnp.einsum("bqkgd,bksd->bkgqs", q, cache_k, precision=precision, preferred_element_type=jnp.float32)
+    new = jnp.einsum("bqkgd,bskd->bkgqs", q, k, precision=precision, preferred_element_type=jnp.float32)
+    scores = jnp.concatenate([old, new], axis=-1) * cfg.query_scale  # [B, K, G, S, T + S]
+    if cfg.attn_softcap:
+        scores = jnp.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
+    steps = jnp.arange(s)
+    among_new = (steps[None, :] <= steps[:, None]) & ((window == 0) | (steps[:, None] - steps[None, :] < window))
+    allowed = jnp.concatenate([shared["allowed"] & ((window == 0) | (shared["distance"] < window)),
+                               jnp.broadcast_to(among_new, (b, s, s))], axis=-1)  # [B, S, T + S]
+    scores = jnp.where(allowed[:, None, None], scores, _NEG)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    t = cache_k.shape[2]
+    out = (jnp.einsum("bkgqs,bksd->bqkgd", probs[..., :t], cache_v, precision=precision)
+           + jnp.einsum("bkgqs,bskd->bqkgd", probs[..., t:], v, precision=precision))
+    return out.reshape(b, s, cfg.n_heads, cfg.head_dim)
+
+
 def _flash_attention(q, k, v, allowed, scale: float, implementation: str = "cudnn"):
     """cuDNN fused attention. The mask [B, 1, S, T] (causal, key padding on either side, this layer's sliding
     window, traced per scanned layer) becomes cuDNN's additive bias, with the large negative value JAX
@@ -236,12 +267,13 @@ class Block(nn.Module):
     dtype: Any
     precision: Any
     collect: Callable | None
+    append: bool = False
 
     @nn.compact
     def __call__(self, h, layer, shared):
         cfg = self.cfg
         norm = partial(RMSNorm, cfg.norm_eps, cfg.norm_offset, self.dtype, cfg.norm)
-        x, cache = Attention(cfg, self.dtype, self.precision, name="attn")(norm(name="attn_norm")(h), layer, shared)
+        x, cache = Attention(cfg, self.dtype, self.precision, self.append, name="attn")(norm(name="attn_norm")(h), layer, shared)
         if cfg.post_norms:
             x = norm(name="post_attn_norm")(x)
         mlp = MLP(cfg, self.dtype, self.precision, name="mlp")
@@ -267,7 +299,8 @@ class DecoderOutput:
     per_block: collect(output of each run block), stacked: [n_run - start, ...].
     last: collect(final-normed output), when the forward reaches the last block or computes logits.
     logits: [B, S | C | 1, V] f32, when the Decoder has logits=True.
-    cache: {"k", "v": [L, B, K, T, Dh]} after this step, when decoding with a KV cache."""
+    cache: {"k", "v": [L, B, K, T, Dh]} after this step, when decoding with a KV cache; with append_cache,
+      this step's keys and values {"k", "v": [L, B, S, K, Dh]} (the caller writes them where they belong)."""
 
     embedded: Any
     per_block: Any
@@ -337,6 +370,7 @@ class Decoder(nn.Module):
     logits: bool = False
     last_logits_only: bool = False  # generation: the LM head only at the final position
     start: int = 0
+    append_cache: bool = False  # decoding: the cache is read only; DecoderOutput.cache holds this step's k/v
 
     @nn.compact
     def __call__(self, input_ids, attention_mask, intervention: Intervention | None = None, cache=None,
@@ -391,7 +425,7 @@ class Decoder(nn.Module):
             split_rngs={"params": True},
             in_axes=(0, nn.broadcast),
             length=n_run - self.start,
-        )(self.cfg, self.dtype, precision, self.collect, name="layers")
+        )(self.cfg, self.dtype, precision, self.collect, self.append_cache, name="layers")
         h, per_block = stack(h, per_layer, shared)
         if cached:
             per_block, new_cache = per_block

@@ -1,6 +1,7 @@
 """The HTTP API: OpenAI-compatible completions with a `steering` field, the vector library, the playground.
 
     POST /v1/completions        {"prompt": ..., "max_tokens", "temperature", "top_p", "seed", "stop", "stream",
+                                 "ignore_eos" (vLLM's and llama-server's: always max_tokens),
                                  "steering": [{"vector": "formality", "strength": 0.8, "scale": "stored"}]}
     POST /v1/chat/completions   {"messages": [...], same fields}      (the model's chat template)
     GET  /v1/models
@@ -111,11 +112,13 @@ def create_app(engine: Engine, library: VectorLibrary, api_key: str | None = Non
         if body.get("n", 1) != 1:
             raise ApiError(400, "n must be 1 (send one request per completion)")
         seed = body.get("seed")
+        if not isinstance(body.get("ignore_eos", False), bool):
+            raise ApiError(400, "ignore_eos must be true or false")
         return Sampling(max_tokens=number("max_tokens", 16, 1, engine.context),
                         temperature=number("temperature", 1.0, 0.0, 2.0), top_p=number("top_p", 1.0, 0.0, 1.0),
                         seed=int.from_bytes(os.urandom(4), "little") if seed is None else number("seed", 0, -2**63,
                                                                                                  2**63, int),
-                        stop=tuple(stop))
+                        stop=tuple(stop), ignore_eos=body.get("ignore_eos", False))
 
     async def run(request: Request, prompt_ids: list[int], body: dict, chat: bool):
         settings = sampling(body)

@@ -1,12 +1,14 @@
 """Continuous batching over one KV cache: fixed decode slots, a steering vector and strength per slot.
 
 Each slot holds one request: its KV-cache row [L, K, T, Dh], its length, its steering [L, D] (the sum of
-the vectors it asked for, already scaled) and its sampling settings. A new request is prefilled alone, its
-prompt right-padded to a power-of-two bucket (so the number of compiled programs is bounded), into a free
-slot, and joins the batch at the next step; a finished, stopped or abandoned request frees its slot at
-once. One decoding step advances every slot by one token with one compiled program whatever the mix of
-vectors, strengths, signs and lengths: steering is data (`Intervention` with per-row vectors
-[L, B, 1, D]), and each slot writes and attends to its own cache length (a per-row cache index).
+the vectors it asked for, already scaled) and its sampling settings. A new request is prefilled (together
+with up to MAX_PREFILL others that wait), its prompt right-padded to a power-of-two bucket so the number of
+compiled programs stays bounded, into the lowest free slot, and joins the batch at the next step; a
+finished, stopped or abandoned request frees its slot at once. One decoding step advances every busy slot
+by one token: the slots up to the highest busy one, rounded up to a power of two (a lightly loaded server
+runs a small batch), in one compiled program whatever the mix of vectors, strengths, signs and lengths.
+Steering is data (`Intervention` with per-row vectors [L, B, 1, D]), and each slot writes and attends to
+its own cache length (a per-row cache index).
 
 A row's tokens do not depend on the other rows: unsteered rows add exact zeros, and sampling draws from a
 key made of the request's own seed and token index, so a request gets the same tokens alone or in any batch.
@@ -36,6 +38,7 @@ from ..models.generate import sample_token
 log = logging.getLogger("stf_jax.serve")
 
 MIN_BUCKET = 16
+MAX_PREFILL = 8  # requests prefilled in one call when several are waiting
 # end-of-turn tokens of the supported chat formats: a completion stops at them as at the tokenizer's eos
 END_OF_TURN = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>")
 
@@ -49,6 +52,7 @@ class Sampling:
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False  # generate max_tokens whatever comes (vLLM's and llama-server's field: benchmarks)
 
 
 @dataclasses.dataclass
@@ -93,39 +97,54 @@ def sample_rows(logits, temperature, top_p, seeds, steps, *, sample: bool):
     return jax.vmap(one)(logits, keys, temperature, top_p)
 
 
+def pow2_at_least(n: int, cap: int) -> int:
+    """The next power of two >= n, at most cap: the row buckets of prefill and decoding."""
+    return min(1 << max(int(n) - 1, 0).bit_length(), cap)
+
+
 @partial(jax.jit, static_argnames=("cfg", "dtype", "sample"), donate_argnames=("cache",))
-def prefill_slot(params, cache, slot, ids, n, steer, temperature, top_p, seed, *, cfg, dtype, sample: bool):
-    """Prefill one request into cache row `slot`: ids [1, S] right-padded to its bucket, n real tokens, steer
-    [L, D] added after each block at every prompt position. -> (cache, first generated token [1])."""
-    s = ids.shape[1]
-    real = (jnp.arange(s) < n)[None]  # [1, S]
-    zeros = jnp.zeros((cfg.n_layers, 1, cfg.n_kv_heads, s, cfg.head_dim), cache["k"].dtype)
-    row_cache = {"k": zeros, "v": zeros, "index": 0, "key_mask": real, "positions": jnp.arange(s)[None]}
+def prefill_rows(params, cache, slots, ids, n, steer, temperature, top_p, seed, *, cfg, dtype, sample: bool):
+    """Prefill P requests together into cache rows `slots` [P]: ids [P, S] right-padded to one bucket, n [P]
+    real tokens, steer [P, L, D] added after each block at every prompt position. A padding row repeats a
+    real one (same slot, same content). -> (cache, first generated tokens [P])."""
+    p, s = ids.shape
+    real = jnp.arange(s)[None] < n[:, None]  # [P, S]
+    zeros = jnp.zeros((cfg.n_layers, p, cfg.n_kv_heads, s, cfg.head_dim), cache["k"].dtype)
+    row_cache = {"k": zeros, "v": zeros, "index": 0, "key_mask": real,
+                 "positions": jnp.broadcast_to(jnp.arange(s)[None], (p, s))}
     ones, none = jnp.ones((cfg.n_layers,), jnp.float32), jnp.zeros((cfg.n_layers,), jnp.float32)
-    iv = Intervention(steer[:, None, None, :], ones, none, none, real.astype(jnp.float32))
+    iv = Intervention(steer.swapaxes(0, 1)[:, :, None, :], ones, none, none, real.astype(jnp.float32))
     model = Decoder(cfg, dtype=dtype, logits=True)
-    out = model.apply({"params": params}, ids, real, iv, row_cache, head_index=jnp.reshape(n - 1, (1, 1)))
-    at = (0, slot, 0, 0, 0)
-    cache = {"k": jax.lax.dynamic_update_slice(cache["k"], out.cache["k"], at),
-             "v": jax.lax.dynamic_update_slice(cache["v"], out.cache["v"], at)}
-    token = sample_rows(out.logits[:, 0], temperature[None], top_p[None], seed[None], jnp.zeros((1,), jnp.int32),
-                        sample=sample)
-    return cache, token
+    out = model.apply({"params": params}, ids, real, iv, row_cache, head_index=(n - 1)[:, None])
+    k, v = cache["k"], cache["v"]
+    for row in range(p):  # each request's keys and values into its own slot
+        at = (0, slots[row], 0, 0, 0)
+        k = jax.lax.dynamic_update_slice(k, out.cache["k"][:, row:row + 1], at)
+        v = jax.lax.dynamic_update_slice(v, out.cache["v"][:, row:row + 1], at)
+    tokens = sample_rows(out.logits[:, 0], temperature, top_p, seed, jnp.zeros((p,), jnp.int32), sample=sample)
+    return {"k": k, "v": v}, tokens
 
 
-@partial(jax.jit, static_argnames=("cfg", "dtype", "sample"), donate_argnames=("cache",))
+@partial(jax.jit, static_argnames=("cfg", "dtype", "sample", "rows"), donate_argnames=("cache",))
 def decode_slots(params, cache, tokens, positions, steer, temperature, top_p, seeds, steps, *, cfg, dtype,
-                 sample: bool):
-    """One token for every slot: tokens [B] (each slot's last token) at positions [B] (where its keys go),
-    steer [L, B, 1, D]. -> (cache, next tokens [B])."""
-    b, t = tokens.shape[0], cache["k"].shape[3]
-    row_cache = {"k": cache["k"], "v": cache["v"], "index": positions,
-                 "key_mask": jnp.arange(t)[None] <= positions[:, None], "positions": positions[:, None]}
+                 sample: bool, rows: int):
+    """One token for each of the first `rows` slots (the busy ones are packed low, so a lightly loaded server
+    runs a small batch): tokens [B] (each slot's last token) at positions [B] (where its keys go), steer
+    [L, B, 1, D]. The blocks read the cache (`append_cache`); this step's keys and values are scattered into
+    it afterwards, one column per slot. -> (cache, next tokens [rows])."""
+    t = cache["k"].shape[3]
+    tokens, positions = tokens[:rows], positions[:rows]
+    row_cache = {"k": cache["k"][:, :rows], "v": cache["v"][:, :rows], "index": positions,
+                 "key_mask": jnp.arange(t)[None] < positions[:, None], "positions": positions[:, None]}
     ones, none = jnp.ones((cfg.n_layers,), jnp.float32), jnp.zeros((cfg.n_layers,), jnp.float32)
-    iv = Intervention(steer, ones, none, none, jnp.ones((b, 1), jnp.float32))
-    model = Decoder(cfg, dtype=dtype, logits=True, last_logits_only=True)
-    out = model.apply({"params": params}, tokens[:, None], jnp.ones((b, 1), jnp.int32), iv, row_cache)
-    return out.cache, sample_rows(out.logits[:, -1], temperature, top_p, seeds, steps, sample=sample)
+    iv = Intervention(steer[:, :rows], ones, none, none, jnp.ones((rows, 1), jnp.float32))
+    model = Decoder(cfg, dtype=dtype, logits=True, last_logits_only=True, append_cache=True)
+    out = model.apply({"params": params}, tokens[:, None], jnp.ones((rows, 1), jnp.int32), iv, row_cache)
+    slot = jnp.arange(rows)
+    cache = {name: cache[name].at[:, slot, :, positions, :].set(  # [L, B, 1, K, Dh] -> [rows, L, K, Dh]
+        out.cache[name][:, :, 0].swapaxes(0, 1).astype(cache[name].dtype)) for name in ("k", "v")}
+    nxt = sample_rows(out.logits[:, -1], temperature[:rows], top_p[:rows], seeds[:rows], steps[:rows], sample=sample)
+    return cache, nxt
 
 
 @partial(jax.jit, donate_argnames=("table",))
@@ -258,12 +277,17 @@ class Engine:
                 self._step()
 
     def _warm(self) -> None:
-        """Compile the decoding step (greedy and sampled) and the smallest prefill bucket before serving."""
+        """Compile greedy decoding for every row bucket and the smallest prefill before serving (sampled
+        decoding and larger prefills compile on first use, and persist in the compilation cache)."""
         t0 = time.perf_counter()
-        for sample in (False, True):
-            self._cache, _ = self._decode(sample)
-            self._prefill_call(0, [0], np.zeros(self.model.config.d_model, np.float32)[None].repeat(
-                self.model.config.n_layers, 0), Sampling(), sample)
+        rows = 1
+        while True:
+            self._cache, _ = self._decode(False, rows)
+            if rows >= self.slots:
+                break
+            rows = pow2_at_least(rows + 1, self.slots)
+        zero = np.zeros((self.model.config.n_layers, self.model.config.d_model), np.float32)
+        self._prefill_rows([(0, Request([0], zero, Sampling(), lambda e: None))], False)
         jax.block_until_ready(self._cache["k"])
         log.info("engine warm in %.1f s (%d slots, context %d)", time.perf_counter() - t0, self.slots, self.context)
 
@@ -273,42 +297,58 @@ class Engine:
                 self._free(slot)
 
     def _admit(self) -> None:
+        """Move queued requests into free slots (lowest first), prefilling up to MAX_PREFILL of them together."""
         while True:
             with self._wake:
                 free = [i for i, r in enumerate(self._active) if r is None]
-                if not free or not self._pending:
-                    return
-                req = self._pending.popleft()
-            if req.cancelled:
-                continue
+                group = []
+                while self._pending and len(group) < min(len(free), MAX_PREFILL):
+                    req = self._pending.popleft()
+                    if not req.cancelled:
+                        group.append((free[len(group)], req))
+            if not group:
+                return
             try:
-                self._prefill(free[0], req)
-            except Exception as exc:  # a request that cannot run must not stop the others
+                firsts = self._prefill_rows(group, any(r.sampling.temperature > 0 for _, r in group))
+            except Exception as exc:  # requests that cannot run must not stop the others
                 log.exception("prefill failed")
-                self._fail(req, exc)
-                self._active[free[0]] = None
+                for _, req in group:
+                    self._fail(req, exc)
+                continue
+            for (slot, req), first in zip(group, firsts):
+                self._steer = _set_row(self._steer, jnp.int32(slot), jnp.asarray(self._steer_of(req)))
+                self._active[slot] = req
+                self._tokens[slot], self._positions[slot] = first, len(req.prompt_ids)
+                self._emit(slot, int(first))
 
-    def _prefill_call(self, slot: int, ids: Sequence[int], steer: np.ndarray, sampling: Sampling, sample: bool):
+    def _steer_of(self, req: Request) -> np.ndarray:
         cfg = self.model.config
-        bucket = prefill_bucket(len(ids), self.context)
-        padded = np.zeros((1, bucket), np.int32)
-        padded[0, :len(ids)] = ids
-        self._cache, token = prefill_slot(
-            self.model.params, self._cache, jnp.int32(slot), jnp.asarray(padded), jnp.int32(len(ids)),
-            jnp.asarray(steer, jnp.float32), jnp.float32(sampling.temperature), jnp.float32(sampling.top_p),
-            jnp.uint32(sampling.seed & 0xFFFFFFFF), cfg=cfg, dtype=self.model.dtype, sample=sample)
-        return int(np.asarray(token)[0])
+        return req.steer if req.steer is not None else np.zeros((cfg.n_layers, cfg.d_model), np.float32)
 
-    def _prefill(self, slot: int, req: Request) -> None:
-        cfg = self.model.config
-        steer = req.steer if req.steer is not None else np.zeros((cfg.n_layers, cfg.d_model), np.float32)
-        first = self._prefill_call(slot, req.prompt_ids, steer, req.sampling, req.sampling.temperature > 0)
-        self._steer = _set_row(self._steer, jnp.int32(slot), jnp.asarray(steer))
-        self._active[slot] = req
-        self._tokens[slot], self._positions[slot] = first, len(req.prompt_ids)
-        self._emit(slot, first)
+    def _prefill_rows(self, group: list[tuple[int, Request]], sample: bool) -> np.ndarray:
+        """First tokens of the (slot, request) group, prefilled in one call (rows padded to a power of two)."""
+        rows = pow2_at_least(len(group), MAX_PREFILL)
+        padded_group = group + [group[0]] * (rows - len(group))
+        bucket = prefill_bucket(max(len(r.prompt_ids) for _, r in group), self.context)
+        ids = np.zeros((rows, bucket), np.int32)
+        for i, (_, req) in enumerate(padded_group):
+            ids[i, :len(req.prompt_ids)] = req.prompt_ids
+        field = lambda f, dt: jnp.asarray(np.asarray([f(r) for _, r in padded_group], dt))  # noqa: E731
+        self._cache, tokens = prefill_rows(
+            self.model.params, self._cache, jnp.asarray([slot for slot, _ in padded_group], jnp.int32),
+            jnp.asarray(ids),
+            field(lambda r: len(r.prompt_ids), np.int32), field(self._steer_of, np.float32),
+            field(lambda r: r.sampling.temperature, np.float32), field(lambda r: r.sampling.top_p, np.float32),
+            field(lambda r: r.sampling.seed & 0xFFFFFFFF, np.uint32), cfg=self.model.config, dtype=self.model.dtype,
+            sample=sample)
+        return np.asarray(tokens)[:len(group)]
 
-    def _decode(self, sample: bool):
+    def _busy_rows(self) -> int:
+        """Slots the step must run: up to the highest busy one, rounded up to a power of two."""
+        top = max((i for i, r in enumerate(self._active) if r is not None), default=0)
+        return pow2_at_least(top + 1, self.slots)
+
+    def _decode(self, sample: bool, rows: int):
         s = self.slots
         temps, top_p, seeds, steps = (np.zeros(s, np.float32), np.ones(s, np.float32), np.zeros(s, np.uint32),
                                       np.zeros(s, np.int32))
@@ -318,12 +358,12 @@ class Engine:
                 seeds[i], steps[i] = req.sampling.seed & 0xFFFFFFFF, len(req.generated)
         return decode_slots(self.model.params, self._cache, jnp.asarray(self._tokens), jnp.asarray(self._positions),
                             self._steer, jnp.asarray(temps), jnp.asarray(top_p), jnp.asarray(seeds), jnp.asarray(steps),
-                            cfg=self.model.config, dtype=self.model.dtype, sample=sample)
+                            cfg=self.model.config, dtype=self.model.dtype, sample=sample, rows=rows)
 
     def _step(self) -> None:
         sample = any(r is not None and r.sampling.temperature > 0 for r in self._active)
         try:
-            self._cache, nxt = self._decode(sample)
+            self._cache, nxt = self._decode(sample, self._busy_rows())
             nxt = np.asarray(nxt)
         except Exception as exc:  # the batch's step failed: answer its requests, start from a fresh cache
             log.exception("decoding step failed")
@@ -334,7 +374,7 @@ class Engine:
             self._cache = self._empty_cache()
             return
         self._token_times.append((time.perf_counter(), sum(r is not None for r in self._active)))
-        for slot, req in enumerate(self._active):
+        for slot, req in enumerate(self._active[:len(nxt)]):
             if req is not None:
                 self._positions[slot] += 1
                 self._tokens[slot] = nxt[slot]
@@ -346,7 +386,7 @@ class Engine:
         req = self._active[slot]
         try:
             finish = None
-            if token in self.stop_ids:
+            if token in self.stop_ids and not req.sampling.ignore_eos:
                 finish = "stop"
             else:
                 req.generated.append(token)
