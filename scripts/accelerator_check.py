@@ -21,6 +21,8 @@ parity      every tiny family checkpoint of the test suite (random weights, left
             hidden state and the logits.
 steering    α-sweep throughput of the steering evaluation (PrefixScorer: the prefix up to the steered layer
             once, the rest per (vector, α)) on the shipped shapes: rows x α per second.
+serving     the serving engine with 32 busy slots, each request its own steering vector, 64 tokens each,
+            against the same requests one at a time (f32 and bf16, shipped shapes): tokens/s, p50/p95.
 alignment   the seed paper's scale (65,329 pairs, widths 3072/4096/4096, k = 1300, 5 trials, 6 directed
             pairs; scripts/bench_align.py's data and pipeline), stf_jax on the device, compile included.
 """
@@ -246,6 +248,68 @@ def steering_section(args) -> dict:
                                   "rows) with the vector added at the layer; the prefix up to it runs once"}
 
 
+# ------------------------------------------------------------------ serving
+
+def serving_section(args) -> dict:
+    """The serving engine under load (stf_jax.serve.engine, without HTTP: the GPU image need not have
+    FastAPI): every slot busy with its own steering vector and strength, fixed-length completions, then the
+    same requests one at a time. The HTTP server and llama-server comparison is scripts/bench_serve.py."""
+    import threading
+
+    import jax
+
+    import stf_jax
+    from stf_jax.serve.engine import Engine, Sampling
+
+    names = ["gemma3_pattern"] if args.reduced else [f"{n}-shape" for n in SHAPES]
+    clients, tokens, alone = (4, 8, 2) if args.reduced else (32, 64, 4)
+    rows = []
+    for name in names:
+        for dtype in (("float32",) if args.reduced else ("float32", "bfloat16")):
+            model = stf_jax.load_model(_model_dir(name, args.tmp), dtype=dtype, progress=False)
+            cfg = model.config
+            rng = np.random.default_rng(0)
+            steers = rng.standard_normal((clients, cfg.n_layers, cfg.d_model)).astype(np.float32)
+            steers[:, : cfg.n_layers // 2] = 0  # each client: its own vector in every upper layer
+            prompts = [[(7 * i + j) % 200 + 3 for j in range(16 + i % 16)] for i in range(clients)]
+            engine = Engine(model, slots=clients, context=256, stop_token_ids=[]).start()
+            engine.ready.wait()
+            sampling = Sampling(max_tokens=tokens, ignore_eos=True)
+            for n in (16, 32):  # compile the prefill buckets outside the measurement
+                engine.complete(prompts[0][:1] * n, sampling=Sampling(max_tokens=2))
+            done, latencies = threading.Semaphore(0), []
+
+            def listen(start):
+                def on(event):
+                    if event.kind != "text":
+                        latencies.append(time.perf_counter() - start)
+                        done.release()
+                return on
+
+            t0 = time.perf_counter()
+            for ids, steer in zip(prompts, steers):
+                engine.submit(ids, steer, sampling, listen(time.perf_counter()))
+            for _ in prompts:
+                done.acquire()
+            wall = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            for ids, steer in zip(prompts[:alone], steers[:alone]):
+                engine.complete(ids, steer, sampling)
+            alone_s = (time.perf_counter() - t1) / alone
+            engine.stop()
+            rows.append({"model": name, "dtype": dtype, "slots": clients, "context": 256, "tokens_each": tokens,
+                         "concurrent_tokens_per_s": clients * tokens / wall,
+                         "p50_s": float(np.percentile(latencies, 50)), "p95_s": float(np.percentile(latencies, 95)),
+                         "alone_tokens_per_s": tokens / alone_s,
+                         "batch_gain": clients * tokens / wall / (tokens / alone_s)})
+            print(f"  serving {name} {dtype}: {rows[-1]['concurrent_tokens_per_s']:,.0f} tokens/s with {clients} "
+                  f"steered slots, {rows[-1]['alone_tokens_per_s']:,.0f} alone", flush=True)
+            del model, engine
+            jax.clear_caches()
+    return {"rows": rows, "note": "random weights of the shipped shapes; every request its own vector (upper half "
+                                  "of the layers) and length; ignore_eos, so every request makes tokens_each tokens"}
+
+
 # ------------------------------------------------------------------ alignment
 
 def alignment_section(args) -> dict:
@@ -300,7 +364,7 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = ("device", "extraction", "parity", "steering", "alignment")
+SECTIONS = ("device", "extraction", "parity", "steering", "serving", "alignment")
 
 
 def run_check(out: str | os.PathLike, reduced: bool = False, only=None, budget_s: float = 460.0,

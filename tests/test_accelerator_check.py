@@ -33,6 +33,7 @@ def test_reduced_check_runs_every_section_and_reports(tmp_path):
         assert ext[key] > 0, key
     assert ext["stf_best"] == "xla" and "stf_cudnn_tokens_per_s" not in ext  # no cuDNN on CPU
     assert all(r["forward_rows_per_s"] > 0 for r in sections["steering"]["rows"])
+    assert all(r["concurrent_tokens_per_s"] > 0 and r["p95_s"] >= r["p50_s"] for r in sections["serving"]["rows"])
     align = sections["alignment"]
     assert align["trials"] == 2 and 0.2 < align["mean_test_centered"] < 0.9
     md = (tmp_path / "accelerator_report.md").read_text()

@@ -8,3 +8,5 @@ routes and the playground page), `server.build_server` / `run_server` (all of th
 """
 
 from .server import BackgroundServer, ServeOptions, build_server, run_server  # noqa: F401
+
+__all__ = ["BackgroundServer", "ServeOptions", "build_server", "run_server"]

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..core.vector import SteeringVector, model_mismatch
-from ..errors import SteeringInputError, UserError
+from ..errors import UserError
 
 log = logging.getLogger("stf_jax.serve")
 
