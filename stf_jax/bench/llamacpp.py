@@ -99,6 +99,11 @@ TARGETS = {  # STF_JAX_LLAMACPP_TARGET: build folder and ggml CPU flags
 }
 
 
+# llama-server is configured too (bench_serve's peer), without its web UI: no npm build, no download of
+# prebuilt UI assets (the build machine may be offline); `--no-webui` is all the server needs then
+SERVER = ["-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_UI=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF"]
+
+
 def target() -> str:
     """Which llama.cpp build the tests use: STF_JAX_LLAMACPP_TARGET=native (default) or baseline."""
     name = os.environ.get("STF_JAX_LLAMACPP_TARGET", "native")
@@ -108,8 +113,8 @@ def target() -> str:
 
 
 def tool(name: str) -> Path:
-    """Build (once) and return a llama.cpp binary, e.g. "llama-completion", "llama-cvector-generator", for the
-    CPU target `target()` names."""
+    """Build (once) and return a llama.cpp binary, e.g. "llama-completion", "llama-cvector-generator",
+    "llama-server", for the CPU target `target()` names."""
     src = source_dir()
     folder, flags = TARGETS[target()]
     build = src / folder  # not "build": trees built before AMX was turned off crash on AMX machines
@@ -121,14 +126,21 @@ def tool(name: str) -> Path:
             return binary
         if shutil.which("cmake") is None:
             raise LlamaCppUnavailable("cmake is not installed")
-        if not (build / "CMakeCache.txt").exists():
+        cache = build / "CMakeCache.txt"
+        if not cache.exists():
             cfg = subprocess.run(["cmake", "-S", str(src), "-B", str(build), "-DCMAKE_BUILD_TYPE=Release",
                                   "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF",
-                                  "-DLLAMA_BUILD_SERVER=OFF", "-DBUILD_SHARED_LIBS=OFF", *flags,
+                                  *SERVER, "-DBUILD_SHARED_LIBS=OFF", *flags,
                                   *(_no_amx() if target() == "native" else [])],
                                  capture_output=True, text=True)
             if cfg.returncode != 0:
                 raise LlamaCppUnavailable(f"cmake configure failed: {cfg.stderr[-1500:]}")
+        elif name == "llama-server" and "LLAMA_BUILD_SERVER:BOOL=ON" not in cache.read_text(errors="replace"):
+            # a tree configured before the server was built here: turn it on (the other settings stay cached;
+            # the tools already built are not rebuilt)
+            cfg = subprocess.run(["cmake", "-S", str(src), "-B", str(build), *SERVER], capture_output=True, text=True)
+            if cfg.returncode != 0:
+                raise LlamaCppUnavailable(f"cmake configure (server on) failed: {cfg.stderr[-1500:]}")
         made = subprocess.run(["cmake", "--build", str(build), "--target", name, "-j", str(os.cpu_count() or 2)],
                               capture_output=True, text=True)
         if made.returncode != 0 or not binary.exists():

@@ -277,8 +277,9 @@ class Engine:
                 self._step()
 
     def _warm(self) -> None:
-        """Compile greedy decoding for every row bucket and the smallest prefill before serving (sampled
-        decoding and larger prefills compile on first use, and persist in the compilation cache)."""
+        """Compile greedy decoding for every row bucket and the prefills of short prompts (one, or a burst)
+        before serving; sampled decoding and longer prompts compile on first use (and persist in the
+        compilation cache)."""
         t0 = time.perf_counter()
         rows = 1
         while True:
@@ -287,7 +288,10 @@ class Engine:
                 break
             rows = pow2_at_least(rows + 1, self.slots)
         zero = np.zeros((self.model.config.n_layers, self.model.config.d_model), np.float32)
-        self._prefill_rows([(0, Request([0], zero, Sampling(), lambda e: None))], False)
+        for length in (MIN_BUCKET, 2 * MIN_BUCKET):  # one request, and a burst, of short prompts
+            if length < self.context:
+                for group in (1, MAX_PREFILL):
+                    self._prefill_rows([(0, Request([0] * length, zero, Sampling(), lambda e: None))] * group, False)
         jax.block_until_ready(self._cache["k"])
         log.info("engine warm in %.1f s (%d slots, context %d)", time.perf_counter() - t0, self.slots, self.context)
 
@@ -327,7 +331,7 @@ class Engine:
 
     def _prefill_rows(self, group: list[tuple[int, Request]], sample: bool) -> np.ndarray:
         """First tokens of the (slot, request) group, prefilled in one call (rows padded to a power of two)."""
-        rows = pow2_at_least(len(group), MAX_PREFILL)
+        rows = 1 if len(group) == 1 else MAX_PREFILL  # two shapes per length bucket, both compiled at warm-up
         padded_group = group + [group[0]] * (rows - len(group))
         bucket = prefill_bucket(max(len(r.prompt_ids) for _, r in group), self.context)
         ids = np.zeros((rows, bucket), np.int32)
