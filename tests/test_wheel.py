@@ -32,6 +32,8 @@ assert where.is_relative_to(Path(sys.prefix).resolve()), f"stf_jax imported from
 model = stf_jax.load_model("smollm2-135m", progress=False)
 ids, mask = model.encode(["The committee will review the proposal."])
 h = model.hidden_states(ids, mask, [-1])
+from importlib import resources
+assert "Steering playground" in resources.files("stf_jax.serve").joinpath("playground.html").read_text()
 print("ok", where, model.config.family, tuple(h.shape), float(abs(h).max()))
 """
 
@@ -49,6 +51,7 @@ def test_wheel_install_loads_registry_model_outside_source_tree(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("stf_jax-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "stf_jax/configs/models/smollm2-135m.yaml" in names and "stf_jax/configs/models/pythia-160m.yaml" in names
+    assert "stf_jax/serve/playground.html" in names  # the server's page travels with the package
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
