@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="gemma3-270m")
     parser.add_argument("--layer", type=int, default=12, help="HF layer of the trained vectors [12]")
     parser.add_argument("--vector", default="formality", help="the vector picked on the page [formality]")
-    parser.add_argument("--strength", type=float, default=2.0, help="slider position (stored scale) [2]")
+    parser.add_argument("--strength", type=float, default=1.0, help="slider position (stored scale; 1 = 0.15 x |h|) [1]")
     parser.add_argument("--prompt", default="Hey, can you tell me about the meeting tomorrow?")
     parser.add_argument("--out", default="docs/serve_playground.png")
     args = parser.parse_args(argv)
