@@ -97,7 +97,7 @@ def test_the_readme_openai_example_runs_and_steering_matches_steer_generate(serv
     """The official `openai` package, steering through extra_body; the steered text is what `steer generate`
     (stf_jax.steer.apply, another injection path) gives with the same file at the same strength."""
     url, _, library = server
-    (code,) = _readme_blocks("python")
+    (code,) = [block for block in _readme_blocks("python") if "OpenAI(" in block]
     exec(compile(code.replace("http://127.0.0.1:8000", url), "README", "exec"), {})
     plain, steered = capsys.readouterr().out.rstrip("\n").split(" | ")
     assert plain != steered
