@@ -344,16 +344,15 @@ def steady_state(polls: list[dict]) -> dict | None:
 
 
 def table(rows: list[dict]) -> str:
+    from stf_jax.markdown import table as md_table
+
     ref = next((r for r in rows if r["setup"].startswith("stf_jax concurrent")), None)
-    out = ["| setup | requests | tokens | wall s | tokens/s | p50 s | p95 s | tokens/s vs stf_jax concurrent "
-           "| server cores | other load (cores) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        ratio = f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}x" if ref and ref["tokens_per_s"] else "-"
-        req = f"{r['ok']}/{r['requests']}"
-        out.append(f"| {r['setup']} | {req} | {r['tokens']} | {r['wall_s']:.1f} | {r['tokens_per_s']:.1f} | "
-                   f"{r['latency_p50_s']:.2f} | {r['latency_p95_s']:.2f} | {ratio} | "
-                   f"{r['cpu']['server_cores']:.2f} | {r['cpu']['other_cores']:.2f} |")
-    return "\n".join(out)
+    header = ["setup", "requests", "tokens", "wall s", "tokens/s", "p50 s", "p95 s", "tokens/s vs stf_jax concurrent",
+              "server cores", "other load (cores)"]
+    return md_table(header, [[r["setup"], f"{r['ok']}/{r['requests']}", r["tokens"], f"{r['wall_s']:.1f}",
+                              f"{r['tokens_per_s']:.1f}", f"{r['latency_p50_s']:.2f}", f"{r['latency_p95_s']:.2f}",
+                              f"{r['tokens_per_s'] / ref['tokens_per_s']:.2f}x" if ref and ref["tokens_per_s"] else "-",
+                              f"{r['cpu']['server_cores']:.2f}", f"{r['cpu']['other_cores']:.2f}"] for r in rows])
 
 
 def main(argv=None) -> int:
@@ -559,7 +558,9 @@ def main(argv=None) -> int:
         print("WARNING: the stf_jax sources changed while this ran (see source / source_after in the JSON): the "
               "servers started at different times may have run different code")
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=1, default=str))
+        from stf_jax.core.atomic import atomic_write_json
+
+        atomic_write_json(Path(args.out), report, default=str)
         print(f"wrote {args.out}")
     return 0
 

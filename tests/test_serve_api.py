@@ -239,10 +239,10 @@ def test_a_failing_generation_is_a_500_and_the_rest_is_served(server, monkeypatc
     tokenizer = engine.model.tokenizer
     original = engine._detokenize
 
-    def faulty(req, final=False):
+    def faulty(req):
         if "BOOM" in tokenizer.decode(req.prompt_ids):
             raise RuntimeError("injected fault")
-        return original(req, final)
+        return original(req)
 
     monkeypatch.setattr(engine, "_detokenize", faulty)
     results = {}

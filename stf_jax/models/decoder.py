@@ -50,6 +50,13 @@ class Intervention:
     positions: jax.Array  # [B, S] 0/1
 
     @classmethod
+    def per_row(cls, vectors, positions) -> "Intervention":
+        """Additive steering with one vector per row and layer, added as given: vectors [L, B, 1, D] (zeros
+        leave a row or layer bit-identical), at positions [B, S]."""
+        ones, zeros = jnp.ones((vectors.shape[0],), jnp.float32), jnp.zeros((vectors.shape[0],), jnp.float32)
+        return cls(jnp.asarray(vectors), ones, zeros, zeros, jnp.asarray(positions, jnp.float32))
+
+    @classmethod
     def none(cls, n_layers: int, d_model: int, batch: int, seq: int) -> "Intervention":
         z = jnp.zeros((n_layers,), jnp.float32)
         return cls(jnp.zeros((n_layers, d_model), jnp.float32), z, z, z, jnp.zeros((batch, seq), jnp.float32))
@@ -126,31 +133,23 @@ class Attention(nn.Module):
             q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         cached = "cache_k" in layer
         window = layer["window"]
+        allowed = shared["allowed"] & ((window == 0) | (shared["distance"] < window))  # [B, S, T]
         if cached and self.append:
-            out = _append_attention(q, k, v, layer["cache_k"], layer["cache_v"], window, shared, cfg, self.precision)
+            out = _append_attention(q, k, v, layer["cache_k"], layer["cache_v"], allowed, window, cfg, self.precision)
             out = out.reshape(b, s, cfg.n_heads * cfg.head_dim)
             return dense(cfg.d_model, use_bias=cfg.o_bias, name="o")(out), (k, v)
         if cached:  # decoding: write this step's keys/values at cache_index, attend to all T
-            k = _write_cache(layer["cache_k"], k, shared["cache_index"])
-            v = _write_cache(layer["cache_v"], v, shared["cache_index"])
+            at = (0, 0, shared["cache_index"], 0)  # the cache is [B, K, T, Dh]: see _reference_attention
+            k = jax.lax.dynamic_update_slice(layer["cache_k"], k.swapaxes(1, 2).astype(layer["cache_k"].dtype), at)
+            v = jax.lax.dynamic_update_slice(layer["cache_v"], v.swapaxes(1, 2).astype(layer["cache_v"].dtype), at)
         new_cache = (k, v)
 
-        allowed = shared["allowed"] & ((window == 0) | (shared["distance"] < window))  # [B, S, T]
         if attention_implementation(cfg, self.dtype, decoding=cached) == "cudnn":
             out = _flash_attention(q, k, v, allowed, cfg.query_scale)
         else:
             out = _reference_attention(q, k, v, allowed, cfg, self.precision, kv_heads_first=cached)
         out = out.reshape(b, s, cfg.n_heads * cfg.head_dim)
         return dense(cfg.d_model, use_bias=cfg.o_bias, name="o")(out), new_cache
-
-
-def _write_cache(cache, new, index):
-    """cache [B, K, T, Dh] (see _reference_attention) with new [B, S, K, Dh] written at column `index`: one
-    offset for every row, or one per row ([B], the serving engine's slots, each at its own length)."""
-    new = new.swapaxes(1, 2).astype(cache.dtype)
-    if jnp.ndim(index) == 0:
-        return jax.lax.dynamic_update_slice(cache, new, (0, 0, index, 0))
-    return jax.vmap(lambda c, n, i: jax.lax.dynamic_update_slice(c, n, (0, i, 0)))(cache, new, index)
 
 
 def attention_implementation(cfg: DecoderConfig, dtype, decoding: bool = False) -> str:
@@ -183,35 +182,37 @@ def _reference_attention(q, k, v, allowed, cfg: DecoderConfig, precision, kv_hea
     q = q.reshape(b, s, cfg.n_kv_heads, g, cfg.head_dim)
     kv = "bksd" if kv_heads_first else "bskd"
     scores = jnp.einsum(f"bqkgd,{kv}->bkgqs", q, k, precision=precision,
-                        preferred_element_type=jnp.float32) * cfg.query_scale  # [B, K, G, S, T]
-    if cfg.attn_softcap:
-        scores = jnp.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
-    scores = jnp.where(allowed[:, None, None], scores, _NEG)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+                        preferred_element_type=jnp.float32)  # [B, K, G, S, T]
+    probs = _attention_probs(scores, allowed, cfg, q.dtype)
     out = jnp.einsum(f"bkgqs,{kv}->bqkgd", probs, v, precision=precision)
     return out.reshape(b, s, cfg.n_heads, cfg.head_dim)
 
 
-def _append_attention(q, k, v, cache_k, cache_v, window, shared, cfg: DecoderConfig, precision):
+def _attention_probs(scores, allowed, cfg: DecoderConfig, dtype):
+    """Scaled, soft-capped (Gemma 2) and masked f32 scores [B, K, G, S, T] -> probabilities in `dtype`;
+    allowed: [B, S, T]."""
+    scores = scores * cfg.query_scale
+    if cfg.attn_softcap:
+        scores = jnp.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
+    scores = jnp.where(allowed[:, None, None], scores, _NEG)
+    return jax.nn.softmax(scores, axis=-1).astype(dtype)
+
+
+def _append_attention(q, k, v, cache_k, cache_v, allowed, window, cfg: DecoderConfig, precision):
     """Attention of S new tokens over a read-only cache plus themselves, without writing the cache: the
     serving engine writes the new keys/values into its slots afterwards with one small scatter, where
     rewriting [B, K, T, Dh] in every layer of every step cost more than the attention. q, k, v: [B, S, *, Dh]
-    (this step's); cache_k, cache_v: [B, K, T, Dh], valid where shared["allowed"] [B, S, T] says (the
-    positions before each row's index)."""
+    (this step's); cache_k, cache_v: [B, K, T, Dh], valid where `allowed` [B, S, T] says (the positions
+    before each row's index, inside this layer's window)."""
     b, s = q.shape[:2]
     g = cfg.n_heads // cfg.n_kv_heads
     q = q.reshape(b, s, cfg.n_kv_heads, g, cfg.head_dim)
     old = jnp.einsum("bqkgd,bksd->bkgqs", q, cache_k, precision=precision, preferred_element_type=jnp.float32)
     new = jnp.einsum("bqkgd,bskd->bkgqs", q, k, precision=precision, preferred_element_type=jnp.float32)
-    scores = jnp.concatenate([old, new], axis=-1) * cfg.query_scale  # [B, K, G, S, T + S]
-    if cfg.attn_softcap:
-        scores = jnp.tanh(scores / cfg.attn_softcap) * cfg.attn_softcap
     steps = jnp.arange(s)
     among_new = (steps[None, :] <= steps[:, None]) & ((window == 0) | (steps[:, None] - steps[None, :] < window))
-    allowed = jnp.concatenate([shared["allowed"] & ((window == 0) | (shared["distance"] < window)),
-                               jnp.broadcast_to(among_new, (b, s, s))], axis=-1)  # [B, S, T + S]
-    scores = jnp.where(allowed[:, None, None], scores, _NEG)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    allowed = jnp.concatenate([allowed, jnp.broadcast_to(among_new, (b, s, s))], axis=-1)  # [B, S, T + S]
+    probs = _attention_probs(jnp.concatenate([old, new], axis=-1), allowed, cfg, q.dtype)
     t = cache_k.shape[2]
     out = (jnp.einsum("bkgqs,bksd->bqkgd", probs[..., :t], cache_v, precision=precision)
            + jnp.einsum("bkgqs,bskd->bqkgd", probs[..., t:], v, precision=precision))
@@ -375,9 +376,9 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, input_ids, attention_mask, intervention: Intervention | None = None, cache=None,
                  h0=None, head_index=None) -> DecoderOutput:
-        """cache (decoding): {"k", "v": [L, B, K, T, Dh], "index": write offset (scalar or per row [B]),
-        "key_mask": [B, T],
-        "positions": [B, S]}; the updated k/v come back in DecoderOutput.cache.
+        """cache (decoding): {"k", "v": [L, B, K, T, Dh], "index": write offset (scalar, or per row [B] with
+        append_cache), "key_mask": [B, T], "positions": [B, S]}; the updated k/v come back in
+        DecoderOutput.cache.
         h0: [B, S, D] state entering block `start` (required when start > 0).
         head_index: [B, C] positions whose logits are computed (the LM head only there)."""
         cfg = self.cfg

@@ -81,10 +81,7 @@ class Request:
 
 def prefill_bucket(n: int, context: int) -> int:
     """The padded prompt length for n tokens: the next power of two >= n (at least MIN_BUCKET), at most context."""
-    bucket = MIN_BUCKET
-    while bucket < n:
-        bucket *= 2
-    return min(bucket, context)
+    return pow2_at_least(max(n, MIN_BUCKET), context)
 
 
 def sample_rows(logits, temperature, top_p, seeds, steps, *, sample: bool):
@@ -112,8 +109,7 @@ def prefill_rows(params, cache, slots, ids, n, steer, temperature, top_p, seed, 
     zeros = jnp.zeros((cfg.n_layers, p, cfg.n_kv_heads, s, cfg.head_dim), cache["k"].dtype)
     row_cache = {"k": zeros, "v": zeros, "index": 0, "key_mask": real,
                  "positions": jnp.broadcast_to(jnp.arange(s)[None], (p, s))}
-    ones, none = jnp.ones((cfg.n_layers,), jnp.float32), jnp.zeros((cfg.n_layers,), jnp.float32)
-    iv = Intervention(steer.swapaxes(0, 1)[:, :, None, :], ones, none, none, real.astype(jnp.float32))
+    iv = Intervention.per_row(steer.swapaxes(0, 1)[:, :, None, :], real)
     model = Decoder(cfg, dtype=dtype, logits=True)
     out = model.apply({"params": params}, ids, real, iv, row_cache, head_index=(n - 1)[:, None])
     k, v = cache["k"], cache["v"]
@@ -136,8 +132,7 @@ def decode_slots(params, cache, tokens, positions, steer, temperature, top_p, se
     tokens, positions = tokens[:rows], positions[:rows]
     row_cache = {"k": cache["k"][:, :rows], "v": cache["v"][:, :rows], "index": positions,
                  "key_mask": jnp.arange(t)[None] < positions[:, None], "positions": positions[:, None]}
-    ones, none = jnp.ones((cfg.n_layers,), jnp.float32), jnp.zeros((cfg.n_layers,), jnp.float32)
-    iv = Intervention(steer[:, :rows], ones, none, none, jnp.ones((rows, 1), jnp.float32))
+    iv = Intervention.per_row(steer[:, :rows], jnp.ones((rows, 1)))
     model = Decoder(cfg, dtype=dtype, logits=True, last_logits_only=True, append_cache=True)
     out = model.apply({"params": params}, tokens[:, None], jnp.ones((rows, 1), jnp.int32), iv, row_cache)
     slot = jnp.arange(rows)
@@ -394,13 +389,15 @@ class Engine:
                 finish = "stop"
             else:
                 req.generated.append(token)
-            text = self._detokenize(req, final=finish is not None)
+            text = self._detokenize(req)
             if finish is None:
                 text, hit = _cut_at_stop(text, req.sampling.stop)
                 if hit:
                     finish = "stop"
                 elif len(req.generated) >= req.sampling.max_tokens:
-                    finish, text = "length", self._detokenize(req, final=True)
+                    finish = "length"
+            if not finish and text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for its other bytes
+                text = text[:-1]
             ready = text if finish else _holdback(text, req.sampling.stop)
             if len(ready) > req.sent:
                 req.on_event(Event("text", ready[req.sent:]))
@@ -418,11 +415,8 @@ class Engine:
             self._fail(req, exc)
             self._free(slot)
 
-    def _detokenize(self, req: Request, final: bool = False) -> str:
-        text = self.model.tokenizer.decode(req.generated, skip_special_tokens=True)
-        if not final and text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for its other bytes
-            return text[:-1]
-        return text
+    def _detokenize(self, req: Request) -> str:
+        return self.model.tokenizer.decode(req.generated, skip_special_tokens=True)
 
     def _fail(self, req: Request, exc: BaseException) -> None:
         self.failed += 1

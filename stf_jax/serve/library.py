@@ -2,7 +2,7 @@
 
 A vector is a file `<name>.gguf` or `<name>.safetensors` (llama.cpp, repeng or stf_jax control vectors, in
 residual units: the length is the strength at 1). An upload is read and checked in a hidden temporary file
-beside the library and renamed into place only when it is a usable vector for the served model, so a
+beside the library and written into place (atomically) only when it is a usable vector for the served model, so a
 restart finds exactly the vectors that were accepted. A vector made for another model is carried through
 the server's map set (`--map`) on upload when it has one, and refused with the reason when it has not.
 
@@ -16,7 +16,6 @@ into one [n_layers, d_model] table (row i = after block i), each at its strength
 from __future__ import annotations
 
 import logging
-import os
 import re
 import threading
 import uuid
@@ -25,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..core.atomic import atomic_write_bytes
 from ..core.vector import SteeringVector, model_mismatch
 from ..errors import UserError
 
@@ -105,7 +105,7 @@ class VectorLibrary:
         """Add or replace vector `name` from a file's bytes; checked (and carried) before it replaces anything."""
         check_name(name)
         suffix = sniff_suffix(data)
-        tmp = self.directory / f".upload-{uuid.uuid4().hex}{suffix}"
+        tmp = self.directory / f".upload-{uuid.uuid4().hex}{suffix}"  # read back and checked before anything changes
         try:
             tmp.write_bytes(data)
             try:
@@ -118,7 +118,7 @@ class VectorLibrary:
                 if "carried_from" in vector.provenance:  # carried: the file to keep is the target model's vector
                     final = vector.save(self.directory / f"{name}.gguf")
                 else:
-                    os.replace(tmp, final)
+                    atomic_write_bytes(final, data)
                 for other in SUFFIXES:
                     if self.directory / f"{name}{other}" != final:
                         (self.directory / f"{name}{other}").unlink(missing_ok=True)

@@ -81,11 +81,7 @@ def make_intervention(cfg: DecoderConfig, layers: Sequence[int], vector: np.ndar
 def row_intervention(cfg, layer: int, row_vectors: np.ndarray, positions: np.ndarray):
     """Additive steering at hidden-state index `layer` with one vector per row: row_vectors [B, D] already
     scaled (alpha · scale · unit vector; zeros = unsteered)."""
-    L, (b, d) = cfg.n_layers, row_vectors.shape
-    vectors = np.zeros((L, b, 1, d), np.float32)
+    (b, d) = row_vectors.shape
+    vectors = np.zeros((cfg.n_layers, b, 1, d), np.float32)
     vectors[layer - 1, :, 0, :] = row_vectors
-    add = np.zeros(L, np.float32)
-    add[layer - 1] = 1.0
-    z = np.zeros(L, np.float32)
-    return Intervention(jnp.asarray(vectors), jnp.asarray(add), jnp.asarray(z), jnp.asarray(z),
-                        jnp.asarray(positions, jnp.float32))
+    return Intervention.per_row(vectors, positions)
