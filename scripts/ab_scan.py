@@ -1,8 +1,10 @@
 """Where do the shipped models answer A/B items from behaviour? Native vectors only, per layer and pooling.
 
-    python scripts/ab_scan.py runs/ab_letter runs/ab_last     # extraction runs of --pairs ab (both models)
+    python scripts/ab_scan.py runs/ab_letter runs/ab_last runs/ab_whole runs/ab_chat
 
-For each run (e.g. --pooling letter and --pooling last), each model and layers at relative depths 0.3-0.8:
+Each run is an extraction of one form of the shipped items (`stf_jax.data.ab`): --pairs ab with --pooling
+letter and last, --pairs ab-whole (the whole answer, --pooling last), --pairs ab-chat with --chat-template
+(smollm2-135m only: gemma3-270m's GGUF carries no chat template). For each run, each model and layers at relative depths 0.3-0.8:
 the A/B protocol (`stf_jax.judge.ab`) with the model's own vectors from the train items and a random
 control, on the held-out items: the unsteered matching-letter probability, its slope over strength (a x
 typical |h|, a in -1..1) with a 95% interval, and the behaviours whose native slope interval lies above 0.
@@ -39,7 +41,7 @@ def main() -> None:
         refs = find_models([run])
         names = sorted(refs)
         for target in [m for m in names if not args.models or m in args.models]:
-            source = next(n for n in names if n != target)
+            source = next((n for n in names if n != target), target)  # a one-model run (ab-chat): itself
             n, n_s = refs[target].n_layers, refs[source].n_layers
             for depth in DEPTHS:  # the source layer only has to exist: no map is fitted (native and random only)
                 layer, layer_s = resolve_layers(depth, n)[0], resolve_layers(depth, n_s)[0]

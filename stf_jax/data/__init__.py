@@ -11,6 +11,7 @@ Recipes that rebuild the paper's pairs from public datasets live in
 
 from stf_jax.data.pairs import PairFormatError, PairSourceError, load_pairs, save_pairs
 from stf_jax.data import corpus as _corpus  # noqa: F401  (registers the generated "corpus" dataset)
+from stf_jax.data import ab as _ab  # noqa: F401  (registers "ab-whole", "ab-chat", "ab-chat-whole")
 from stf_jax.data.schema import TRAITS, ContrastPair, dataset_hash, normalize_text, word_count
 from stf_jax.data.split import Split, split_pairs
 from stf_jax.data.stats import TraitStats, format_stats, pair_stats

@@ -113,9 +113,8 @@ def _pair_files(name_or_path: str | Path) -> list[Path]:
         if path.suffix not in PAIR_SUFFIXES:
             raise PairFormatError(f"{path}: unsupported file type {path.suffix!r}; use {', '.join(PAIR_SUFFIXES)}")
         return [path]
-    raise PairSourceError(
-        f"{name_or_path}: no such file or directory, and not a dataset name ({', '.join(DATASETS)})"
-    )
+    names = ", ".join(dict.fromkeys([*DATASETS, *GENERATED]))
+    raise PairSourceError(f"{name_or_path}: no such file or directory, and not a dataset name ({names})")
 
 
 def _read_all(files: list[Path]) -> Iterator[tuple[ContrastPair, str]]:

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "truncate: false); flags given on the command line win")
     p.add_argument("--models", nargs="+", help="registry names, HF directories, hub ids or .gguf paths")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--pairs", help="contrast pairs: 'shipped', a JSONL/CSV/Parquet file or folder, or hf:NAME[:SPLIT]")
+    src.add_argument("--pairs", help="contrast pairs: 'shipped', 'ab' (A/B items; 'ab-whole', 'ab-chat', 'ab-chat-whole' "
+                                    "in other forms), a JSONL/CSV/Parquet file or folder, or hf:NAME[:SPLIT]")
     src.add_argument("--corpus", help="token mode: a text file (one text per line) or JSONL with a 'text' field")
     p.add_argument("--traits", nargs="+", help="only these traits (pairs mode)")
     p.add_argument("--per-trait", type=int, help="at most this many pairs per trait, in dataset order")

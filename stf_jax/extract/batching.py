@@ -33,16 +33,18 @@ class Tokenized:
 
 
 def tokenize(tokenizer, texts: Sequence[str], max_length: int, truncate: bool = True,
-             batch: int = 1024, describe: Callable[[int], str] | None = None) -> Tokenized:
-    """Fast, batched tokenization with the model's special tokens; over-long texts are cut
-    (counted, with their indices) or refused. `describe(i)` names text i in messages (e.g. its pair id)."""
+             batch: int = 1024, describe: Callable[[int], str] | None = None,
+             add_special_tokens: bool = True) -> Tokenized:
+    """Fast, batched tokenization, with the model's special tokens unless the texts are chat-templated (the
+    template writes them); over-long texts are cut (counted, with their indices) or refused. `describe(i)`
+    names text i in messages (e.g. its pair id)."""
     describe = describe or (lambda i: f"text {i}")
     ids: list[np.ndarray] = []
     truncated = 0
     cut: list[int] = []
     lengths: dict[int, int] = {}
     for start in range(0, len(texts), batch):
-        enc = tokenizer(list(texts[start:start + batch]), add_special_tokens=True)["input_ids"]
+        enc = tokenizer(list(texts[start:start + batch]), add_special_tokens=add_special_tokens)["input_ids"]
         for j, row in enumerate(enc):
             if len(row) == 0:
                 raise TokenizeError(f"{describe(start + j)} tokenizes to nothing: {texts[start + j][:80]!r}; "

@@ -29,6 +29,7 @@ from ..models.loading import load_model
 from ..models.model import Model
 from .batching import make_batches, rows_for_length, tokenize
 from ..core.atomic import atomic_save_tensors, atomic_write_bytes
+from ..core.chat import chat_text, has_chat_template
 from ..core.layers import parse_layer_spec, resolve_layers
 from .forward import PooledForward, make_mesh
 from .store import FORMAT_VERSION, PAIRS_FILE, RunDir, model_slug
@@ -108,12 +109,14 @@ def _versions() -> dict[str, str]:
             "python": sys.version.split()[0]}
 
 
-def _wrap_chat(model: Model, text: str, prompt: str | None) -> str:
-    messages = ([{"role": "user", "content": prompt}, {"role": "assistant", "content": text}] if prompt
-                else [{"role": "user", "content": text}])
-    if not getattr(model.tokenizer, "chat_template", None):
+def _wrap_chat(model: Model, text: str, prompt: str | None, open_answer: bool = False) -> str:
+    """A pair side as the assistant's answer to its prompt (left open after the text when `open_answer`:
+    letter pooling reads the answer, not the template's closing tokens), or a text as the user's turn."""
+    if not has_chat_template(model.tokenizer):
         raise ExtractInputError(f"{model.name} has no chat template; drop chat_template=")
-    return model.tokenizer.apply_chat_template(messages, tokenize=False)
+    if prompt:
+        return chat_text(model.tokenizer, prompt, text, open_answer=open_answer)
+    return model.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False)
 
 
 def _texts_hash(texts: Sequence[str]) -> str:
@@ -138,7 +141,8 @@ class _PairsMode:
         texts, seen, self.pos_idx, self.neg_idx = [], {}, [], []
         for p in self.pairs:
             for side, idx in ((p.positive, self.pos_idx), (p.negative, self.neg_idx)):
-                text = _wrap_chat(model, side, p.prompt or None) if self.chat_template else side
+                text = (_wrap_chat(model, side, p.prompt or None, open_answer=self.pooling == "letter")
+                        if self.chat_template else side)
                 if text not in seen:
                     seen[text] = len(texts)
                     texts.append(text)
@@ -396,7 +400,7 @@ def _plan_models(mode, models: Sequence[str], layer_spec, opts: ExtractOptions,
         if opts.max_length and opts.max_length > config.max_position_embeddings:
             _warn(f"note: {name}: --max-length {opts.max_length} is beyond its context; using "
                   f"{config.max_position_embeddings}")
-        tokenized = tokenize(tokenizer, texts, max_length, opts.truncate,
+        tokenized = tokenize(tokenizer, texts, max_length, opts.truncate, add_special_tokens=not opts.chat_template,
                              describe=lambda i: f"{name}: {mode.describe(shim, i)}")
         if tokenized.truncated:
             named = "; ".join(f"{mode.describe(shim, i)} ({tokenized.original_lengths[i]} tokens)"

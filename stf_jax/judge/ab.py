@@ -22,8 +22,6 @@ vector per row, so one pass covers every behaviour.
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
 import time
 from functools import partial
 from pathlib import Path
@@ -31,78 +29,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..core.chat import chat_text
 from ..core.stats import format_ci, interval, resample_indices, slopes
-from ..errors import UserError
+from ..data.ab import ABItem, ABItemError, ab_form, item_from_pair, read_ab_items  # noqa: F401  (the protocol's API)
 from ..options import check_options, option
-
-CHOICE_RE = re.compile(r"^\s*\(([A-Z])\)", re.MULTILINE)
-ANSWER_RE = re.compile(r"\(([A-Z])\)\s*$")
-
-
-class ABItemError(UserError, ValueError):
-    """An A/B item that cannot be scored (no answer letter, one choice, sides that differ elsewhere)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ABItem:
-    id: str
-    behaviour: str
-    prompt: str                  # the text up to and including "(" of the answer: the letter comes next
-    letters: tuple[str, ...]     # the choice letters, in order
-    matching: str                # the behaviour-matching letter
-
-
-def item_from_pair(pair) -> ABItem:
-    """An ABItem from a contrast pair whose sides end "(X)" and "(Y)" and are otherwise the same text."""
-    where = f"A/B item {pair.id!r}"
-    pos, neg = pair.positive.rstrip(), pair.negative.rstrip()
-    mp, mn = ANSWER_RE.search(pos), ANSWER_RE.search(neg)
-    if not mp or not mn:
-        raise ABItemError(f"{where}: the positive and negative texts must end with a lettered answer such as "
-                          "'(A)' and '(B)'")
-    if pos[:mp.start()] != neg[:mn.start()] or mp.group(1) == mn.group(1):
-        raise ABItemError(f"{where}: the two sides must be the same question with different answer letters")
-    prompt = (pair.prompt + "\n\n" if pair.prompt else "") + pos[:mp.start() + 1]
-    letters = tuple(dict.fromkeys(CHOICE_RE.findall(pos[:mp.start()])))
-    if len(letters) < 2 or mp.group(1) not in letters or mn.group(1) not in letters:
-        raise ABItemError(f"{where}: the question must list at least two lettered choices ' (A) ...' that include "
-                          f"both answers ({mp.group(1)}, {mn.group(1)}); found {list(letters)}")
-    return ABItem(pair.id, pair.trait, prompt, letters, mp.group(1))
-
-
-def read_ab_items(path: str | Path) -> list:
-    """ContrastPairs from a file of A/B items in either form: the pair form (`data.load_pairs`), or the raw
-    CAA form with `question`, `answer_matching_behavior`, `answer_not_matching_behavior` (and `behavior`,
-    else the file name, as the trait); every item checked with `item_from_pair`."""
-    from ..data.pairs import load_pairs
-    from ..data.schema import ContrastPair
-
-    path = Path(path)
-    text = path.read_text(encoding="utf-8") if path.is_file() else ""
-    first = text.lstrip()[:1]
-    records = None
-    if first in "[{" and "answer_matching_behavior" in text[:20000]:
-        try:
-            records = json.loads(text) if first == "[" else [json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise ABItemError(f"{path}: not JSON or JSONL ({exc})") from None
-    if records is None:
-        pairs = load_pairs(path)
-    else:
-        pairs = []
-        for i, r in enumerate(records):
-            try:
-                q, yes, no = r["question"], r["answer_matching_behavior"], r["answer_not_matching_behavior"]
-            except (KeyError, TypeError):
-                raise ABItemError(f"{path}: item {i}: needs question, answer_matching_behavior and "
-                                  "answer_not_matching_behavior") from None
-            trait = str(r.get("behavior", path.stem))
-            stem = q.rstrip() + "\n\nAnswer: "
-            pairs.append(ContrastPair(id=f"{trait}-{i:04d}", trait=trait, prompt="", positive=stem + str(yes).strip(),
-                                      negative=stem + str(no).strip(), source=str(path)))
-    for p in pairs:
-        item_from_pair(p)
-    return pairs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,9 +74,11 @@ def _letter_logprobs_fn():
 
 class LetterScorer:
     """P(matching letter | question, steering at `layer`) for many row vectors; the blocks below the layer run
-    once. Items may list different letters; probabilities are over each item's own letters."""
+    once. Items may list different letters; probabilities are over each item's own letters. `chat`: the items
+    are read inside the model's chat template (chat-form items, from a run extracted with --chat-template),
+    the answer's "(" opening the assistant's turn."""
 
-    def __init__(self, model, layer: int, items: Sequence[ABItem]):
+    def __init__(self, model, layer: int, items: Sequence[ABItem], chat: bool = False):
         import jax.numpy as jnp
 
         from ..core.norms import residual_norms
@@ -157,11 +89,20 @@ class LetterScorer:
         tok = model.tokenizer
         rows, letter_ids = [], []
         k = max(len(it.letters) for it in items)
+        def encode(it: ABItem, letter: str = "") -> list[int]:
+            if chat:
+                return tok(chat_text(tok, it.user, it.answer_prefix + letter, open_answer=True),
+                           add_special_tokens=False)["input_ids"]
+            return tok(it.prompt + letter, add_special_tokens=True)["input_ids"]
+
+        if chat and any(it.user is None for it in items):
+            raise ABItemError("chat=True needs chat-form items (the question as the pair's prompt; "
+                              "load_pairs('ab-chat'))")
         for it in items:
-            ids = tok(it.prompt, add_special_tokens=True)["input_ids"]
+            ids = encode(it)
             lids = []
             for letter in it.letters:
-                whole = tok(it.prompt + letter, add_special_tokens=True)["input_ids"]
+                whole = encode(it, letter)
                 if whole[:len(ids)] != ids or len(whole) != len(ids) + 1:
                     raise ABItemError(f"A/B item {it.id!r}: this tokenizer does not read the answer letter {letter!r} "
                                       "as one token after '(' (the letter-position protocol needs it)")
@@ -209,6 +150,7 @@ def evaluate_ab(run_dir: str | Path, cfg: ABConfig = ABConfig(), layers: dict | 
                 directions: Sequence[tuple[str, str]] | None = None, log=print) -> dict[str, Any]:
     """The A/B protocol over the directed model pairs of an extraction run of A/B items (module docstring)."""
     from ..extract.rundir import AlignInputError, find_models, pair_table
+    from ..extract.store import read_manifest
     from ..models.loading import load_model
     from ..steer.evaluate import SteerConfig, direction_conditions
 
@@ -218,6 +160,12 @@ def evaluate_ab(run_dir: str | Path, cfg: ABConfig = ABConfig(), layers: dict | 
     directions = list(directions or [(s, t) for s in names for t in names if s != t])
     table, orders = pair_table([refs[m] for m in names])
     items_all = [item_from_pair(p) for p in table.pairs]
+    chat = bool(read_manifest(run_dir).get("chat_template"))
+    if any(it.user is not None for it in items_all) != chat:
+        raise AlignInputError(
+            f"{run_dir}: chat-form A/B items (the question as each pair's prompt) need --chat-template at extraction"
+            if not chat else f"{run_dir} was extracted with --chat-template from plain A/B items, so each answer is "
+            "inside the user's turn; extract --pairs ab-chat (or ab_form(items, 'chat')) instead")
     behaviours = list(cfg.behaviours or table.trait_names)
     missing = sorted(set(behaviours) - set(table.trait_names))
     if missing:
@@ -235,9 +183,9 @@ def evaluate_ab(run_dir: str | Path, cfg: ABConfig = ABConfig(), layers: dict | 
         items = [items_all[i] for i in test]
         if t_name not in models:
             models[t_name] = load_model(t_name)
-        scorer = LetterScorer(models[t_name], lt, items)
+        scorer = LetterScorer(models[t_name], lt, items, chat=chat)
         entry = _direction(scorer, items, conds, strengths, cfg)
-        entry.update(source=s_name, target=t_name, layer_source=int(ls), layer_target=int(lt), n_test_items=len(items),
+        entry.update(source=s_name, target=t_name, chat_template=chat, layer_source=int(ls), layer_target=int(lt), n_test_items=len(items),
                      typical_norm=scorer.typical_norm, cosine_to_native=notes["cosine_to_native"],
                      seconds=time.perf_counter() - t0)
         log(f"{s_name}->{t_name} (layers {ls}->{lt}, {len(items)} held-out items): pooled slope native "

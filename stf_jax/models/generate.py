@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..core.chat import chat_text
 from .config import DecoderConfig
 from .decoder import Decoder
 from .model import Model
@@ -91,8 +92,7 @@ def generate(model: Model, prompts: Sequence[str], max_new_tokens: int = 64, int
     if chat_template and getattr(tok, "chat_template", None) is None:
         raise ValueError("this model's tokenizer has no chat template (its GGUF/HF files carry none): generate "
                          "without chat_template=, or format the prompts yourself")
-    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-             for p in prompts] if chat_template else list(prompts)
+    texts = [chat_text(tok, p) for p in prompts] if chat_template else list(prompts)
     ids, mask = model.encode(texts, padding_side="left", add_special_tokens=not chat_template)
     iv = None
     if intervention_for is not None:

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..core.chat import chat_text
 from ..errors import SteeringInputError
 
 SCALES = ("stored", "unit", "mean-norm")
@@ -87,9 +88,7 @@ def steered_completions(model, prompts: Sequence[str], directions: dict[int, np.
     info: dict[str, Any] = {"layers": layers, "scale": scale, "alpha": alpha}
     layer_scale = None
     if mode == "additive" and scale == "mean-norm":
-        texts = [model.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                                      add_generation_prompt=True) for p in prompts] \
-            if chat_template else list(prompts)
+        texts = [chat_text(model.tokenizer, p) for p in prompts] if chat_template else list(prompts)
         layer_scale = _mean_norms(model, texts, layers, add_special_tokens=not chat_template)
         info["mean_norms"] = layer_scale  # as measured; the vector's own lengths (gains) multiply it below
         if gains and any(abs(gains[lay] - 1.0) > 1e-6 for lay in layers):

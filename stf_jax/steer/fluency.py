@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.chat import chat_text, has_chat_template
 from ..core.text import words
 
 MAX_LOGPROB_DROP = 1.0
@@ -77,9 +78,8 @@ def format_prompts(model, prompts: Sequence[str], chat_template: bool) -> tuple[
     """The prompt strings `generate` feeds the model (chat-formatted when asked and available) and whether
     special tokens are added when encoding them (not after a chat template, which writes its own)."""
     tok = model.tokenizer
-    if chat_template and getattr(tok, "chat_template", None) is not None:
-        return [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-                for p in prompts], False
+    if chat_template and has_chat_template(tok):
+        return [chat_text(tok, p) for p in prompts], False
     return list(prompts), True
 
 
