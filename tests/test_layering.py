@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOOR = {"stf_jax", "errors", "safe_paths", "locks", "markdown", "options", "core"}
-RANK = {**{name: 0 for name in FLOOR}, "models": 1, "data": 1, "extract": 2, "align": 3, "transfer": 4,
+RANK = {**{name: 0 for name in FLOOR}, "models": 1, "data": 1, "extract": 2, "align": 3, "sae": 3, "transfer": 4,
         "steer": 5, "judge": 6, "serve": 6, "report": 7, "experiment": 8,
         # tools above the house: test builders, benchmarks, the deprecated `stf_jax.run` alias
         "testing": 9, "bench": 9, "run": 9}

@@ -1,0 +1,176 @@
+"""Sparse autoencoders: the encoder against NumPy, training that recovers planted features, the quality
+figures against their definitions (and transformers' loss), the CLI end to end with resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from stf_jax.sae.model import SAEConfig, SAEParams, decode, encode, fvu, init_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _random_params(cfg: SAEConfig, seed: int = 0) -> SAEParams:
+    rng = np.random.default_rng(seed)
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    return SAEParams(W_enc=f(cfg.d_in, cfg.d_sae), b_enc=f(cfg.d_sae), W_dec=f(cfg.d_sae, cfg.d_in), b_dec=f(cfg.d_in))
+
+
+@pytest.mark.parametrize("architecture", ["topk", "standard"])
+def test_encoder_equals_numpy(architecture):
+    cfg = SAEConfig(d_in=24, d_sae=96, architecture=architecture, k=5)
+    p = _random_params(cfg)
+    x = np.random.default_rng(1).standard_normal((7, 24)).astype(np.float32) * 3 + 1
+    pre = (x.astype(np.float64) - p.b_dec) @ p.W_enc + p.b_enc
+    if architecture == "topk":
+        ref = np.zeros_like(pre)
+        top = np.argsort(-pre, axis=1)[:, :5]
+        np.put_along_axis(ref, top, np.maximum(np.take_along_axis(pre, top, 1), 0), 1)
+    else:
+        ref = np.maximum(pre, 0)
+    got = np.asarray(encode(cfg, p, x))
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(decode(p, got)), ref @ p.W_dec + p.b_dec, rtol=1e-4, atol=1e-3)
+    if architecture == "topk":
+        assert ((got > 0).sum(1) <= 5).all()
+
+
+def test_training_recovers_planted_features():
+    """Tokens made of 3 of 48 unit directions (positive weights, an offset, a large norm): a TopK SAE trained
+    with fit_sae explains them (FVU < 0.05) and finds most directions (decoder row cosine > 0.9)."""
+    from stf_jax.sae.train import TrainOptions, fit_sae
+
+    rng = np.random.default_rng(0)
+    d, n_feat = 32, 48
+    feats = rng.standard_normal((n_feat, d))
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    offset = rng.standard_normal(d) * 5
+
+    def sample(n, r):
+        idx = np.argsort(r.random((n, n_feat)), axis=1)[:, :3]
+        w = np.zeros((n, n_feat))
+        np.put_along_axis(w, idx, r.uniform(0.5, 2.0, (n, 3)), 1)
+        return ((w @ feats + offset) * 40).astype(np.float32)
+
+    def stream(start):
+        r = np.random.default_rng(100 + start)
+        while True:
+            yield sample(512, r)
+
+    cfg = SAEConfig(d_in=d, d_sae=128, k=3)
+    opts = TrainOptions(tokens=512 * 600, batch=512, lr=3e-3, warmup_steps=20, dead_after=20_000, progress=False)
+    fit = fit_sae(cfg, stream, opts)
+    x = sample(4096, np.random.default_rng(7))
+    x_hat = np.asarray(decode(fit.params, encode(cfg, fit.params, x)))
+    assert fvu(x, x_hat) < 0.05, fvu(x, x_hat)
+    dec = np.asarray(fit.params.W_dec, np.float64)
+    cos = (feats @ dec.T) / np.linalg.norm(dec, axis=1)
+    found = (cos.max(1) > 0.9).mean()
+    assert found >= 0.8, found
+    assert fit.steps == 600 and fit.history[-1]["l0"] <= 3
+
+
+def test_quality_figures_on_a_real_forward(tiny_model_dir):
+    """A lossless SAE (ReLU of [x, -x]) recovers all of the CE loss with FVU 0; the zero SAE none; the clean
+    loss equals transformers' next-token cross-entropy on the same tokens."""
+    import torch
+    import transformers
+
+    import stf_jax
+    from stf_jax.sae.quality import sae_quality
+
+    model_dir = tiny_model_dir("llama_gqa_untied_rope3")
+    model = stf_jax.load_model(model_dir)
+    d = model.config.d_model
+    texts = ["The quick brown fox jumps over the lazy dog.", "A short one.",
+             "Sparse autoencoders split a layer into many features, most of them silent."]
+    eye = np.eye(d, dtype=np.float32)
+    lossless = SAEParams(W_enc=np.concatenate([eye, -eye], 1), b_enc=np.zeros(2 * d, np.float32),
+                         W_dec=np.concatenate([eye, -eye], 0), b_dec=np.zeros(d, np.float32))
+    cfg = SAEConfig(d_in=d, d_sae=2 * d, architecture="standard")
+    q = sae_quality(model, cfg, lossless, texts, layer=2)
+    assert q["fvu"] < 1e-10 and abs(q["ce_sae"] - q["ce_clean"]) < 1e-5 and abs(q["ce_loss_recovered"] - 1) < 1e-3
+    zero = SAEParams(*(np.zeros_like(a) for a in (lossless.W_enc, lossless.b_enc, lossless.W_dec, lossless.b_dec)))
+    qz = sae_quality(model, cfg, zero, texts, layer=2)
+    assert abs(qz["ce_loss_recovered"]) < 1e-6 and qz["l0"] == 0
+    hf = transformers.AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+    total, count = 0.0, 0
+    for t in texts:
+        ids = torch.tensor([model.tokenizer(t)["input_ids"]])
+        with torch.no_grad():
+            logits = hf(ids).logits[0, :-1]
+        total += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum").item()
+        count += ids.shape[1] - 1
+    assert abs(q["ce_clean"] - total / count) < 1e-4 * max(1.0, total / count)
+    assert q["l0"] == pytest.approx(d, abs=d)  # every token: |x| on one side of each pair
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "stf_jax.sae", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+
+
+def test_cli_trains_saves_and_resumes(tiny_model_dir, tmp_path):
+    from stf_jax.sae.saelens import load_sae
+
+    model_dir = tiny_model_dir("llama_gqa_untied_rope3")
+    corpus = tmp_path / "corpus.txt"
+    from stf_jax.data import load_pairs
+
+    corpus.write_text("\n".join(p.positive for p in load_pairs("shipped")[:300]))
+    args = ["train", "--model", model_dir, "--layer", "2", "--corpus", corpus, "--latents", "4x", "--k", "8",
+            "--tokens", 12288, "--batch", 512, "--checkpoint-every", 10, "--no-progress", "--out", tmp_path / "o"]
+    got = _cli(*args)
+    assert got.returncode == 0, got.stderr[-2000:]
+    assert "CE loss recovered" in got.stdout and "FVU" in got.stdout
+    cfg, params, meta = load_sae(tmp_path / "o" / "sae")
+    assert (cfg.d_in, cfg.d_sae, cfg.k, cfg.layer) == (64, 256, 8, 2)
+    summary = json.loads((tmp_path / "o" / "training.json").read_text())
+    assert summary["steps"] == 24 and 0 <= summary["fvu"] < 1 and summary["l0"] <= 8
+    assert meta["training"]["fvu"] == summary["fvu"]
+    assert not (tmp_path / "o" / "activations.npy").exists()  # the cache goes when training ends
+    import shutil
+
+    shutil.rmtree(tmp_path / "o" / "checkpoints" / "24")  # as if stopped after step 20
+    again = _cli(*args)
+    assert again.returncode == 0 and "resuming from step 20 of 24" in again.stdout + again.stderr, again.stderr[-2000:]
+    other = _cli(*[a if a != "8" else "4" for a in args])
+    assert other.returncode == 2 and "another SAE or other options" in other.stderr
+    summary = json.loads((tmp_path / "o" / "training.json").read_text())  # the resumed run's SAE
+    ev = _cli("eval", "--model", model_dir, "--sae", tmp_path / "o" / "sae", "--corpus", corpus)
+    assert ev.returncode == 0 and json.loads(ev.stdout)["fvu"] == pytest.approx(summary["fvu"], rel=1e-5)
+
+
+def test_cli_bad_input_is_one_line(tiny_model_dir, tmp_path):
+    model_dir = tiny_model_dir("llama_gqa_untied_rope3")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n\n")
+    good = tmp_path / "c.txt"
+    good.write_text("one text here\nanother text there\n" * 20)
+    base = ["train", "--model", model_dir, "--corpus", good, "--tokens", 1024, "--batch", 256, "--no-progress"]
+    cases = [
+        (["train", "--model", model_dir, "--layer", "2", "--corpus", empty, "--out", tmp_path / "a"], "no usable text"),
+        ([*base, "--layer", "9", "--out", tmp_path / "b"], "layer"),
+        ([*base, "--layer", "0", "--out", tmp_path / "c"], "entering a block"),
+        ([*base, "--layer", "2", "--latents", "0", "--out", tmp_path / "d"], "latents"),
+        ([*base, "--layer", "2", "--latents=-3x", "--out", tmp_path / "d2"], "latents"),
+        ([*base, "--layer", "2", "--latents", "16", "--k", "32", "--out", tmp_path / "e"], "32 is more than the 16 latents"),
+    ]
+    for args, message in cases:
+        got = _cli(*args)
+        assert got.returncode == 2, (args, got.stderr[-1500:])
+        assert got.stderr.count("\n") == 1 and message in got.stderr, (args, got.stderr)
+        assert not Path(args[args.index("--out") + 1]).exists()
+    from stf_jax.sae.saelens import save_sae
+
+    other = SAEConfig(d_in=48, d_sae=96, k=4, model="elsewhere", layer=2)
+    save_sae(tmp_path / "wide", other, init_params(other, jax.random.key(0)))
+    got = _cli("eval", "--model", model_dir, "--sae", tmp_path / "wide", "--corpus", good)
+    assert got.returncode == 2 and "reads 48-wide states" in got.stderr and got.stderr.count("\n") == 1
