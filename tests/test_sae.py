@@ -174,3 +174,43 @@ def test_cli_bad_input_is_one_line(tiny_model_dir, tmp_path):
     save_sae(tmp_path / "wide", other, init_params(other, jax.random.key(0)))
     got = _cli("eval", "--model", model_dir, "--sae", tmp_path / "wide", "--corpus", good)
     assert got.returncode == 2 and "reads 48-wide states" in got.stderr and got.stderr.count("\n") == 1
+
+
+def test_feature_view_and_latent_vector(tiny_model_dir, tmp_path):
+    """The latents a vector loads on (its own decoder row first), their top tokens equal a brute-force
+    scan of every token's code, and a latent saved as a vector file reads back as that direction."""
+    import jax.numpy as jnp
+
+    import stf_jax
+    from stf_jax.core.vector import SteeringVector
+    from stf_jax.models import decoder
+    from stf_jax.sae.features import FeatureInputError, latent_vector, top_activations, vector_features
+
+    model = stf_jax.load_model(tiny_model_dir("llama_gqa_untied_rope3"))
+    cfg = SAEConfig(d_in=64, d_sae=128, k=6, layer=2, model=model.name)
+    p = _random_params(cfg, seed=3)
+    loads = vector_features(cfg, p, 3.0 * p.W_dec[7], top=4)
+    assert loads[0]["latent"] == 7 and loads[0]["cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert abs(loads[1]["cosine"]) <= abs(loads[0]["cosine"]) and len(loads) == 4
+    with pytest.raises(FeatureInputError, match="64-wide"):
+        vector_features(cfg, p, np.ones(10))
+    texts = ["alpha beta gamma delta", "one two three four five six", "the cat sat on the mat", "zz top"]
+    got = top_activations(model, cfg, p, texts, [7, 11], layer=2, n=3)
+    tok = model.tokenizer
+    every = {7: [], 11: []}
+    for t in texts:
+        ids = tok(t)["input_ids"]
+        h = decoder.hidden_states(model.params, jnp.asarray([ids]), jnp.ones((1, len(ids)), jnp.int32),
+                                  cfg=model.config, layers=(2,), dtype=model.dtype)[0][0]
+        codes = np.asarray(encode(cfg, p, h))
+        for lat in every:
+            every[lat] += [float(a) for a in codes[1:, lat] if a > 0]
+    for lat in every:
+        np.testing.assert_allclose([r["activation"] for r in got[lat]], sorted(every[lat], reverse=True)[:3],
+                                   rtol=1e-4)
+    path = latent_vector(cfg, p, 7).save(tmp_path / "l7.safetensors")
+    back = SteeringVector.load(path)
+    d = np.asarray(p.W_dec[7])
+    np.testing.assert_allclose(back.directions[2], d / np.linalg.norm(d), rtol=1e-5, atol=1e-6)
+    with pytest.raises(FeatureInputError, match="outside"):
+        latent_vector(cfg, p, 128)

@@ -54,6 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--layer", help="the layer it reads [from the SAE's files]")
     ev.add_argument("--corpus", default="shipped")
     ev.add_argument("--max-length", type=int, default=256)
+    fe = sub.add_parser("features", help="the SAE latents a steering vector loads on, with their top texts")
+    fe.add_argument("--model", required=True)
+    fe.add_argument("--sae", required=True, help="an SAE directory")
+    fe.add_argument("--vector", required=True, help="a steering vector file (.gguf/.safetensors) with a direction "
+                                                    "at the SAE's layer")
+    fe.add_argument("--top", type=int, default=10, help="latents to show [10]")
+    fe.add_argument("--texts", type=int, default=5, help="top-activating tokens per latent [5]")
+    fe.add_argument("--corpus", default="shipped", help="texts to find the top activations in [shipped]")
+    fe.add_argument("--out", help="also write features.json and features.md here")
+    la = sub.add_parser("latent", help="one latent's decoder direction as a steering vector file")
+    la.add_argument("--sae", required=True)
+    la.add_argument("--latent", type=int, required=True)
+    la.add_argument("--out", required=True, help="the vector file (.gguf for llama.cpp, or .safetensors)")
     return p
 
 
@@ -62,7 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ..models.loading import load_model
     from .activations import corpus_texts, split_texts
 
+    if args.command == "latent":
+        return _latent(args)
     texts = corpus_texts(args.corpus)  # a bad corpus fails before the model loads
+    if args.command == "features":
+        return _features(args, texts)
     if args.command == "train":
         from .train import train_sae
 
@@ -79,6 +96,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_width(cfg, model, args.sae)
     layer = _layer(args.layer if args.layer is not None else cfg.layer, model)
     print(json.dumps(sae_quality(model, cfg, params, split_texts(texts)[1], layer, max_length=args.max_length)))
+    return 0
+
+
+def _features(args, texts) -> int:
+    from ..core.vector import SteeringVector
+    from ..models.loading import load_model
+    from .features import FeatureInputError, top_activations, vector_features
+    from .saelens import load_sae
+
+    cfg, params, _ = load_sae(args.sae)
+    vector = SteeringVector.load(args.vector)
+    if cfg.layer not in vector.directions:
+        raise FeatureInputError(f"{args.vector} has no direction at layer {cfg.layer}, the layer {args.sae} reads "
+                                f"(it has {sorted(vector.directions)})")
+    model = load_model(args.model)
+    _check_width(cfg, model, args.sae)
+    loads = vector_features(cfg, params, vector.directions[cfg.layer], args.top)
+    tops = top_activations(model, cfg, params, texts, [f["latent"] for f in loads], cfg.layer, n=args.texts)
+    for f in loads:
+        f["top_activations"] = tops[f["latent"]]
+    md = features_markdown(args.vector, args.sae, cfg.layer, loads)
+    print(md)
+    if args.out:
+        from pathlib import Path
+
+        from ..core.atomic import atomic_write_json, atomic_write_text
+
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "features.json", {"vector": str(args.vector), "sae": str(args.sae), "layer": cfg.layer,
+                                                  "features": loads})
+        atomic_write_text(out / "features.md", md)
+    return 0
+
+
+def features_markdown(vector, sae, layer: int, loads: list[dict]) -> str:
+    lines = [f"# SAE features of {vector} (layer {layer}, SAE {sae})", "",
+             "| latent | cosine | where it fires hardest (token in [brackets]) |", "|---|---|---|"]
+    for f in loads:
+        where = " · ".join(f"…{t['before'][-40:]}[{t['token']}]{t['after'][:20]}… ({t['activation']:.1f})"
+                           for t in f.get("top_activations", [])[:3]).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {f['latent']} | {f['cosine']:+.3f} | {where or '(never fires on the corpus)'} |")
+    return "\n".join(lines) + "\n"
+
+
+def _latent(args) -> int:
+    from .features import latent_vector
+    from .saelens import load_sae
+
+    cfg, params, _ = load_sae(args.sae)
+    path = latent_vector(cfg, params, args.latent).save(args.out)
+    print(f"wrote {path}: latent {args.latent}'s decoder direction at layer {cfg.layer} (unit length; steer with "
+          f"python -m stf_jax.steer generate --vector {path} --alpha ...)")
     return 0
 
 
