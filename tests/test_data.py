@@ -441,3 +441,17 @@ def test_cli_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> No
             main([command, "--help"])
         text = capsys.readouterr().out
         assert all(flag in text for flag in expected), (command, text)
+
+
+def test_a_side_is_read_with_its_prompt() -> None:
+    """"(A)" answering two questions (chat-form A/B items) is two texts; a side without a prompt is the same
+    text as under any prompt. The shipped A/B items split the same in every form."""
+    from stf_jax.data import load_pairs
+
+    pairs = [ContrastPair("a-1", "t", "(A)", "(B)", prompt="Q1?", split="train"),
+             ContrastPair("a-2", "t", "(A)", "(B)", prompt="Q2?", split="test")]
+    assert split_pairs(pairs).test == ("a-2",)
+    with pytest.raises(ValueError, match="share a text"):
+        split_pairs(pairs + [ContrastPair("a-3", "t", "(A)", "(C)", split="test")])
+    ids = {form: split_pairs(load_pairs(form)).test for form in ("ab", "ab-whole", "ab-chat", "ab-chat-whole")}
+    assert len(set(ids.values())) == 1 and len(ids["ab"]) == 96

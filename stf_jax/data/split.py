@@ -111,7 +111,9 @@ def split_pairs(pairs: Sequence[ContrastPair], test_fraction: float = 0.2, seed:
 
 
 def _text_components(ordered: Sequence[ContrastPair]) -> dict[int, list[int]]:
-    """Union-find over pairs linked by a shared normalized text.
+    """Union-find over pairs linked by a shared normalized text. A side is read with its prompt: the same
+    side under two different prompts ("(A)" answering two questions in the chat template) is two texts;
+    under a prompt and under none, one.
 
     Returns root -> sorted member indices, with roots and members in index order,
     so iteration order is fixed by the (id-sorted) input.
@@ -124,13 +126,19 @@ def _text_components(ordered: Sequence[ContrastPair]) -> dict[int, list[int]]:
             index = parent[index]
         return index
 
-    owner_of_text: dict[str, int] = {}
+    def union(a: int, b: int) -> None:
+        root_a, root_b = find(a), find(b)
+        if root_a != root_b:
+            parent[max(root_a, root_b)] = min(root_a, root_b)
+
+    by_text: dict[str, dict[str, int]] = defaultdict(dict)  # side text -> prompt -> first pair with both
     for index, pair in enumerate(ordered):
         for text in (normalize_text(pair.positive), normalize_text(pair.negative)):
-            other = owner_of_text.setdefault(text, index)
-            root_a, root_b = find(index), find(other)
-            if root_a != root_b:
-                parent[max(root_a, root_b)] = min(root_a, root_b)
+            union(index, by_text[text].setdefault(pair.prompt, index))
+    for owners in by_text.values():  # a text without a prompt is the same text under any prompt
+        if "" in owners:
+            for index in owners.values():
+                union(index, owners[""])
     components: dict[int, list[int]] = defaultdict(list)
     for index in range(len(ordered)):
         components[find(index)].append(index)
