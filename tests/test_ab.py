@@ -205,7 +205,8 @@ def test_chat_extraction_reads_the_answer_letter(tmp_path):
     from stf_jax.judge.ab import ABConfig, evaluate_ab
     from stf_jax.models import decoder
 
-    pairs = [p for p in load_pairs("ab-chat") if p.trait == "refusal"][:3]
+    refusal = [p for p in load_pairs("ab-chat") if p.trait == "refusal"]
+    pairs = refusal[:2] + refusal[-2:]  # two train items, two held-out ones
     extract_pairs(["smollm2-135m"], pairs, tmp_path / "run", ExtractOptions(
         layers="10", pooling="letter", chat_template=True, batch_size=4, progress=False))
     got = load_layer(tmp_path / "run", "smollm2-135m", 10)["positive"]
@@ -221,5 +222,10 @@ def test_chat_extraction_reads_the_answer_letter(tmp_path):
         np.testing.assert_allclose(got[i], np.asarray(h[0, -2]), rtol=1e-4, atol=1e-4)
     extract_pairs(["smollm2-135m"], pairs, tmp_path / "plain", ExtractOptions(layers="10", pooling="letter",
                                                                               progress=False))
+    own = evaluate_ab(tmp_path / "run", ABConfig(strengths=(-0.5, 0.5), methods=(), controls=("random",),
+                                                 bootstrap=100), layer=10, log=lambda *a: None)
+    (d,) = own["directions"]  # a one-model run: its own vectors and the controls
+    assert (d["source"], d["target"], d["n_test_items"], d["chat_template"]) == ("smollm2-135m",) * 2 + (2, True)
+    assert set(d["pooled"]) == {"native", "random"}
     with pytest.raises(UserError, match="need --chat-template at extraction"):
         evaluate_ab(tmp_path / "plain", ABConfig(methods=(), controls=()), layer=10, directions=[("smollm2-135m",) * 2])

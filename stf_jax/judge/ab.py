@@ -157,7 +157,8 @@ def evaluate_ab(run_dir: str | Path, cfg: ABConfig = ABConfig(), layers: dict | 
     t_start = time.perf_counter()
     refs = find_models([run_dir])
     names = sorted(refs)
-    directions = list(directions or [(s, t) for s in names for t in names if s != t])
+    # a one-model run: the model's own vectors and the controls (nothing to carry)
+    directions = list(directions or [(s, t) for s in names for t in names if s != t] or [(names[0], names[0])])
     table, orders = pair_table([refs[m] for m in names])
     items_all = [item_from_pair(p) for p in table.pairs]
     chat = bool(read_manifest(run_dir).get("chat_template"))
@@ -177,7 +178,8 @@ def evaluate_ab(run_dir: str | Path, cfg: ABConfig = ABConfig(), layers: dict | 
     models: dict[str, Any] = {}
     for s_name, t_name in directions:
         t0 = time.perf_counter()
-        ls, lt, conds, notes, trials = direction_conditions(refs, orders, table, s_name, t_name, layers, layer, scfg,
+        own = dataclasses.replace(scfg, methods=()) if s_name == t_name else scfg
+        ls, lt, conds, notes, trials = direction_conditions(refs, orders, table, s_name, t_name, layers, layer, own,
                                                             behaviours)
         test = [i for i in np.nonzero(trials.test[0])[0] if items_all[i].behaviour in behaviours]
         items = [items_all[i] for i in test]

@@ -32,6 +32,7 @@ HELPS = {
     "text_batch": "texts per forward pass of the model",
     "max_length": "tokens per text (longer texts are cut)",
     "checkpoint_every": "steps between checkpoints",
+    "eval_texts": "held-out texts the quality figures are measured on",
     "seed": "initialization and shuffling seed",
     "progress": "progress bar",
 }
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--layer", help="the layer it reads [from the SAE's files]")
     ev.add_argument("--corpus", default="shipped")
     ev.add_argument("--max-length", type=int, default=256)
+    ev.add_argument("--eval-texts", type=int, default=400, help="held-out texts to measure on [400]")
     fe = sub.add_parser("features", help="the SAE latents a steering vector loads on, with their top texts")
     fe.add_argument("--model", required=True)
     fe.add_argument("--sae", required=True, help="an SAE directory")
@@ -95,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = load_model(args.model)
     _check_width(cfg, model, args.sae)
     layer = _layer(args.layer if args.layer is not None else cfg.layer, model)
-    print(json.dumps(sae_quality(model, cfg, params, split_texts(texts)[1], layer, max_length=args.max_length)))
+    held = split_texts(texts)[1][:args.eval_texts]
+    print(json.dumps(sae_quality(model, cfg, params, held, layer, max_length=args.max_length)))
     return 0
 
 

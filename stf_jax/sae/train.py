@@ -44,7 +44,8 @@ class TrainOptions:
     again, reshuffled, until it is spent); batch: tokens per step; buffer: shuffle-buffer capacity in tokens;
     dead_after: tokens without firing after which a latent counts as dead; cache: keep the training tokens'
     states in OUT/activations.npy after the first pass (read back in shuffled chunks; removed when training
-    ends), so the model runs over the corpus once."""
+    ends), so the model runs over the corpus once; eval_texts: held-out texts the quality figures are measured
+    on (the first ones)."""
 
     latents: str = "8x"
     architecture: Literal["topk", "standard"] = "topk"
@@ -59,6 +60,7 @@ class TrainOptions:
     text_batch: int = option(16, ge=1)
     max_length: int = option(256, ge=2)
     holdout_every: int = option(10, ge=2)
+    eval_texts: int = option(400, ge=1)
     cache: bool = True
     checkpoint_every: int = option(200, ge=1)
     seed: int = option(0, ge=0)
@@ -238,11 +240,12 @@ def train_sae(model, layer: int, texts: list[str], out_dir: str | Path, opts: Tr
 
     out.mkdir(parents=True, exist_ok=True)
     fit = fit_sae(cfg, stream, opts, out, log)
-    quality = sae_quality(model, cfg, fit.params, held, layer, max_length=opts.max_length)
+    quality = sae_quality(model, cfg, fit.params, held[:opts.eval_texts], layer, max_length=opts.max_length)
     summary = {"model": model.name, "layer": layer, "d_in": d_in, "d_sae": cfg.d_sae, "architecture": cfg.architecture,
                "k": cfg.k, "steps": fit.steps, "tokens_trained": fit.steps * opts.batch, "seconds": fit.seconds,
                "tokens_per_second": fit.steps_run * opts.batch / fit.seconds if fit.seconds else 0.0,
-               "scale": fit.scale, "dead_fraction_training": fit.dead_fraction, "heldout_texts": len(held), **quality}
+               "scale": fit.scale, "dead_fraction_training": fit.dead_fraction,
+               "heldout_texts": len(held[:opts.eval_texts]), **quality}
     save_sae(out / "sae", cfg, fit.params, metadata={"training": summary})
     atomic_write_json(out / "training.json", {**summary, "history": fit.history})
     if cache is not None:
