@@ -214,3 +214,23 @@ def test_feature_view_and_latent_vector(tiny_model_dir, tmp_path):
     np.testing.assert_allclose(back.directions[2], d / np.linalg.norm(d), rtol=1e-5, atol=1e-6)
     with pytest.raises(FeatureInputError, match="outside"):
         latent_vector(cfg, p, 128)
+
+
+def test_report_shows_sae_quality_and_features(tmp_path):
+    import stf_jax
+
+    summary = {"model": "m", "layer": 3, "d_in": 8, "d_sae": 64, "architecture": "topk", "k": 4, "fvu": 0.0512,
+               "l0": 4.0, "dead_fraction_heldout": 0.0, "ce_loss_recovered": 0.9581, "ce_clean": 4.2, "ce_sae": 4.6,
+               "ce_zero": 14.1, "tokens_trained": 1000, "tokens_per_second": 2863.0, "history": [{"step": 1}]}
+    (tmp_path / "sae" / "m_l3").mkdir(parents=True)
+    (tmp_path / "sae" / "m_l3" / "training.json").write_text(json.dumps(summary))
+    feats = {"vector": "formality.gguf", "sae": "sae/m_l3/sae", "layer": 3, "model": "m",
+             "features": [{"latent": 7, "cosine": 0.31, "top_activations": [
+                 {"activation": 2.5, "token": " Please", "before": "Dinner at six.", "after": " be on time"}]}]}
+    (tmp_path / "sae" / "features" / "formality").mkdir(parents=True)
+    (tmp_path / "sae" / "features" / "formality" / "features.json").write_text(json.dumps(feats))
+    report_md, _ = stf_jax.report(tmp_path)
+    text = open(report_md).read()
+    assert "## Sparse autoencoders" in text
+    assert "| m | 3 | 64 (8x) | topk | 4 | 0.051 | 4.0 | 0.0% | 0.958 (4.20 / 4.60 / 14.10) | 1,000 | 2,863 |" in text
+    assert "### SAE features of formality.gguf (layer 3" in text and "| 7 | +0.310 | …Dinner at six.[ Please] be on" in text

@@ -19,6 +19,7 @@ expected at least one of
   RUN_DIR/steer/steer_results.json    written by `python -m stf_jax.steer eval ... --out RUN_DIR/steer`
   RUN_DIR/judge/*/{behaviour,ood,fewshot,ab}_results.json   written by `python -m stf_jax.judge ... --out RUN_DIR/judge/<name>`
   RUN_DIR/kinds/kinds.json            written by `python -m stf_jax.transfer kinds ... --out RUN_DIR/kinds`
+  RUN_DIR/sae/<name>/training.json, RUN_DIR/sae/**/features.json   written by `python -m stf_jax.sae train|features`
 (optionally RUN_DIR/experiment.json); `python -m stf_jax.experiment` writes the whole layout in one go.
 RUN_DIR may also be a single alignment output directory (holding results.json)."""
 
@@ -40,6 +41,8 @@ class ExperimentResults:
     judge: dict[str, dict[str, Any]] = field(default_factory=dict)  # behaviour | ood | fewshot | ab -> results
     judge_paths: dict[str, Path] = field(default_factory=dict)
     kinds: dict[str, Any] | None = None  # transfer by vector kind (kinds.json)
+    sae_quality: list[dict[str, Any]] = field(default_factory=list)  # trained SAEs (sae/*/training.json)
+    sae_features: list[dict[str, Any]] = field(default_factory=list)  # feature views (sae/**/features.json)
 
     @property
     def name(self) -> str:
@@ -95,7 +98,14 @@ def load_run(run_dir: str | Path) -> ExperimentResults:
                 raise ReportInputError(f"{cand}: not a kinds.json (no 'directions')")
             run.kinds = data
             break
-    if not run.align and run.steer is None and not run.judge and run.kinds is None:
+    if (root / "sae").is_dir():
+        run.sae_quality = [_without_history(_read(p)) for p in sorted((root / "sae").glob("*/training.json"))]
+        run.sae_features = [_read(p) for p in sorted((root / "sae").glob("**/features.json"))]
+        for what, rows in (("training.json", run.sae_quality), ("features.json", run.sae_features)):
+            if any(not isinstance(r, dict) or ("fvu" not in r and "features" not in r) for r in rows):
+                raise ReportInputError(f"{root / 'sae'}: a {what} that is not one (written by python -m stf_jax.sae)")
+    if not run.align and run.steer is None and not run.judge and run.kinds is None and not (
+            run.sae_quality or run.sae_features):
         raise ReportInputError(f"{root}: no results to report\n{EXPECTED}")
     return run
 
@@ -181,3 +191,7 @@ def variance_curves(run: ExperimentResults) -> dict[str, dict[str, dict[str, Any
 
 
 Run = ExperimentResults  # the earlier name; "run" now means an extraction run directory only
+
+
+def _without_history(d: Any) -> Any:
+    return {k: v for k, v in d.items() if k != "history"} if isinstance(d, dict) else d

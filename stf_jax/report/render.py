@@ -467,6 +467,22 @@ def _judge_sections(doc: Document, run: ExperimentResults) -> None:
     ab = run.judge.get("ab")
     if ab:
         _ab_section(doc, ab)
+    if run.sae_quality or run.sae_features:
+        _sae_section(doc, run)
+
+
+def _sae_section(doc: Document, run) -> None:
+    """Sparse autoencoders: how good each is, and what the steering vectors are made of in their features."""
+    from ..sae.features import features_markdown
+    from ..sae.quality import quality_markdown
+
+    text = "## Sparse autoencoders\n\n"
+    if run.sae_quality:
+        text += ("Held-out text; FVU: fraction of variance unexplained; CE loss recovered: 1 = the clean model, "
+                 "0 = the layer zero-ablated.\n\n" + quality_markdown(run.sae_quality) + "\n")
+    for f in run.sae_features:
+        text += "\n##" + features_markdown(f.get("vector"), f.get("sae"), f.get("layer"), f["features"])
+    doc.md(text)
 
 
 def _ab_section(doc: Document, ab: dict) -> None:

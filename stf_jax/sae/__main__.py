@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _features(args, texts) -> int:
     from ..core.vector import SteeringVector
     from ..models.loading import load_model
-    from .features import FeatureInputError, top_activations, vector_features
+    from .features import FeatureInputError, features_markdown, top_activations, vector_features
     from .saelens import load_sae
 
     cfg, params, _ = load_sae(args.sae)
@@ -129,19 +129,9 @@ def _features(args, texts) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "features.json", {"vector": str(args.vector), "sae": str(args.sae), "layer": cfg.layer,
-                                                  "features": loads})
+                                                  "model": model.name, "features": loads})
         atomic_write_text(out / "features.md", md)
     return 0
-
-
-def features_markdown(vector, sae, layer: int, loads: list[dict]) -> str:
-    lines = [f"# SAE features of {vector} (layer {layer}, SAE {sae})", "",
-             "| latent | cosine | where it fires hardest (token in [brackets]) |", "|---|---|---|"]
-    for f in loads:
-        where = " · ".join(f"…{t['before'][-40:]}[{t['token']}]{t['after'][:20]}… ({t['activation']:.1f})"
-                           for t in f.get("top_activations", [])[:3]).replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {f['latent']} | {f['cosine']:+.3f} | {where or '(never fires on the corpus)'} |")
-    return "\n".join(lines) + "\n"
 
 
 def _latent(args) -> int:

@@ -93,3 +93,16 @@ def latent_vector(cfg: SAEConfig, sae: SAEParams, latent: int, model_type: str =
     return SteeringVector({cfg.layer: d / np.linalg.norm(d)}, model=cfg.model or "unknown", model_type=model_type,
                           trait=f"sae_latent_{latent}", method="sae_latent",
                           provenance={"sae_latent": str(latent), "sae_d_sae": str(cfg.d_sae)})
+
+
+def features_markdown(vector, sae, layer: int, loads: list[dict]) -> str:
+    """The feature view as a Markdown table (the CLI prints it; the report shows it)."""
+    from ..markdown import table
+
+    def where(f: dict) -> str:
+        return " · ".join(f"…{t['before'][-40:]}[{t['token']}]{t['after'][:20]}… ({t['activation']:.1f})"
+                          for t in f.get("top_activations", [])[:3]).replace("\n", " ") or "(never fires on the corpus)"
+
+    return (f"# SAE features of {vector} (layer {layer}, SAE {sae})\n\n"
+            + table(["latent", "cosine", "where it fires hardest (token in [brackets], activation)"],
+                    [[f["latent"], f"{f['cosine']:+.3f}", where(f)] for f in loads]) + "\n")

@@ -69,3 +69,15 @@ def sae_quality(model, sae_cfg: SAEConfig, sae: SAEParams, texts: Sequence[str],
             "dead_fraction_heldout": 1.0 - float(np.mean(tot["fired"])), **ce,
             "ce_loss_recovered": (ce["ce_zero"] - ce["ce_sae"]) / (ce["ce_zero"] - ce["ce_clean"]),
             "tokens": int(n)}
+
+
+def quality_markdown(summaries: Sequence[dict]) -> str:
+    """One row per trained SAE (its training.json): the four figures and the training throughput."""
+    from ..markdown import table
+
+    rows = [[s["model"], s["layer"], f"{s['d_sae']:,} ({s['d_sae'] // s['d_in']}x)", s["architecture"], s["k"],
+             f"{s['fvu']:.3f}", f"{s['l0']:.1f}", f"{s['dead_fraction_heldout']:.1%}",
+             f"{s['ce_loss_recovered']:.3f} ({s['ce_clean']:.2f} / {s['ce_sae']:.2f} / {s['ce_zero']:.2f})",
+             f"{s['tokens_trained']:,}", f"{s['tokens_per_second']:,.0f}"] for s in summaries]
+    return table(["model", "layer", "latents", "kind", "k", "FVU", "L0", "dead", "CE loss recovered (clean / SAE / "
+                  "zero)", "tokens", "tokens/s"], rows)
