@@ -36,6 +36,9 @@ def test_reduced_check_runs_every_section_and_reports(tmp_path):
     assert all(r["concurrent_tokens_per_s"] > 0 and r["p95_s"] >= r["p50_s"] for r in sections["serving"]["rows"])
     align = sections["alignment"]
     assert align["trials"] == 2 and 0.2 < align["mean_test_centered"] < 0.9
+    sae = sections["sae"]
+    assert sae["steps"] >= 3 and sae["tokens_per_s"] > 0 and sae["tflops"] > 0 and 0 <= sae["fvu"] < 1
+    assert 0 < sae["mfu_vs_float32_peak"] < 2
     md = (tmp_path / "accelerator_report.md").read_text()
     assert "## parity" in md and "## alignment" in md
 

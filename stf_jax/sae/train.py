@@ -144,6 +144,7 @@ class FitResult:
     steps: int
     steps_run: int  # by this call (a resumed run: since the resume)
     seconds: float  # this call's training loop
+    first_step_seconds: float  # of which the first step (compilation, unless cached)
     dead_fraction: float
     history: list[dict[str, float]]
 
@@ -188,12 +189,15 @@ def fit_sae(cfg: SAEConfig, stream: Callable[[int], Iterator[np.ndarray]], opts:
     step_fn = make_step(cfg, opt, opts.dead_after)
     done = first_step = int(state.step)
     bar = _bar(total_steps, done, opts.progress)
-    history, t0 = [], time.perf_counter()
+    history, t0, t_first = [], time.perf_counter(), 0.0
     for xb in batches:
         if done >= total_steps:
             break
         state, m = step_fn(state, jax.device_put(xb.astype(np.float32) * np.float32(scale), x_sharding))
         done += 1
+        if done == first_step + 1:
+            jax.block_until_ready(state)
+            t_first = time.perf_counter() - t0
         if done % 50 == 0 or done == total_steps:
             m = {k: float(v) for k, v in jax.device_get(m).items()}
             history.append({"step": done, **m})
@@ -208,7 +212,7 @@ def fit_sae(cfg: SAEConfig, stream: Callable[[int], Iterator[np.ndarray]], opts:
     if mngr is not None:
         mngr.wait_until_finished()
     bar.close()
-    return FitResult(fold_scale(jax.device_get(state.params), scale), scale, done, done - first_step, seconds,
+    return FitResult(fold_scale(jax.device_get(state.params), scale), scale, done, done - first_step, seconds, t_first,
                      float(jnp.mean(state.since_fired >= opts.dead_after)), history)
 
 
