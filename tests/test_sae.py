@@ -234,3 +234,36 @@ def test_report_shows_sae_quality_and_features(tmp_path):
     assert "## Sparse autoencoders" in text
     assert "| m | 3 | 64 (8x) | topk | 4 | 0.051 | 4.0 | 0.0% | 0.958 (4.20 / 4.60 / 14.10) | 1,000 | 2,863 |" in text
     assert "### SAE features of formality.gguf (layer 3" in text and "| 7 | +0.310 | …Dinner at six.[ Please] be on" in text
+
+
+def test_training_loss_and_gradients_equal_their_definition():
+    """The training loss (MSE + AuxK only when a latent is dead, a lax.cond branch) and its gradients equal
+    the loss written out directly, with and without dead latents."""
+    import jax.numpy as jnp
+
+    from stf_jax.sae.model import activate, losses, pre_activations
+
+    cfg = SAEConfig(d_in=24, d_sae=96, k=5, aux_k=12)
+    p = jax.tree.map(jnp.asarray, _random_params(cfg, seed=5))
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((16, 24)), jnp.float32) * 2
+
+    def dense(p, dead):
+        pre = pre_activations(p, x)
+        err = x - decode(p, activate(cfg, pre))
+        mse = jnp.mean(jnp.sum(err ** 2, -1))
+        aux_acts = activate(dataclasses_replace(cfg, k=cfg.k_aux), jnp.where(dead, pre, -jnp.inf))
+        aux = jnp.mean(jnp.sum((jax.lax.stop_gradient(err) - aux_acts @ p.W_dec) ** 2, -1))
+        return mse + cfg.aux_coefficient * jnp.where(dead.any(), aux * jnp.minimum(dead.sum() / cfg.k_aux, 1), 0)
+
+    for dead in (jnp.zeros(96, bool), jnp.arange(96) % 3 == 0):
+        got, g_got = jax.value_and_grad(lambda p: losses(cfg, p, x, dead)[0])(p)
+        ref, g_ref = jax.value_and_grad(dense)(p, dead)
+        np.testing.assert_allclose(got, ref, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_ref)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def dataclasses_replace(cfg, **kw):
+    import dataclasses
+
+    return dataclasses.replace(cfg, **kw)
