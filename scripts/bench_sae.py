@@ -193,9 +193,8 @@ DIFFERENCES = [
     "gradient clipping: sae-lens' SAETrainer clips the global gradient norm to 1.0 every step; stf_jax does not "
     "clip (Adam is nearly invariant to a uniform gradient scale, so the first update hardly differs)",
     "AuxK: coefficient 1.0 (sae-lens default) vs 1/32 (stf_jax, the paper's); k_aux = d_in // 2 on both; "
-    "sae-lens skips the aux loss when no latent is dead (a host sync on the dead count), stf_jax computes it "
-    "every step and masks it to zero: an extra top-k_aux and three more dense matmuls of the decoder's size "
-    "(aux forward, its W_dec and code gradients), 9 dots per compiled step against the 6 counted in the FLOPs",
+    "both skip the aux loss when no latent is dead (sae-lens with a host sync on the dead count, stf_jax with a "
+    "lax.cond branch inside the compiled step)",
     "dead latents: sae-lens counts steps without firing (> window), stf_jax tokens (>= dead_after); the window "
     "is set to the same token count here",
     "bookkeeping: sae-lens' trainer also accumulates per-latent firing frequencies (act_freq_scores) every step",
