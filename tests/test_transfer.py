@@ -235,3 +235,50 @@ def test_repeng_reads_transferred_files(run, tmp_path):
     assert sorted(cv.directions) == [1, 2]
     for block, v in cv.directions.items():
         np.testing.assert_array_equal(np.asarray(v), carried.directions[block + 1])
+
+
+def test_many_to_one_map_reads_a_stack_of_source_layers(tmp_path):
+    """Target vectors that mix three source layers: the many-to-one map (the LRT paper's Appendix A objective)
+    recovers them where any one source layer cannot; saved and loaded, it carries a multi-layer vector as
+    its map of the stacked unit directions, and refuses a vector without the stack in one line; the CLI
+    fits it and a mixture of runs too."""
+    from stf_jax.transfer.fit import fit_mixture_map_set
+    from stf_jax.transfer.mixture import Source
+
+    pairs = shipped_pairs()
+    rng = np.random.default_rng(0)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    a = [unit(rng.standard_normal((len(pairs), 16))) for _ in range(6)]  # model A: 5 blocks, d 16
+    mix = sum(a[lay] @ rng.standard_normal((16, 20)) for lay in (2, 3, 4))
+    b = [unit(rng.standard_normal((len(pairs), 20))) for _ in range(6)]
+    b[4] = unit(mix + 0.05 * rng.standard_normal(mix.shape))
+    run = write_run(tmp_path / "run", pairs, {"A": a, "B": b})
+    norms = {"A": {lay: 2.0 + lay for lay in range(6)}, "B": {lay: 10.0 * (1 + lay) for lay in range(6)}}
+    m2o = fit_map_set(run, "A", "B", "many_to_one", 4, ridge=0.01, stack=3, norms=norms, log=lambda *x: None)
+    one = fit_map_set(run, "A", "B", "affine", 4, ridge=0.01, norms=norms, log=lambda *x: None)
+    lm = m2o.maps[4]
+    assert lm.layers_source == (2, 3, 4) and lm.layer_source == 4  # the stack's member at the target's depth
+    assert lm.header["quality"]["centered_cosine"] > 0.95 > 0.8 > one.maps[4].header["quality"]["centered_cosine"]
+    loaded = load_map_set(m2o.save(tmp_path / "maps"))
+    assert loaded.maps[4].layers_source == (2, 3, 4) and loaded.digest() == m2o.digest()
+    v = {lay: rng.standard_normal(16).astype(np.float32) for lay in (1, 2, 3, 4)}
+    got = carry(loaded, v)
+    u = np.concatenate([v[lay] / np.linalg.norm(v[lay]) for lay in (2, 3, 4)])
+    ref = np.asarray(loaded.maps[4].map(jnp.asarray(u)), np.float64)
+    np.testing.assert_allclose(got.directions[4] / np.linalg.norm(got.directions[4]), ref / np.linalg.norm(ref),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got.directions[4]) / 50.0, np.linalg.norm(v[4]) / 6.0, rtol=1e-5)
+    assert got.report["unmapped_source_layers"] == [1]
+    with pytest.raises(TransferInputError, match=r"reads source layers \[2, 3, 4\] together"):
+        carry(loaded, {4: v[4]})
+    mixed = fit_mixture_map_set([Source(run), Source(run, 2.0)], "A", "B", 4, method="many_to_one", ridge=0.01,
+                                stack=3, log=lambda *x: None)
+    assert mixed.maps[4].layers_source == (2, 3, 4)
+    cli = subprocess.run([sys.executable, "-m", "stf_jax.transfer", "fit", str(run), "--source", "A", "--target", "B",
+                          "--method", "many_to_one", "--layers", "4", "--stack", "3", "--ridge", "0.01", "--no-norms",
+                          "--out", str(tmp_path / "cli")], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0 and "A L2+3+4 -> B L4: many_to_one" in cli.stderr, cli.stderr[-800:]
+    bad = subprocess.run([sys.executable, "-m", "stf_jax.transfer", "fit", str(run), "--source", "A", "--target", "B",
+                          "--method", "many_to_one", "--stack", "1", "--no-norms", "--out", str(tmp_path / "bad")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "stack" in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr

@@ -149,12 +149,17 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("procrustes", _fit_procrustes, scorer="kspace", summary="PCA per model + similarity Procrustes (the seed paper)"),
     Method("affine", _fit_affine, summary="least-squares / ridge affine map on paired vectors (the LRT paper)",
            moments=True),
+    Method("many_to_one", _fit_affine, fits_on="stacked_vectors", moments=True,
+           summary="ridge affine map from several source layers at once to one target layer (the LRT paper's "
+                   "Appendix A objective)"),
     Method("affine_tokens", _fit_affine_tokens, fits_on="token_states", scramble=False,
            summary="affine map on paired corpus hidden states, applied to directions (the LRT paper)"),
     *(Method(kind, _adapter_fitter(kind), summary=f"optax-trained {kind} adapter, early-stopped")
       for kind in adapters_lib.KINDS),
 )}
 VECTOR_METHODS = tuple(name for name, m in METHODS.items() if m.fits_on == "vectors")
+STACKED_METHODS = tuple(name for name, m in METHODS.items() if m.fits_on == "stacked_vectors")
+MAP_SET_METHODS = VECTOR_METHODS + STACKED_METHODS  # what `transfer fit` fits
 TRANSFER_METHODS = tuple(n for n in VECTOR_METHODS if n != "identity")  # learned maps (identity is a control)
 
 

@@ -100,7 +100,8 @@ def _fit(run_dir, source: str, target: str, method: str, layers, norms, norm_tex
         raise TransferInputError(f"{len(weights)} weight(s) for {len(runs)} run(s): give one weight per run")
     model_types = None
     if norms is True:
-        norms, model_types = _measure_norms(runs[0], source, target, layers, norm_texts, held)
+        stack = settings.get("stack", 6) if method in METHODS and METHODS[method].fits_on == "stacked_vectors" else None
+        norms, model_types = _measure_norms(runs[0], source, target, layers, norm_texts, held, stack)
     if mixture:
         sources = [Source(Path(r), float(w), tuple(exclude_traits)) for r, w in zip(runs, weights)]
         map_set = fit_mixture_map_set(sources, source, target, layers, method=method, norms=norms or None,
@@ -121,15 +122,16 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise TransferInputError(f"{out} already holds a map set; give another out=, or pass overwrite= to replace it")
 
 
-def _measure_norms(run_dir, source: str, target: str, layers, n_texts: int, held: dict):
+def _measure_norms(run_dir, source: str, target: str, layers, n_texts: int, held: dict, stack: int | None = None):
     """({model: {layer: typical |h|}}, {model: HF model_type}) from the loaded models."""
     from ..extract.rundir import find_models, pair_table
     from ..models.loading import load_model
     from ..core.norms import typical_norms
-    from .fit import layer_pairs
+    from .fit import anchor_layer, layer_pairs
 
     refs = find_models([run_dir])
-    pairs = layer_pairs(layers, refs[source], refs[target]) if source in refs and target in refs else []
+    pairs = layer_pairs(layers, refs[source], refs[target], stack) if source in refs and target in refs else []
+    pairs = [(anchor_layer(ls, lt, refs[source].n_layers, refs[target].n_layers), lt) for ls, lt in pairs]
     if not pairs:
         return {}, {}
     table, _ = pair_table([refs[source], refs[target]])

@@ -48,12 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="storage of the map files (float16 halves them) [float32]")
     fit.add_argument("--source", required=True, help="model the vectors come from (as named in the run)")
     fit.add_argument("--target", required=True, help="model to carry them to")
-    fit.add_argument("--method", default="affine", choices=LazyChoices("stf_jax.align.maps", "VECTOR_METHODS"),
+    fit.add_argument("--method", default="affine", choices=LazyChoices("stf_jax.align.maps", "MAP_SET_METHODS"),
                      metavar="METHOD", help="alignment method: %(choices)s [affine: the best steering-effect ratio on the shipped models]")
     fit.add_argument("--layers", default="-6",
                      help="layer pairs: an HF index in both models (-6), 'depth' (every steerable target layer "
                           "from the source layer at the same relative depth: for multi-layer control vectors), "
                           "or 'sweep:RESULTS.json' (best source layer per target layer from an alignment sweep) [-6]")
+    fit.add_argument("--stack", type=int, default=6,
+                     help="many_to_one: source layers read together for every target layer, spread over depth [6]")
     fit.add_argument("--out", required=True, help="map-set directory to write")
     fit.add_argument("--k", type=int, help="PCA components for procrustes [by --variance]")
     fit.add_argument("--variance", type=float, default=0.95, help="explained variance that picks k [0.95]")
@@ -112,8 +114,7 @@ def main(argv=None) -> int:
         fit_map(args.run if mixture else args.run[0], args.source, args.target, args.method, args.layers, out=args.out,
                 norms=not args.no_norms, norm_texts=args.norm_texts, log=log, weights=args.weights,
                 exclude_traits=args.exclude_traits, dtype=args.dtype, overwrite=args.overwrite, ridge=args.ridge,
-                seed=args.seed,
-                test_fraction=args.test_fraction, **extra)
+                seed=args.seed, test_fraction=args.test_fraction, stack=args.stack, **extra)
         print(f"wrote map set {args.out}")
         return 0
     if args.command == "kinds":

@@ -103,21 +103,22 @@ def carry_many(map_set: MapSet, vectors: Sequence[SteeringVector | dict[int, np.
     used: list[set[int]] = [set() for _ in inputs]
     missing: list[list[int]] = [[] for _ in inputs]
     for lt, lm in sorted(map_set.maps.items()):
-        ls = lm.layer_source
-        rows = [i for i, d in enumerate(inputs) if ls in d]
+        ls, stack = lm.layer_source, lm.layers_source  # a many-to-one map reads its whole stack; ls is in it
+        rows = [i for i, d in enumerate(inputs) if all(lay in d for lay in stack)]
         for i in range(len(inputs)):
-            if ls not in inputs[i]:
+            if i not in rows:
                 missing[i].append(lt)
         if not rows:
             continue
-        u = np.stack([np.asarray(inputs[i][ls], np.float32) / norms[i][ls] for i in rows])
+        u = np.stack([np.concatenate([np.asarray(inputs[i][lay], np.float32) / norms[i][lay] for lay in stack])
+                      for i in rows])  # [rows, len(stack) * d_s]: each layer's unit direction, side by side
         carried = _apply_unit(lm.map, u)
         scores = map_set.coverage(lt, u)
         for r, i in enumerate(rows):
             # a typical-|h| vector's length already is relative to |h|: "relative" keeps it
             rule = "keep" if strength == "relative" and vectors[i].units == "typical_norm" else strength
             outs[i][lt] = carried[r] * np.float32(_out_norm(rule, norms[i][ls], lm.header, names[i]))
-            used[i].add(ls)
+            used[i].update(stack)
             if scores is not None:
                 cover[i][str(lt)] = round(float(scores[r]), 4)
     results = []
@@ -125,11 +126,16 @@ def carry_many(map_set: MapSet, vectors: Sequence[SteeringVector | dict[int, np.
     for i, d in enumerate(inputs):
         unmapped = sorted(set(d) - used[i])
         if not outs[i]:
+            stacks = sorted({lm.layers_source for lm in map_set.maps.values()})
+            if any(len(st) > 1 for st in stacks):
+                raise TransferInputError(
+                    f"{names[i]}: a many-to-one map set reads source layers {list(stacks[0])} together; the vector "
+                    f"has {sorted(d)} (carry a multi-layer vector, or use a one-to-one map set)")
             raise TransferInputError(
                 f"{names[i]}: none of its layers {sorted(d)} is a source layer of the map set "
                 f"({sorted({lm.layer_source for lm in map_set.maps.values()})}); fit a map set that covers them "
                 "(python -m stf_jax.transfer fit --layers depth)")
-        report = {"layer_mapping": {str(lm.layer_source): lt for lt, lm in sorted(map_set.maps.items())
+        report = {"layer_mapping": {"+".join(map(str, lm.layers_source)): lt for lt, lm in sorted(map_set.maps.items())
                                     if lt in outs[i]},
                   "unmapped_source_layers": unmapped, "target_layers_without_input": missing[i],
                   "strength": strength, "coverage": cover[i]}

@@ -39,7 +39,8 @@ from ..extract.store import read_manifest
 from ..options import check_options, option
 from .coverage import coverage_basis, scatter
 from .mapfile import LayerMap, MapSet, header_for
-from .mixture import LayerData, Source, data_record, fit_layer, log_quality, open_sources
+from .mixture import (LayerData, Source, data_record, fit_layer, log_quality, open_sources, source_layers,
+                      stacked_vectors)
 
 
 def steerable(layers: Sequence[int], n_layers: int) -> list[int]:
@@ -47,8 +48,12 @@ def steerable(layers: Sequence[int], n_layers: int) -> list[int]:
     return [lay for lay in layers if 2 <= lay <= n_layers - 1]
 
 
-def layer_pairs(spec: str | int, ref_s: ModelRef, ref_t: ModelRef) -> list[tuple[int, int]]:
-    """(source layer, target layer) pairs for a layer spec (module docstring)."""
+def layer_pairs(spec: str | int, ref_s: ModelRef, ref_t: ModelRef, stack: int | None = None) -> list[tuple]:
+    """(source layer, target layer) pairs for a layer spec (module docstring); with `stack`, the source side of
+    every pair is the same tuple of `stack` source layers spread over depth (a many-to-one map's inputs)."""
+    if stack:
+        layers = stack_layers(ref_s, stack)
+        return [(layers, lt) for lt in dict.fromkeys(lt for _, lt in layer_pairs(spec, ref_s, ref_t))]
     if not (spec in ("depth", "all") or str(spec).startswith("sweep:")):  # one layer: -6, 12, 0.67 ...
         try:
             return [(ref_s.resolve_layer(spec), ref_t.resolve_layer(spec))]
@@ -62,6 +67,22 @@ def layer_pairs(spec: str | int, ref_s: ModelRef, ref_t: ModelRef) -> list[tuple
     if spec in ("depth", "all"):
         return [(min(src, key=lambda ls: abs(ls / ref_s.n_layers - lt / ref_t.n_layers)), lt) for lt in tgt]
     return _from_sweep(Path(str(spec)[6:]), ref_s, ref_t, src, tgt)
+
+
+def stack_layers(ref_s: ModelRef, n: int) -> tuple[int, ...]:
+    """n steerable source layers evenly spread over depth (all of them when fewer were extracted)."""
+    src = steerable(ref_s.layers, ref_s.n_layers)
+    if len(src) < 2:
+        raise AlignInputError(f"a many-to-one map reads several source layers; {ref_s.name} has {len(src)} steerable "
+                              "layer(s) in this run: extract with layers= all")
+    picks = np.unique(np.round(np.linspace(0, len(src) - 1, min(n, len(src)))).astype(int))
+    return tuple(src[i] for i in picks)
+
+
+def anchor_layer(ls: int | tuple[int, ...], lt: int, n_s: int, n_t: int) -> int:
+    """The one source layer a map's header names (its typical |h| sets a carried vector's strength): for a
+    stack, the member at the target layer's relative depth."""
+    return min(source_layers(ls), key=lambda x: abs(x / n_s - lt / n_t))
 
 
 def _from_sweep(path: Path, ref_s: ModelRef, ref_t: ModelRef, src: list[int], tgt: list[int]):
@@ -114,6 +135,7 @@ class FitRanges:
 
     ridge: float | None = option(None, ge=0)
     k: int | None = option(None, ge=1)
+    stack: int | None = option(None, ge=2)
     variance: float | None = option(None, gt=0, le=1)
     test_fraction: float | None = option(None, gt=0, lt=1)
     val_fraction: float | None = option(None, ge=0, lt=1)
@@ -135,11 +157,15 @@ def _model_infos(ref_s: ModelRef, ref_t: ModelRef, manifest: dict, model_types: 
     return infos
 
 
-def _layer_header(method: str, settings: maps.FitSettings, infos, ls: int, lt: int, norms, data: dict,
-                  quality: dict) -> dict[str, Any]:
-    """One map's header: the model records with this layer pair and its typical |h| (`norms`)."""
+def _layer_header(method: str, settings: maps.FitSettings, infos, ls: int | tuple[int, ...], lt: int, norms,
+                  data: dict, quality: dict) -> dict[str, Any]:
+    """One map's header: the model records with this layer pair and its typical |h| (`norms`); a stack of
+    source layers is recorded as `layers`, its anchor (`anchor_layer`) as `layer`."""
+    anchor = anchor_layer(ls, lt, infos[0]["n_layers"], infos[1]["n_layers"])
     sides = [{**info, "layer": lay, "typical_norm": (norms or {}).get(info["name"], {}).get(lay)}
-             for info, lay in zip(infos, (ls, lt))]
+             for info, lay in zip(infos, (anchor, lt))]
+    if isinstance(ls, tuple):
+        sides[0]["layers"] = list(ls)
     return header_for(method, settings, *sides, data, quality)
 
 
@@ -147,28 +173,31 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
                 k: int | None = None, variance: float = 0.95, ridge: float = 0.1, rotation_only: bool = False,
                 adapter: AdapterConfig = AdapterConfig(), seed: int = 0, test_fraction: float = 0.2,
                 val_fraction: float = 0.1, norms: dict[str, dict[int, float]] | None = None,
-                model_types: dict[str, str] | None = None, log: Callable[[str], None] = print) -> MapSet:
-    """Fit `method` maps source → target at each layer pair of `layers` (module docstring).
+                model_types: dict[str, str] | None = None, stack: int = 6,
+                log: Callable[[str], None] = print) -> MapSet:
+    """Fit `method` maps source → target at each layer pair of `layers` (module docstring). A many-to-one
+    method (`maps.STACKED_METHODS`) reads `stack` source layers spread over depth for every target layer.
 
     norms: {model name: {HF layer: typical |h|}} recorded in each map (what `transfer` uses to keep a
     vector's strength relative to the residual stream); see `typical_norms`. model_types: {model name: HF
     model_type} (the control-vector model hint; default: the run's family name)."""
     maps.method(method)
     check_settings({"ridge": ridge, "k": k, "variance": variance, "test_fraction": test_fraction,
-                    "val_fraction": val_fraction})
+                    "val_fraction": val_fraction, "stack": stack})
     ref_s, ref_t = model_pair(run_dir, source, target)
     if source == target:
         raise AlignInputError("source and target are the same model")
-    if maps.METHODS[method].fits_on != "vectors":
+    if method not in maps.MAP_SET_METHODS:
         raise AlignInputError(f"method {method} is fitted on corpus token states; transfer fit takes methods "
-                              f"fitted on paired vectors: {list(maps.VECTOR_METHODS)}")
+                              f"fitted on paired vectors: {list(maps.MAP_SET_METHODS)}")
+    stacked = method in maps.STACKED_METHODS
     table, orders = pair_table([ref_s, ref_t])
     infos = _model_infos(ref_s, ref_t, read_manifest(run_dir), model_types)
     data = {"dataset_hash": dataset_hash(table.pairs), "n_pairs": table.n, "traits": list(table.trait_names),
             "run": str(run_dir)}
     out = {}
-    for ls, lt in layer_pairs(layers, ref_s, ref_t):
-        x_s = load_vectors(ref_s, ls, orders[ref_s.run_dir])
+    for ls, lt in layer_pairs(layers, ref_s, ref_t, stack if stacked else None):
+        x_s = stacked_vectors(ref_s, source_layers(ls), orders[ref_s.run_dir])
         x_t = load_vectors(ref_t, lt, orders[ref_t.run_dir])
         excluded = zero_rows(x_s) | zero_rows(x_t)
         trials = make_trials(table, 1, seed, test_fraction, val_fraction, exclude=excluded)
@@ -181,35 +210,41 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
                                quality)
         basis, rest = coverage_basis(scatter(x_s[~excluded]))
         out[lt] = LayerMap(m, header, basis, rest)
-        log(f"{source} L{ls} -> {target} L{lt}: {method} held-out centered cosine {quality['centered_cosine']:.3f} "
+        log(f"{source} L{_layers_text(ls)} -> {target} L{lt}: {method} held-out centered cosine "
+            f"{quality['centered_cosine']:.3f} "
             f"(trait_mean {quality['trait_mean_centered']:.3f}), k={k_used}, {int(usable.sum())} pairs")
     return MapSet(out)
 
 
 def fit_mixture_map_set(sources: Sequence[Source], source: str, target: str, layers: str | int = "depth", *,
-                        method: str = "affine", ridge: float = 0.1, coverage_axes: int | None = None, seed: int = 0, test_fraction: float = 0.2,
-                        norms: dict[str, dict[int, float]] | None = None, model_types: dict[str, str] | None = None,
+                        method: str = "affine", ridge: float = 0.1, coverage_axes: int | None = None, seed: int = 0,
+                        test_fraction: float = 0.2, norms: dict[str, dict[int, float]] | None = None,
+                        model_types: dict[str, str] | None = None, stack: int = 6,
                         log: Callable[[str], None] = print) -> MapSet:
     """Affine maps source → target at each layer pair of `layers`, fitted on the weighted mixture of
     `sources` (module docstring of `transfer.mixture`); quality is per source on its held-out rows."""
     if source == target:
         raise AlignInputError("source and target are the same model")
-    check_settings({"ridge": ridge, "test_fraction": test_fraction})
+    check_settings({"ridge": ridge, "test_fraction": test_fraction, "stack": stack})
     runs = open_sources(sources, source, target, test_fraction, seed)
     ref_s, ref_t = runs[0].ref_s, runs[0].ref_t
     infos = _model_infos(ref_s, ref_t, read_manifest(runs[0].source.run), model_types)
     data = data_record(runs, test_fraction, seed)
     settings = maps.FitSettings(ridge=ridge)
     out = {}
-    for ls, lt in layer_pairs(layers, ref_s, ref_t):
+    for ls, lt in layer_pairs(layers, ref_s, ref_t, stack if method in maps.STACKED_METHODS else None):
         layer = LayerData.load(runs, ls, lt)
         m, (basis, rest), by_source = fit_layer(layer, ridge, coverage_axes)
         quality = {"by_source": by_source, "centered_cosine": None, "trait_mean_centered": None}
         header = _layer_header(method, settings, infos, ls, lt, norms, {**data, "n_used": layer.n_train_rows()},
                                quality)
         out[lt] = LayerMap(m, header, basis, rest)
-        log_quality(source, target, ls, lt, by_source, log)
+        log_quality(source, target, _layers_text(ls), lt, by_source, log)
     return MapSet(out)
+
+
+def _layers_text(ls: int | tuple[int, ...]) -> str:
+    return "+".join(map(str, source_layers(ls)))
 
 
 def _held_out_quality(method: str, settings: maps.FitSettings, x_s, x_t, trials, table) -> dict[str, Any]:

@@ -57,6 +57,11 @@ class LayerMap:
     def layer_target(self) -> int:
         return int(self.header["target"]["layer"])
 
+    @property
+    def layers_source(self) -> tuple[int, ...]:
+        """The source layers the map reads, side by side: several for a many-to-one map, else one."""
+        return tuple(int(x) for x in self.header["source"].get("layers") or [self.layer_source])
+
 
 def header_for(method: str, settings: maps.FitSettings, source: dict, target: dict, data: dict,
                quality: dict) -> dict[str, Any]:
@@ -154,7 +159,7 @@ def load_layer_map(path: str | Path) -> LayerMap:
     except ValueError as exc:
         raise MapFileError(f"{path}: the map header's {exc}; refit the map set") from None
     basis, rest = tensors.pop(COVERAGE_TENSOR, None), tensors.pop(COVERAGE_REST, np.zeros(1, np.float32))
-    d_s = int(header["source"]["d_model"])
+    d_s = int(header["source"]["d_model"]) * len(_stack(header, str(path)))  # a many-to-one map reads a stack
     if basis is not None and (basis.ndim != 2 or basis.shape[1] != d_s or not np.isfinite(basis).all()):
         raise MapFileError(f"{path}: tensor {COVERAGE_TENSOR} has shape {basis.shape} (expected [k, {d_s}], finite)")
     if rest.shape != (1,) or not 0.0 <= float(rest[0]) <= 1.0:
@@ -167,8 +172,20 @@ def load_layer_map(path: str | Path) -> LayerMap:
     return LayerMap(m, header, None if basis is None else basis.astype(np.float32), float(rest[0]))
 
 
+def _stack(header: dict, where: str) -> list[int]:
+    """The source layers a map reads (checked: a list of integer layers including its `layer`)."""
+    layers = header["source"].get("layers")
+    if layers is None:
+        return [header["source"].get("layer")]
+    if not (isinstance(layers, list) and layers and all(isinstance(x, int) and not isinstance(x, bool) for x in layers)
+            and header["source"].get("layer") in layers):
+        raise MapFileError(f"{where}: source.layers must be a list of integer layers that includes source.layer; "
+                           "refit the map set")
+    return layers
+
+
 def _model_fields(d: dict) -> dict:
-    return {k: v for k, v in d.items() if k not in ("layer", "typical_norm")}
+    return {k: v for k, v in d.items() if k not in ("layer", "layers", "typical_norm")}
 
 
 @dataclasses.dataclass
@@ -232,7 +249,8 @@ class MapSet:
             name = f"map_L{m.layer_source:03d}_to_L{lt:03d}.safetensors"
             sha = save_map(out / name, m, dtype)
             entries.append({"layer_source": m.layer_source, "layer_target": lt, "file": name, "sha256": sha,
-                            "quality": m.header["quality"]})
+                            "quality": m.header["quality"],
+                            **({"layers_source": list(m.layers_source)} if len(m.layers_source) > 1 else {})})
         index = {"format": FORMAT + "set", "format_version": FORMAT_VERSION, "method": self.method,
                  "source": self.source, "target": self.target, "settings": self.header["settings"],
                  "data": self.header["data"], "stf_jax": self.header["stf_jax"], "maps": entries}

@@ -124,9 +124,10 @@ class SourceRun:
     def trait_names(self) -> list[str]:
         return sorted(set(self.traits.tolist()))
 
-    def rows(self, ls: int, lt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(x_s [n, d_s], x_t [n, d_t], usable [n] bool) unit steering vectors at one layer pair."""
-        x_s = load_vectors(self.ref_s, ls, self.order)
+    def rows(self, ls: int | tuple[int, ...], lt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x_s [n, d_s] (a stack of source layers: [n, layers * d_s]), x_t [n, d_t], usable [n] bool) unit
+        steering vectors at one layer pair."""
+        x_s = stacked_vectors(self.ref_s, source_layers(ls), self.order)
         x_t = load_vectors(self.ref_t, lt, self.order)
         usable = ~(zero_rows(x_s) | zero_rows(x_t)) & ~np.isin(self.traits, self.source.exclude_traits)
         return x_s, x_t, usable
@@ -145,6 +146,16 @@ class SourceRun:
         if n == 0:
             raise AlignInputError(f"{self.source.run}: no training rows left")
         return self.source.weight / n
+
+
+def source_layers(ls: int | tuple[int, ...]) -> tuple[int, ...]:
+    """The source layers of a layer pair: one, or a many-to-one map's stack."""
+    return tuple(ls) if isinstance(ls, tuple) else (ls,)
+
+
+def stacked_vectors(ref: ModelRef, layers: tuple[int, ...], order) -> np.ndarray:
+    """[n, len(layers) * d_model]: each row's unit vectors at `layers`, side by side (one layer: as loaded)."""
+    return np.concatenate([load_vectors(ref, lay, order) for lay in layers], axis=1)
 
 
 CORPUS_STATES = "corpus_states"  # the one "trait" of a corpus-run source
@@ -242,6 +253,9 @@ class CorpusSourceRun:
 
     def stream(self, ls: int, lt: int) -> tuple[Moments, np.ndarray, np.ndarray]:
         """(moments of the weighted training rows, held-out sample x_s [m, d_s], x_t [m, d_t]) at one layer pair."""
+        if isinstance(ls, tuple):
+            raise AlignInputError(f"{self.source.run}: a corpus run's token states are one layer at a time; a "
+                                  "many-to-one map is fitted on pair runs (extract --pairs ...) only")
         train, w = self.is_train, self.row_weight()
         mu = []
         for ref, lay in ((self.ref_s, ls), (self.ref_t, lt)):
@@ -392,6 +406,6 @@ def dataset_hash_of(runs: list[SourceRun]) -> str:
     return hashlib.sha256(json.dumps(rec).encode()).hexdigest()
 
 
-def log_quality(source: str, target: str, ls: int, lt: int, quality: dict, log: Callable[[str], None]) -> None:
+def log_quality(source: str, target: str, ls: int | str, lt: int, quality: dict, log: Callable[[str], None]) -> None:
     parts = [f"{Path(k).name} {v['trait_cosine']:.3f}" for k, v in quality.items() if v["trait_cosine"] is not None]
     log(f"{source} L{ls} -> {target} L{lt}: affine (mixture) held-out trait cosine: " + ", ".join(parts))
