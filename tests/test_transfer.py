@@ -282,3 +282,58 @@ def test_many_to_one_map_reads_a_stack_of_source_layers(tmp_path):
                           "--method", "many_to_one", "--stack", "1", "--no-norms", "--out", str(tmp_path / "bad")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "stack" in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
+
+
+def test_s2l_carries_through_the_source_sae(tmp_path):
+    """Target vectors that depend on a source vector only through its k strongest SAE coefficients: s2l (the
+    LRT paper's SAE-coefficients-to-states map) recovers them where an affine map on the states cannot; the
+    map file holds the encoder (it loads and carries with the SAE gone) and equals affine(sparse_code(v));
+    a mixture fits it too; an SAE of another width or model, or none, is one line."""
+    import jax
+
+    from stf_jax.align.maps import sparse_code
+    from stf_jax.sae.model import SAEConfig, init_params
+    from stf_jax.sae.saelens import save_sae
+    from stf_jax.transfer.fit import fit_mixture_map_set
+    from stf_jax.transfer.mixture import Source
+
+    pairs = shipped_pairs()
+    rng = np.random.default_rng(0)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    cfg = SAEConfig(d_in=16, d_sae=64, k=4, model="A", layer=2)
+    sae = init_params(cfg, jax.random.key(3))
+    save_sae(tmp_path / "sae", cfg, sae)
+    a = [unit(rng.standard_normal((len(pairs), 16))) for _ in range(4)]
+    codes = np.asarray(sparse_code(jnp.asarray(a[2]), jnp.asarray(sae.W_enc), 4))
+    b = [unit(rng.standard_normal((len(pairs), 20))) for _ in range(4)]
+    b[2] = unit(codes @ rng.standard_normal((64, 20)))
+    run = write_run(tmp_path / "run", pairs, {"A": a, "B": b})
+    quiet = dict(ridge=0.001, log=lambda *x: None)
+    s2l = fit_map_set(run, "A", "B", "s2l", 2, sae=tmp_path / "sae", **quiet)
+    affine = fit_map_set(run, "A", "B", "affine", 2, **quiet)
+    q, q_aff = (m.maps[2].header["quality"]["centered_cosine"] for m in (s2l, affine))
+    assert q > 0.95 and q_aff < 0.8, (q, q_aff)
+    saved = s2l.save(tmp_path / "maps")
+    import shutil
+
+    shutil.rmtree(tmp_path / "sae")
+    loaded = load_map_set(saved)
+    v = rng.standard_normal(16).astype(np.float32)
+    got = carry(loaded, {2: v}, strength="unit").directions[2]
+    lm = loaded.maps[2].map
+    ref = np.asarray(lm.affine(sparse_code(jnp.asarray(v / np.linalg.norm(v)), lm.w_enc, 4)))
+    np.testing.assert_allclose(got, ref / np.linalg.norm(ref), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got, carry(s2l, {2: v}, strength="unit").directions[2])
+    save_sae(tmp_path / "sae", cfg, sae)
+    mixed = fit_mixture_map_set([Source(run), Source(run, 3.0)], "A", "B", 2, method="s2l", sae=tmp_path / "sae",
+                                **quiet)
+    assert mixed.maps[2].map.w_enc.shape == (16, 64)
+    save_sae(tmp_path / "wide", SAEConfig(d_in=8, d_sae=32, k=4, layer=2), init_params(SAEConfig(d_in=8, d_sae=32),
+                                                                                      jax.random.key(0)))
+    save_sae(tmp_path / "other", SAEConfig(d_in=16, d_sae=64, k=4, model="C", layer=2), sae)
+    for extra, message in (([], "give --sae (train one"), (["--sae", tmp_path / "wide"], "reads 8-wide states"),
+                           (["--sae", tmp_path / "other"], "trained on C, not A")):
+        got = subprocess.run([sys.executable, "-m", "stf_jax.transfer", "fit", str(run), "--source", "A", "--target",
+                              "B", "--method", "s2l", "--layers", "2", "--no-norms", "--out", str(tmp_path / "x"),
+                              *map(str, extra)], capture_output=True, text=True, timeout=300)
+        assert got.returncode == 2 and message in got.stderr and got.stderr.count("\n") == 1, got.stderr

@@ -39,7 +39,8 @@ ADAPTERS = adapters_lib.KINDS
 LABEL_BASELINES = ("mean_target", "trait_mean")  # no map from the source: scored by protocol.baseline_trials
 BASELINES = ("identity", *LABEL_BASELINES)      # identity is also the zero-shot map of the table
 METHODS = (*maps.TRANSFER_METHODS, *BASELINES)
-ALL_METHODS = (*(n for n in maps.METHODS if n not in maps.STACKED_METHODS), *LABEL_BASELINES)  # one layer pair each
+ALL_METHODS = (*(n for n in maps.METHODS if n not in maps.STACKED_METHODS + maps.SAE_METHODS),  # one layer pair,
+               *LABEL_BASELINES)  # no SAE
 
 
 @dataclasses.dataclass(frozen=True)

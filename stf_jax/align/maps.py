@@ -21,6 +21,7 @@ deployed are the same computation; adding a method is one entry.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -45,12 +46,16 @@ class FitSettings:
       ridge: relative ridge of the affine map (0: least squares).
       rotation_only: Procrustes restricted to det(R) = +1.
       adapter: training settings shared by the adapters (their kind is set per method).
+      sae, sae_latents, sae_k: s2l's source SAE, its width, and the coefficients a vector keeps.
     """
 
     k: int = option(64, ge=1)
     ridge: float = option(0.1, ge=0)
     rotation_only: bool = False
     adapter: adapters_lib.AdapterConfig = adapters_lib.AdapterConfig()
+    sae: str = ""  # s2l: the source layer's SAE directory (its encoder is copied into the map)
+    sae_latents: int = option(0, ge=0)  # s2l: its width (recorded so a map file loads without the SAE)
+    sae_k: int = option(32, ge=1)  # s2l: coefficients kept per vector (the SAE's k)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -83,7 +88,29 @@ class IdentityMap:
         return identity(v, self.d_t)
 
 
-Map = IdentityMap | ProcrustesMap | AffineMap | adapters_lib.Adapter
+@struct.dataclass
+class S2LMap:
+    """SAE coefficients to target states (the LRT paper's s2l): a vector's coefficients in the source SAE,
+    then a ridge-affine map from coefficients to the target. A direction's coefficients are the SAE encoder's
+    response to it, v @ W_enc (the change of every pre-activation when v is added to a state), of which the
+    `k` largest in magnitude are kept (`sparse_code`): what the SAE would say the vector is made of."""
+
+    w_enc: jax.Array  # [d_s, d_sae]
+    affine: AffineMap  # [d_sae] -> [d_t]
+    k: int = struct.field(pytree_node=False)
+
+    def __call__(self, v: jax.Array) -> jax.Array:
+        return self.affine(sparse_code(v, self.w_enc, self.k))
+
+
+def sparse_code(v: jax.Array, w_enc: jax.Array, k: int) -> jax.Array:
+    """[..., d_s] -> [..., d_sae]: v @ W_enc with all but the k largest magnitudes set to zero."""
+    c = v @ w_enc
+    _, idx = jax.lax.top_k(jnp.abs(c), k)
+    return jnp.put_along_axis(jnp.zeros_like(c), idx, jnp.take_along_axis(c, idx, axis=-1), axis=-1, inplace=False)
+
+
+Map = IdentityMap | ProcrustesMap | AffineMap | adapters_lib.Adapter | S2LMap
 
 
 class Method(NamedTuple):
@@ -105,6 +132,8 @@ class Method(NamedTuple):
     scorer: str = "fit"
     summary: str = ""
     moments: bool = False
+    template: Callable[[int, int, "FitSettings"], Any] | None = None  # the fitted map's structure, when tracing
+    # the fitter needs more than shapes (s2l reads its SAE file)
 
 
 def _fit_identity(x_s, x_t, w_train, w_val, key, s: FitSettings):
@@ -128,6 +157,28 @@ def _fit_affine_tokens(x_s, x_t, w_train, w_val, key, s: FitSettings):
     return AffineMap(m.weight, jnp.zeros_like(m.bias)), {}
 
 
+def _fit_s2l(x_s, x_t, w_train, w_val, key, s: FitSettings):
+    if not s.sae:
+        raise ValueError("s2l needs the source layer's SAE: settings.sae (transfer fit --sae DIR)")
+    w_enc = jnp.asarray(sae_encoder(s.sae))
+    return S2LMap(w_enc, fit_affine(sparse_code(x_s, w_enc, s.sae_k), x_t, w_train, ridge=s.ridge), s.sae_k), {}
+
+
+@functools.lru_cache(maxsize=4)
+def sae_encoder(path: str) -> np.ndarray:
+    """The encoder matrix W_enc [d_in, d_sae] of an SAE directory (stf_jax or sae-lens)."""
+    from ..sae.saelens import load_sae
+
+    return np.asarray(load_sae(path)[1].W_enc, np.float32)
+
+
+def _s2l_template(d_s: int, d_t: int, s: FitSettings) -> S2LMap:
+    f32 = jnp.float32
+    return S2LMap(jax.ShapeDtypeStruct((d_s, s.sae_latents), f32),
+                  AffineMap(jax.ShapeDtypeStruct((s.sae_latents, d_t), f32), jax.ShapeDtypeStruct((d_t,), f32)),
+                  s.sae_k)
+
+
 def adapter_config(kind: str, base: adapters_lib.AdapterConfig) -> adapters_lib.AdapterConfig:
     """The base settings for one adapter kind (the orthogonality penalty is defined for linear maps only)."""
     return dataclasses.replace(base, kind=kind, orthogonality=0.0 if kind == "mlp" else base.orthogonality)
@@ -149,6 +200,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("procrustes", _fit_procrustes, scorer="kspace", summary="PCA per model + similarity Procrustes (the seed paper)"),
     Method("affine", _fit_affine, summary="least-squares / ridge affine map on paired vectors (the LRT paper)",
            moments=True),
+    Method("s2l", _fit_s2l, template=_s2l_template, moments=True,
+           summary="source SAE coefficients to target states, ridge-affine (the LRT paper's s2l); needs --sae"),
     Method("many_to_one", _fit_affine, fits_on="stacked_vectors", moments=True,
            summary="ridge affine map from several source layers at once to one target layer (the LRT paper's "
                    "Appendix A objective)"),
@@ -157,9 +210,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     *(Method(kind, _adapter_fitter(kind), summary=f"optax-trained {kind} adapter, early-stopped")
       for kind in adapters_lib.KINDS),
 )}
-VECTOR_METHODS = tuple(name for name, m in METHODS.items() if m.fits_on == "vectors")
+VECTOR_METHODS = tuple(name for name, m in METHODS.items() if m.fits_on == "vectors" and name != "s2l")
+SAE_METHODS = ("s2l",)  # vector methods that need the source layer's SAE
 STACKED_METHODS = tuple(name for name, m in METHODS.items() if m.fits_on == "stacked_vectors")
-MAP_SET_METHODS = VECTOR_METHODS + STACKED_METHODS  # what `transfer fit` fits
+MAP_SET_METHODS = VECTOR_METHODS + SAE_METHODS + STACKED_METHODS  # what `transfer fit` fits
 TRANSFER_METHODS = tuple(n for n in VECTOR_METHODS if n != "identity")  # learned maps (identity is a control)
 
 
@@ -198,6 +252,8 @@ def _jitted_fit(name: str, settings: FitSettings) -> Callable:
 def map_template(name: str, d_s: int, d_t: int, settings: FitSettings):
     """The abstract structure (shapes, dtypes, static fields) of a fitted map, from tracing its fitter: what
     a map file's tensors are unflattened into, for every method alike."""
+    if method(name).template is not None:
+        return method(name).template(d_s, d_t, settings)
     n = max(settings.k + 2, 8)
     args = (jax.ShapeDtypeStruct((n, d_s), jnp.float32), jax.ShapeDtypeStruct((n, d_t), jnp.float32),
             jax.ShapeDtypeStruct((n,), jnp.float32), jax.ShapeDtypeStruct((n,), jnp.float32),

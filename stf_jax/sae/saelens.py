@@ -336,7 +336,7 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
                 if not jnp.issubdtype(a.dtype, jnp.floating):
                     raise SAEFileError(f"{path}: tensor {name!r} is {a.dtype}, not a float type an SAE is stored in; "
                                        f"{fix}")
-                out[name] = np.asarray(a.astype(jnp.float32))
+                out[name] = np.asarray(a).astype(np.float32)  # numpy: no JAX op (it may run inside a trace)
     except SafetensorError as exc:
         raise SAEFileError(f"{path}: truncated, damaged or not a safetensors file ({exc}); {fix}") from None
     return out

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="layer pairs: an HF index in both models (-6), 'depth' (every steerable target layer "
                           "from the source layer at the same relative depth: for multi-layer control vectors), "
                           "or 'sweep:RESULTS.json' (best source layer per target layer from an alignment sweep) [-6]")
+    fit.add_argument("--sae", help="s2l: the source model's SAE at the source layer (python -m stf_jax.sae train; "
+                                   "an sae-lens directory too)")
+    fit.add_argument("--sae-k", type=int, help="s2l: SAE coefficients a vector keeps [the SAE's k]")
     fit.add_argument("--stack", type=int, default=6,
                      help="many_to_one: source layers read together for every target layer, spread over depth [6]")
     fit.add_argument("--out", required=True, help="map-set directory to write")
@@ -114,7 +117,8 @@ def main(argv=None) -> int:
         fit_map(args.run if mixture else args.run[0], args.source, args.target, args.method, args.layers, out=args.out,
                 norms=not args.no_norms, norm_texts=args.norm_texts, log=log, weights=args.weights,
                 exclude_traits=args.exclude_traits, dtype=args.dtype, overwrite=args.overwrite, ridge=args.ridge,
-                seed=args.seed, test_fraction=args.test_fraction, stack=args.stack, **extra)
+                seed=args.seed, test_fraction=args.test_fraction, stack=args.stack, sae=args.sae, sae_k=args.sae_k,
+                **extra)
         print(f"wrote map set {args.out}")
         return 0
     if args.command == "kinds":

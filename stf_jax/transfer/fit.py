@@ -39,8 +39,8 @@ from ..extract.store import read_manifest
 from ..options import check_options, option
 from .coverage import coverage_basis, scatter
 from .mapfile import LayerMap, MapSet, header_for
-from .mixture import (LayerData, Source, data_record, fit_layer, log_quality, open_sources, source_layers,
-                      stacked_vectors)
+from .mixture import (LayerData, Source, data_record, fit_affine_moments, fit_layer, log_quality, open_sources,
+                      source_layers, stacked_vectors)
 
 
 def steerable(layers: Sequence[int], n_layers: int) -> list[int]:
@@ -77,6 +77,32 @@ def stack_layers(ref_s: ModelRef, n: int) -> tuple[int, ...]:
                               "layer(s) in this run: extract with layers= all")
     picks = np.unique(np.round(np.linspace(0, len(src) - 1, min(n, len(src)))).astype(int))
     return tuple(src[i] for i in picks)
+
+
+def sae_fit_settings(sae: str | Path | None, ref_s: ModelRef, sae_k: int | None = None) -> dict[str, Any]:
+    """s2l's settings from the source SAE (path, width, k: the SAE's own unless `sae_k`) and the layer it
+    reads, checked against the run: the source model's width, a layer the run extracted."""
+    from ..sae.saelens import load_sae
+
+    if not sae:
+        raise AlignInputError("method s2l carries vectors through the source model's SAE: give sae= (train one with "
+                              "python -m stf_jax.sae train)")
+    cfg, _, _ = load_sae(sae)
+    if cfg.d_in != ref_s.d_model:
+        raise AlignInputError(f"{sae}: this SAE reads {cfg.d_in}-wide states; {ref_s.name} has {ref_s.d_model}; give "
+                              f"an SAE of {ref_s.name}" + (f" (it was trained on {cfg.model})" if cfg.model else ""))
+    if cfg.model and cfg.model != ref_s.name:
+        raise AlignInputError(f"{sae}: this SAE was trained on {cfg.model}, not {ref_s.name}; give an SAE of the "
+                              "source model")
+    if cfg.layer not in ref_s.layers:
+        raise AlignInputError(f"{sae}: the SAE reads layer {cfg.layer}, which the run did not extract for "
+                              f"{ref_s.name} (extracted: {list(ref_s.layers)})")
+    path = str(Path(sae).resolve())
+    maps.sae_encoder(path)  # read now, outside any trace (the fitters run under jit)
+    k = sae_k or cfg.k
+    if not 1 <= k <= cfg.d_sae:
+        raise AlignInputError(f"sae_k= {k}: give 1 .. {cfg.d_sae} (the SAE's latents)")
+    return {"sae": path, "sae_latents": cfg.d_sae, "sae_k": k, "layer": cfg.layer}
 
 
 def anchor_layer(ls: int | tuple[int, ...], lt: int, n_s: int, n_t: int) -> int:
@@ -173,10 +199,11 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
                 k: int | None = None, variance: float = 0.95, ridge: float = 0.1, rotation_only: bool = False,
                 adapter: AdapterConfig = AdapterConfig(), seed: int = 0, test_fraction: float = 0.2,
                 val_fraction: float = 0.1, norms: dict[str, dict[int, float]] | None = None,
-                model_types: dict[str, str] | None = None, stack: int = 6,
-                log: Callable[[str], None] = print) -> MapSet:
+                model_types: dict[str, str] | None = None, stack: int = 6, sae: str | Path | None = None,
+                sae_k: int | None = None, log: Callable[[str], None] = print) -> MapSet:
     """Fit `method` maps source → target at each layer pair of `layers` (module docstring). A many-to-one
-    method (`maps.STACKED_METHODS`) reads `stack` source layers spread over depth for every target layer.
+    method (`maps.STACKED_METHODS`) reads `stack` source layers spread over depth for every target layer;
+    s2l reads the source model's SAE `sae` at its layer (every target layer of `layers` from that one).
 
     norms: {model name: {HF layer: typical |h|}} recorded in each map (what `transfer` uses to keep a
     vector's strength relative to the residual stream); see `typical_norms`. model_types: {model name: HF
@@ -191,18 +218,24 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
         raise AlignInputError(f"method {method} is fitted on corpus token states; transfer fit takes methods "
                               f"fitted on paired vectors: {list(maps.MAP_SET_METHODS)}")
     stacked = method in maps.STACKED_METHODS
+    sae_settings = sae_fit_settings(sae, ref_s, sae_k) if method in maps.SAE_METHODS else {}
     table, orders = pair_table([ref_s, ref_t])
     infos = _model_infos(ref_s, ref_t, read_manifest(run_dir), model_types)
     data = {"dataset_hash": dataset_hash(table.pairs), "n_pairs": table.n, "traits": list(table.trait_names),
             "run": str(run_dir)}
     out = {}
-    for ls, lt in layer_pairs(layers, ref_s, ref_t, stack if stacked else None):
+    pairs = layer_pairs(layers, ref_s, ref_t, stack if stacked else None)
+    if sae_settings:
+        sae_layer = sae_settings.pop("layer")
+        pairs = [(sae_layer, lt) for lt in dict.fromkeys(lt for _, lt in pairs)]
+    for ls, lt in pairs:
         x_s = stacked_vectors(ref_s, source_layers(ls), orders[ref_s.run_dir])
         x_t = load_vectors(ref_t, lt, orders[ref_t.run_dir])
         excluded = zero_rows(x_s) | zero_rows(x_t)
         trials = make_trials(table, 1, seed, test_fraction, val_fraction, exclude=excluded)
         k_used = k_for_pair(x_s, x_t, trials.train[0], k, variance)
-        settings = maps.FitSettings(k=k_used, ridge=ridge, rotation_only=rotation_only, adapter=adapter)
+        settings = maps.FitSettings(k=k_used, ridge=ridge, rotation_only=rotation_only, adapter=adapter,
+                                    **sae_settings)
         quality = _held_out_quality(method, settings, x_s, x_t, trials, table)
         usable = (~excluded).astype(np.float32)
         m, _ = maps.fit_map(method, x_s, x_t, usable, trials.val[0], settings=settings)
@@ -219,10 +252,11 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
 def fit_mixture_map_set(sources: Sequence[Source], source: str, target: str, layers: str | int = "depth", *,
                         method: str = "affine", ridge: float = 0.1, coverage_axes: int | None = None, seed: int = 0,
                         test_fraction: float = 0.2, norms: dict[str, dict[int, float]] | None = None,
-                        model_types: dict[str, str] | None = None, stack: int = 6,
-                        log: Callable[[str], None] = print) -> MapSet:
+                        model_types: dict[str, str] | None = None, stack: int = 6, sae: str | Path | None = None,
+                        sae_k: int | None = None, log: Callable[[str], None] = print) -> MapSet:
     """Affine maps source → target at each layer pair of `layers`, fitted on the weighted mixture of
-    `sources` (module docstring of `transfer.mixture`); quality is per source on its held-out rows."""
+    `sources` (module docstring of `transfer.mixture`); quality is per source on its held-out rows. many_to_one
+    and s2l as in `fit_map_set` (s2l: the affine part fitted on the rows' SAE coefficients)."""
     if source == target:
         raise AlignInputError("source and target are the same model")
     check_settings({"ridge": ridge, "test_fraction": test_fraction, "stack": stack})
@@ -230,17 +264,39 @@ def fit_mixture_map_set(sources: Sequence[Source], source: str, target: str, lay
     ref_s, ref_t = runs[0].ref_s, runs[0].ref_t
     infos = _model_infos(ref_s, ref_t, read_manifest(runs[0].source.run), model_types)
     data = data_record(runs, test_fraction, seed)
-    settings = maps.FitSettings(ridge=ridge)
+    sae_settings = sae_fit_settings(sae, ref_s, sae_k) if method in maps.SAE_METHODS else {}
+    pairs = layer_pairs(layers, ref_s, ref_t, stack if method in maps.STACKED_METHODS else None)
+    if sae_settings:
+        sae_layer = sae_settings.pop("layer")
+        pairs = [(sae_layer, lt) for lt in dict.fromkeys(lt for _, lt in pairs)]
+    settings = maps.FitSettings(ridge=ridge, **sae_settings)
     out = {}
-    for ls, lt in layer_pairs(layers, ref_s, ref_t, stack if method in maps.STACKED_METHODS else None):
+    for ls, lt in pairs:
         layer = LayerData.load(runs, ls, lt)
-        m, (basis, rest), by_source = fit_layer(layer, ridge, coverage_axes)
+        if sae_settings:
+            m, (basis, rest), by_source = _fit_s2l_layer(layer, settings, ridge, coverage_axes)
+        else:
+            m, (basis, rest), by_source = fit_layer(layer, ridge, coverage_axes)
         quality = {"by_source": by_source, "centered_cosine": None, "trait_mean_centered": None}
         header = _layer_header(method, settings, infos, ls, lt, norms, {**data, "n_used": layer.n_train_rows()},
                                quality)
         out[lt] = LayerMap(m, header, basis, rest)
         log_quality(source, target, _layers_text(ls), lt, by_source, log)
     return MapSet(out)
+
+
+def _fit_s2l_layer(layer: LayerData, settings: maps.FitSettings, ridge: float, coverage_axes: int | None):
+    """fit_layer on the rows' SAE coefficients (`maps.sparse_code`), wrapped as an S2LMap; the coverage
+    basis stays in the source's state space, where the vectors it judges live."""
+    if layer.streamed:
+        raise AlignInputError("s2l is fitted on pair runs; a corpus run's token states stream as moments of the "
+                              "states, not of their SAE coefficients")
+    w_enc = jnp.asarray(maps.sae_encoder(settings.sae))
+    coded = dataclasses.replace(layer, x_s=[np.asarray(maps.sparse_code(jnp.asarray(x), w_enc, settings.sae_k))
+                                            for x in layer.x_s])
+    m, _, by_source = fit_layer(coded, ridge, coverage_axes)
+    _, gram = fit_affine_moments(layer.total(), ridge)
+    return maps.S2LMap(w_enc, m, settings.sae_k), coverage_basis(gram, coverage_axes), by_source
 
 
 def _layers_text(ls: int | tuple[int, ...]) -> str:
