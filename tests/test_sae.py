@@ -267,3 +267,16 @@ def dataclasses_replace(cfg, **kw):
     import dataclasses
 
     return dataclasses.replace(cfg, **kw)
+
+
+def test_package_names_resolve_without_deprecations():
+    import warnings
+
+    import stf_jax.extract
+    import stf_jax.sae
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in stf_jax.sae.__all__:
+            assert getattr(stf_jax.sae, name) is not None, name
+        assert stf_jax.extract.ExtractOptions.__module__ == "stf_jax.extract.driver"

@@ -4,7 +4,7 @@
 
 `stf_jax.extract` is this package (`python -m stf_jax.extract`, its modules) and, called, the function
 `extract` below. The layer-spec grammar every entry point resolves with is `stf_jax.core.layers` (its names are
-re-exported here). Modules: run
+re-exported here). Modules: driver
 (`extract_pairs`, `extract_corpus`), store (the run-directory format). Names load lazily, so
 importing this package does not import JAX.
 """
@@ -18,7 +18,7 @@ from ..core.layers import LayerSpecError, parse_layer_spec, resolve_layer, resol
 
 _LAZY = {
     "train_vector": "vector", "trait_vector": "store",
-    "ExtractOptions": "run", "ModelSummary": "run", "extract_corpus": "run", "extract_pairs": "run",
+    "ExtractOptions": "driver", "ModelSummary": "driver", "extract_corpus": "driver", "extract_pairs": "driver",
     "load_layer": "store", "read_manifest": "store",
 }
 __all__ = [*_LAZY, "extract", "LayerSpecError", "parse_layer_spec", "resolve_layer", "resolve_layers"]
