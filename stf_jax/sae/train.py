@@ -1,7 +1,7 @@
 """Training an SAE on one layer of a model: optax Adam on streamed, shuffled token activations.
 
-One jitted step per batch ([batch, d_in], sharded over the "data" axis of the device mesh like extraction;
-parameters replicated): loss and gradients (`model.losses`), an Adam update, decoder rows back to unit
+One jitted step per batch ([batch, d_in], sharded over the "data" axis of the device mesh like extraction,
+bf16 on accelerators and f32 on CPU; parameters replicated, f32): loss and gradients (`model.losses`), an Adam update, decoder rows back to unit
 norm, and the per-latent count of tokens since it last fired (dead latents feed TopK's AuxK loss). The
 learning rate warms up over the first steps and decays linearly over the last fifth. Activations are
 scaled by one number so their mean norm is sqrt(d_in) (measured on the first buffer), and the scale is
@@ -157,6 +157,8 @@ def fit_sae(cfg: SAEConfig, stream: Callable[[int], Iterator[np.ndarray]], opts:
     opt = optax.adam(_schedule(opts, total_steps), b1=0.9, b2=0.999)
     mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
     x_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data", None))
+    # activations travel in bf16 on accelerators (half the transfer), f32 on CPU; the SAE computes in f32
+    x_dtype = np.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
     if opts.batch % mesh.size:
         raise SAETrainError(f"batch= {opts.batch} does not split over {mesh.size} devices; use a multiple of {mesh.size}")
     meta = {"sae": dataclasses.asdict(cfg), "options": {k: v for k, v in dataclasses.asdict(opts).items()
@@ -193,7 +195,7 @@ def fit_sae(cfg: SAEConfig, stream: Callable[[int], Iterator[np.ndarray]], opts:
     for xb in batches:
         if done >= total_steps:
             break
-        state, m = step_fn(state, jax.device_put(xb.astype(np.float32) * np.float32(scale), x_sharding))
+        state, m = step_fn(state, jax.device_put((xb * np.float32(scale)).astype(x_dtype), x_sharding))
         done += 1
         if done == first_step + 1:
             jax.block_until_ready(state)
