@@ -273,7 +273,9 @@ def test_many_to_one_map_reads_a_stack_of_source_layers(tmp_path):
         carry(loaded, {4: v[4]})
     mixed = fit_mixture_map_set([Source(run), Source(run, 2.0)], "A", "B", 4, method="many_to_one", ridge=0.01,
                                 stack=3, log=lambda *x: None)
-    assert mixed.maps[4].layers_source == (2, 3, 4)
+    assert mixed.maps[4].layers_source == (2, 3, 4) and mixed.maps[4].header["settings"]["ridge"] == 0.01
+    default = fit_mixture_map_set([Source(run)], "A", "B", 4, method="many_to_one", stack=3, log=lambda *x: None)
+    assert default.maps[4].header["settings"]["ridge"] == 10.0  # the method's own default (wider inputs)
     cli = subprocess.run([sys.executable, "-m", "stf_jax.transfer", "fit", str(run), "--source", "A", "--target", "B",
                           "--method", "many_to_one", "--layers", "4", "--stack", "3", "--ridge", "0.01", "--no-norms",
                           "--out", str(tmp_path / "cli")], capture_output=True, text=True, timeout=300)

@@ -134,6 +134,7 @@ class Method(NamedTuple):
     moments: bool = False
     template: Callable[[int, int, "FitSettings"], Any] | None = None  # the fitted map's structure, when tracing
     # the fitter needs more than shapes (s2l reads its SAE file)
+    ridge: float = 0.1  # the default relative ridge (`transfer fit`): wider inputs need more
 
 
 def _fit_identity(x_s, x_t, w_train, w_val, key, s: FitSettings):
@@ -200,9 +201,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("procrustes", _fit_procrustes, scorer="kspace", summary="PCA per model + similarity Procrustes (the seed paper)"),
     Method("affine", _fit_affine, summary="least-squares / ridge affine map on paired vectors (the LRT paper)",
            moments=True),
-    Method("s2l", _fit_s2l, template=_s2l_template, moments=True,
+    Method("s2l", _fit_s2l, template=_s2l_template, moments=True, ridge=1.0,
            summary="source SAE coefficients to target states, ridge-affine (the LRT paper's s2l); needs --sae"),
-    Method("many_to_one", _fit_affine, fits_on="stacked_vectors", moments=True,
+    Method("many_to_one", _fit_affine, fits_on="stacked_vectors", moments=True, ridge=10.0,
            summary="ridge affine map from several source layers at once to one target layer (the LRT paper's "
                    "Appendix A objective)"),
     Method("affine_tokens", _fit_affine_tokens, fits_on="token_states", scramble=False,
@@ -215,6 +216,11 @@ SAE_METHODS = ("s2l",)  # vector methods that need the source layer's SAE
 STACKED_METHODS = tuple(name for name, m in METHODS.items() if m.fits_on == "stacked_vectors")
 MAP_SET_METHODS = VECTOR_METHODS + SAE_METHODS + STACKED_METHODS  # what `transfer fit` fits
 TRANSFER_METHODS = tuple(n for n in VECTOR_METHODS if n != "identity")  # learned maps (identity is a control)
+
+
+def default_ridge(name: str, ridge: float | None = None) -> float:
+    """`ridge`, or the method's own default when None (measured on the shipped pairs: README, SAE section)."""
+    return method(name).ridge if ridge is None else ridge
 
 
 def method(name: str) -> Method:

@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, help="map-set directory to write")
     fit.add_argument("--k", type=int, help="PCA components for procrustes [by --variance]")
     fit.add_argument("--variance", type=float, default=0.95, help="explained variance that picks k [0.95]")
-    fit.add_argument("--ridge", type=float, default=0.1, help="relative ridge of the affine map [0.1]")
+    fit.add_argument("--ridge", type=float, help="relative ridge of the affine map [the method's: 0.1; s2l 1; "
+                                                 "many_to_one 10]")
     fit.add_argument("--rotation-only", action="store_true", help="procrustes: proper rotations only")
     fit.add_argument("--seed", type=int, default=0, help="split (and adapter) seed [0]")
     fit.add_argument("--test-fraction", type=float, default=0.2, help="held-out share for the quality figure [0.2]")

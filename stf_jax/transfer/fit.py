@@ -196,7 +196,7 @@ def _layer_header(method: str, settings: maps.FitSettings, infos, ls: int | tupl
 
 
 def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "affine", layers: str | int = -6, *,
-                k: int | None = None, variance: float = 0.95, ridge: float = 0.1, rotation_only: bool = False,
+                k: int | None = None, variance: float = 0.95, ridge: float | None = None, rotation_only: bool = False,
                 adapter: AdapterConfig = AdapterConfig(), seed: int = 0, test_fraction: float = 0.2,
                 val_fraction: float = 0.1, norms: dict[str, dict[int, float]] | None = None,
                 model_types: dict[str, str] | None = None, stack: int = 6, sae: str | Path | None = None,
@@ -208,7 +208,7 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
     norms: {model name: {HF layer: typical |h|}} recorded in each map (what `transfer` uses to keep a
     vector's strength relative to the residual stream); see `typical_norms`. model_types: {model name: HF
     model_type} (the control-vector model hint; default: the run's family name)."""
-    maps.method(method)
+    ridge = maps.default_ridge(method, ridge)
     check_settings({"ridge": ridge, "k": k, "variance": variance, "test_fraction": test_fraction,
                     "val_fraction": val_fraction, "stack": stack})
     ref_s, ref_t = model_pair(run_dir, source, target)
@@ -250,7 +250,7 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
 
 
 def fit_mixture_map_set(sources: Sequence[Source], source: str, target: str, layers: str | int = "depth", *,
-                        method: str = "affine", ridge: float = 0.1, coverage_axes: int | None = None, seed: int = 0,
+                        method: str = "affine", ridge: float | None = None, coverage_axes: int | None = None, seed: int = 0,
                         test_fraction: float = 0.2, norms: dict[str, dict[int, float]] | None = None,
                         model_types: dict[str, str] | None = None, stack: int = 6, sae: str | Path | None = None,
                         sae_k: int | None = None, log: Callable[[str], None] = print) -> MapSet:
@@ -259,6 +259,7 @@ def fit_mixture_map_set(sources: Sequence[Source], source: str, target: str, lay
     and s2l as in `fit_map_set` (s2l: the affine part fitted on the rows' SAE coefficients)."""
     if source == target:
         raise AlignInputError("source and target are the same model")
+    ridge = maps.default_ridge(method, ridge)
     check_settings({"ridge": ridge, "test_fraction": test_fraction, "stack": stack})
     runs = open_sources(sources, source, target, test_fraction, seed)
     ref_s, ref_t = runs[0].ref_s, runs[0].ref_t
