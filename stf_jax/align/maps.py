@@ -135,6 +135,7 @@ class Method(NamedTuple):
     template: Callable[[int, int, "FitSettings"], Any] | None = None  # the fitted map's structure, when tracing
     # the fitter needs more than shapes (s2l reads its SAE file)
     ridge: float = 0.1  # the default relative ridge (`transfer fit`): wider inputs need more
+    needs_sae: bool = False  # carries through the source layer's SAE (settings.sae): `transfer fit --sae`
 
 
 def _fit_identity(x_s, x_t, w_train, w_val, key, s: FitSettings):
@@ -161,16 +162,18 @@ def _fit_affine_tokens(x_s, x_t, w_train, w_val, key, s: FitSettings):
 def _fit_s2l(x_s, x_t, w_train, w_val, key, s: FitSettings):
     if not s.sae:
         raise ValueError("s2l needs the source layer's SAE: settings.sae (transfer fit --sae DIR)")
-    w_enc = jnp.asarray(sae_encoder(s.sae))
+    w_enc = jnp.asarray(source_sae(s.sae)[1])
     return S2LMap(w_enc, fit_affine(sparse_code(x_s, w_enc, s.sae_k), x_t, w_train, ridge=s.ridge), s.sae_k), {}
 
 
 @functools.lru_cache(maxsize=4)
-def sae_encoder(path: str) -> np.ndarray:
-    """The encoder matrix W_enc [d_in, d_sae] of an SAE directory (stf_jax or sae-lens)."""
+def source_sae(path: str) -> tuple[Any, np.ndarray]:
+    """(SAEConfig, encoder matrix W_enc [d_in, d_sae]) of an SAE directory (stf_jax or sae-lens), read once per
+    process: s2l's settings, its fits and the norms they record all ask for it."""
     from ..sae.saelens import load_sae
 
-    return np.asarray(load_sae(path)[1].W_enc, np.float32)
+    cfg, params, _ = load_sae(path)
+    return cfg, np.asarray(params.W_enc, np.float32)
 
 
 def _s2l_template(d_s: int, d_t: int, s: FitSettings) -> S2LMap:
@@ -201,7 +204,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("procrustes", _fit_procrustes, scorer="kspace", summary="PCA per model + similarity Procrustes (the seed paper)"),
     Method("affine", _fit_affine, summary="least-squares / ridge affine map on paired vectors (the LRT paper)",
            moments=True),
-    Method("s2l", _fit_s2l, template=_s2l_template, moments=True, ridge=1.0,
+    Method("s2l", _fit_s2l, template=_s2l_template, moments=True, ridge=1.0, needs_sae=True,
            summary="source SAE coefficients to target states, ridge-affine (the LRT paper's s2l); needs --sae"),
     Method("many_to_one", _fit_affine, fits_on="stacked_vectors", moments=True, ridge=10.0,
            summary="ridge affine map from several source layers at once to one target layer (the LRT paper's "
@@ -211,8 +214,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     *(Method(kind, _adapter_fitter(kind), summary=f"optax-trained {kind} adapter, early-stopped")
       for kind in adapters_lib.KINDS),
 )}
-VECTOR_METHODS = tuple(name for name, m in METHODS.items() if m.fits_on == "vectors" and name != "s2l")
-SAE_METHODS = ("s2l",)  # vector methods that need the source layer's SAE
+VECTOR_METHODS = tuple(name for name, m in METHODS.items() if m.fits_on == "vectors" and not m.needs_sae)
+SAE_METHODS = tuple(name for name, m in METHODS.items() if m.needs_sae)
 STACKED_METHODS = tuple(name for name, m in METHODS.items() if m.fits_on == "stacked_vectors")
 MAP_SET_METHODS = VECTOR_METHODS + SAE_METHODS + STACKED_METHODS  # what `transfer fit` fits
 TRANSFER_METHODS = tuple(n for n in VECTOR_METHODS if n != "identity")  # learned maps (identity is a control)

@@ -63,9 +63,8 @@ def _letter_logprobs_fn():
     @partial(jax.jit, static_argnames=("cfg", "start", "dtype"))
     def run(params, h, ids, mask, head_index, letter_ids, *, cfg, start: int, dtype):
         """log P(each letter) at head_index, running blocks start.. on h [B, S, D]: [B, K]."""
-        model = decoder.Decoder(cfg, dtype=dtype, logits=True, start=start)
-        p = decoder.slice_layers(params, cfg.n_layers, start)
-        logits = model.apply({"params": p}, ids, mask, None, h0=h, head_index=head_index).logits  # [B, 1, V]
+        logits = decoder.logits_from(params, h, ids, mask, cfg=cfg, start=start, dtype=dtype,
+                                     head_index=head_index)  # [B, 1, V]
         logp = jax.nn.log_softmax(logits[:, 0].astype(jnp.float32), axis=-1)
         return jnp.take_along_axis(logp, letter_ids, axis=-1)
 

@@ -466,6 +466,16 @@ def slice_layers(params, n_run: int, start: int = 0):
     return params
 
 
+def logits_from(params, h0, input_ids, attention_mask, *, cfg: DecoderConfig, start: int, dtype=jnp.float32,
+                head_index=None):
+    """Logits [B, S | C, V] of the blocks from `start` on, resumed from h0 [B, S, D] = hidden_states[start]: the
+    blocks below run once elsewhere and are shared by every variant of h0 (steered, reconstructed, ablated).
+    Callers jit it."""
+    model = Decoder(cfg, dtype=dtype, logits=True, start=start)
+    p = slice_layers(params, cfg.n_layers, start)
+    return model.apply({"params": p}, input_ids, attention_mask, None, h0=h0, head_index=head_index).logits
+
+
 @partial(jax.jit, static_argnames=("cfg", "layers", "dtype", "collect"))
 def hidden_states(params, input_ids, attention_mask, intervention=None, *, cfg: DecoderConfig,
                   layers: tuple[int, ...], dtype=jnp.float32, collect=None):

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..core.chat import chat_text
+from ..core.chat import chat_text, has_chat_template
 from .config import DecoderConfig
 from .decoder import Decoder
 from .model import Model
@@ -89,7 +89,7 @@ def generate(model: Model, prompts: Sequence[str], max_new_tokens: int = 64, int
     """Completions for a batch of prompts; `intervention_for(prompt_mask)` builds the steering
     (its positions cover the prompt when steer_prompt, and every generated token when steer_generated)."""
     tok = model.tokenizer
-    if chat_template and getattr(tok, "chat_template", None) is None:
+    if chat_template and not has_chat_template(tok):
         raise ValueError("this model's tokenizer has no chat template (its GGUF/HF files carry none): generate "
                          "without chat_template=, or format the prompts yourself")
     texts = [chat_text(tok, p) for p in prompts] if chat_template else list(prompts)

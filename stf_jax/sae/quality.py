@@ -34,13 +34,12 @@ def _batch_figures(params, sae: SAEParams, ids, mask, keep, *, model_cfg, sae_cf
     acts = encode(sae_cfg, sae, hf)  # [B, S, d_sae]
     recon = decode(sae, acts)
     k = keep[..., None]
-    upper = decoder.Decoder(model_cfg, dtype=dtype, logits=True, start=layer)
-    p_upper = decoder.slice_layers(params, model_cfg.n_layers, layer)
     target = ids[:, 1:]
     counted = (mask[:, 1:] * mask[:, :-1]).astype(jnp.float32)  # a real next token after a real token
 
     def ce(state):
-        logits = upper.apply({"params": p_upper}, ids, mask, None, h0=state.astype(h.dtype)).logits[:, :-1]
+        logits = decoder.logits_from(params, state.astype(h.dtype), ids, mask, cfg=model_cfg, start=layer,
+                                     dtype=dtype)[:, :-1]
         lp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
         return -(jnp.take_along_axis(lp, target[..., None], axis=-1)[..., 0] * counted).sum()
 

@@ -20,6 +20,7 @@ import itertools
 import json
 import re
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
@@ -101,7 +102,7 @@ def _schedule(opts: TrainOptions, total_steps: int) -> optax.Schedule:
 def make_step(cfg: SAEConfig, opt: optax.GradientTransformation, dead_after: int) -> Callable:
     """(state, x [B, d_in]) -> (state, metrics); jitted, the state donated."""
 
-    @partial_jit
+    @partial(jax.jit, donate_argnums=(0,))
     def step(state: TrainState, x: jax.Array):
         dead = state.since_fired >= dead_after
         grads, m = jax.grad(lambda p: losses(cfg, p, x, dead), has_aux=True)(state.params)
@@ -112,10 +113,6 @@ def make_step(cfg: SAEConfig, opt: optax.GradientTransformation, dead_after: int
         return TrainState(params, opt_state, since, state.step + 1), m
 
     return step
-
-
-def partial_jit(fn):
-    return jax.jit(fn, donate_argnums=(0,))
 
 
 def _checkpointer(out: Path):

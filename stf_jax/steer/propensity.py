@@ -121,9 +121,8 @@ def encode_scored(model: Model, prompts: Sequence[str], continuations: Sequence[
 @partial(jax.jit, static_argnames=("cfg", "start", "dtype"))
 def scored_logprob_from(params, h, ids, mask, head_index, target_ids, target_mask, *, cfg, start: int, dtype):
     """Mean log-prob of the target tokens [B], running blocks start.. on h [B, S, D] = hidden_states[start]."""
-    model = decoder.Decoder(cfg, dtype=dtype, logits=True, start=start)
-    p = decoder.slice_layers(params, cfg.n_layers, start)
-    logits = model.apply({"params": p}, ids, mask, None, h0=h, head_index=head_index).logits  # [B, C, V]
+    logits = decoder.logits_from(params, h, ids, mask, cfg=cfg, start=start, dtype=dtype,
+                                 head_index=head_index)  # [B, C, V]
     return _masked_mean_logprob(logits, target_ids, target_mask)
 
 

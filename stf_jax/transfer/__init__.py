@@ -86,7 +86,7 @@ def fit_map(run_dir: str | Path | Sequence[str | Path], source, target, method: 
 def _fit(run_dir, source: str, target: str, method: str, layers, norms, norm_texts: int, log, weights,
          exclude_traits, settings: dict, held: dict) -> MapSet:
     """`fit_map` without the output directory: one run, or a mixture of runs."""
-    from ..align.maps import METHODS, SAE_METHODS
+    from ..align.maps import METHODS
     from .fit import fit_map_set, fit_mixture_map_set
     from .mixture import Source
 
@@ -100,13 +100,7 @@ def _fit(run_dir, source: str, target: str, method: str, layers, norms, norm_tex
         raise TransferInputError(f"{len(weights)} weight(s) for {len(runs)} run(s): give one weight per run")
     model_types = None
     if norms is True:
-        stack = settings.get("stack", 6) if method in METHODS and METHODS[method].fits_on == "stacked_vectors" else None
-        sae_layer = None
-        if method in SAE_METHODS and settings.get("sae"):
-            from ..sae.saelens import load_sae
-
-            sae_layer = load_sae(settings["sae"])[0].layer  # s2l's source layer is the SAE's
-        norms, model_types = _measure_norms(runs[0], source, target, layers, norm_texts, held, stack, sae_layer)
+        norms, model_types = _measure_norms(runs[0], source, target, method, layers, norm_texts, held, settings)
     if mixture:
         sources = [Source(Path(r), float(w), tuple(exclude_traits)) for r, w in zip(runs, weights)]
         map_set = fit_mixture_map_set(sources, source, target, layers, method=method, norms=norms or None,
@@ -127,18 +121,20 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise TransferInputError(f"{out} already holds a map set; give another out=, or pass overwrite= to replace it")
 
 
-def _measure_norms(run_dir, source: str, target: str, layers, n_texts: int, held: dict, stack: int | None = None,
-                   source_layer: int | None = None):
-    """({model: {layer: typical |h|}}, {model: HF model_type}) from the loaded models."""
+def _measure_norms(run_dir, source: str, target: str, method: str, layers, n_texts: int, held: dict, settings: dict):
+    """({model: {layer: typical |h|}}, {model: HF model_type}) from the loaded models, at the layers the maps'
+    headers name (`fit.method_pairs`, a stack by its anchor)."""
     from ..extract.rundir import find_models, pair_table
     from ..models.loading import load_model
     from ..core.norms import typical_norms
-    from .fit import anchor_layer, layer_pairs
+    from .fit import anchor_layer, method_pairs
 
     refs = find_models([run_dir])
-    pairs = layer_pairs(layers, refs[source], refs[target], stack) if source in refs and target in refs else []
-    pairs = [(source_layer if source_layer is not None else anchor_layer(ls, lt, refs[source].n_layers,
-                                                                         refs[target].n_layers), lt) for ls, lt in pairs]
+    if source not in refs or target not in refs:
+        return {}, {}
+    pairs, _ = method_pairs(method, layers, refs[source], refs[target], settings.get("stack", 6), settings.get("sae"),
+                            settings.get("sae_k"))
+    pairs = [(anchor_layer(ls, lt, refs[source].n_layers, refs[target].n_layers), lt) for ls, lt in pairs]
     if not pairs:
         return {}, {}
     table, _ = pair_table([refs[source], refs[target]])

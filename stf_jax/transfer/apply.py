@@ -104,9 +104,11 @@ def carry_many(map_set: MapSet, vectors: Sequence[SteeringVector | dict[int, np.
     missing: list[list[int]] = [[] for _ in inputs]
     for lt, lm in sorted(map_set.maps.items()):
         ls, stack = lm.layer_source, lm.layers_source  # a many-to-one map reads its whole stack; ls is in it
-        rows = [i for i, d in enumerate(inputs) if all(lay in d for lay in stack)]
-        for i in range(len(inputs)):
-            if i not in rows:
+        rows = []  # the vectors holding every layer the map reads (one pass: a library may hold thousands)
+        for i, d in enumerate(inputs):
+            if all(lay in d for lay in stack):
+                rows.append(i)
+            else:
                 missing[i].append(lt)
         if not rows:
             continue

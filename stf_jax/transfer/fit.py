@@ -39,8 +39,8 @@ from ..extract.store import read_manifest
 from ..options import check_options, option
 from .coverage import coverage_basis, scatter
 from .mapfile import LayerMap, MapSet, header_for
-from .mixture import (LayerData, Source, data_record, fit_affine_moments, fit_layer, log_quality, open_sources,
-                      source_layers, stacked_vectors)
+from .mixture import (LayerData, Source, data_record, fit_layer, log_quality, open_sources, source_layers,
+                      stacked_vectors)
 
 
 def steerable(layers: Sequence[int], n_layers: int) -> list[int]:
@@ -82,12 +82,11 @@ def stack_layers(ref_s: ModelRef, n: int) -> tuple[int, ...]:
 def sae_fit_settings(sae: str | Path | None, ref_s: ModelRef, sae_k: int | None = None) -> dict[str, Any]:
     """s2l's settings from the source SAE (path, width, k: the SAE's own unless `sae_k`) and the layer it
     reads, checked against the run: the source model's width, a layer the run extracted."""
-    from ..sae.saelens import load_sae
-
     if not sae:
         raise AlignInputError("method s2l carries vectors through the source model's SAE: give sae= (train one with "
                               "python -m stf_jax.sae train)")
-    cfg, _, _ = load_sae(sae)
+    path = str(Path(sae).resolve())
+    cfg, _ = maps.source_sae(path)  # read now, outside any trace (the fitters run under jit), and once
     if cfg.d_in != ref_s.d_model:
         raise AlignInputError(f"{sae}: this SAE reads {cfg.d_in}-wide states; {ref_s.name} has {ref_s.d_model}; give "
                               f"an SAE of {ref_s.name}" + (f" (it was trained on {cfg.model})" if cfg.model else ""))
@@ -97,12 +96,22 @@ def sae_fit_settings(sae: str | Path | None, ref_s: ModelRef, sae_k: int | None 
     if cfg.layer not in ref_s.layers:
         raise AlignInputError(f"{sae}: the SAE reads layer {cfg.layer}, which the run did not extract for "
                               f"{ref_s.name} (extracted: {list(ref_s.layers)})")
-    path = str(Path(sae).resolve())
-    maps.sae_encoder(path)  # read now, outside any trace (the fitters run under jit)
     k = sae_k or cfg.k
     if not 1 <= k <= cfg.d_sae:
         raise AlignInputError(f"sae_k= {k}: give 1 .. {cfg.d_sae} (the SAE's latents)")
     return {"sae": path, "sae_latents": cfg.d_sae, "sae_k": k, "layer": cfg.layer}
+
+
+def method_pairs(method: str, layers: str | int, ref_s: ModelRef, ref_t: ModelRef, stack: int = 6,
+                 sae: str | Path | None = None, sae_k: int | None = None) -> tuple[list[tuple], dict[str, Any]]:
+    """(the layer pairs `method` fits, its SAE settings for FitSettings): `layer_pairs` of the spec; for a
+    many-to-one method every pair's source is the stack; for s2l every target layer of the spec reads the SAE's
+    layer (`sae_fit_settings`). One plan for the fits, the mixture fits and the norms they record."""
+    if method not in maps.SAE_METHODS:
+        return layer_pairs(layers, ref_s, ref_t, stack if method in maps.STACKED_METHODS else None), {}
+    settings = sae_fit_settings(sae, ref_s, sae_k)
+    sae_layer = settings.pop("layer")
+    return [(sae_layer, lt) for lt in dict.fromkeys(lt for _, lt in layer_pairs(layers, ref_s, ref_t))], settings
 
 
 def anchor_layer(ls: int | tuple[int, ...], lt: int, n_s: int, n_t: int) -> int:
@@ -217,17 +226,12 @@ def fit_map_set(run_dir: str | Path, source: str, target: str, method: str = "af
     if method not in maps.MAP_SET_METHODS:
         raise AlignInputError(f"method {method} is fitted on corpus token states; transfer fit takes methods "
                               f"fitted on paired vectors: {list(maps.MAP_SET_METHODS)}")
-    stacked = method in maps.STACKED_METHODS
-    sae_settings = sae_fit_settings(sae, ref_s, sae_k) if method in maps.SAE_METHODS else {}
+    pairs, sae_settings = method_pairs(method, layers, ref_s, ref_t, stack, sae, sae_k)
     table, orders = pair_table([ref_s, ref_t])
     infos = _model_infos(ref_s, ref_t, read_manifest(run_dir), model_types)
     data = {"dataset_hash": dataset_hash(table.pairs), "n_pairs": table.n, "traits": list(table.trait_names),
             "run": str(run_dir)}
     out = {}
-    pairs = layer_pairs(layers, ref_s, ref_t, stack if stacked else None)
-    if sae_settings:
-        sae_layer = sae_settings.pop("layer")
-        pairs = [(sae_layer, lt) for lt in dict.fromkeys(lt for _, lt in pairs)]
     for ls, lt in pairs:
         x_s = stacked_vectors(ref_s, source_layers(ls), orders[ref_s.run_dir])
         x_t = load_vectors(ref_t, lt, orders[ref_t.run_dir])
@@ -265,11 +269,7 @@ def fit_mixture_map_set(sources: Sequence[Source], source: str, target: str, lay
     ref_s, ref_t = runs[0].ref_s, runs[0].ref_t
     infos = _model_infos(ref_s, ref_t, read_manifest(runs[0].source.run), model_types)
     data = data_record(runs, test_fraction, seed)
-    sae_settings = sae_fit_settings(sae, ref_s, sae_k) if method in maps.SAE_METHODS else {}
-    pairs = layer_pairs(layers, ref_s, ref_t, stack if method in maps.STACKED_METHODS else None)
-    if sae_settings:
-        sae_layer = sae_settings.pop("layer")
-        pairs = [(sae_layer, lt) for lt in dict.fromkeys(lt for _, lt in pairs)]
+    pairs, sae_settings = method_pairs(method, layers, ref_s, ref_t, stack, sae, sae_k)
     settings = maps.FitSettings(ridge=ridge, **sae_settings)
     out = {}
     for ls, lt in pairs:
@@ -282,7 +282,7 @@ def fit_mixture_map_set(sources: Sequence[Source], source: str, target: str, lay
         header = _layer_header(method, settings, infos, ls, lt, norms, {**data, "n_used": layer.n_train_rows()},
                                quality)
         out[lt] = LayerMap(m, header, basis, rest)
-        log_quality(source, target, _layers_text(ls), lt, by_source, log)
+        log_quality(source, target, method, _layers_text(ls), lt, by_source, log)
     return MapSet(out)
 
 
@@ -292,12 +292,11 @@ def _fit_s2l_layer(layer: LayerData, settings: maps.FitSettings, ridge: float, c
     if layer.streamed:
         raise AlignInputError("s2l is fitted on pair runs; a corpus run's token states stream as moments of the "
                               "states, not of their SAE coefficients")
-    w_enc = jnp.asarray(maps.sae_encoder(settings.sae))
+    w_enc = jnp.asarray(maps.source_sae(settings.sae)[1])
     coded = dataclasses.replace(layer, x_s=[np.asarray(maps.sparse_code(jnp.asarray(x), w_enc, settings.sae_k))
                                             for x in layer.x_s])
     m, _, by_source = fit_layer(coded, ridge, coverage_axes)
-    _, gram = fit_affine_moments(layer.total(), ridge)
-    return maps.S2LMap(w_enc, m, settings.sae_k), coverage_basis(gram, coverage_axes), by_source
+    return maps.S2LMap(w_enc, m, settings.sae_k), coverage_basis(layer.total().scatter(), coverage_axes), by_source
 
 
 def _layers_text(ls: int | tuple[int, ...]) -> str:

@@ -75,14 +75,19 @@ class Moments:
     def sum(ms: Sequence["Moments"]) -> "Moments":
         return functools.reduce(operator.add, ms)
 
+    def scatter(self) -> np.ndarray:
+        """[d_s, d_s] the centered source scatter per unit weight (what a fit is solved with; coverage's basis)."""
+        if self.w <= 0:
+            raise AlignInputError("no training rows to fit a map on")
+        mu_s = self.sx / self.w
+        return self.sxx / self.w - np.outer(mu_s, mu_s)
+
 
 def solve_moments(m: Moments, ridge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(A [d_s, d_t], b [d_t], G [d_s, d_s]) in float64: the ridge-affine map of `align.affine.fit_affine`
     (same relative ridge) from moments, and the centered source scatter per unit weight it was solved with."""
-    if m.w <= 0:
-        raise AlignInputError("no training rows to fit a map on")
+    gram = m.scatter()                             # [d_s, d_s]
     mu_s, mu_t = m.sx / m.w, m.sy / m.w
-    gram = m.sxx / m.w - np.outer(mu_s, mu_s)      # [d_s, d_s]
     cross = m.sxy / m.w - np.outer(mu_s, mu_t)     # [d_s, d_t]
     lam = ridge * np.trace(gram) / gram.shape[0]
     a = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), cross)
@@ -406,6 +411,7 @@ def dataset_hash_of(runs: list[SourceRun]) -> str:
     return hashlib.sha256(json.dumps(rec).encode()).hexdigest()
 
 
-def log_quality(source: str, target: str, ls: int | str, lt: int, quality: dict, log: Callable[[str], None]) -> None:
+def log_quality(source: str, target: str, method: str, ls: int | str, lt: int, quality: dict,
+                log: Callable[[str], None]) -> None:
     parts = [f"{Path(k).name} {v['trait_cosine']:.3f}" for k, v in quality.items() if v["trait_cosine"] is not None]
-    log(f"{source} L{ls} -> {target} L{lt}: affine (mixture) held-out trait cosine: " + ", ".join(parts))
+    log(f"{source} L{ls} -> {target} L{lt}: {method} (mixture) held-out trait cosine: " + ", ".join(parts))
