@@ -273,6 +273,11 @@ def test_behaviour_flags_are_the_config_fields(capsys):
     assert "--prompts is deprecated; use --n-prompts" in capsys.readouterr().err
     with pytest.raises(JudgeArgumentError, match="no judge for trait 'loudness'"):
         behaviour_config(parse(["behaviour", "run", "--out", "o", "--traits", "loudness"]))
+    from stf_jax.align.carry_settings import CarrySettings  # s2l's SAE and many-to-one's stack, as steer eval's
+
+    cfg = behaviour_config(parse(["behaviour", "run", "--out", "o", "--methods", "s2l", "many_to_one", "--sae", "S",
+                                  "--sae-k", "8", "--stack", "3"]))
+    assert cfg == BehaviourConfig(methods=("s2l", "many_to_one"), carry=CarrySettings(sae="S", sae_k=8, stack=3))
 
 
 def test_judge_cli_expected_errors_are_one_line(capsys):
@@ -283,11 +288,11 @@ def test_judge_cli_expected_errors_are_one_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no judge for trait 'no_such_trait'") and err.count("\n") == 1
-    from stf_jax.judge.__main__ import JudgeArgumentError, _layers
+    from stf_jax.core.layers import LayerSpecError, model_layer_pairs as _layers
 
-    with pytest.raises(JudgeArgumentError, match="MODEL:LAYER"):
+    with pytest.raises(LayerSpecError, match="MODEL:LAYER"):
         _layers(["12"], ["a", "b"])
-    with pytest.raises(JudgeArgumentError, match="no layer for model"):
+    with pytest.raises(LayerSpecError, match="no layer for model"):
         _layers(["a:1"], ["a", "b"])
     assert _layers(["a:1", "b:2"], ["a", "b"]) == {("a", "b"): (1, 2), ("b", "a"): (2, 1)}
 

@@ -247,3 +247,109 @@ def test_multi_layer_vector_propensity_matches_pytorch_hooks_and_cli(tiny_model_
         cli_main(main, common)
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "give --alphas" in err and len(err.strip().splitlines()) == 1
+
+
+def _topk_codes(x: np.ndarray, w_enc: np.ndarray, k: int) -> np.ndarray:
+    """NumPy reference of s2l's sparse code: x @ W_enc with all but the k largest magnitudes per row zeroed."""
+    c = x.astype(np.float64) @ w_enc.astype(np.float64)
+    keep = np.argsort(-np.abs(c), axis=-1)[..., :k]
+    out = np.zeros_like(c)
+    np.put_along_axis(out, keep, np.take_along_axis(c, keep, -1), -1)
+    return out
+
+
+def test_s2l_and_many_to_one_trait_vectors_equal_numpy_lstsq_without_that_trait(tmp_path):
+    """Steering's leave-one-trait-out carrying for the methods that read other source rows: many-to-one fits
+    on the stack of layers side by side and carries the stack's trait mean; s2l fits on the SAE's sparse codes
+    of its layer's rows and carries the code of that layer's trait mean. Both equal NumPy's least squares on
+    the fold's rows (ridge 0)."""
+    from stf_jax.align.carry_traits import transferred_trait_vectors
+    from stf_jax.sae.model import SAEConfig, init_params
+    from stf_jax.sae.saelens import load_sae, save_sae
+
+    rng = np.random.default_rng(5)
+    traits = np.repeat(["a", "b", "c", "d"], 40)
+    x_s = rng.normal(size=(160, 6)).astype(np.float32) + (traits == "a")[:, None]
+    stack = np.concatenate([x_s, rng.normal(size=(160, 6)).astype(np.float32)], 1)  # [n, 2 * 6]
+    x_sae = rng.normal(size=(160, 6)).astype(np.float32)
+    x_t = (stack @ rng.normal(size=(12, 7)) + 0.1 * rng.normal(size=(160, 7))).astype(np.float32)
+    w = (rng.random(160) < 0.8).astype(np.float32)
+    cfg = SAEConfig(d_in=6, d_sae=10, k=5, model="A", layer=3)
+    save_sae(tmp_path / "sae", cfg, init_params(cfg, jax.random.key(1)))
+    w_enc = np.asarray(load_sae(tmp_path / "sae")[1].W_enc)
+    sae = {"sae": str(tmp_path / "sae"), "sae_latents": 10, "sae_k": 5}
+    out = transferred_trait_vectors(x_s, x_t, w, np.zeros(160, np.float32), traits, ("affine", "s2l", "many_to_one"),
+                                    ridge=0.0, sources={"s2l": x_sae, "many_to_one": stack}, sae=sae)
+
+    def lstsq_carry(x, v):  # x [n, d] rows the fold fits on, v [d] the trait mean carried
+        xs, xt = x[rows].astype(np.float64), x_t[rows].astype(np.float64)
+        a = np.linalg.lstsq(xs - xs.mean(0), xt - xt.mean(0), rcond=None)[0]
+        return (v - xs.mean(0)) @ a + xt.mean(0)
+
+    for t in "abcd":
+        rows, own = (w > 0) & (traits != t), (w > 0) & (traits == t)
+        np.testing.assert_allclose(out["many_to_one"][t], lstsq_carry(stack, stack[own].mean(0)), rtol=1e-3, atol=1e-3)
+        codes = _topk_codes(x_sae, w_enc, 5)
+        np.testing.assert_allclose(out["s2l"][t], lstsq_carry(codes, _topk_codes(x_sae[own].mean(0), w_enc, 5)),
+                                   rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(out["affine"][t], lstsq_carry(x_s, x_s[own].mean(0)), rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="sae="):
+        transferred_trait_vectors(x_s, x_t, w, np.zeros(160, np.float32), traits, ("s2l",))
+
+
+def test_steering_with_s2l_and_many_to_one(exact_transfer_run, tmp_path):
+    """`evaluate_steering` steers s2l's and many-to-one's carried vectors beside the other methods: in the
+    planted run (target = source · Q at every layer) many-to-one's stack and s2l with every SAE coefficient kept
+    (a full-rank encoder: a linear change of basis) are exact, like affine; keeping fewer coefficients is not.
+    The source layers each method read are recorded."""
+    from stf_jax.align.carry_settings import CarrySettings
+    from stf_jax.sae.model import SAEConfig, init_params
+    from stf_jax.sae.saelens import save_sae
+    from stf_jax.steer.evaluate import SteerConfig, evaluate_steering
+
+    root, models = exact_transfer_run
+    d = models["src"].config.d_model
+    cfg = SAEConfig(d_in=d, d_sae=2 * d, k=4, model="src", layer=3)
+    save_sae(tmp_path / "sae", cfg, init_params(cfg, jax.random.key(2)))
+    base = dict(alphas=(-2.0, 0.0, 2.0), pairs_per_trait=2, methods=("affine", "s2l", "many_to_one"), ridge=1e-4,
+                bootstrap=100, generation_trait=None, self_injection_pairs=0, controls=("random",))
+    res = {k: evaluate_steering(root, SteerConfig(**base, carry=CarrySettings(sae=str(tmp_path / "sae"), sae_k=k,
+                                                                             stack=3)),
+                                layers={("src", "tgt"): (2, 2)}, directions=[("src", "tgt")], models=models,
+                                log=lambda *_: None)["directions"][0] for k in (2 * d, 4)}
+    full = res[2 * d]
+    assert full["method_layers"] == {"s2l": [3], "many_to_one": [2, 3]}  # all steerable layers (2..n-1) of 4 blocks
+    for c in ("affine", "s2l", "many_to_one"):
+        for t, row in full["conditions"][c]["traits"].items():
+            assert row["cosine_to_native"] > 0.999, (c, t, row["cosine_to_native"])
+            np.testing.assert_allclose(row["curve"]["mean"], full["conditions"]["native"]["traits"][t]["curve"]["mean"],
+                                       atol=2e-3)
+    assert np.mean([r["cosine_to_native"] for r in res[4]["conditions"]["s2l"]["traits"].values()]) < 0.95
+    assert full["conditions"]["random"]["summary"]["effect_ratio"]["mean"] < 0.5
+
+
+def test_s2l_and_many_to_one_bad_input_is_one_line(exact_transfer_run, tmp_path):
+    """s2l without an SAE, an SAE of another model or width, and a stack of one layer: one line, exit 2, no output."""
+    import subprocess
+    import sys
+
+    from stf_jax.sae.model import SAEConfig, init_params
+    from stf_jax.sae.saelens import save_sae
+
+    root, models = exact_transfer_run
+    d = models["src"].config.d_model
+    save_sae(tmp_path / "other", SAEConfig(d_in=d, d_sae=8, k=2, model="tgt", layer=2),
+             init_params(SAEConfig(d_in=d, d_sae=8, k=2), jax.random.key(0)))
+    save_sae(tmp_path / "narrow", SAEConfig(d_in=d // 2, d_sae=8, k=2, layer=2),
+             init_params(SAEConfig(d_in=d // 2, d_sae=8, k=2), jax.random.key(0)))
+    cases = {("--methods", "s2l"): "give --sae DIR",
+             ("--methods", "s2l", "--sae", str(tmp_path / "other")): "trained on tgt, not src",
+             ("--methods", "s2l", "--sae", str(tmp_path / "narrow")): f"has {d}",
+             ("--methods", "s2l", "--sae", str(tmp_path / "ghost")): "ghost",
+             ("--methods", "many_to_one", "--stack", "1"): "--stack must be >= 2"}
+    for extra, needle in cases.items():
+        out = tmp_path / f"out{len(extra)}"
+        r = subprocess.run([sys.executable, "-m", "stf_jax.steer", "eval", str(root), "--layers", "src:2", "tgt:2",
+                            "--source", "src", *extra, "--out", str(out)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1, (extra, r.stderr)
+        assert not (out / "steer_results.json").exists()

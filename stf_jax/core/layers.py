@@ -127,3 +127,24 @@ def _prefix(flag: str | None) -> str:
 
 def _show(spec: LayerSpec) -> str:
     return repr(spec) if isinstance(spec, str) else str(spec)
+
+
+def model_layer_pairs(specs: Sequence[str] | None, models: Sequence[str]
+                      ) -> dict[tuple[str, str], tuple[int, int]] | None:
+    """`--layers gemma3-270m:12 smollm2-135m:22` -> {(source, target): (layer_s, layer_t)} for every ordered
+    pair of `models` (None when no spec is given): the one reading of per-model layer flags."""
+    if not specs:
+        return None
+    per = {}
+    for spec in specs:
+        name, sep, idx = spec.rpartition(":")
+        if not sep or not name:
+            raise LayerSpecError(f"--layers takes MODEL:LAYER items (e.g. gemma3-270m:12), got {spec!r}")
+        try:
+            per[name] = int(idx)
+        except ValueError:
+            raise LayerSpecError(f"--layers {spec!r}: the layer must be an integer") from None
+    missing = sorted(set(models) - set(per))
+    if missing:
+        raise LayerSpecError(f"--layers gives no layer for model(s) {missing}; the run has {list(models)}")
+    return {(s, t): (per[s], per[t]) for s in models for t in models if s != t}

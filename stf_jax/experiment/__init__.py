@@ -169,24 +169,28 @@ def _corpus(exp: Experiment, out: Path):
 
 
 def _dataclass_from(section: str, cls, settings: dict, tuples: tuple[str, ...], extra: set[str]):
-    """cls(**settings) with lists turned into tuples and `adapter` into an AdapterConfig; unknown keys
-    name the section and the allowed keys, and a value outside its option's range names its YAML key."""
+    """cls(**settings) with lists turned into tuples and nested mappings into their configs (`adapter`: an
+    AdapterConfig, `carry`: s2l's SAE and many-to-one's stack); unknown keys name the section and the allowed
+    keys, and a value outside its option's range names its YAML key."""
     from ..align import adapters as adapters_lib
+    from ..align.carry_settings import CarrySettings
     from ..options import OptionError
 
     if not isinstance(settings, dict):
         raise ExperimentError(f"{section}: expected a mapping of settings, got {type(settings).__name__}")
     s = {k: v for k, v in settings.items() if k not in extra}
-    if "adapter" in s:
-        if not isinstance(s["adapter"], dict):
-            raise ExperimentError(f"{section}.adapter: expected a mapping of adapter settings")
-        bad = sorted(set(s["adapter"]) - {f.name for f in dataclasses.fields(adapters_lib.AdapterConfig)})
+    for key, sub in (("adapter", adapters_lib.AdapterConfig), ("carry", CarrySettings)):
+        if key not in s:
+            continue
+        if not isinstance(s[key], dict):
+            raise ExperimentError(f"{section}.{key}: expected a mapping of {key} settings")
+        bad = sorted(set(s[key]) - {f.name for f in dataclasses.fields(sub)})
         if bad:
-            raise ExperimentError(f"{section}.adapter: unknown key(s) {bad}")
+            raise ExperimentError(f"{section}.{key}: unknown key(s) {bad}")
         try:
-            s["adapter"] = adapters_lib.AdapterConfig(**s["adapter"])
+            s[key] = sub(**s[key])
         except OptionError as exc:
-            raise _option_error(f"{section}.adapter", exc) from None
+            raise _option_error(f"{section}.{key}", exc) from None
     for key in tuples:
         if s.get(key) is not None:
             if not isinstance(s[key], (list, tuple)):

@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from ..core.layers import model_layer_pairs
 from ..errors import UserError, cli_main
 from ..options import add_fields, fields_from_args
 
@@ -25,31 +26,12 @@ class JudgeArgumentError(UserError, ValueError):
     """A bad argument to python -m stf_jax.judge."""
 
 
-def _layers(specs: list[str] | None, models: list[str]) -> dict[tuple[str, str], tuple[int, int]] | None:
-    """['gemma3-270m:12', 'smollm2-135m:22'] -> {(s, t): (layer_s, layer_t)} for every ordered pair."""
-    if not specs:
-        return None
-    per = {}
-    for spec in specs:
-        name, sep, idx = spec.rpartition(":")
-        if not sep or not name:
-            raise JudgeArgumentError(f"--layers takes MODEL:LAYER items (e.g. gemma3-270m:12), got {spec!r}")
-        try:
-            per[name] = int(idx)
-        except ValueError:
-            raise JudgeArgumentError(f"--layers {spec!r}: the layer must be an integer") from None
-    missing = sorted(set(models) - set(per))
-    if missing:
-        raise JudgeArgumentError(f"--layers gives no layer for model(s) {missing}; the run has {models}")
-    return {(s, t): (per[s], per[t]) for s in models for t in models if s != t}
-
-
 def _steered_directions(args) -> tuple[dict | None, list[tuple[str, str]]]:
     """(--layers per direction, the directed model pairs of the run that --source / --target keep)."""
     models = _models(args.run_dir)
     directions = [(s, t) for s in models for t in models
                   if s != t and args.source in (None, s) and args.target in (None, t)]
-    return _layers(args.layers, models), directions
+    return model_layer_pairs(args.layers, models), directions
 
 
 def _models(run_dir: str) -> list[str]:
@@ -76,6 +58,7 @@ _BEHAVIOUR_FLAGS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ..align.carry_settings import CARRY_FLAGS, CarrySettings
     from .ab import ABConfig
     from .behaviour import BehaviourConfig
 
@@ -98,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("run_dir", help="an extraction run with >= 2 models")
     b.add_argument("--layers", nargs="+", help="MODEL:LAYER per model (HF hidden-state index) [-6 in both]")
     add_fields(b, BehaviourConfig, _BEHAVIOUR_FLAGS, renamed={"prompts": "n_prompts"})
+    add_fields(b.add_argument_group("s2l and many-to-one"), CarrySettings, CARRY_FLAGS)
     b.add_argument("--no-logprob", action="store_true", help="fluency guard from repetition only (faster)")
     b.add_argument("--source", help="only this source model"), b.add_argument("--target", help="only this target")
     b.add_argument("--out", required=True)
@@ -122,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "items; --pooling letter reads CAA's answer-letter position)")
     a.add_argument("--layers", nargs="+", help="MODEL:LAYER per model (HF hidden-state index) [-6 in both]")
     add_fields(a, ABConfig, _AB_FLAGS)
+    add_fields(a.add_argument_group("s2l and many-to-one"), CarrySettings, CARRY_FLAGS)
     a.add_argument("--source", help="only this source model"), a.add_argument("--target", help="only this target")
     a.add_argument("--out", required=True)
 
@@ -185,12 +170,18 @@ def _validate(args) -> int:
     return 0
 
 
+def _carry(args):
+    from ..align.carry_settings import CARRY_FLAGS, CarrySettings
+
+    return CarrySettings(**fields_from_args(args, CARRY_FLAGS))
+
+
 def behaviour_config(args):
     """The BehaviourConfig the `behaviour` flags describe (a bad value is a one-line error)."""
     from .behaviour import BehaviourConfig
 
     try:
-        return BehaviourConfig(**fields_from_args(args, _BEHAVIOUR_FLAGS))
+        return BehaviourConfig(**fields_from_args(args, _BEHAVIOUR_FLAGS), carry=_carry(args))
     except ValueError as e:
         raise JudgeArgumentError(f"behaviour: {e}") from None
 
@@ -223,7 +214,7 @@ def _ab(args) -> int:
     from ..locks import DirLock
     from .ab import ABConfig, evaluate_ab, markdown, write_results
 
-    cfg = ABConfig(**fields_from_args(args, _AB_FLAGS))
+    cfg = ABConfig(**fields_from_args(args, _AB_FLAGS), carry=_carry(args))
     layers, directions = _steered_directions(args)
     with DirLock(args.out, "judge ab"):
         res = evaluate_ab(args.run_dir, cfg, layers=layers, directions=directions,
@@ -238,7 +229,7 @@ def _ood(args) -> int:
     """Score maps fitted on the shipped run on the OOD run's pairs, beside in-distribution."""
     from .ood import markdown, ood_evaluation
 
-    layers = _layers(args.layers, _models(args.shipped_run))
+    layers = model_layer_pairs(args.layers, _models(args.shipped_run))
     res = ood_evaluation(args.shipped_run, args.ood_run, layers, tuple(args.methods))
     _write(res, args.out, "ood_results", markdown(res))
     return 0
@@ -248,7 +239,7 @@ def _fewshot(args) -> int:
     """Map quality against the number of training traits and pairs per trait, with its figure."""
     from .fewshot import markdown, run_fewshot
 
-    layers = _layers(args.layers, _models(args.run_dir))
+    layers = model_layer_pairs(args.layers, _models(args.run_dir))
     settings = [(1, 2), (1, None), (2, None), (4, None), (25, 2), (25, None)]
     res = run_fewshot(args.run_dir, layers, tuple(args.methods), repeats=args.repeats,
                       steer_traits=tuple(args.steer_traits), steer_settings=settings if args.steer_traits else ())

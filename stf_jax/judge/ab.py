@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..align.carry_settings import CarrySettings
 from ..core.chat import chat_text
 from ..core.stats import format_ci, interval, resample_indices, slopes
 from ..data.ab import ABItem, ABItemError, ab_form, item_from_pair, read_ab_items  # noqa: F401  (the protocol's API)
@@ -46,6 +47,7 @@ class ABConfig:
     controls: tuple[str, ...] = ("random", "shuffled")
     bootstrap: int = option(1000, ge=100)
     seed: int = option(0, ge=0)
+    carry: CarrySettings = CarrySettings()
 
     def __post_init__(self):
         check_options(self)
@@ -171,7 +173,8 @@ def evaluate_ab(run_dir: str | Path, cfg: ABConfig = ABConfig(), layers: dict | 
     if missing:
         raise AlignInputError(f"behaviour(s) {missing} are not in {run_dir}; it has {list(table.trait_names)}")
     strengths = np.unique(np.asarray(list(cfg.strengths) + [0.0], np.float64))
-    scfg = SteerConfig(methods=cfg.methods, controls=cfg.controls, seed=cfg.seed, traits=tuple(behaviours))
+    scfg = SteerConfig(methods=cfg.methods, controls=cfg.controls, seed=cfg.seed, traits=tuple(behaviours),
+                       carry=cfg.carry)
     results: dict[str, Any] = {"run_dir": str(run_dir), "config": dataclasses.asdict(cfg),
                                "strengths": strengths.tolist(), "behaviours": behaviours, "directions": []}
     models: dict[str, Any] = {}

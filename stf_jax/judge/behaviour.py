@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..align.carry_settings import CarrySettings
 from ..steer import fluency
 from . import JUDGES, judge_for
 from . import prompts as prompt_sets
@@ -73,7 +74,8 @@ class BehaviourConfig:
     seed: int = option(0, ge=0)
     bootstrap: int = option(1000, ge=1)
     k: int = option(256, ge=1)
-    ridge: float = option(0.1, ge=0)
+    ridge: float | None = option(None, ge=0)
+    carry: CarrySettings = CarrySettings()
     batch_rows: int = option(192, ge=1)
     fluency_tokens: int = option(32, ge=1)
     fluency_prompts: int | None = option(None, ge=1)
@@ -412,7 +414,7 @@ def run_behaviour(run_dir: str | Path, cfg: BehaviourConfig = BehaviourConfig(),
     if missing:
         raise AlignInputError(f"trait(s) {missing} are not in {run_dir}; it has {list(table.trait_names)}")
     scfg = SteerConfig(methods=cfg.methods, controls=cfg.controls, k=cfg.k, ridge=cfg.ridge, seed=cfg.seed,
-                       traits=cfg.traits)
+                       traits=cfg.traits, carry=cfg.carry)
     results: dict[str, Any] = {"run_dir": str(run_dir), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                "config": dataclasses.asdict(cfg), "judges": {t: {
                                    "judge": JUDGES[t].name, "unit": JUDGES[t].unit, "measures": JUDGES[t].measures,

@@ -31,10 +31,13 @@ from .. import __version__
 from ..align import adapters as adapters_lib
 from ..extract.rundir import ModelRef, PairTable, find_models, load_vectors, make_trials, pair_table, zero_rows
 from ..align.pca import k_for_pair
+from ..align import maps
+from ..align.carry_settings import CARRY_FLAGS, CarrySettings
 from ..align.carry_traits import MAP_METHODS, trait_vectors, transferred_trait_vectors, unit
 from ..errors import SteeringInputError
 from ..options import OptionError, add_fields, check_options, fields_from_args, option
 from ..core import stats
+from ..core.layers import model_layer_pairs
 from ..extract.store import pair_tag
 from ..safe_paths import inside
 
@@ -54,7 +57,8 @@ class SteerConfig:
     out), so no transferred vector was a training target of its map; False fits one map on all pairs.
     k / variance: PCA components for procrustes; None (the default) takes the protocol's rule, the smallest k
     explaining `variance` of both models' training vectors (`align.pca.k_for_pair`), so the maps that steer
-    are the maps the alignment protocol scores; ridge, adapter: as in alignment.
+    are the maps the alignment protocol scores; ridge (None: each method's own default, as `transfer fit`),
+    adapter: as in alignment; carry: s2l's SAE and many-to-one's stack (`align.carry_traits.CarrySettings`).
     generation_trait / generation_prompts / max_new_tokens / generation_alpha: the Preference-Vector idea's length check
     (alpha defaults to the largest alpha); chat_template: wrap generation prompts in the model's template.
     """
@@ -68,8 +72,9 @@ class SteerConfig:
     controls: tuple[str, ...] = CONTROLS
     k: int | None = option(None, ge=1)
     variance: float = option(0.95, gt=0, le=1)
-    ridge: float = option(0.1, ge=0)
+    ridge: float | None = option(None, ge=0)
     adapter: adapters_lib.AdapterConfig = adapters_lib.AdapterConfig()
+    carry: CarrySettings = CarrySettings()
     seed: int = option(0, ge=0)
     test_fraction: float = option(0.2, gt=0, lt=1)
     val_fraction: float = option(0.1, ge=0, lt=1)
@@ -93,6 +98,9 @@ class SteerConfig:
             raise OptionError("give at least two distinct alphas for a steering curve")
         if self.pairs_per_trait < 2:
             raise OptionError("pairs_per_trait must be >= 2 (intervals resample pairs)")
+        if set(self.methods) & set(maps.SAE_METHODS) and not self.carry.sae:
+            raise OptionError("method s2l carries through the source model's SAE: give --sae DIR (python -m "
+                              "stf_jax.sae train)")
 
     @property
     def alpha_grid(self) -> np.ndarray:
@@ -125,15 +133,18 @@ def layers_from_sweep(sweep_results: str | Path | dict, n_layers: dict[str, int]
 
 
 def condition_vectors(x_s: np.ndarray, x_t: np.ndarray, traits: Sequence[str], w_train: np.ndarray,
-                      w_val: np.ndarray, cfg: SteerConfig,
-                      only: Sequence[str] | None = None) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
+                      w_val: np.ndarray, cfg: SteerConfig, only: Sequence[str] | None = None,
+                      sources: dict[str, np.ndarray] | None = None,
+                      sae: dict[str, Any] | None = None) -> tuple[dict[str, dict[str, np.ndarray]], dict]:
     """{condition: {trait: unit vector [d_t]}} for the traits in `only` (default all), and notes (cosines to
-    native, the shuffle's source). Maps are fitted on every trait's rows (minus the held-out trait)."""
+    native, the shuffle's source). Maps are fitted on every trait's rows (minus the held-out trait).
+    sources / sae: the rows and SAE settings of methods that read other source layers (`method_sources`)."""
     names = [t for t in dict.fromkeys(traits) if only is None or t in set(only)]
     tgt = trait_vectors(x_t, w_train, traits)
     k = k_for_pair(x_s, x_t, w_train, cfg.k, cfg.variance)
     carried = transferred_trait_vectors(x_s, x_t, w_train, w_val, traits, cfg.methods, holdout=cfg.holdout_trait,
-                                        k=k, ridge=cfg.ridge, adapter=cfg.adapter, seed=cfg.seed, only=names)
+                                        k=k, ridge=cfg.ridge, adapter=cfg.adapter, seed=cfg.seed, only=names,
+                                        sources=sources, sae=sae)
     conds = {"native": {t: unit(tgt[t]) for t in names}}
     for m in cfg.methods:
         conds[m] = {t: unit(carried[m][t]) for t in names}
@@ -160,20 +171,44 @@ def condition_vectors(x_s: np.ndarray, x_t: np.ndarray, traits: Sequence[str], w
     return conds, notes
 
 
+def method_sources(ref_s: ModelRef, order, cfg: SteerConfig) -> tuple[dict[str, np.ndarray], dict[str, Any],
+                                                                        dict[str, list[int]]]:
+    """What the methods that read other source layers than the steered one carry from, as `transfer fit` plans
+    it: many-to-one the stack of `cfg.carry.stack` layers spread over depth, side by side; s2l the layer its
+    SAE reads. -> (rows by method [n, d_m], s2l's FitSettings fields, source layers by method)."""
+    from ..transfer.fit import sae_fit_settings, stack_layers
+    from ..transfer.mixture import stacked_vectors
+
+    rows, sae, layers = {}, {}, {}
+    for m in cfg.methods:
+        if m in maps.STACKED_METHODS:
+            layers[m] = list(stack_layers(ref_s, cfg.carry.stack))
+            rows[m] = stacked_vectors(ref_s, tuple(layers[m]), order)
+        elif m in maps.SAE_METHODS:
+            sae = sae_fit_settings(cfg.carry.sae, ref_s, cfg.carry.sae_k)
+            layers[m] = [sae.pop("layer")]
+            rows[m] = load_vectors(ref_s, layers[m][0], order)
+    return rows, sae, layers
+
+
 def direction_conditions(refs: dict, orders: dict, table, source: str, target: str, layers: dict | None,
                          layer, cfg: SteerConfig, only: Sequence[str]):
     """One directed pair of a run: its layer pair (`layers[(source, target)]`, else `layer` in both models),
-    the run's split (one trial; pairs whose vector is zero in either model left out) and the condition
-    vectors of `condition_vectors`. Returns (layer_source, layer_target, conds, notes, trials)."""
-    from ..extract.rundir import load_vectors, make_trials, zero_rows
-
+    the run's split (one trial; pairs whose vector is zero in either model, at any layer a method reads, left
+    out) and the condition vectors of `condition_vectors`. Returns (layer_source, layer_target, conds, notes,
+    trials); notes["method_layers"] names the source layers of the methods that read others than ls."""
     ls, lt = (layers or {}).get((source, target)) or (refs[source].resolve_layer(layer),
                                                       refs[target].resolve_layer(layer))
     x_s = load_vectors(refs[source], ls, orders[refs[source].run_dir])
     x_t = load_vectors(refs[target], lt, orders[refs[target].run_dir])
-    trials = make_trials(table, 1, cfg.seed, 0.2, 0.1, exclude=zero_rows(x_s) | zero_rows(x_t))
+    sources, sae, method_layers = method_sources(refs[source], orders[refs[source].run_dir], cfg)
+    excluded = zero_rows(x_s) | zero_rows(x_t)
+    for rows in sources.values():
+        excluded |= zero_rows(rows)
+    trials = make_trials(table, 1, cfg.seed, cfg.test_fraction, cfg.val_fraction, exclude=excluded)
     conds, notes = condition_vectors(x_s, x_t, np.asarray(table.traits), trials.train[0], trials.val[0], cfg,
-                                     only=list(only))
+                                     only=list(only), sources=sources, sae=sae)
+    notes["method_layers"] = method_layers
     return ls, lt, conds, notes, trials
 
 
@@ -283,6 +318,8 @@ def _exactness(model, layer: int, pairs, n: int) -> dict[str, float]:
     from .propensity import encode_continuations, mean_logprobs
 
     pairs = list(pairs)[:n]
+    if not pairs:  # self_injection_pairs = 0: the check is off
+        return {"alpha0_max_abs_diff": None, "self_injection_max_abs_diff": None, "n_pairs": 0}
     prompts, conts = [p.prompt for p in pairs], [p.positive for p in pairs]
     plain = mean_logprobs(model, prompts, conts)
     zero = mean_logprobs(model, prompts, conts, lambda m: make_intervention(
@@ -354,9 +391,6 @@ class _Inputs:
     orders: dict
     traits: list[str]
 
-    def vectors(self, name: str, layer: int) -> np.ndarray:
-        return load_vectors(self.refs[name], layer, self.orders[self.refs[name].run_dir])
-
 
 def _steering_inputs(run_dir, cfg: SteerConfig, directions) -> tuple[_Inputs, list[tuple[str, str]]]:
     """Find the run's models and pairs and check the directions and traits asked for, before any work."""
@@ -380,22 +414,18 @@ def _results_header(run_dir, cfg: SteerConfig, alphas: np.ndarray, traits: list[
     """The results record before any direction: version, settings as run, alphas and traits."""
     return {
         "stf_jax": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run_dir": str(run_dir),
-        "config": {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "adapter"},
-                   "adapter": dataclasses.asdict(cfg.adapter), "mode": "additive", "scale": "mean-norm"},
+        "config": {**dataclasses.asdict(cfg), "mode": "additive", "scale": "mean-norm"},
         "alphas": alphas.tolist(), "traits": traits, "models": {}, "directions": []}
 
 
 def _direction_conditions(inp: _Inputs, s_name: str, t_name: str, ls: int, lt: int, cfg: SteerConfig, log):
     """One text-disjoint split of the pairs and every condition's vectors fitted on its training rows."""
-    x_s, x_t = inp.vectors(s_name, ls), inp.vectors(t_name, lt)
-    excluded = zero_rows(x_s) | zero_rows(x_t)
-    trials = make_trials(inp.table, 1, cfg.seed, cfg.test_fraction, cfg.val_fraction, exclude=excluded)
-    w_train, w_val, test = trials.train[0], trials.val[0], trials.test[0]
     # maps see every trait's pairs (minus the held-out one); only the chosen traits are steered
-    conds, notes = condition_vectors(x_s, x_t, np.asarray(inp.table.traits), w_train, w_val, cfg, only=inp.traits)
+    _, _, conds, notes, trials = direction_conditions(inp.refs, inp.orders, inp.table, s_name, t_name,
+                                                      {(s_name, t_name): (ls, lt)}, None, cfg, inp.traits)
     log(f"{s_name}->{t_name} (layers {ls}->{lt}): cosine to native "
         + ", ".join(f"{c} {np.mean(list(v.values())):.3f}" for c, v in notes["cosine_to_native"].items()))
-    return conds, notes, w_train, test
+    return conds, notes, trials.train[0], trials.test[0]
 
 
 def _prefix_scorers(model, layer: int, pairs: dict[str, list], cfg: SteerConfig) -> tuple[dict, float]:
@@ -476,7 +506,7 @@ def _steer_direction(inp: _Inputs, s_name: str, t_name: str, ls: int, lt: int, m
              "mean_norm": scale, "k": notes["k"], "n_train": int(w_train.sum()),
              "pairs": {t: [inp.table.pair_ids[i] for i in r] for t, r in rows.items()},
              **summarize_direction(alphas, curves, cfg, kinds, notes["cosine_to_native"]),
-             "shuffled_from": notes.get("shuffled_from"),
+             "shuffled_from": notes.get("shuffled_from"), "method_layers": notes["method_layers"],
              "exactness": _exactness(model, lt, [p for ps in pairs.values() for p in ps], cfg.self_injection_pairs)}
     generation = _generation_entry(model, lt, inp, test, conds, alphas, scale, cfg)
     if generation is not None:
@@ -555,6 +585,8 @@ def add_eval_parser(subparsers):
     where = p.add_mutually_exclusive_group()
     where.add_argument("--sweep", help="an alignment results.json with a layer sweep: use its best steerable layers")
     where.add_argument("--layer", type=int, default=-6, help="HF hidden-state index in both models [-6]")
+    where.add_argument("--layers", nargs="+", metavar="MODEL:LAYER",
+                       help="the steered layer per model (HF hidden-state index), e.g. smollm2-135m:15 gemma3-270m:9")
     p.add_argument("--source", help="only this source model"), p.add_argument("--target", help="only this target")
     p.add_argument("--alphas", type=float, nargs="+", default=None,
                    help="strengths in units of the layer's mean |h| [-0.2 -0.1 0 0.1 0.2]; with --vector "
@@ -564,6 +596,7 @@ def add_eval_parser(subparsers):
     p.add_argument("--controls", nargs="*", default=list(CONTROLS), choices=list(CONTROLS),
                    help="controls [zero_shot random shuffled]")
     add_fields(p, SteerConfig, _DERIVED_FLAGS, renamed={"tokens": "max_continuation_tokens"})
+    add_fields(p.add_argument_group("s2l and many-to-one"), CarrySettings, CARRY_FLAGS)
     p.add_argument("--out", help="output directory (required for a run; with --vector, also write vector_eval.json)")
     return p
 
@@ -581,7 +614,7 @@ _DERIVED_FLAGS = {
     "max_new_tokens": "new tokens per prompt in the generation-length check",
     "seed": "split / sampling seed",
     "holdout_trait": "carry each trait with maps fitted without its pairs (leave-one-trait-out)",
-    "ridge": "ridge of the affine / linear maps",
+    "ridge": "relative ridge of the ridge-affine maps [each method's own: affine 0.1, s2l 1, many_to_one 10]",
     "test_fraction": "share of each trait's pairs held out for scoring",
     "val_fraction": "share of each trait's pairs held out for validation",
     "generation_alpha": "strength of the generation-length check [the largest alpha]",
@@ -594,7 +627,8 @@ def config_from_args(args) -> SteerConfig:
     fields = fields_from_args(args, _DERIVED_FLAGS)
     fields.update(traits=fields["traits"] or None, generation_trait=fields["generation_trait"] or None)
     return SteerConfig(alphas=tuple(args.alphas or SteerConfig.alphas), methods=tuple(args.methods),
-                       controls=tuple(args.controls), **fields)
+                       controls=tuple(args.controls), carry=CarrySettings(**fields_from_args(args, CARRY_FLAGS)),
+                       **fields)
 
 
 def run_eval(args) -> int:
@@ -606,8 +640,9 @@ def run_eval(args) -> int:
         raise SteeringInputError("give --out DIR for the results of a run's evaluation")
     cfg = config_from_args(args)
     refs = find_models([args.run_dir])
-    layers = layers_from_sweep(args.sweep, {m: r.n_layers for m, r in refs.items()}) if args.sweep else None
     names = sorted(refs)
+    layers = (layers_from_sweep(args.sweep, {m: r.n_layers for m, r in refs.items()}) if args.sweep
+              else model_layer_pairs(args.layers, names))
     directions = [(s, t) for s in names for t in names
                   if s != t and (args.source in (None, s)) and (args.target in (None, t))]
     from ..locks import DirLock

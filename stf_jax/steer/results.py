@@ -44,7 +44,7 @@ def markdown(results: dict[str, Any]) -> str:
         conds = d["conditions"]
         out += [f"## {d['source']} → {d['target']} (layers {d['layer_source']} → {d['layer_target']})", ""]
         ex = d.get("exactness", {})
-        if ex:
+        if ex.get("n_pairs"):
             out += [f"Exactness: α = 0 max |Δ log p| = {ex['alpha0_max_abs_diff']:.1e}; self-injection "
                     f"max |Δ log p| = {ex['self_injection_max_abs_diff']:.1e} ({ex['n_pairs']} pairs).", ""]
         rows = []
