@@ -152,6 +152,8 @@ def test_exact_transfer_matches_native_and_controls_do_not(exact_transfer_run, t
     assert res["models"]["tgt"]["in_model"]["n_traits"] == 6
     comparisons = {(c["a"], c["b"]): c for c in d["comparisons"]}
     assert comparisons[("affine", "native")]["delta"]["mean"] == pytest.approx(0.0, abs=1e-3)
+    slope = {c: conds[c]["summary"]["slope"]["mean"] for c in conds}  # method against method, on the same pairs
+    assert comparisons[("procrustes", "affine")]["delta"]["mean"] == pytest.approx(slope["procrustes"] - slope["affine"])
     json_path, md_path, csv_path = write_steer_results(res, tmp_path)
     back = json.loads(json_path.read_text())
     assert back["directions"][0]["conditions"].keys() == conds.keys()

@@ -262,6 +262,7 @@ def summarize_direction(alphas: np.ndarray, curves: dict[str, dict[str, np.ndarr
     transferred = [c for c in curves if kinds[c] == "transferred"]
     pairs = [(c, ref) for c in transferred for ref in ("native", "zero_shot", "random", "shuffled") if ref in curves]
     pairs += [(c, "random") for c in ("native", "zero_shot") if c in curves and "random" in curves]
+    pairs += [(b, a) for i, a in enumerate(transferred) for b in transferred[i + 1:]]  # method against method
     for a_name, b_name in pairs:
         diff = pair_slopes[a_name] - pair_slopes[b_name]
         comparisons.append({"a": a_name, "b": b_name, "metric": "slope",
