@@ -130,8 +130,17 @@ def test_shipped_experiment_configs_are_valid_and_typos_fail(tmp_path):
     for change, match in (({"steer": {"alphaz": [1]}}, "steer: unknown key"),
                           ({"align": {"trails": 3}}, "align: unknown key"),
                           ({"models": ["smollm2-135m"]}, "at least two models"),
-                          ({"colour": 1}, "unknown key")):
+                          ({"colour": 1}, "unknown key"),
+                          ({"steer": {"carry": {"stack": 1}}}, "steer.carry.stack"),
+                          ({"steer": {"carry": {"sea": "x"}}}, r"steer.carry: unknown key\(s\) \['sea'\]"),
+                          ({"steer": {"methods": ["s2l"]}}, "give --sae")):
         bad.write_text(yaml.safe_dump({**SMALL, **change}))
         with pytest.raises(ExperimentError, match=match):
             check_experiment(load_experiment(bad))
     assert main([str(bad)]) == 2
+    from stf_jax.experiment import _dataclass_from
+    from stf_jax.steer.evaluate import SteerConfig
+
+    cfg = _dataclass_from("steer", SteerConfig, {"methods": ["many_to_one", "s2l"], "carry": {"sae": "S", "stack": 3}},
+                          ("methods",), set())  # YAML's `carry:` is the flags' CarrySettings
+    assert (cfg.carry.sae, cfg.carry.stack, cfg.carry.sae_k, cfg.methods) == ("S", 3, None, ("many_to_one", "s2l"))

@@ -99,8 +99,8 @@ class SteerConfig:
         if self.pairs_per_trait < 2:
             raise OptionError("pairs_per_trait must be >= 2 (intervals resample pairs)")
         if set(self.methods) & set(maps.SAE_METHODS) and not self.carry.sae:
-            raise OptionError("method s2l carries through the source model's SAE: give --sae DIR (python -m "
-                              "stf_jax.sae train)")
+            raise OptionError("method s2l carries through the source model's SAE: give --sae DIR (YAML: carry: "
+                              "{sae: DIR}; python -m stf_jax.sae train makes one)")
 
     @property
     def alpha_grid(self) -> np.ndarray:
