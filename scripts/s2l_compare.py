@@ -9,9 +9,9 @@ vectors carried leave-one-trait-out by affine (l2l), s2l (through the source mod
 and many-to-one (6 source layers spread over depth), beside the target's own (native) vector and the random
 and shuffled controls. Per vector kind:
 
-- propensity (`steer eval`): the style traits (`runs/mix/styles`, 26 traits, 4 held-out pairs each), the A/B
-  items as pairs (`runs/mix/ab`, 8 behaviours, 8 each) and the hand-written OOD pairs (`runs/mix/ood`, 10
-  traits, 3 each of a 30 % test split); alphas −0.2, 0, 0.2 × mean |h|;
+- propensity (`steer eval`): the style traits (`runs/mix/styles`, 26 traits, 4 held-out pairs each) and the
+  hand-written OOD pairs (`runs/mix/ood`, 10 traits, 3 each of a 30 % test split); alphas −0.2, 0, 0.2 × mean
+  |h| (A/B items are scored by their answer letter below: as pairs, their sides differ only there);
 - judged behaviour (`judge behaviour`, 7 judges, 24 held-out prompts, strength calibrated per target on
   native vectors) on the style traits;
 - CAA's A/B protocol (`judge ab`, matching-letter probability on held-out items) on `runs/ab_letter`.
@@ -32,8 +32,9 @@ SAES = {"smollm2-135m": "runs/sae/smollm2-135m_l15_8x_k32/sae", "gemma3-270m": "
 SHORT = {"smollm2-135m": "s", "gemma3-270m": "g"}
 LAYERS = ["--layers", "smollm2-135m:15", "gemma3-270m:9"]
 CARRY = ["--methods", "affine", "s2l", "many_to_one", "--controls", "random", "shuffled"]
-STEER_KINDS = {"styles": ["--pairs-per-trait", "4"], "ab": ["--pairs-per-trait", "8"],
-               "ood": ["--pairs-per-trait", "3", "--test-fraction", "0.3"]}
+# A/B items are not scored by propensity: as pairs their sides differ only in the answer letter (steer eval
+# refuses them); `judge ab` scores that letter instead
+STEER_KINDS = {"styles": ["--pairs-per-trait", "4"], "ood": ["--pairs-per-trait", "3", "--test-fraction", "0.3"]}
 CONDITIONS = ("affine", "s2l", "many_to_one", "random", "shuffled")
 
 

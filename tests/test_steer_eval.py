@@ -355,3 +355,24 @@ def test_s2l_and_many_to_one_bad_input_is_one_line(exact_transfer_run, tmp_path)
                             "--source", "src", *extra, "--out", str(out)], capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and needle in r.stderr and r.stderr.count("\n") == 1, (extra, r.stderr)
         assert not (out / "steer_results.json").exists()
+
+
+def test_pairs_whose_sides_agree_on_the_scored_tokens_are_refused(exact_transfer_run, tmp_path):
+    """A/B items as pairs differ only in their last token: propensity over the first 16 tokens would be 0 for
+    every condition (a flat, meaningless table). steer eval says so in one line and names the length needed."""
+    from stf_jax.errors import SteeringInputError
+    from stf_jax.steer.evaluate import _prefix_scorers, SteerConfig
+    from stf_jax.steer.propensity import first_difference
+    from stf_jax.data.schema import ContrastPair
+
+    root, models = exact_transfer_run
+    model = models["tgt"]
+    long = " ".join(["the same words again"] * 12)
+    ab = [ContrastPair(id=f"x{i}", trait="x", prompt="", positive=long + " (A)", negative=long + " (B)") for i in range(2)]
+    n = first_difference(model, "", ab[0].positive, ab[0].negative)
+    assert n is not None and n > 16
+    assert first_difference(model, "p", "same", "same") is None
+    with pytest.raises(SteeringInputError, match=f"agree on their first 16 scored tokens.*max-continuation-tokens {n}"):
+        _prefix_scorers(model, 2, {"x": ab}, SteerConfig())
+    scorers, _ = _prefix_scorers(model, 2, {"x": ab}, SteerConfig(max_continuation_tokens=n))  # long enough: scored
+    assert np.abs(scorers["x"].propensity()).max() > 0

@@ -39,7 +39,7 @@ from ..options import check_options, option
 @dataclasses.dataclass(frozen=True)
 class ABConfig:
     """strengths: a × typical |h| of the steered layer (0 added if missing); behaviours: a subset (None: all
-    in the run); methods / controls: as in `steer.evaluate.SteerConfig`."""
+    in the run); methods / controls / carry: as in `steer.evaluate.SteerConfig`."""
 
     strengths: tuple[float, ...] = option((-0.5, -0.25, 0.0, 0.25, 0.5), ge=-10.0, le=10.0)
     behaviours: tuple[str, ...] | None = None

@@ -53,7 +53,7 @@ class BehaviourConfig:
     """Settings of the behavioural evaluation (recorded in behaviour_results.json).
 
     alpha: a fixed strength for every target (None: choose per target from alpha_grid on the calibration
-    prompts). methods / controls: as in `stf_jax.steer.evaluate.SteerConfig`. sampled: also generate with
+    prompts). methods / controls / ridge / carry: as in `stf_jax.steer.evaluate.SteerConfig`. sampled: also generate with
     temperature/top_p sampling (seeded) for `sampled_conditions`. batch_rows: rows per generation call
     (a multiple of the prompt count is used). fluency_tokens: completion tokens scored for log-prob;
     fluency_prompts: score log-prob on the first N prompts only (None: all; the rest are NaN, left out of means)."""

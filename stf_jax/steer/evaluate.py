@@ -58,7 +58,7 @@ class SteerConfig:
     k / variance: PCA components for procrustes; None (the default) takes the protocol's rule, the smallest k
     explaining `variance` of both models' training vectors (`align.pca.k_for_pair`), so the maps that steer
     are the maps the alignment protocol scores; ridge (None: each method's own default, as `transfer fit`),
-    adapter: as in alignment; carry: s2l's SAE and many-to-one's stack (`align.carry_traits.CarrySettings`).
+    adapter: as in alignment; carry: s2l's SAE and many-to-one's stack (`align.carry_settings.CarrySettings`).
     generation_trait / generation_prompts / max_new_tokens / generation_alpha: the Preference-Vector idea's length check
     (alpha defaults to the largest alpha); chat_template: wrap generation prompts in the model's template.
     """
@@ -432,8 +432,17 @@ def _direction_conditions(inp: _Inputs, s_name: str, t_name: str, ls: int, lt: i
 def _prefix_scorers(model, layer: int, pairs: dict[str, list], cfg: SteerConfig) -> tuple[dict, float]:
     """One cached-prefix scorer per trait, all padded to one width (one compiled program per model), and the
     layer's mean residual norm over the scored tokens (the unit of alpha)."""
-    from .propensity import PrefixScorer, encode_scored
+    from .propensity import PrefixScorer, encode_scored, first_difference
 
+    for t, ps in pairs.items():  # propensity compares the sides' first tokens: they must differ there
+        need = [first_difference(model, p.prompt, p.positive, p.negative) for p in ps]
+        if all(n is None or n > cfg.max_continuation_tokens for n in need):
+            shown = min((n for n in need if n is not None), default=None)
+            raise SteeringInputError(
+                f"trait {t!r}: the two sides of its held-out pairs agree on their first {cfg.max_continuation_tokens} "
+                "scored tokens, so propensity cannot tell them apart" + (
+                    f"; give --max-continuation-tokens {shown} or more" if shown else "") + " (A/B items: python -m "
+                "stf_jax.judge ab scores the answer letter)")
     scorers = {}
     width = 0
     for t, ps in pairs.items():  # one width for every trait: one compiled program per model

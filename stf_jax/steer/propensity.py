@@ -44,6 +44,17 @@ def _pair_tokens(tok, prompt: str, cont: str) -> tuple[list[int], list[int]]:
     return p, c
 
 
+def first_difference(model: Model, prompt: str, positive: str, negative: str) -> int | None:
+    """How many continuation tokens propensity must score to see a pair's two sides differ (the 1-based
+    position of their first differing token), or None when they tokenize the same."""
+    a, b = _pair_tokens(model.tokenizer, prompt, positive), _pair_tokens(model.tokenizer, prompt, negative)
+    if a == b:
+        return None
+    if a[0] != b[0]:  # the sides differ inside the prefix (no prompt, no BOS): the first scored token shows it
+        return 1
+    return next((i + 1 for i, (x, y) in enumerate(zip(a[1], b[1])) if x != y), min(len(a[1]), len(b[1])) + 1)
+
+
 def encode_continuations(model: Model, prompts: Sequence[str], continuations: Sequence[str]):
     """Right-padded prompt+continuation ids, attention mask and continuation mask (numpy)."""
     tok = model.tokenizer
