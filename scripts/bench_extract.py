@@ -3,15 +3,17 @@
     python scripts/bench_extract.py --model smollm2-135m --pairs 1000 --layer -6 --batch-size 32
 
 Each run measures, on the same texts and in the same process:
-(0) the machine's limit: a 2048^3 matmul in f32 and bf16 through JAX and PyTorch, and how XLA compiles a
-    bf16 dot here (native, or converted to f32 around an f32 dot);
+(0) the machine's limit: a 2048^3 matmul in f32 and bf16 through JAX and PyTorch (and MKL's bf16 GEMM when
+    MKL is installed), and how XLA compiles a bf16 dot here (native, or converted to f32 around an f32 dot);
 (a) stf_jax.extract.extract_pairs (length buckets, stops at the layer, no LM head, compile included) in
     each of --dtypes, with achieved GFLOP/s and the fraction of the same-dtype matmul peak; the bf16/f32
-    throughput ratio and the minimum cosine between a pair vector in bf16 and in f32;
+    throughput ratio and the minimum cosine between a pair vector in bf16 and in f32. Where bf16 dense
+    layers go to MKL (`stf_jax.models.cpu_gemm`), bf16 also runs on XLA's dots, for the ratio;
 (b) PyTorch as a user writes it: transformers' model (same weights, from stf_jax's converted directory),
     dataset order padded to the longest, output_hidden_states=True, every layer and the LM head;
 (c) the equal-work PyTorch reference: the same length-sorted batches padded to their longest, the decoder
-    cut after the layer (no later blocks, no LM head), inference_mode, all threads;
+    cut after the layer (no later blocks, no LM head), inference_mode, all threads; (b) and (c) in f32, and
+    in bf16 too on a CPU with bf16 hardware (avx512_bf16 / amx_bf16), the fastest a PyTorch user runs there;
 (d) llama.cpp as a peer (`llama-bench`, built from the source vendored in the llama-cpp-python sdist):
     prompt processing of the same GGUF at the texts' mean length, all threads; skipped cleanly when the
     binary cannot be built.
@@ -35,17 +37,19 @@ from pathlib import Path
 import numpy as np
 
 
-def torch_reference(model_dir: str, texts: list[str], layer: int, batch_size: int, tokenizer, equal_work: bool):
+def torch_reference(model_dir: str, texts: list[str], layer: int, batch_size: int, tokenizer, equal_work: bool,
+                    dtype: str = "float32"):
     """(pooled last-token states [N, D] in text order, real tokens, seconds).
 
     equal_work=False: as a user writes it (dataset order, output_hidden_states, every layer + LM head).
     equal_work=True: length-sorted batches padded to their longest, blocks after the layer removed, no LM
-    head: the same work stf_jax does."""
+    head: the same work stf_jax does. dtype: the weights' and activations' dtype (bfloat16: what a PyTorch
+    user runs on a CPU with bf16 hardware, where oneDNN multiplies bf16 natively)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(os.cpu_count())
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
     tokenizer.padding_side = "right"
     order = list(range(len(texts)))
     if equal_work:
@@ -85,10 +89,16 @@ def llama_cpp_peer(gguf: str, mean_len: int, batch_tokens: int) -> str:
     return f"{row['avg_ts']:,.0f} tokens/s (pp{mean_len}, {row['n_threads']} threads, {row.get('type_k', '')} cache)"
 
 
-def stf_extract(model_name: str, pairs, layer: int, batch_size: int, dtype: str):
-    """(pair vectors, positive, negative states, real tokens, seconds without model load, padding eff.)."""
+def stf_extract(model_name: str, pairs, layer: int, batch_size: int, dtype: str, gemm: str = "auto"):
+    """(pair vectors, positive, negative states, real tokens, seconds without model load, padding eff.).
+    gemm: STF_JAX_CPU_GEMM for this run ("xla": bf16 dense layers on XLA's dots, not MKL's)."""
+    import jax
+
     import stf_jax
     from stf_jax.extract import ExtractOptions, extract_pairs, load_layer
+
+    os.environ["STF_JAX_CPU_GEMM"] = gemm
+    jax.clear_caches()  # the route is chosen at trace time
 
     out = tempfile.mkdtemp(prefix="bench_extract_")
     opts = ExtractOptions(layers=str(layer), batch_size=batch_size, chunk_size=len(pairs), progress=False,
@@ -155,30 +165,45 @@ def main(argv=None):
     print("matmul 2048^3: " + ", ".join(f"{k} {v / 1e9:,.1f} GFLOP/s" if isinstance(v, float) else f"{k}: {v}"
                                         for k, v in peaks.items()), flush=True)
 
+    from stf_jax.models import cpu_gemm
+
+    route = cpu_gemm.mode()
+    print(f"bf16 dense layers on this CPU: {route} ({'MKL found' if cpu_gemm._gemm() else 'no MKL'}, "
+          f"bf16 hardware {'yes' if cpu_gemm.cpu_has_bf16() else 'no'})")
+    runs = [(d, "auto") for d in args.dtypes]
+    if "bfloat16" in args.dtypes and route == "mkl":
+        runs.append(("bfloat16", "xla"))  # the same bf16 forward on XLA's dots, for the ratio
     rows, ours = [], {}
-    for dtype in args.dtypes:
-        arrays, tokens, seconds, eff = stf_extract(args.model, pairs, layer, args.batch_size, dtype)
-        ours[dtype] = (arrays, tokens / seconds)
+    for dtype, gemm in runs:
+        arrays, tokens, seconds, eff = stf_extract(args.model, pairs, layer, args.batch_size, dtype, gemm)
+        name = dtype if dtype == "float32" else f"{dtype}, dense layers on {route if gemm == 'auto' else 'xla'}"
+        ours[name] = (arrays, tokens / seconds)
         gflops = tokens * flops_tok / seconds / 1e9
-        peak = max(peaks[f"jax_{dtype}"], peaks[f"torch_{dtype}"]) / 1e9
-        rows.append((f"stf_jax {dtype} (compile incl.)", tokens, seconds, gflops, gflops / peak,
+        peak = max(v for k, v in peaks.items() if k.endswith(dtype) and isinstance(v, float)) / 1e9
+        rows.append((f"stf_jax {name} (compile incl.)", tokens, seconds, gflops, gflops / peak,
                      f"padding efficiency {eff:.0%}"))
-        print(f"  stf_jax {dtype}: {tokens / seconds:,.0f} tokens/s", flush=True)
+        print(f"  stf_jax {name}: {tokens / seconds:,.0f} tokens/s", flush=True)
+    os.environ.pop("STF_JAX_CPU_GEMM", None)
     f32 = ours.get("float32", (None,))[0]
     path = resolve(args.model) if args.model in registry() else args.model
     model_dir = str(convert_gguf(path)) if str(path).endswith(".gguf") else path
+    # PyTorch in bf16 too where the CPU multiplies bf16 natively: the fastest thing a PyTorch user runs there
+    torch_dtypes = ["float32"] + (["bfloat16"] if cpu_gemm.cpu_has_bf16() else [])
     for kind in args.torch:
-        ref, ref_tokens, ref_seconds = torch_reference(model_dir, texts, layer, args.batch_size, model.tokenizer,
-                                                       equal_work=kind == "equal")
-        gflops = ref_tokens * flops_tok / ref_seconds / 1e9
-        note = "every layer + LM head (counted: the work to the layer)" if kind == "user" else "same work"
-        if f32 is not None:
-            diff = ref[0::2] - ref[1::2]
-            vec = diff / np.linalg.norm(diff, axis=1, keepdims=True)
-            note += f"; max |Δ vector| vs stf_jax f32 {np.abs(f32['vectors'] - vec).max():.1e}"
-        rows.append((f"PyTorch f32, {'equal-work' if kind == 'equal' else 'user-style'}", ref_tokens, ref_seconds,
-                     gflops, gflops * 1e9 / max(peaks["jax_float32"], peaks["torch_float32"]), note))
-        print(f"  torch {kind}: {ref_tokens / ref_seconds:,.0f} tokens/s", flush=True)
+        for tdtype in torch_dtypes:
+            ref, ref_tokens, ref_seconds = torch_reference(model_dir, texts, layer, args.batch_size, model.tokenizer,
+                                                           equal_work=kind == "equal", dtype=tdtype)
+            gflops = ref_tokens * flops_tok / ref_seconds / 1e9
+            note = "every layer + LM head (counted: the work to the layer)" if kind == "user" else "same work"
+            if f32 is not None:
+                diff = ref[0::2] - ref[1::2]
+                vec = diff / np.linalg.norm(diff, axis=1, keepdims=True)
+                note += (f"; max |Δ vector| vs stf_jax f32 {np.abs(f32['vectors'] - vec).max():.1e}, min cosine "
+                         f"{_cos_rows(f32['vectors'], vec).min():.5f}")
+            peak = max(v for k, v in peaks.items() if k.endswith(tdtype) and isinstance(v, float))
+            rows.append((f"PyTorch {tdtype}, {'equal-work' if kind == 'equal' else 'user-style'}", ref_tokens,
+                         ref_seconds, gflops, gflops * 1e9 / peak, note))
+            print(f"  torch {tdtype} {kind}: {ref_tokens / ref_seconds:,.0f} tokens/s", flush=True)
 
     print("\n| pipeline | tokens | seconds | tokens/s | GFLOP/s | of matmul peak | note |\n"
           "| --- | --- | --- | --- | --- | --- | --- |")
@@ -187,13 +212,15 @@ def main(argv=None):
     if not args.skip_llama_cpp and str(path).endswith(".gguf"):
         print(f"| llama.cpp llama-bench ({Path(path).name}) | | | "
               f"{llama_cpp_peer(str(path), round(mean_len), args.batch_size * round(mean_len))} | | | peer, full model |")
-    if {"float32", "bfloat16"} <= ours.keys():
-        cos = _cos_rows(ours["bfloat16"][0]["vectors"], ours["float32"][0]["vectors"])
-        print(f"\nbf16 / f32 extraction throughput: {ours['bfloat16'][1] / ours['float32'][1]:.2f}x; "
-              f"pair-vector cosine bf16 vs f32: min {cos.min():.5f}, median {np.median(cos):.5f}")
-    for name, tokens, seconds, *_ in rows[len(args.dtypes):]:
-        best = max(v[1] for v in ours.values())
-        print(f"stf_jax (best dtype) / {name}: {best / (tokens / seconds):.2f}x")
+    for name, (arrays, rate) in ours.items():
+        if name != "float32" and "float32" in ours:
+            cos = _cos_rows(arrays["vectors"], ours["float32"][0]["vectors"])
+            print(f"\nstf_jax {name} / f32 extraction throughput: {rate / ours['float32'][1]:.2f}x; "
+                  f"pair-vector cosine to f32: min {cos.min():.5f}, median {np.median(cos):.5f}")
+    best_name = max(ours, key=lambda k: ours[k][1])
+    for name, tokens, seconds, *_ in rows[len(runs):]:
+        print(f"stf_jax {best_name} (the fastest here) / {name}: {ours[best_name][1] / (tokens / seconds):.2f}x; "
+              f"stf_jax float32 / {name}: {ours['float32'][1] / (tokens / seconds):.2f}x" if "float32" in ours else "")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import pytest
 from stf_jax.testing import ShippedMaps, build_tiny
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the suite checks the reference paths (XLA's dots); tests/test_cpu_gemm.py opts into MKL's bf16 GEMMs itself
+os.environ.setdefault("STF_JAX_CPU_GEMM", "xla")
 
 
 @pytest.fixture(scope="session")

@@ -82,6 +82,13 @@ def matmul_peaks(n: int, reps: int = 5) -> dict:
         del x, t
     if jax.devices()[0].platform == "cpu":  # the BLAS NumPy/SciPy references run on
         out["numpy_float32"] = 2 * n ** 3 / timed(lambda: a @ a, reps, lambda r: r)
+        from stf_jax.models import cpu_gemm
+
+        if cpu_gemm._gemm() is not None:  # MKL's bf16 GEMM: what stf_jax's bf16 dense layers call on CPU
+            import ml_dtypes
+
+            ab = a.astype(ml_dtypes.bfloat16)
+            out["mkl_bfloat16"] = 2 * n ** 3 / timed(lambda: cpu_gemm.host_gemm(ab, ab), reps, lambda r: r)
     return out
 
 

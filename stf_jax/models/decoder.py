@@ -28,6 +28,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from . import cpu_gemm
 from .config import DecoderConfig, rope_inv_freq
 
 _NEG = -1e30  # large finite mask value: fully masked (padded) query rows stay NaN-free
@@ -114,13 +115,14 @@ class Attention(nn.Module):
     dtype: Any
     precision: Any
     append: bool = False  # decoding against a read-only cache: return this step's keys/values, not the cache
+    gemm_dtype: Any = None  # the projections' input dtype when it differs from dtype (`cpu_gemm`)
 
     @nn.compact
     def __call__(self, x, layer, shared):
         cfg = self.cfg
         b, s, _ = x.shape
         dense = partial(nn.Dense, dtype=self.dtype, param_dtype=self.dtype, precision=self.precision,
-                        use_bias=cfg.attention_bias)
+                        use_bias=cfg.attention_bias, dot_general=cpu_gemm.dense_dot_general(self.gemm_dtype))
         q = dense(cfg.n_heads * cfg.head_dim, name="q")(x).reshape(b, s, cfg.n_heads, cfg.head_dim)
         k = dense(cfg.n_kv_heads * cfg.head_dim, name="k")(x).reshape(b, s, cfg.n_kv_heads, cfg.head_dim)
         v = dense(cfg.n_kv_heads * cfg.head_dim, name="v")(x).reshape(b, s, cfg.n_kv_heads, cfg.head_dim)
@@ -238,12 +240,13 @@ class MLP(nn.Module):
     cfg: DecoderConfig
     dtype: Any
     precision: Any
+    gemm_dtype: Any = None
 
     @nn.compact
     def __call__(self, x):
         cfg = self.cfg
         dense = partial(nn.Dense, dtype=self.dtype, param_dtype=self.dtype, precision=self.precision,
-                        use_bias=cfg.mlp_bias)
+                        use_bias=cfg.mlp_bias, dot_general=cpu_gemm.dense_dot_general(self.gemm_dtype))
         act = _ACTIVATIONS[cfg.activation]
         if cfg.gated_mlp:  # down(act(gate(x)) * up(x))
             return dense(cfg.d_model, name="down")(act(dense(cfg.d_ff, name="gate")(x)) * dense(cfg.d_ff, name="up")(x))
@@ -269,15 +272,17 @@ class Block(nn.Module):
     precision: Any
     collect: Callable | None
     append: bool = False
+    gemm_dtype: Any = None
 
     @nn.compact
     def __call__(self, h, layer, shared):
         cfg = self.cfg
         norm = partial(RMSNorm, cfg.norm_eps, cfg.norm_offset, self.dtype, cfg.norm)
-        x, cache = Attention(cfg, self.dtype, self.precision, self.append, name="attn")(norm(name="attn_norm")(h), layer, shared)
+        x, cache = Attention(cfg, self.dtype, self.precision, self.append, self.gemm_dtype,
+                             name="attn")(norm(name="attn_norm")(h), layer, shared)
         if cfg.post_norms:
             x = norm(name="post_attn_norm")(x)
-        mlp = MLP(cfg, self.dtype, self.precision, name="mlp")
+        mlp = MLP(cfg, self.dtype, self.precision, self.gemm_dtype, name="mlp")
         if cfg.parallel_residual:  # both branches read the block input (HF sums mlp + attn + h)
             h = mlp(norm(name="mlp_norm")(h)) + x + h
         else:
@@ -373,6 +378,18 @@ class Decoder(nn.Module):
     start: int = 0
     append_cache: bool = False  # decoding: the cache is read only; DecoderOutput.cache holds this step's k/v
 
+    @property
+    def compute_dtype(self):
+        """The dtype the forward computes in: `dtype`, except bf16 on a CPU whose bf16 GEMMs go to MKL
+        (`cpu_gemm.bf16_gemms`): there the residual stream, norms and attention stay f32 and only the
+        projections multiply in bf16 (bf16 weights and inputs, f32 accumulation), as CPU autocast does; pair
+        vectors stay within cosine 0.999 of f32, which an all-bf16 forward does not (README, CPU table)."""
+        return jnp.float32 if cpu_gemm.bf16_gemms(self.dtype) else self.dtype
+
+    @property
+    def gemm_dtype(self):
+        return jnp.bfloat16 if cpu_gemm.bf16_gemms(self.dtype) else None
+
     @nn.compact
     def __call__(self, input_ids, attention_mask, intervention: Intervention | None = None, cache=None,
                  h0=None, head_index=None) -> DecoderOutput:
@@ -385,7 +402,7 @@ class Decoder(nn.Module):
         n_run = cfg.n_layers if self.n_run is None else self.n_run
         if (self.start > 0) != (h0 is not None):
             raise ValueError("Decoder: give h0 exactly when start > 0")
-        precision = jax.lax.Precision.HIGHEST if self.dtype == jnp.float32 else None
+        precision = jax.lax.Precision.HIGHEST if self.compute_dtype == jnp.float32 else None
         mask = attention_mask.astype(bool)
         positions, shared = _attention_inputs(mask, cache)
         shared |= _rope_tables(cfg, positions)
@@ -393,13 +410,13 @@ class Decoder(nn.Module):
             shared["iv_positions"] = intervention.positions.astype(jnp.float32)
         per_layer = _layer_inputs(cfg, self.start, n_run, intervention, cache)
 
-        embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=self.dtype, param_dtype=self.dtype, name="embed")
-        h = self._embeddings(embed, input_ids, positions) if h0 is None else h0.astype(self.dtype)
+        embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=self.compute_dtype, param_dtype=self.dtype, name="embed")
+        h = self._embeddings(embed, input_ids, positions) if h0 is None else h0.astype(self.compute_dtype)
         collect = self.collect or (lambda x, m: x)
         embedded = collect(h, mask)
         h, per_block, new_cache = self._blocks(h, per_layer, shared, n_run, precision, cache is not None)
 
-        final = RMSNorm(cfg.norm_eps, cfg.norm_offset, self.dtype, cfg.norm, name="final_norm")
+        final = RMSNorm(cfg.norm_eps, cfg.norm_offset, self.compute_dtype, cfg.norm, name="final_norm")
         normed = final(h) if (n_run == cfg.n_layers or self.logits) else None
         logits = self._head(embed, normed, head_index, precision) if self.logits else None
         last = collect(normed, mask) if normed is not None else None
@@ -410,9 +427,9 @@ class Decoder(nn.Module):
         cfg = self.cfg
         h = embed(input_ids)
         if cfg.embed_scale:
-            h = h * jnp.asarray(math.sqrt(cfg.d_model), self.dtype)
+            h = h * jnp.asarray(math.sqrt(cfg.d_model), self.compute_dtype)
         if cfg.positions == "learned":
-            h = h + nn.Embed(cfg.max_position_embeddings, cfg.d_model, dtype=self.dtype, param_dtype=self.dtype,
+            h = h + nn.Embed(cfg.max_position_embeddings, cfg.d_model, dtype=self.compute_dtype, param_dtype=self.dtype,
                              name="pos_embed")(positions)
         return h
 
@@ -426,7 +443,7 @@ class Decoder(nn.Module):
             split_rngs={"params": True},
             in_axes=(0, nn.broadcast),
             length=n_run - self.start,
-        )(self.cfg, self.dtype, precision, self.collect, self.append_cache, name="layers")
+        )(self.cfg, self.compute_dtype, precision, self.collect, self.append_cache, self.gemm_dtype, name="layers")
         h, per_block = stack(h, per_layer, shared)
         if cached:
             per_block, new_cache = per_block
@@ -441,9 +458,9 @@ class Decoder(nn.Module):
             head_in = jnp.take_along_axis(normed, head_index[..., None], axis=1)  # [B, C, D]
         if cfg.tie_embeddings:
             # not embed.attend: that takes the default matmul precision, TF32 on GPUs (logits 3e-4 off)
-            logits = jnp.einsum("bsd,vd->bsv", head_in, embed.embedding.astype(self.dtype), precision=precision)
+            logits = jnp.einsum("bsd,vd->bsv", head_in, embed.embedding.astype(self.compute_dtype), precision=precision)
         else:
-            logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.dtype, param_dtype=self.dtype,
+            logits = nn.Dense(cfg.vocab_size, use_bias=False, dtype=self.compute_dtype, param_dtype=self.dtype,
                               precision=precision, name="lm_head")(head_in)
         logits = logits.astype(jnp.float32)
         if cfg.final_softcap:
