@@ -77,18 +77,16 @@ def test_decoder_routes_every_projection_and_stays_close(tiny_model_dir, monkeyp
 
 
 @needs_mkl
-def test_extraction_default_and_bf16_pair_vectors_close_to_f32(tiny_model_dir, tmp_path, monkeypatch):
-    """Where MKL's bf16 GEMM applies, extraction defaults to bf16 and its pair vectors stay within cosine 0.999
-    of f32 (the bar for choosing it); with the route off, the default is f32 as before."""
+def test_bf16_extraction_close_to_f32_and_f32_stays_the_cpu_default(tiny_model_dir, tmp_path, monkeypatch):
+    """Extraction in bf16 through MKL's GEMM gives pair vectors close to f32 (here within cosine 0.999; over the
+    1,000 shipped pairs of the benchmark the worst pair reaches 0.993, so f32 stays the CPU default either way)."""
     import stf_jax
     from stf_jax.extract import ExtractOptions, extract_pairs, load_layer
     from stf_jax.extract.driver import default_dtype
     from stf_jax.testing import shipped_pairs
 
-    monkeypatch.setenv("STF_JAX_CPU_GEMM", "xla")
-    assert default_dtype() == "float32"
     monkeypatch.setenv("STF_JAX_CPU_GEMM", "mkl")
-    assert default_dtype() == "bfloat16"
+    assert default_dtype() == "float32"
     jax.clear_caches()
     path = tiny_model_dir("llama_gqa_untied_rope3")
     pairs = shipped_pairs(per_trait=4, n_traits=4)

@@ -28,7 +28,8 @@ class ExtractConfigError(UserError, ValueError):
 # ExtractOptions fields offered as flags (--batch-size, --no-truncate, ...) and YAML keys (batch_size, truncate).
 _OPTION_FLAGS = {
     "pooling": "pairs mode pooling: the last token, the answer letter of A/B items ending \"(A)\" (the token before the last), or the mean",
-    "dtype": "compute dtype [bfloat16 on GPU/TPU and on CPUs with bf16 hardware and stf_jax[cpu-bf16] (f32 residual stream, bf16 matmuls); float32 elsewhere]",
+    "dtype": "compute dtype [float32 on CPU, bfloat16 on GPU/TPU; bfloat16 on a CPU with bf16 hardware and "
+             "stf_jax[cpu-bf16] multiplies the projections through MKL, f32 elsewhere]",
     "batch_size": "rows per forward pass, rounded up to the device count",
     "chunk_size": "pairs/texts per resumable chunk",
     "max_length": "token cap per text; longer texts are cut, with a warning naming the pair "

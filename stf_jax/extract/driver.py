@@ -57,7 +57,7 @@ def _warn(msg: str) -> None:
 class ExtractOptions:
     layers: Sequence[str | int | float] | str = ("-6",)
     pooling: Literal["last", "letter", "mean"] = "last"  # pairs mode (letter: A/B items' answer letter); corpus: tokens
-    dtype: Literal["float32", "bfloat16"] | None = None  # None: `default_dtype()` (bfloat16 where it is fast)
+    dtype: Literal["float32", "bfloat16"] | None = None  # None: `default_dtype()` (f32 on CPU, bf16 on accelerators)
     batch_size: int = option(32, ge=1)  # rows per forward (rounded up to a multiple of the data-parallel size)
     chunk_size: int = option(256, ge=1)  # pairs (or texts) per resumable chunk
     max_length: int | None = option(None, ge=1)  # default: min(the model's context, DEFAULT_MAX_LENGTH)
@@ -96,12 +96,11 @@ class ModelSummary:
 
 
 def default_dtype() -> str:
-    """bf16 on accelerators, and on a CPU whose bf16 projections go to MKL's bf16 GEMM (`models.cpu_gemm`:
-    bf16 hardware and `stf_jax[cpu-bf16]` installed; the residual stream stays f32, pair vectors within cosine
-    0.999 of f32, measured faster: README, CPU table); f32 on every other CPU."""
-    from ..models import cpu_gemm
-
-    return "bfloat16" if jax.default_backend() != "cpu" or cpu_gemm.bf16_gemms("bfloat16") else "float32"
+    """bf16 on accelerators, f32 on CPUs. On a CPU with bf16 hardware and `stf_jax[cpu-bf16]`, `dtype="bfloat16"`
+    multiplies the projections through MKL (`models.cpu_gemm`, 1.3x f32 end to end), but its pair vectors
+    are not all within cosine 0.999 of f32 (min 0.993 over 1,000 shipped pairs; README, CPU table), the bar
+    for choosing it unasked, so it stays opt-in."""
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
 def _versions() -> dict[str, str]:
