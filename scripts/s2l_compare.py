@@ -79,7 +79,8 @@ def _ci(x: dict, digits: int = 2) -> str:
 
 def geometry(kinds=("styles", "ab", "ood")) -> None:
     """Held-out centered cosine of each map (the split every map file records) per vector kind, at the steered
-    target layer (its depth-matched source for affine; the SAE's layer for s2l; the stack for many-to-one)."""
+    target layer, half depth (smollm2 15, gemma3 9: source 15 or 9 for affine; the SAE's layer for s2l; the stack
+    for many-to-one)."""
     from stf_jax.transfer.fit import fit_map_set
 
     path = OUT / "geometry.json"
@@ -91,7 +92,7 @@ def geometry(kinds=("styles", "ab", "ood")) -> None:
             for method in ("affine", "s2l", "many_to_one"):
                 key = f"{kind} {SHORT[src]}→{SHORT[tgt]} {method}"
                 if key not in res:
-                    ms = fit_map_set(f"runs/mix/{kind}", src, tgt, method, "depth", sae=sae if method == "s2l" else None,
+                    ms = fit_map_set(f"runs/mix/{kind}", src, tgt, method, "0.5", sae=sae if method == "s2l" else None,
                                      log=lambda *a: None)
                     res[key] = ms.maps[lt].header["quality"]["centered_cosine"]
                     path.write_text(json.dumps(res, indent=1))

@@ -30,6 +30,7 @@ _ROW_MAJOR, _NO_TRANS = 101, 111  # CBLAS enums
 _THREADING_GNU = 3  # MKL_THREADING_GNU
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
     """Whether the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo's flags."""
     try:
