@@ -51,9 +51,8 @@ def __getattr__(name):
 
 def _lazy_attribute(package: str, names: dict[str, str], name: str):
     """A subpackage's `__getattr__`: `name` from the module `names` maps it to, else the submodule `name`."""
-    if name in names:  # a module of the package, or another package's by its full name
-        module = names[name] if names[name].startswith("stf_jax.") else f"{package}.{names[name]}"
-        return getattr(import_module(module), name)
+    if name in names:
+        return getattr(import_module(f"{package}.{names[name]}"), name)
     if name.startswith("__"):
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
     try:

@@ -273,7 +273,7 @@ def test_behaviour_flags_are_the_config_fields(capsys):
     assert "--prompts is deprecated; use --n-prompts" in capsys.readouterr().err
     with pytest.raises(JudgeArgumentError, match="no judge for trait 'loudness'"):
         behaviour_config(parse(["behaviour", "run", "--out", "o", "--traits", "loudness"]))
-    from stf_jax.align.carry_settings import CarrySettings  # s2l's SAE and many-to-one's stack, as steer eval's
+    from stf_jax.transfer.carry_settings import CarrySettings  # s2l's SAE and many-to-one's stack, as steer eval's
 
     cfg = behaviour_config(parse(["behaviour", "run", "--out", "o", "--methods", "s2l", "many_to_one", "--sae", "S",
                                   "--sae-k", "8", "--stack", "3"]))

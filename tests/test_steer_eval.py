@@ -304,7 +304,7 @@ def test_steering_with_s2l_and_many_to_one(exact_transfer_run, tmp_path):
     planted run (target = source · Q at every layer) many-to-one's stack and s2l with every SAE coefficient kept
     (a full-rank encoder: a linear change of basis) are exact, like affine; keeping fewer coefficients is not.
     The source layers each method read are recorded."""
-    from stf_jax.align.carry_settings import CarrySettings
+    from stf_jax.transfer.carry_settings import CarrySettings
     from stf_jax.sae.model import SAEConfig, init_params
     from stf_jax.sae.saelens import save_sae
     from stf_jax.steer.evaluate import SteerConfig, evaluate_steering

@@ -9,27 +9,21 @@ Modules: pca (PCA), procrustes (similarity Procrustes), affine (least squares / 
 baselines (identity, mean_target, trait_mean), metrics (raw and centered cosine), protocol (batched jitted trial computations), evaluate (the
 protocol over models and layers), report (results.json / results.md), carry_traits (trait vectors carried
 by each map, for steering). Run directories are read by `stf_jax.extract.rundir` (find_models, pair_table,
-trials), re-exported here. Names load lazily: importing the package (or `carry_settings`) does not
-import JAX, so CLIs build their flags fast.
+trials), re-exported here.
 """
 
-from __future__ import annotations
+from .adapters import Adapter, AdapterConfig, load_adapter, save_adapter, train_adapter
+from .affine import AffineMap, apply_direction, fit_affine, paired_token_states
+from .evaluate import ALL_METHODS, METHODS, EvalConfig, evaluate
+from ..extract.rundir import AlignInputError, Trials, find_models, make_trials, pair_table
+from .pca import PCA, fit_pca, k_for_variance, project, reconstruct
+from .procrustes import Procrustes, ProcrustesMap, apply_procrustes_map, fit_procrustes, fit_procrustes_map
+from .report import markdown, write_results
 
-_LAZY = {
-    **dict.fromkeys(["Adapter", "AdapterConfig", "load_adapter", "save_adapter", "train_adapter"], "adapters"),
-    **dict.fromkeys(["AffineMap", "apply_direction", "fit_affine", "paired_token_states"], "affine"),
-    **dict.fromkeys(["ALL_METHODS", "METHODS", "EvalConfig", "evaluate"], "evaluate"),
-    **dict.fromkeys(["AlignInputError", "Trials", "find_models", "make_trials", "pair_table"], "stf_jax.extract.rundir"),
-    **dict.fromkeys(["PCA", "fit_pca", "k_for_variance", "project", "reconstruct"], "pca"),
-    **dict.fromkeys(["Procrustes", "ProcrustesMap", "apply_procrustes_map", "fit_procrustes", "fit_procrustes_map"],
-                    "procrustes"),
-    **dict.fromkeys(["markdown", "write_results"], "report"),
-    "CarrySettings": "carry_settings",
-}
-__all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str):
-    from .. import _lazy_attribute
-
-    return _lazy_attribute(__name__, _LAZY, name)
+__all__ = [
+    "ALL_METHODS", "METHODS", "PCA", "Adapter", "AdapterConfig", "AffineMap", "AlignInputError", "EvalConfig",
+    "Procrustes", "ProcrustesMap", "Trials", "apply_direction", "evaluate", "find_models", "fit_affine", "fit_pca",
+    "fit_procrustes", "fit_procrustes_map", "k_for_variance", "load_adapter", "make_trials", "markdown",
+    "paired_token_states", "pair_table", "project", "reconstruct", "save_adapter", "train_adapter", "apply_procrustes_map",
+    "write_results",
+]

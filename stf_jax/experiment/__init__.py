@@ -173,7 +173,7 @@ def _dataclass_from(section: str, cls, settings: dict, tuples: tuple[str, ...], 
     AdapterConfig, `carry`: s2l's SAE and many-to-one's stack); unknown keys name the section and the allowed
     keys, and a value outside its option's range names its YAML key."""
     from ..align import adapters as adapters_lib
-    from ..align.carry_settings import CarrySettings
+    from ..transfer.carry_settings import CarrySettings
     from ..options import OptionError
 
     if not isinstance(settings, dict):

@@ -58,7 +58,7 @@ _BEHAVIOUR_FLAGS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..align.carry_settings import CARRY_FLAGS, CarrySettings
+    from ..transfer.carry_settings import CARRY_FLAGS, CarrySettings
     from .ab import ABConfig
     from .behaviour import BehaviourConfig
 
@@ -171,7 +171,7 @@ def _validate(args) -> int:
 
 
 def _carry(args):
-    from ..align.carry_settings import CARRY_FLAGS, CarrySettings
+    from ..transfer.carry_settings import CARRY_FLAGS, CarrySettings
 
     return CarrySettings(**fields_from_args(args, CARRY_FLAGS))
 

@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..align.carry_settings import CarrySettings
+from ..transfer.carry_settings import CarrySettings
 from ..core.chat import chat_text
 from ..core.stats import format_ci, interval, resample_indices, slopes
 from ..data.ab import ABItem, ABItemError, ab_form, item_from_pair, read_ab_items  # noqa: F401  (the protocol's API)

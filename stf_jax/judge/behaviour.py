@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..align.carry_settings import CarrySettings
+from ..transfer.carry_settings import CarrySettings
 from ..steer import fluency
 from . import JUDGES, judge_for
 from . import prompts as prompt_sets

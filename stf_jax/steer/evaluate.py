@@ -32,7 +32,7 @@ from ..align import adapters as adapters_lib
 from ..extract.rundir import ModelRef, PairTable, find_models, load_vectors, make_trials, pair_table, zero_rows
 from ..align.pca import k_for_pair
 from ..align import maps
-from ..align.carry_settings import CARRY_FLAGS, CarrySettings
+from ..transfer.carry_settings import CARRY_FLAGS, CarrySettings
 from ..align.carry_traits import MAP_METHODS, trait_vectors, transferred_trait_vectors, unit
 from ..errors import SteeringInputError
 from ..options import OptionError, add_fields, check_options, fields_from_args, option
@@ -58,7 +58,7 @@ class SteerConfig:
     k / variance: PCA components for procrustes; None (the default) takes the protocol's rule, the smallest k
     explaining `variance` of both models' training vectors (`align.pca.k_for_pair`), so the maps that steer
     are the maps the alignment protocol scores; ridge (None: each method's own default, as `transfer fit`),
-    adapter: as in alignment; carry: s2l's SAE and many-to-one's stack (`align.carry_settings.CarrySettings`).
+    adapter: as in alignment; carry: s2l's SAE and many-to-one's stack (`transfer.carry_settings.CarrySettings`).
     generation_trait / generation_prompts / max_new_tokens / generation_alpha: the Preference-Vector idea's length check
     (alpha defaults to the largest alpha); chat_template: wrap generation prompts in the model's template.
     """
