@@ -219,8 +219,9 @@ def main(argv=None):
                   f"pair-vector cosine to f32: min {cos.min():.5f}, median {np.median(cos):.5f}")
     best_name = max(ours, key=lambda k: ours[k][1])
     for name, tokens, seconds, *_ in rows[len(runs):]:
-        print(f"stf_jax {best_name} (the fastest here) / {name}: {ours[best_name][1] / (tokens / seconds):.2f}x; "
-              f"stf_jax float32 / {name}: {ours['float32'][1] / (tokens / seconds):.2f}x" if "float32" in ours else "")
+        rate = tokens / seconds
+        print(f"stf_jax {best_name} (the fastest here) / {name}: {ours[best_name][1] / rate:.2f}x"
+              + (f"; stf_jax float32 / {name}: {ours['float32'][1] / rate:.2f}x" if "float32" in ours else ""))
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ def transferred_trait_vectors(x_s: np.ndarray, x_t: np.ndarray, w_train: np.ndar
         stacked = np.stack([src[t] for t in names])  # [T, d_m]
         inputs = stacked[:, None, :] if holdout else stacked[None]  # [T, 1, d_m] per fold, or [1, T, d_m]
         settings = maps.FitSettings(k=k, ridge=maps.default_ridge(method, ridge), rotation_only=rotation_only,
-                                    adapter=adapter, **(sae or {} if maps.method(method).needs_sae else {}))
+                                    adapter=adapter, **((sae or {}) if maps.method(method).needs_sae else {}))
         fn = partial(_fit_apply, maps.method(method).fit, jnp.asarray(rows), xt, settings=settings)
         got = np.asarray(jax.vmap(fn)(jnp.asarray(folds_w), jnp.asarray(folds_v), keys, jnp.asarray(inputs)))
         got = got[:, 0] if holdout else got[0]  # [T, d_t]

@@ -5,11 +5,13 @@ AVX512-BF16 or AMX a bf16 forward runs no faster than f32, while the hardware mu
 faster (the README's CPU table). MKL's bf16 GEMM (bf16 inputs, f32 accumulation) uses that hardware; it
 ships on PyPI (`pip install "stf_jax[cpu-bf16]"`, the `mkl` wheel), so the runtime stays free of PyTorch.
 
-The decoder's dense layers take `dense_dot_general(dtype)` as their `dot_general`: on the CPU backend, in
-bf16, on a CPU whose flags list `avx512_bf16` or `amx_bf16`, with MKL found, each projection
-[..., K] · [K, N] becomes one host call (`jax.pure_callback`) to MKL; everywhere else it is None (XLA's own
-dot). Attention's small batched einsums stay with XLA. The choice is made at trace time.
+A forward asked for in bf16, on the CPU backend, on a CPU whose flags list `avx512_bf16` or `amx_bf16`, with
+MKL found (`bf16_gemms`), computes in f32 and gives its dense layers `dense_dot_general(jnp.bfloat16)` as their
+`dot_general`: each projection [..., K] · [K, N] becomes one host call (`jax.pure_callback`) to MKL, while the
+residual stream, norms and attention stay f32 with XLA. Everywhere else the dense layers keep XLA's own dot.
+The choice is made at trace time.
 
+    STF_JAX_CPU_GEMM=auto      (default) route where the CPU flags and MKL allow
     STF_JAX_CPU_GEMM=xla       never route (XLA's dot everywhere)
     STF_JAX_CPU_GEMM=mkl       route wherever MKL is found, whatever the CPU flags (for tests on any x86 CPU)
     STF_JAX_MKL=/path/libmkl_rt.so.3   the library to load (default: the Python environment's lib/, then the

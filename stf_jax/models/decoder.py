@@ -382,8 +382,8 @@ class Decoder(nn.Module):
     def compute_dtype(self):
         """The dtype the forward computes in: `dtype`, except bf16 on a CPU whose bf16 GEMMs go to MKL
         (`cpu_gemm.bf16_gemms`): there the residual stream, norms and attention stay f32 and only the
-        projections multiply in bf16 (bf16 weights and inputs, f32 accumulation), as CPU autocast does; pair
-        vectors stay within cosine 0.999 of f32, which an all-bf16 forward does not (README, CPU table)."""
+        projections multiply in bf16 (bf16 weights and inputs, f32 accumulation), as CPU autocast does: pair
+        vectors closer to f32 at the median than an all-bf16 forward (README, CPU table)."""
         return jnp.float32 if cpu_gemm.bf16_gemms(self.dtype) else self.dtype
 
     @property
