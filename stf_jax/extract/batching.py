@@ -1,7 +1,10 @@
-"""Tokenize once, then group texts by length into a few fixed shapes.
+"""Tokenize once, then lay texts out in a few fixed shapes: packed rows, or length buckets.
 
-Sorting by length into a small fixed set of buckets bounds the number of compiled shapes and keeps
-padding low; every batch has the same row count (a multiple of the device count).
+Packing (`make_packed_batches`): short texts share rows of one fixed length, each attending only to itself
+(the decoder's segment ids), so almost no token is padding and one shape serves every run of a model:
+compiled once per machine (the persistent cache), not per dataset. Texts longer than a row go to length
+buckets (`make_batches`): sorted by length into a fixed ladder of padded lengths, which bounds the number of
+compiled shapes and keeps padding low. Row counts are multiples of the device count.
 """
 
 from __future__ import annotations
@@ -70,9 +73,9 @@ def bucket_length(n: int, max_length: int) -> int:
 
 @dataclasses.dataclass
 class Batch:
-    rows: np.ndarray  # [B] indices into the text list; -1 for filler rows
+    rows: np.ndarray  # [B] indices into the text list, -1 for filler rows; packed: [B, slots], -1 empty slots
     input_ids: np.ndarray  # [B, S] int32, right-padded
-    attention_mask: np.ndarray  # [B, S] int32
+    attention_mask: np.ndarray  # [B, S] int32 segments: 0 padding, k >= 1 the row's k-th text (slot k - 1)
     real_tokens: int
 
     @property
@@ -123,6 +126,75 @@ def make_batches(tok: Tokenized, indices: Sequence[int], batch_size: int, max_le
         while rows < len(carry):
             rows *= 2
         yield _pack(tok, carry, min(rows, last_size), last_seq, pad_id)
+
+
+PACK_SLOTS = 16  # texts per packed row at most: one pooled shape, [B, PACK_SLOTS, D]
+
+
+def pack_rows(lengths: Sequence[int], row_len: int, slots: int = PACK_SLOTS) -> list[list[int]]:
+    """Best-fit decreasing: texts (their lengths, each <= row_len) into as few rows of row_len tokens and at
+    most `slots` texts as it finds -> the rows, each a list of positions into `lengths`. Deterministic."""
+    open_rows: dict[int, list[int]] = {}  # free tokens -> rows with that much room (and a free slot)
+    rows: list[list[int]] = []
+    free: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        n = lengths[i]
+        room = next((f for f in range(n, row_len + 1) if open_rows.get(f)), None)
+        if room is None:
+            rows.append([])
+            free.append(row_len)
+            r = len(rows) - 1
+        else:
+            r = open_rows[room].pop()
+        rows[r].append(i)
+        free[r] -= n
+        if len(rows[r]) < slots and free[r] > 0:
+            open_rows.setdefault(free[r], []).append(r)
+    return rows
+
+
+def make_packed_batches(tok: Tokenized, indices: Sequence[int], batch_size: int, max_length: int, pad_id: int,
+                        row_len: int, row_multiple: int = 1, rows_for: Callable[[int], int] | None = None,
+                        slots: int = PACK_SLOTS) -> Iterator[Batch]:
+    """Batches over `indices`: texts of at most row_len tokens packed `pack_rows`-wise into rows of row_len
+    (rows_for(row_len) rows a batch; the last batch's rows rounded up to a power of two times row_multiple),
+    then the longer texts in length buckets (`make_batches`). Each packed text's state is computed as in a
+    padded row of its own: the decoder keeps texts apart by their segment ids."""
+    rows_for = rows_for or (lambda seq: batch_size)
+    indices = np.asarray(indices, dtype=np.int64)
+    lengths = tok.lengths[indices] if len(indices) else np.zeros(0, np.int64)
+    short = indices[lengths <= row_len]
+    layout = [[int(short[j]) for j in row] for row in pack_rows(tok.lengths[short].tolist(), row_len, slots)]
+    size = rows_for(row_len)
+    for start in range(0, len(layout), size):
+        members = layout[start:start + size]
+        n_rows = size
+        if len(members) < size:
+            n_rows = row_multiple
+            while n_rows < len(members):
+                n_rows *= 2
+            n_rows = min(n_rows, size)
+        yield _pack_rows(tok, members, n_rows, row_len, slots, pad_id)
+    yield from make_batches(tok, indices[lengths > row_len], batch_size, max_length, pad_id, row_multiple, rows_for)
+
+
+def _pack_rows(tok: Tokenized, layout: list[list[int]], n_rows: int, row_len: int, slots: int,
+               pad_id: int) -> Batch:
+    ids = np.full((n_rows, row_len), pad_id, np.int32)
+    segments = np.zeros((n_rows, row_len), np.int32)
+    texts = np.full((n_rows, slots), -1, np.int64)
+    real = 0
+    for r, members in enumerate(layout):
+        at = 0
+        for k, i in enumerate(members):
+            n = len(tok.ids[i])
+            ids[r, at:at + n] = tok.ids[i]
+            segments[r, at:at + n] = k + 1
+            texts[r, k] = i
+            at += n
+        real += at
+    segments[len(layout):, 0] = 1  # filler rows: one token so pooling stays finite; discarded
+    return Batch(texts, ids, segments, real)
 
 
 def _pack(tok: Tokenized, rows: list[int], n_rows: int, seq: int, pad_id: int) -> Batch:

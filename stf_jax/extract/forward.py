@@ -17,27 +17,35 @@ from ..models import decoder
 from ..models.model import Model
 
 
-def pool_last(h, mask, back: int = 1):
-    """Last real token of each right-padded row (`back` = 2: the one before it). h: [B, S, D], mask: [B, S]
-    -> [B, D] f32."""
-    last = jnp.maximum(mask.sum(axis=-1) - back, 0)
-    return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0].astype(jnp.float32)
+def slot_ends(segments, slots: int):
+    """Index of the last token of each packed text: segments [B, S] (0 padding, k >= 1 the row's k-th text)
+    -> [B, slots] int (0 for an empty slot)."""
+    hit = segments[:, :, None] == jnp.arange(1, slots + 1)  # [B, S, slots]
+    return jnp.max(jnp.where(hit, jnp.arange(segments.shape[1])[None, :, None], 0), axis=1)
 
 
-def pool_letter(h, mask):
+def pool_last(h, segments, slots: int = 1, back: int = 1):
+    """Last real token of each packed text (`back` = 2: the one before it). h: [B, S, D], segments: [B, S]
+    -> [B, slots, D] f32."""
+    at = jnp.maximum(slot_ends(segments, slots) - (back - 1), 0)
+    return jnp.take_along_axis(h, at[..., None], axis=1).astype(jnp.float32)
+
+
+def pool_letter(h, segments, slots: int = 1):
     """The token before the last: the answer letter of an A/B item that ends "(A)" (tokenized " (", "A", ")"),
-    the position Contrastive Activation Addition reads its vectors at. -> [B, D] f32."""
-    return pool_last(h, mask, back=2)
+    the position Contrastive Activation Addition reads its vectors at. -> [B, slots, D] f32."""
+    return pool_last(h, segments, slots, back=2)
 
 
-def pool_mean(h, mask):
-    """Mean over real tokens. -> [B, D] f32."""
-    m = mask[..., None].astype(jnp.float32)
-    return (h.astype(jnp.float32) * m).sum(axis=1) / jnp.maximum(m.sum(axis=1), 1.0)
+def pool_mean(h, segments, slots: int = 1):
+    """Mean over each packed text's tokens. -> [B, slots, D] f32."""
+    weights = (segments[:, :, None] == jnp.arange(1, slots + 1)).astype(jnp.float32)  # [B, S, slots]
+    sums = jnp.einsum("bsd,bsp->bpd", h.astype(jnp.float32), weights, precision=jax.lax.Precision.HIGHEST)
+    return sums / jnp.maximum(weights.sum(axis=1), 1.0)[..., None]
 
 
-def pool_tokens(h, mask):
-    """Every position (the host keeps the real tokens). -> [B, S, D] f32."""
+def pool_tokens(h, segments, slots: int = 1):
+    """Every position (the host keeps the real tokens; rows are not packed). -> [B, S, D] f32."""
     return h.astype(jnp.float32)
 
 
@@ -81,33 +89,34 @@ def shard_params(params, mesh: Mesh):
 _JITTED: dict = {}
 
 
-def _jitted(cfg, layers: tuple[int, ...], dtype, pooling: str):
-    """One jitted forward per (config, layers, dtype, pooling), so a second extraction in the same process
-    (another run directory, a resumed or corpus run) reuses the compiled programs."""
-    key = (cfg, layers, str(dtype), pooling)
+def _jitted(cfg, layers: tuple[int, ...], dtype, pooling: str, slots: int):
+    """One jitted forward per (config, layers, dtype, pooling, slots), so a second extraction in the same
+    process (another run directory, a resumed or corpus run) reuses the compiled programs."""
+    key = (cfg, layers, str(dtype), pooling, slots)
+    collect = partial(POOLINGS[pooling], slots=slots)
     try:
         hash(key)
     except TypeError:  # an unhashable config: no reuse
-        return jax.jit(partial(decoder.hidden_states, cfg=cfg, layers=layers, dtype=dtype, collect=POOLINGS[pooling]))
+        return jax.jit(partial(decoder.hidden_states, cfg=cfg, layers=layers, dtype=dtype, collect=collect))
     if key not in _JITTED:
-        _JITTED[key] = jax.jit(partial(decoder.hidden_states, cfg=cfg, layers=layers, dtype=dtype,
-                                       collect=POOLINGS[pooling]))
+        _JITTED[key] = jax.jit(partial(decoder.hidden_states, cfg=cfg, layers=layers, dtype=dtype, collect=collect))
     return _JITTED[key]
 
 
 class PooledForward:
-    """Callable (ids, mask) -> pooled states [n_layers, B, D] (or [n_layers, B, S, D] for tokens)."""
+    """Callable (ids, segments) -> pooled states [n_layers, B, slots, D] (or [n_layers, B, S, D] for tokens);
+    segments [B, S]: 0 padding, k >= 1 the row's k-th packed text (a 0/1 mask: one text per row)."""
 
-    def __init__(self, model: Model, layers: tuple[int, ...], pooling: str, mesh: Mesh, dtype=None):
+    def __init__(self, model: Model, layers: tuple[int, ...], pooling: str, mesh: Mesh, dtype=None, slots: int = 1):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling {pooling!r} is not one of {', '.join(POOLINGS)}")
         self.mesh = mesh
         self.data_size = mesh.shape["data"]
         self.batch_sharding = NamedSharding(mesh, P("data", None))
         self.params = shard_params(model.params, mesh)
-        self._fn = _jitted(model.config, tuple(layers), jnp.dtype(dtype or model.dtype), pooling)
+        self._fn = _jitted(model.config, tuple(layers), jnp.dtype(dtype or model.dtype), pooling, slots)
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> jax.Array:
+    def __call__(self, input_ids: np.ndarray, segments: np.ndarray) -> jax.Array:
         ids = jax.device_put(input_ids, self.batch_sharding)
-        mask = jax.device_put(attention_mask, self.batch_sharding)
-        return self._fn(self.params, ids, mask)  # asynchronous: the host moves on while devices work
+        segments = jax.device_put(segments, self.batch_sharding)
+        return self._fn(self.params, ids, segments)  # asynchronous: the host moves on while devices work

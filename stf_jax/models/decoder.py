@@ -315,22 +315,30 @@ class DecoderOutput:
     cache: Any = None
 
 
-def _attention_inputs(mask, cache):
+def _attention_inputs(segments, cache):
     """Token positions [B, S] and the attention geometry every block shares: allowed [B, S, T] (causal and
-    key padding) and distance [S, T] (for sliding windows). With a KV cache, queries start at its index."""
-    s = mask.shape[1]
+    key padding) and distance [S, T] (for sliding windows). With a KV cache, queries start at its index.
+
+    segments [B, S] int: 0 for padding, k >= 1 for the k-th text packed into the row. A 0/1 attention mask is
+    the one-text case. Each text attends only to itself, and its positions count from 0, so a packed row
+    computes what separate padded rows compute; padding queries attend as before (to the real keys before
+    them), so a 0/1 mask's forward is unchanged."""
+    s = segments.shape[1]
+    mask = segments > 0
     if cache is None:
-        positions = jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0)  # right for left padding too
         q_idx, k_idx, key_mask = jnp.arange(s)[:, None], jnp.arange(s)[None, :], mask
+        same = (segments[:, :, None] == segments[:, None, :]) | ~mask[:, :, None]  # [B, S, S]
+        allowed = (k_idx <= q_idx)[None] & key_mask[:, None, :] & same
+        positions = jnp.maximum(allowed.sum(axis=-1, dtype=jnp.int32) - 1, 0)  # = cumsum(mask) - 1 for one text
     else:  # queries start at the cache index: one for every row, or one per row ([B] -> [B, S, T] geometry)
         positions = cache["positions"]
         index = jnp.asarray(cache["index"])
         q_idx = (index if index.ndim == 0 else index[:, None, None]) + jnp.arange(s)[:, None]
         k_idx = jnp.arange(cache["k"].shape[3])[None, :]
         key_mask = cache["key_mask"].astype(bool)
-    causal = k_idx <= q_idx
-    shared = {"allowed": (causal if causal.ndim == 3 else causal[None]) & key_mask[:, None, :],
-              "distance": q_idx - k_idx, "mask": mask}
+        causal = k_idx <= q_idx
+        allowed = (causal if causal.ndim == 3 else causal[None]) & key_mask[:, None, :]
+    shared = {"allowed": allowed, "distance": q_idx - k_idx, "mask": segments}
     if cache is not None:
         shared["cache_index"] = cache["index"]
     return positions, shared
@@ -363,6 +371,27 @@ def _layer_inputs(cfg: DecoderConfig, start: int, n_run: int, intervention, cach
     return per_layer
 
 
+def _scan_blocks(block: "Block", stacked, cfg: DecoderConfig, start: int, n_run: int, h, per_layer, shared):
+    """Scan `block` over blocks [start, n_run), each step reading its weights from `stacked` (every block's
+    parameters, [n_layers, ...], or exactly the run's blocks, [n_run - start, ...]) at its index.
+    -> (h, per-block outputs stacked)."""
+    held = jax.tree_util.tree_leaves(stacked)[0].shape[0]
+    if held == cfg.n_layers:
+        offset = start
+    elif held == n_run - start:
+        offset = 0
+    else:
+        raise ValueError(f"the parameters hold {held} blocks; this forward runs blocks [{start}, {n_run}) of "
+                         f"{cfg.n_layers}: give all of them or exactly those")
+
+    def step(h, xs):
+        index, layer = xs
+        params = jax.tree_util.tree_map(lambda w: jax.lax.dynamic_index_in_dim(w, index, keepdims=False), stacked)
+        return block.apply({"params": params}, h, layer, shared)
+
+    return jax.lax.scan(step, h, (jnp.arange(n_run - start) + offset, per_layer))
+
+
 class Decoder(nn.Module):
     """Runs blocks [start, n_run) and returns a `DecoderOutput`.
 
@@ -393,7 +422,9 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, input_ids, attention_mask, intervention: Intervention | None = None, cache=None,
                  h0=None, head_index=None) -> DecoderOutput:
-        """cache (decoding): {"k", "v": [L, B, K, T, Dh], "index": write offset (scalar, or per row [B] with
+        """attention_mask [B, S]: 1 for real tokens, 0 for padding; or segment ids (k >= 1: the row's k-th
+        packed text, each attending only to itself with positions from 0; `_attention_inputs`).
+        cache (decoding): {"k", "v": [L, B, K, T, Dh], "index": write offset (scalar, or per row [B] with
         append_cache), "key_mask": [B, T], "positions": [B, S]}; the updated k/v come back in
         DecoderOutput.cache.
         h0: [B, S, D] state entering block `start` (required when start > 0).
@@ -403,7 +434,7 @@ class Decoder(nn.Module):
         if (self.start > 0) != (h0 is not None):
             raise ValueError("Decoder: give h0 exactly when start > 0")
         precision = jax.lax.Precision.HIGHEST if self.compute_dtype == jnp.float32 else None
-        mask = attention_mask.astype(bool)
+        mask = attention_mask.astype(jnp.int32)  # segments: 0 padding, k >= 1 the row's k-th packed text
         positions, shared = _attention_inputs(mask, cache)
         shared |= _rope_tables(cfg, positions)
         if intervention is not None:
@@ -434,17 +465,27 @@ class Decoder(nn.Module):
         return h
 
     def _blocks(self, h, per_layer, shared, n_run: int, precision, cached: bool):
-        """Scan the blocks [start, n_run) -> (h, per-block collected states, updated KV cache or None)."""
+        """Run the blocks [start, n_run) -> (h, per-block collected states, updated KV cache or None).
+
+        Initialization builds the stacked parameters with `nn.scan`. A forward scans over layer indices and
+        reads each block's weights from the stack in place (`_scan_blocks`), so a forward that stops early or
+        resumes at `start` takes the full stack as it is: slicing it first copied the weights of every block
+        it runs, each call (XLA:CPU: 10 % of a short-text extraction forward)."""
         if n_run <= self.start:
             return h, None, None
-        stack = nn.scan(
-            Block,
-            variable_axes={"params": 0},
-            split_rngs={"params": True},
-            in_axes=(0, nn.broadcast),
-            length=n_run - self.start,
-        )(self.cfg, self.compute_dtype, precision, self.collect, self.append_cache, self.gemm_dtype, name="layers")
-        h, per_block = stack(h, per_layer, shared)
+        block_args = (self.cfg, self.compute_dtype, precision, self.collect, self.append_cache, self.gemm_dtype)
+        if self.is_initializing():
+            stack = nn.scan(
+                Block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(0, nn.broadcast),
+                length=n_run - self.start,
+            )(*block_args, name="layers")
+            h, per_block = stack(h, per_layer, shared)
+        else:
+            h, per_block = _scan_blocks(Block(*block_args), self.variables["params"]["layers"], self.cfg,
+                                        self.start, n_run, h, per_layer, shared)
         if cached:
             per_block, new_cache = per_block
             return h, per_block, {"k": new_cache[0], "v": new_cache[1]}
@@ -475,22 +516,13 @@ def select_hidden_states(cfg: DecoderConfig, layers: tuple[int, ...], out: Decod
                       for i in layers])
 
 
-def slice_layers(params, n_run: int, start: int = 0):
-    """Keep blocks [start, n_run) of the stacked parameters (the forward runs only those)."""
-    params = dict(params)
-    if "layers" in params:
-        params["layers"] = jax.tree_util.tree_map(lambda x: x[start:n_run], params["layers"])
-    return params
-
-
 def logits_from(params, h0, input_ids, attention_mask, *, cfg: DecoderConfig, start: int, dtype=jnp.float32,
                 head_index=None):
     """Logits [B, S | C, V] of the blocks from `start` on, resumed from h0 [B, S, D] = hidden_states[start]: the
     blocks below run once elsewhere and are shared by every variant of h0 (steered, reconstructed, ablated).
     Callers jit it."""
     model = Decoder(cfg, dtype=dtype, logits=True, start=start)
-    p = slice_layers(params, cfg.n_layers, start)
-    return model.apply({"params": p}, input_ids, attention_mask, None, h0=h0, head_index=head_index).logits
+    return model.apply({"params": params}, input_ids, attention_mask, None, h0=h0, head_index=head_index).logits
 
 
 @partial(jax.jit, static_argnames=("cfg", "layers", "dtype", "collect"))
@@ -499,8 +531,7 @@ def hidden_states(params, input_ids, attention_mask, intervention=None, *, cfg: 
     """[len(layers), B, S, D] (or collect()'s shape per layer); stops after the deepest layer."""
     n_run = max(layers)
     model = Decoder(cfg, dtype=dtype, n_run=n_run, collect=collect)
-    p = slice_layers(params, n_run)
-    out = model.apply({"params": p}, input_ids, attention_mask, intervention)
+    out = model.apply({"params": params}, input_ids, attention_mask, intervention)
     return select_hidden_states(cfg, layers, out)
 
 

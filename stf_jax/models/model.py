@@ -40,7 +40,9 @@ class Model:
 
     def hidden_states(self, input_ids, attention_mask, layers: Sequence[int] | int | str,
                       intervention: decoder.Intervention | None = None) -> jax.Array:
-        """[len(layers), B, S, D] in the HF convention; the forward stops at the deepest layer."""
+        """[len(layers), B, S, D] in the HF convention; the forward stops at the deepest layer. attention_mask:
+        0/1, or segment ids to pack several texts in a row (k >= 1 for the row's k-th text; each attends only
+        to itself, positions from 0)."""
         return decoder.hidden_states(
             self.params, jnp.asarray(input_ids, jnp.int32), jnp.asarray(attention_mask, jnp.int32), intervention,
             cfg=self.config, layers=self.resolve_layers(layers), dtype=self.dtype,
