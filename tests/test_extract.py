@@ -221,3 +221,28 @@ def test_compile_cache_settings(monkeypatch, tmp_path):
     monkeypatch.delenv("STF_JAX_COMPILE_CACHE")
     monkeypatch.setenv("STF_JAX_CACHE", str(tmp_path / "root"))
     assert compile_cache.cache_path() == tmp_path / "root" / "xla"
+
+
+def test_xla_cpu_defaults(monkeypatch):
+    """Importing stf_jax turns XLA:CPU's YNNPACK fusions off where jaxlib knows the flag (core.xla_flags): a
+    dot then compiles to XLA's own dot, not a YNN fusion. A user's own setting wins; off leaves XLA_FLAGS."""
+    from stf_jax.core import xla_flags
+
+    code = ("import stf_jax, jax, jax.numpy as jnp; "
+            "print(jax.jit(lambda a: a @ a).lower(jnp.ones((256, 256))).compile().as_text().count('ynn_fusion'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "STF_JAX_XLA_CPU_DEFAULTS")}
+    fused = {}
+    for name, extra in (("ours", {}), ("off", {"STF_JAX_XLA_CPU_DEFAULTS": "off"})):
+        r = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        fused[name] = int(r.stdout.split()[-1])
+    if xla_flags._jaxlib_version() and xla_flags.KNOWN[0] <= xla_flags._jaxlib_version() < xla_flags.KNOWN[1]:
+        assert fused["ours"] == 0 < fused["off"]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=dot")
+    assert xla_flags.cpu_defaults() is None
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    monkeypatch.setattr(xla_flags, "_jaxlib_version", lambda: (0, 9, 0))  # a jaxlib without the flag: none added
+    assert xla_flags.cpu_defaults() is None and os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=2"
+    monkeypatch.setattr(xla_flags, "_jaxlib_version", lambda: (0, 10, 2))
+    assert xla_flags.cpu_defaults() == xla_flags.YNN_OFF
+    assert os.environ["XLA_FLAGS"] == f"--xla_force_host_platform_device_count=2 {xla_flags.YNN_OFF}"
