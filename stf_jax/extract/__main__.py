@@ -35,6 +35,9 @@ _OPTION_FLAGS = {
     "max_length": "token cap per text; longer texts are cut, with a warning naming the pair "
                   "[min(the model's context, 2048)]",
     "max_batch_tokens": "padded tokens per forward pass (rows x length); long texts go in smaller batches [16384]",
+    "pack_length": "pooled modes: texts of up to this many tokens share rows of this length, each attending only "
+                   "to itself (almost no padding; one compiled shape); longer texts go in length buckets; 0: no "
+                   "packing [128]",
     "truncate": "cut texts longer than the cap (--no-truncate: refuse them)",
     "chat_template": "wrap texts in each model's chat template",
     "model_parallel": "devices per model replica (splits heads/MLP)",
