@@ -155,8 +155,10 @@ def main(argv=None):
     os.environ["STF_JAX_COMPILE_CACHE"] = args.cache_dir or tempfile.mkdtemp(prefix="bench_extract_xla_")
     os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
     from stf_jax.core import compile_cache
+    from stf_jax.core.xla_flags import cpu_defaults
 
     compile_cache.enable()
+    cpu_defaults()  # as `python -m stf_jax.extract` runs (before JAX starts its backend)
 
     import stf_jax
     from stf_jax.bench.device import block_flops_per_token, matmul_peaks

@@ -23,10 +23,6 @@ import sys
 import types
 from importlib import import_module
 
-from .core.xla_flags import cpu_defaults
-
-cpu_defaults()  # XLA:CPU's faster dot path for our forwards, set before JAX starts its backend (core.xla_flags)
-
 __version__ = "0.1.0"
 
 _LAZY = {

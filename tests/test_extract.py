@@ -224,20 +224,25 @@ def test_compile_cache_settings(monkeypatch, tmp_path):
 
 
 def test_xla_cpu_defaults(monkeypatch):
-    """Importing stf_jax turns XLA:CPU's YNNPACK fusions off where jaxlib knows the flag (core.xla_flags): a
-    dot then compiles to XLA's own dot, not a YNN fusion. A user's own setting wins; off leaves XLA_FLAGS."""
+    """The extraction command turns XLA:CPU's YNNPACK fusions off where jaxlib knows the flag (core.xla_flags):
+    a dot then compiles to XLA's own dot, not a YNN fusion. Importing stf_jax leaves them on (generation needs
+    them); a user's own setting wins; off leaves XLA_FLAGS alone."""
     from stf_jax.core import xla_flags
 
-    code = ("import stf_jax, jax, jax.numpy as jnp; "
-            "print(jax.jit(lambda a: a @ a).lower(jnp.ones((256, 256))).compile().as_text().count('ynn_fusion'))")
+    dot = ("import jax, jax.numpy as jnp; "
+           "print(jax.jit(lambda a: a @ a).lower(jnp.ones((256, 256))).compile().as_text().count('ynn_fusion'))")
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "STF_JAX_XLA_CPU_DEFAULTS")}
     fused = {}
-    for name, extra in (("ours", {}), ("off", {"STF_JAX_XLA_CPU_DEFAULTS": "off"})):
-        r = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True)
+    for name, code, extra in (("extract", "from stf_jax.core.xla_flags import cpu_defaults; cpu_defaults(); ", {}),
+                              ("import", "import stf_jax; ", {}),
+                              ("off", "from stf_jax.core.xla_flags import cpu_defaults; cpu_defaults(); ",
+                               {"STF_JAX_XLA_CPU_DEFAULTS": "off"})):
+        r = subprocess.run([sys.executable, "-c", code + dot], env={**env, **extra}, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-2000:]
         fused[name] = int(r.stdout.split()[-1])
     if xla_flags._jaxlib_version() and xla_flags.KNOWN[0] <= xla_flags._jaxlib_version() < xla_flags.KNOWN[1]:
-        assert fused["ours"] == 0 < fused["off"]
+        assert fused["extract"] == 0 < fused["import"] == fused["off"]
+    assert "cpu_defaults()" in (REPO / "stf_jax" / "extract" / "__main__.py").read_text()
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=dot")
     assert xla_flags.cpu_defaults() is None
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")

@@ -1,12 +1,14 @@
-"""XLA:CPU settings stf_jax chooses, put in `XLA_FLAGS` when the package is imported, before JAX starts its CPU
-backend (which reads the variable once).
+"""XLA:CPU settings for extraction, put in `XLA_FLAGS` by `python -m stf_jax.extract` before JAX starts its
+CPU backend (which reads the variable once, for the whole process).
 
 jaxlib 0.10 hands XLA:CPU's dots and the work around them to YNNPACK fusions by default. In stf_jax's
 extraction forward, XLA's own dot emitter (Eigen's GEMM) ran 8 % faster end to end (smollm2-135m, 500
 pairs, warm compilation cache, 2-core AVX-512 CPU: 1,073 and 1,056 tokens/s against 993 and 983, runs
-interleaved), so stf_jax turns the YNNPACK fusions off. Only a jaxlib known to have the flag gets it (an
-unknown flag aborts XLA); a user's own `ynn` setting in XLA_FLAGS wins; `STF_JAX_XLA_CPU_DEFAULTS=off` leaves
-XLA_FLAGS alone. It changes no result beyond float rounding (the parity tests run with it).
+interleaved). But KV-cache generation ran 13x slower without YNNPACK (gemma3-270m, 3 prompts x 32 tokens:
+38.5 s against 3.0 s), so only the extraction command, which never generates, turns it off; importing
+stf_jax leaves XLA_FLAGS alone. Only a jaxlib known to have the flag gets it (an unknown flag aborts XLA);
+a user's own `ynn` setting wins; `STF_JAX_XLA_CPU_DEFAULTS=off` opts out. Results change only by float
+rounding.
 """
 
 from __future__ import annotations

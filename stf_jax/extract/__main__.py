@@ -154,4 +154,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    from ..core.xla_flags import cpu_defaults
+
+    cpu_defaults()  # this process only extracts: XLA's own dots, set before JAX starts its backend
     cli_main(main)
