@@ -122,10 +122,16 @@ def make_batches(tok: Tokenized, indices: Sequence[int], batch_size: int, max_le
         carry = members[full:]
         last_seq, last_size = seq, size
     if carry:
-        rows = row_multiple
-        while rows < len(carry):
-            rows *= 2
-        yield _pack(tok, carry, min(rows, last_size), last_seq, pad_id)
+        yield _pack(tok, carry, _short_batch_rows(len(carry), row_multiple, last_size), last_seq, pad_id)
+
+
+def _short_batch_rows(n: int, row_multiple: int, cap: int) -> int:
+    """Rows of a last, short batch of n texts or rows: row_multiple times a power of two, at most cap, so the
+    number of compiled shapes stays small."""
+    rows = row_multiple
+    while rows < n:
+        rows *= 2
+    return min(rows, cap)
 
 
 PACK_SLOTS = 16  # texts per packed row at most: one pooled shape, [B, PACK_SLOTS, D]
@@ -168,12 +174,7 @@ def make_packed_batches(tok: Tokenized, indices: Sequence[int], batch_size: int,
     size = rows_for(row_len)
     for start in range(0, len(layout), size):
         members = layout[start:start + size]
-        n_rows = size
-        if len(members) < size:
-            n_rows = row_multiple
-            while n_rows < len(members):
-                n_rows *= 2
-            n_rows = min(n_rows, size)
+        n_rows = size if len(members) == size else _short_batch_rows(len(members), row_multiple, size)
         yield _pack_rows(tok, members, n_rows, row_len, slots, pad_id)
     yield from make_batches(tok, indices[lengths > row_len], batch_size, max_length, pad_id, row_multiple, rows_for)
 
