@@ -112,3 +112,29 @@ def test_packed_extraction_equals_padded(tiny_model_dir, tmp_path, pooling):
         for key in ("positive", "negative", "vectors"):
             ref = runs[0][layer][key]
             np.testing.assert_allclose(runs[row][layer][key], ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("name", sorted(TINY) + ["gpt2", "gpt_neox"])
+def test_last_block_at_pooled_positions_equals_pytorch(name, tiny_model_dir, family_dir):
+    """An extraction pooling the last (or letter) token runs its last block at those positions only
+    (`Decoder.final_positions`): the pooled states of every packed text, at the deepest and a shallower
+    layer, equal transformers' forward of that text alone; a forward of one block (nothing scanned) too."""
+    from stf_jax.extract import forward
+
+    model_dir = tiny_model_dir(name) if name in TINY else family_dir(name)
+    model = stf_jax.load_model(model_dir)
+    n_layers = model.config.n_layers
+    ids, segments, spans = _packed(np.random.default_rng(1))
+    refs = [torch_reference(model_dir, ids[r:r + 1, at:at + n], np.ones((1, n), np.int32))[0][:, 0]
+            for r, at, n in spans]  # [L+1, n, D] per text
+    scale = max(float(np.abs(ref).max()) for ref in refs)
+    mesh = forward.make_mesh()
+    for layers in sorted({(1,), (1, n_layers - 1)}):
+        for pooling, back in (("last", 1), ("letter", 2)):
+            pooled = np.asarray(forward.PooledForward(model, layers, pooling, mesh, slots=PACK_SLOTS)(ids, segments))
+            slot = {}
+            for r, at, n in spans:
+                slot[r] = slot.get(r, -1) + 1
+                ref = refs[list(spans).index((r, at, n))][list(layers), n - back]  # [len(layers), D]
+                err = np.abs(pooled[:, r, slot[r]] - ref).max() / scale
+                assert err <= 1e-4, (name, layers, pooling, r, at, err)

@@ -24,11 +24,15 @@ def slot_ends(segments, slots: int):
     return jnp.max(jnp.where(hit, jnp.arange(segments.shape[1])[None, :, None], 0), axis=1)
 
 
+def last_positions(segments, slots: int = 1, back: int = 1):
+    """Position of each packed text's last real token (`back` = 2: the one before it) -> [B, slots] int."""
+    return jnp.maximum(slot_ends(segments, slots) - (back - 1), 0)
+
+
 def pool_last(h, segments, slots: int = 1, back: int = 1):
     """Last real token of each packed text (`back` = 2: the one before it). h: [B, S, D], segments: [B, S]
     -> [B, slots, D] f32."""
-    at = jnp.maximum(slot_ends(segments, slots) - (back - 1), 0)
-    return jnp.take_along_axis(h, at[..., None], axis=1).astype(jnp.float32)
+    return decoder.take_positions(h, last_positions(segments, slots, back)).astype(jnp.float32)
 
 
 def pool_letter(h, segments, slots: int = 1):
@@ -50,6 +54,8 @@ def pool_tokens(h, segments, slots: int = 1):
 
 
 POOLINGS = {"last": pool_last, "letter": pool_letter, "mean": pool_mean, "tokens": pool_tokens}
+# Poolings that read fixed positions: the forward's last block computes only those (`Decoder.final_positions`).
+POOLED_POSITIONS = {"last": last_positions, "letter": partial(last_positions, back=2)}
 
 
 def make_mesh(model_parallel: int = 1, devices=None) -> Mesh:
@@ -93,13 +99,16 @@ def _jitted(cfg, layers: tuple[int, ...], dtype, pooling: str, slots: int):
     """One jitted forward per (config, layers, dtype, pooling, slots), so a second extraction in the same
     process (another run directory, a resumed or corpus run) reuses the compiled programs."""
     key = (cfg, layers, str(dtype), pooling, slots)
-    collect = partial(POOLINGS[pooling], slots=slots)
+    at = POOLED_POSITIONS.get(pooling)
+    fn = partial(decoder.hidden_states, cfg=cfg, layers=layers, dtype=dtype,
+                 collect=partial(POOLINGS[pooling], slots=slots),
+                 final_positions=None if at is None else partial(at, slots=slots))
     try:
         hash(key)
     except TypeError:  # an unhashable config: no reuse
-        return jax.jit(partial(decoder.hidden_states, cfg=cfg, layers=layers, dtype=dtype, collect=collect))
+        return jax.jit(fn)
     if key not in _JITTED:
-        _JITTED[key] = jax.jit(partial(decoder.hidden_states, cfg=cfg, layers=layers, dtype=dtype, collect=collect))
+        _JITTED[key] = jax.jit(fn)
     return _JITTED[key]
 
 
