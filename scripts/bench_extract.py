@@ -20,6 +20,8 @@ Each run measures, on the same texts and in the same process:
     prompt processing of the same GGUF at the texts' mean length, all threads; skipped cleanly when the
     binary cannot be built.
 Model loading is not counted on any side. The closing ratios take stf_jax's second run.
+`--repeats N` then alternates N more warm stf_jax f32 runs with N PyTorch f32 equal-work runs and prints
+the median of the N ratios: on a machine whose speed drifts from minute to minute, runs close in time compare.
 
 Accelerator mode (`--shape llama-3-8b-instruct`): scripts/accelerator_check.py's extraction section (random
 bf16 weights at a registry shape; stf_jax with each attention implementation vs PyTorch sdpa user-style and
@@ -92,7 +94,7 @@ def llama_cpp_peer(gguf: str, mean_len: int, batch_tokens: int) -> str:
 
 
 def stf_extract(model_name: str, pairs, layer: int, batch_size: int, dtype: str, gemm: str = "auto",
-                pack_length: int | None = None):
+                pack_length: int | None = None, runs: int = 2):
     """Two runs of extract_pairs on a loaded model, as a user runs it (default chunking and packing), the
     first with every program compiled (the bench's persistent cache starts empty), the second in a fresh
     state with the cache warm (what a later run on this machine pays: `jax.clear_caches()` drops the
@@ -109,7 +111,7 @@ def stf_extract(model_name: str, pairs, layer: int, batch_size: int, dtype: str,
     extra = {} if pack_length is None else {"pack_length": pack_length}
     opts = ExtractOptions(layers=str(layer), batch_size=batch_size, progress=False, dtype=dtype, **extra)
     seconds, arrays, summary = [], None, None
-    for _ in range(2):
+    for _ in range(runs):
         jax.clear_caches()  # the route is chosen at trace time; the second run reads the persistent cache
         forward._JITTED.clear()
         out = tempfile.mkdtemp(prefix="bench_extract_")
@@ -117,7 +119,7 @@ def stf_extract(model_name: str, pairs, layer: int, batch_size: int, dtype: str,
         summary = extract_pairs([model], pairs, out, opts)[0]
         seconds.append(time.perf_counter() - t0)
         arrays = load_layer(out, model.name, layer)
-    return arrays, summary.real_tokens, seconds[0], seconds[1], summary.padding_efficiency
+    return arrays, summary.real_tokens, seconds[0], seconds[-1], summary.padding_efficiency
 
 
 def _cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -136,6 +138,9 @@ def main(argv=None):
                         help="PyTorch references to time ('--torch' alone: none) [equal user]")
     parser.add_argument("--pack-length", type=int, help="stf_jax's packed row length (0: no packing) [the default]")
     parser.add_argument("--cache-dir", help="persistent compilation cache for stf_jax's runs [a new empty directory]")
+    parser.add_argument("--repeats", type=int, default=0,
+                        help="then alternate N more warm stf_jax f32 runs with N PyTorch f32 equal-work runs and give "
+                             "the median ratio: for machines whose speed drifts between runs [0]")
     parser.add_argument("--skip-llama-cpp", action="store_true", help="no llama.cpp peer")
     parser.add_argument("--shape", help="accelerator mode: a registry model shape with random bf16 weights")
     parser.add_argument("--tiny", action="store_true", help="accelerator mode: shrink the shape (CPU smoke run)")
@@ -243,6 +248,25 @@ def main(argv=None):
         rate = tokens / seconds
         print(f"stf_jax {best_name} (the fastest here, second run) / {name}: {ours[best_name][1] / rate:.2f}x"
               + (f"; stf_jax float32 / {name}: {ours['float32'][1] / rate:.2f}x" if "float32" in ours else ""))
+    if args.repeats and "float32" in ours and "equal" in args.torch:
+        interleaved(args, pairs, layer, model_dir, texts, model.tokenizer)
+
+
+def interleaved(args, pairs, layer: int, model_dir: str, texts, tokenizer):
+    """--repeats: warm stf_jax f32 and PyTorch f32 equal-work runs in turn on the same texts; each pair of runs
+    is close in time, so the median of their ratios is robust to a machine whose speed drifts."""
+    ratios = []
+    for i in range(args.repeats):
+        _, tokens, _, seconds, _ = stf_extract(args.model, pairs, layer, args.batch_size, "float32", "auto",
+                                               args.pack_length, runs=1)
+        _, ref_tokens, ref_seconds = torch_reference(model_dir, texts, layer, args.batch_size, tokenizer,
+                                                     equal_work=True, dtype="float32")
+        ours, theirs = tokens / seconds, ref_tokens / ref_seconds
+        ratios.append(ours / theirs)
+        print(f"interleaved {i + 1}/{args.repeats}: stf_jax f32 (cache warm) {ours:,.0f} tokens/s, PyTorch f32 "
+              f"equal-work {theirs:,.0f}: {ours / theirs:.2f}x", flush=True)
+    print(f"stf_jax float32 / PyTorch float32, equal-work, median of {len(ratios)} interleaved pairs of runs: "
+          f"{np.median(ratios):.2f}x (range {min(ratios):.2f}-{max(ratios):.2f})")
 
 
 if __name__ == "__main__":
