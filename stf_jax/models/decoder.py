@@ -480,8 +480,6 @@ class Decoder(nn.Module):
         collect = self.collect or (lambda x, m: x)
         embedded = collect(h, mask)
         h, per_block, new_cache = self._blocks(h, per_layer, shared, n_run, precision, cache is not None)
-        if self._final_at_positions(n_run, per_layer, cache is not None):  # h holds only the pooled positions now
-            return DecoderOutput(embedded, per_block, None)
 
         final = RMSNorm(cfg.norm_eps, cfg.norm_offset, self.compute_dtype, cfg.norm, name="final_norm")
         normed = final(h) if (n_run == cfg.n_layers or self.logits) else None
@@ -501,10 +499,10 @@ class Decoder(nn.Module):
         return h
 
     def _final_at_positions(self, n_run: int, per_layer, cached: bool) -> bool:
-        """Whether the last run block computes only `final_positions`: set, a stopped forward (no final norm,
-        no logits), no KV cache, no steering intervention, not initializing."""
+        """Whether the last run block of a forward (not initialization) computes only `final_positions`: set, a
+        stopped forward (no final norm, no logits), no KV cache, no steering intervention."""
         return (self.final_positions is not None and n_run < self.cfg.n_layers and n_run > self.start
-                and not self.logits and not cached and "iv" not in per_layer and not self.is_initializing())
+                and not self.logits and not cached and "iv" not in per_layer)
 
     def _blocks(self, h, per_layer, shared, n_run: int, precision, cached: bool):
         """Run the blocks [start, n_run) -> (h, per-block collected states, updated KV cache or None).
