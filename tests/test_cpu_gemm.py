@@ -23,8 +23,29 @@ def test_routing_rules(monkeypatch):
     assert cpu_gemm.bf16_gemms(jnp.bfloat16) == (cpu_gemm._gemm() is not None)
     monkeypatch.setenv("STF_JAX_CPU_GEMM", "auto")
     assert cpu_gemm.bf16_gemms(jnp.bfloat16) == (cpu_gemm._gemm() is not None and cpu_gemm.cpu_has_bf16())
-    assert cpu_gemm.dense_dot_general(None) is None and cpu_gemm.dense_dot_general(jnp.float32) is None
+    # other dense layers keep XLA's dot, on the CPU with its output stride padded where it aliases
+    assert cpu_gemm.dense_dot_general(None) is cpu_gemm.dense_dot_general(jnp.float32) is cpu_gemm.stride_padded
     assert cpu_gemm.dense_dot_general(jnp.bfloat16) is cpu_gemm.dot_general
+
+
+def test_stride_padded_pads_only_aliased_products_and_keeps_the_sums():
+    """[rows, K] x [K, N]: the dot takes a widened weight exactly where N is a multiple of 1024 floats from
+    2048 up and there are at least 512 rows; equal to the float64 product either way."""
+    rng = np.random.default_rng(0)
+    dims = (((2,), (0,)), ((), ()))
+    for (b, s, k, n), padded in (((8, 128, 64, 2048), True), ((2, 256, 32, 3072), True), ((1, 8, 64, 2048), False),
+                                 ((1, 511, 64, 2048), False), ((8, 128, 64, 1024), False), ((8, 128, 64, 2064), False)):
+        x = rng.standard_normal((b, s, k)).astype(np.float32)
+        w = rng.standard_normal((k, n)).astype(np.float32)
+        fn = lambda x, w: cpu_gemm.stride_padded(x, w, dims, precision=jax.lax.Precision.HIGHEST)
+        dot, = [e for e in jax.make_jaxpr(fn)(x, w).jaxpr.eqns if e.primitive.name == "dot_general"]
+        assert dot.invars[1].aval.shape == (k, n + 16 if padded else n), (b, s, k, n)
+        got = np.asarray(jax.jit(fn)(x, w))
+        assert got.shape == (b, s, n)
+        np.testing.assert_allclose(got, x.astype(np.float64) @ w.astype(np.float64), rtol=1e-5, atol=1e-4)
+    x, w = rng.standard_normal((4, 16)).astype(np.float32), rng.standard_normal((4, 2048)).astype(np.float32)
+    got = cpu_gemm.stride_padded(x, w, (((0,), (0,)), ((), ())))  # not a dense layer's contraction: passed on
+    np.testing.assert_allclose(np.asarray(got), x.T @ w, rtol=1e-5, atol=1e-4)
 
 
 @needs_mkl
