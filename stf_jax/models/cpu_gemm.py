@@ -139,8 +139,8 @@ def _stride_aliased(rows: int, n: int) -> bool:
 
 def stride_padded(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
     """A dense layer's lhs [..., K] · rhs [K, N] through XLA's dot, with rhs widened to N + 16 zero columns
-    (then dropped) where the product's rows would alias in the cache (`_stride_aliased`); the same sums either
-    way, in a different blocking (float rounding). Any other contraction passes to `jax.lax.dot_general`."""
+    (then dropped) where the product's rows would alias in the cache (`_stride_aliased`). Only the column
+    tiling differs: each output's sum over K is the same. Any other contraction passes to `jax.lax.dot_general`."""
     import jax
     import jax.numpy as jnp
 
