@@ -13,9 +13,7 @@ aliasing); this is the measurement behind that rule.
 from __future__ import annotations
 
 import argparse
-import re
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +31,7 @@ def main(argv=None):
     cpu_defaults()  # as `python -m stf_jax.extract` runs
     import jax
 
+    from stf_jax.bench.device import cpu_flags
     from stf_jax.models import cpu_gemm
 
     dims = (((1,), (0,)), ((), ()))
@@ -54,11 +53,7 @@ def main(argv=None):
         rate = {name: 2 * m * k * n / np.median(t) / 1e9 for name, t in times.items()}
         print(f"{shape:>16s} {rate['xla']:12.0f} {rate['stride_padded']:14.0f}  "
               f"{'yes' if cpu_gemm._stride_aliased(m, n) else 'no'}", flush=True)
-    try:
-        flags = sorted(set(re.findall(r"\b(avx\w*|amx\w*|fma)\b", Path("/proc/cpuinfo").read_text())))
-    except OSError:
-        flags = []
-    print(f"CPU flags: {' '.join(flags) or 'unknown'}; jax {jax.__version__}, {jax.devices()[0].device_kind}")
+    print(f"CPU: {cpu_flags()}; jax {jax.__version__}, {jax.devices()[0].device_kind}")
 
 
 if __name__ == "__main__":

@@ -96,6 +96,12 @@ def host_gemm(a, b):
     return c
 
 
+def _dense_contraction(lhs, rhs, dimension_numbers) -> bool:
+    """Whether a dot_general is a dense layer's: lhs [..., K] · rhs [K, N], no batch dimensions."""
+    (lc, rc), (lb, rb) = dimension_numbers
+    return tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb and not rb and rhs.ndim == 2
+
+
 def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
     """A dense layer's contraction, lhs [..., K] · rhs [K, N] -> [..., N] in lhs's dtype, through MKL: both
     sides rounded to bf16 (bf16 weights pass unchanged), the products summed in f32. Any other contraction is
@@ -103,8 +109,7 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     import jax
     import jax.numpy as jnp
 
-    (lc, rc), (lb, rb) = dimension_numbers
-    if tuple(lc) != (lhs.ndim - 1,) or tuple(rc) != (0,) or lb or rb or rhs.ndim != 2:
+    if not _dense_contraction(lhs, rhs, dimension_numbers):
         raise ValueError(f"cpu_gemm.dot_general handles [..., K] x [K, N] only, got {dimension_numbers}")
     lead, (k, n) = lhs.shape[:-1], rhs.shape
     a = lhs.reshape(-1, k).astype(jnp.bfloat16)
@@ -123,8 +128,9 @@ def bf16_gemms(dtype) -> bool:
 
 
 # Eigen's GEMM (XLA:CPU's dot) runs about 30 % slower when the product's row stride is a multiple of 1024 floats
-# (4 KiB): [4096, 640] x [640, N] at 70 GFLOP/s for N = 2048 against 97-104 for N = 1792, 2064 or 2304 on a
-# 2-core AVX2 EPYC (README): the output tiles' rows fall into the same cache sets. Such a product (wide and
+# (4 KiB): [4096, 640] x [640, N] at 59 GFLOP/s for N = 2048 against 100-113 for N = 1024 or 2064 on a 2-core
+# AVX2 EPYC, 78 padded (`scripts/bench_gemm_shapes.py`, README): the output tiles' rows fall into the same
+# cache sets. Such a product (wide and
 # with many rows: gemma3-270m's MLP gate and up projections in an extraction forward) multiplies by its weight
 # widened by one cache line of zero columns and drops them. The padded weight is a copy of [K, N + 16] per call,
 # a few % of the product at 512 rows (where the padded product still gains 20-40 %) and less above; decoding's
@@ -144,10 +150,8 @@ def stride_padded(lhs, rhs, dimension_numbers, precision=None, preferred_element
     import jax
     import jax.numpy as jnp
 
-    (lc, rc), (lb, rb) = dimension_numbers
-    dense = tuple(lc) == (lhs.ndim - 1,) and tuple(rc) == (0,) and not lb and not rb and rhs.ndim == 2
     n = rhs.shape[-1]
-    if not dense or not _stride_aliased(math.prod(lhs.shape[:-1]), n):
+    if not _dense_contraction(lhs, rhs, dimension_numbers) or not _stride_aliased(math.prod(lhs.shape[:-1]), n):
         return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                                    preferred_element_type=preferred_element_type)
     wide = jnp.pad(rhs, ((0, 0), (0, _PAD_COLUMNS)))
